@@ -1,0 +1,9 @@
+//! `recorder trace`: stream events of one target.
+
+/// Arguments of `recorder trace`.
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("not yet implemented")
+}

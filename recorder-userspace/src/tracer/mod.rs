@@ -1,0 +1,1 @@
+//! Kernel side: loads the eBPF programs, arms the mount-namespace filter, and streams events.
