@@ -130,4 +130,3 @@ pub mod globals {
     /// Ring fill level (bytes) above which a record forces a wakeup of the consumer.
     pub const WAKEUP_THRESHOLD: &str = "WAKEUP_THRESHOLD";
 }
-

@@ -1,1 +1,267 @@
 //! Kernel side: loads the eBPF programs, arms the mount-namespace filter, and streams events.
+
+pub mod btf;
+mod counters;
+pub mod event;
+mod stream;
+
+use std::{io, os::unix::fs::MetadataExt, path::Path, time::Duration};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
+    programs::{ProgramError, TracePoint},
+};
+use recorder_common::globals;
+use thiserror::Error;
+use tracing::{debug, info};
+
+pub use self::{
+    btf::{BtfError, KernelOffsets},
+    counters::KernelCounters,
+    event::{DecodeError, Event},
+    stream::EventStream,
+};
+
+/// The eBPF object built by build.rs; empty when built with `AYA_BUILD_SKIP=1`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/recorder"));
+
+/// Tracepoints in the `syscalls` category, exits first so that no entry is parked without a
+/// matching exit program.
+const PROGRAMS: [&str; 10] = [
+    "sys_exit_open",
+    "sys_exit_openat",
+    "sys_exit_openat2",
+    "sys_exit_execve",
+    "sys_exit_execveat",
+    "sys_enter_open",
+    "sys_enter_openat",
+    "sys_enter_openat2",
+    "sys_enter_execve",
+    "sys_enter_execveat",
+];
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Why the tracer could not start or stream.
+#[derive(Debug, Error)]
+pub enum TracerError {
+    /// The binary was built with `AYA_BUILD_SKIP=1`.
+    #[error("this binary was built without its eBPF object (AYA_BUILD_SKIP); rebuild without it")]
+    NotBuilt,
+    /// Kernel offsets could not be computed.
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    /// tracefs is needed to attach tracepoints.
+    #[error("tracefs is not mounted and mounting it at {TRACEFS} failed: {0}")]
+    Tracefs(nix::Error),
+    /// The kernel refused the object.
+    #[error("loading the eBPF object failed (this needs root, or CAP_BPF and CAP_PERFMON): {0}")]
+    Load(#[from] aya::EbpfError),
+    /// A program is missing, failed verification, or could not attach.
+    #[error("program {name}: {source}")]
+    Program {
+        /// The program.
+        name: &'static str,
+        /// The cause.
+        source: ProgramError,
+    },
+    /// A map is missing or could not be used.
+    #[error("map {name}: {source}")]
+    Map {
+        /// The map.
+        name: &'static str,
+        /// The cause.
+        source: MapError,
+    },
+    /// A map the object must define is absent.
+    #[error("the eBPF object has no {0}")]
+    Missing(&'static str),
+    /// The ring size is not one the kernel accepts.
+    #[error("ring buffer size {0} must be a power of two and a multiple of the page size")]
+    RingSize(u32),
+    /// Reading a target's namespace or polling the ring failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        source: io::Error,
+    },
+}
+
+/// How the tracer is sized and how its consumer waits.
+#[derive(Clone, Debug)]
+pub struct TracerConfig {
+    /// Ring buffer size in bytes: a power of two, a multiple of the page size.
+    pub ring_bytes: u32,
+    /// Unread bytes in the ring above which the kernel wakes the consumer at once.
+    pub wakeup_threshold: u64,
+    /// How often the consumer looks at the ring when nothing woke it.
+    pub poll_interval: Duration,
+}
+
+impl Default for TracerConfig {
+    fn default() -> Self {
+        // 16 MiB holds about three seconds of a 600k events/s burst of short paths; waking at
+        // 256 KiB keeps the consumer well ahead of that, while the 5 ms poll bounds latency
+        // without a wakeup per event.
+        Self {
+            ring_bytes: 16 << 20,
+            wakeup_threshold: 256 << 10,
+            poll_interval: Duration::from_millis(5),
+        }
+    }
+}
+
+/// Loaded and attached programs with their filter and counters.
+///
+/// Dropping it detaches the programs.
+pub struct Tracer {
+    // Held for its drop: the programs stay attached while it lives.
+    _ebpf: Ebpf,
+    targets: HashMap<MapData, u32, u8>,
+    counters: PerCpuArray<MapData, u64>,
+    events: Option<RingBuf<MapData>>,
+    poll_interval: Duration,
+}
+
+impl Tracer {
+    /// Loads the programs and attaches them to their tracepoints. No task is traced until a
+    /// target is added.
+    pub fn load(config: &TracerConfig) -> Result<Self, TracerError> {
+        if EBPF_OBJECT.is_empty() {
+            return Err(TracerError::NotBuilt);
+        }
+        let page = page_size();
+        if !config.ring_bytes.is_power_of_two() || config.ring_bytes % page != 0 {
+            return Err(TracerError::RingSize(config.ring_bytes));
+        }
+        ensure_tracefs()?;
+        let offsets = KernelOffsets::from_sys_fs()?;
+        debug!(?offsets, "kernel offsets from BTF");
+
+        let mut ebpf = EbpfLoader::new()
+            .override_global(globals::TASK_NSPROXY, &offsets.task_nsproxy, true)
+            .override_global(globals::NSPROXY_MNT_NS, &offsets.nsproxy_mnt_ns, true)
+            .override_global(globals::MNT_NS_INUM, &offsets.mnt_ns_inum, true)
+            .override_global(globals::WAKEUP_THRESHOLD, &config.wakeup_threshold, true)
+            .map_max_entries("EVENTS", config.ring_bytes)
+            .load(EBPF_OBJECT)?;
+
+        for name in PROGRAMS {
+            let program = ebpf.program_mut(name).ok_or(TracerError::Missing(name))?;
+            let tracepoint: &mut TracePoint = program
+                .try_into()
+                .map_err(|source| TracerError::Program { name, source })?;
+            tracepoint
+                .load()
+                .map_err(|source| TracerError::Program { name, source })?;
+            tracepoint
+                .attach("syscalls", name)
+                .map_err(|source| TracerError::Program { name, source })?;
+        }
+
+        let targets = take_map(&mut ebpf, "TARGETS", |m| HashMap::try_from(m))?;
+        let counters = take_map(&mut ebpf, "COUNTERS", |m| PerCpuArray::try_from(m))?;
+        let events = take_map(&mut ebpf, "EVENTS", |m| RingBuf::try_from(m))?;
+        info!(ring_bytes = config.ring_bytes, "tracer attached");
+        Ok(Self {
+            _ebpf: ebpf,
+            targets,
+            counters,
+            events: Some(events),
+            poll_interval: config.poll_interval,
+        })
+    }
+
+    /// Starts tracing every task in the mount namespace with this inode.
+    pub fn add_target(&mut self, mntns: u32) -> Result<(), TracerError> {
+        self.targets
+            .insert(mntns, 1, 0)
+            .map_err(|source| TracerError::Map {
+                name: "TARGETS",
+                source,
+            })?;
+        info!(mntns, "filter armed");
+        Ok(())
+    }
+
+    /// Stops tracing a mount namespace.
+    pub fn remove_target(&mut self, mntns: u32) -> Result<(), TracerError> {
+        match self.targets.remove(&mntns) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(TracerError::Map {
+                name: "TARGETS",
+                source,
+            }),
+        }
+    }
+
+    /// The event stream; there is one per tracer, so this returns `None` the second time.
+    ///
+    /// Call it inside a tokio runtime: the stream registers with its reactor.
+    pub fn take_events(&mut self) -> Result<Option<EventStream>, TracerError> {
+        self.events
+            .take()
+            .map(|ring| EventStream::new(ring, self.poll_interval))
+            .transpose()
+    }
+
+    /// Kernel-side counters, summed over CPUs.
+    pub fn counters(&self) -> Result<KernelCounters, TracerError> {
+        KernelCounters::read(&self.counters)
+    }
+}
+
+fn take_map<T>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    convert: impl FnOnce(aya::maps::Map) -> Result<T, MapError>,
+) -> Result<T, TracerError> {
+    let map = ebpf.take_map(name).ok_or(TracerError::Missing(name))?;
+    convert(map).map_err(|source| TracerError::Map { name, source })
+}
+
+fn page_size() -> u32 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|size| u32::try_from(size).ok())
+        .unwrap_or(4096)
+}
+
+/// Mounts tracefs where aya looks for it, when no tracefs is mounted yet.
+fn ensure_tracefs() -> Result<(), TracerError> {
+    let mounted = [
+        "/sys/kernel/tracing/events",
+        "/sys/kernel/debug/tracing/events",
+    ]
+    .iter()
+    .any(|p| Path::new(p).is_dir());
+    if mounted {
+        return Ok(());
+    }
+    info!("mounting tracefs at {TRACEFS}");
+    nix::mount::mount(
+        Some("tracefs"),
+        TRACEFS,
+        Some("tracefs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(TracerError::Tracefs)
+}
+
+/// The mount-namespace inode of a process, the key the filter is armed with.
+pub fn mount_namespace_of(pid: u32) -> Result<u32, TracerError> {
+    let path = format!("/proc/{pid}/ns/mnt");
+    let meta = std::fs::metadata(&path).map_err(|source| TracerError::Io {
+        context: format!("reading the mount namespace of pid {pid} ({path})"),
+        source,
+    })?;
+    u32::try_from(meta.ino()).map_err(|_| TracerError::Io {
+        context: format!("mount namespace inode of pid {pid}"),
+        source: io::Error::other("inode does not fit in 32 bits"),
+    })
+}

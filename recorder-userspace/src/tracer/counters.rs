@@ -1,0 +1,44 @@
+//! Kernel-side loss accounting.
+
+use aya::maps::{MapData, PerCpuArray};
+use recorder_common::Counter;
+use serde::Serialize;
+
+use super::TracerError;
+
+/// Counters kept by the programs, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct KernelCounters {
+    /// Records written to the ring.
+    pub emitted: u64,
+    /// Records lost because the ring was full.
+    pub dropped: u64,
+    /// Paths the kernel could not read (the record still arrives, without its path).
+    pub path_read_failed: u64,
+    /// Calls lost because the in-flight table was full.
+    pub in_flight_full: u64,
+}
+
+impl KernelCounters {
+    pub(super) fn read(map: &PerCpuArray<MapData, u64>) -> Result<Self, TracerError> {
+        let sum = |counter: Counter| -> Result<u64, TracerError> {
+            map.get(&(counter as u32), 0)
+                .map(|values| values.iter().sum())
+                .map_err(|source| TracerError::Map {
+                    name: "COUNTERS",
+                    source,
+                })
+        };
+        Ok(Self {
+            emitted: sum(Counter::Emitted)?,
+            dropped: sum(Counter::Dropped)?,
+            path_read_failed: sum(Counter::PathReadFailed)?,
+            in_flight_full: sum(Counter::InFlightFull)?,
+        })
+    }
+
+    /// Events that never reached userspace.
+    pub fn lost(&self) -> u64 {
+        self.dropped + self.in_flight_full
+    }
+}
