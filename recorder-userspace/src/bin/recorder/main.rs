@@ -1,5 +1,6 @@
 //! The `recorder` command line.
 
+mod status;
 mod trace;
 
 use clap::{Parser, Subcommand};
@@ -16,6 +17,8 @@ struct Cli {
 enum Command {
     /// Stream decoded file open and exec events of a mount namespace.
     Trace(trace::Args),
+    /// Query a running agent's status socket.
+    Status(status::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -29,5 +32,6 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Trace(args) => trace::run(args),
+        Command::Status(args) => status::run(args),
     }
 }

@@ -1,0 +1,16 @@
+//! The status socket: a Unix socket speaking HTTP/1.1 that reports the agent's progress.
+//!
+//! The agent owns a [`StatusHandle`] and updates it as it goes; [`serve`] answers
+//! `GET /status` (JSON), `GET /metrics` (Prometheus text) and `POST /stop` (fires a
+//! [`StopSignal`] the agent awaits). [`client`] is the other end, used by `recorder status`.
+
+pub mod client;
+mod metrics;
+mod report;
+mod server;
+mod stop;
+mod time;
+
+pub use report::{Counters, State, StateChange, StatusHandle, StatusReport, UnknownState};
+pub use server::{ServeError, ServerHandle, serve};
+pub use stop::StopSignal;
