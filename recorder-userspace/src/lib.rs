@@ -3,3 +3,6 @@
 
 pub mod status;
 pub mod tracer;
+pub mod image;
+pub mod record;
+pub mod store;

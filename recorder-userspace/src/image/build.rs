@@ -1,0 +1,86 @@
+//! Indexing all layers of an image, each streamed once, several at a time.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::error::{ImageError, Result};
+use super::index::{LayerIndex, LayerIndexBuilder};
+use super::merged::MergedView;
+use super::open::Image;
+
+/// How to index an image.
+#[derive(Debug, Clone, Default)]
+pub struct IndexOptions {
+    /// Layers indexed at once; 0 = one per available CPU.
+    pub threads: usize,
+    /// Accumulates compressed bytes read, for progress reports.
+    pub progress: Option<Arc<AtomicU64>>,
+}
+
+/// Indexes every layer of `image` (in parallel) and returns the merged view.
+pub fn index_image(image: &Image, opts: &IndexOptions) -> Result<MergedView> {
+    let count = image.layers().len();
+    let threads = match opts.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+    .clamp(1, count.max(1));
+    let next = AtomicUsize::new(0);
+    let cancel = AtomicBool::new(false);
+    let results: Mutex<Vec<Option<Result<LayerIndex>>>> =
+        Mutex::new((0..count).map(|_| None).collect());
+    let work = || {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= count || cancel.load(Ordering::Relaxed) {
+                break;
+            }
+            let r = image
+                .open_layer_counted(i, opts.progress.clone())
+                .and_then(|mut reader| LayerIndexBuilder::new().read_tar(&mut reader, Some(&cancel)));
+            if let Err(e) = &r {
+                tracing::debug!(layer = i, error = %e, "indexing failed");
+                cancel.store(true, Ordering::Relaxed);
+            }
+            if let Ok(mut slots) = results.lock() {
+                slots[i] = Some(r);
+            }
+        }
+    };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads).map(|_| s.spawn(work)).collect();
+        for h in handles {
+            // A panic in a worker leaves its slot empty, reported below.
+            let _ = h.join();
+        }
+    });
+    let slots = results
+        .into_inner()
+        .map_err(|_| ImageError::WorkerPanicked(0))?;
+    // Report the first real failure, not the "cancelled" of layers stopped because of it.
+    let mut first_err: Option<ImageError> = None;
+    let mut layers = Vec::with_capacity(count);
+    for (i, slot) in slots.into_iter().enumerate() {
+        match slot {
+            Some(Ok(idx)) => layers.push(idx),
+            Some(Err(e)) => {
+                let cancelled = matches!(&e, ImageError::BadLayer { message, .. } if message == "cancelled");
+                if first_err.is_none() || (!cancelled && is_cancel(first_err.as_ref())) {
+                    first_err = Some(e);
+                }
+            }
+            None if first_err.is_none() && !cancel.load(Ordering::Relaxed) => {
+                first_err = Some(ImageError::WorkerPanicked(i));
+            }
+            None => {}
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(MergedView::new(layers)),
+    }
+}
+
+fn is_cancel(e: Option<&ImageError>) -> bool {
+    matches!(e, Some(ImageError::BadLayer { message, .. }) if message == "cancelled")
+}

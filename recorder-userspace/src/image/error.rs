@@ -1,0 +1,142 @@
+//! Errors of the image side: every variant names the blob or entry at fault.
+
+use std::path::PathBuf;
+
+/// Why an image, a blob or a layer could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// A file of the image source could not be read.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A digest string is not `sha256:<64 lowercase hex>`.
+    #[error("invalid digest {0:?}: only sha256:<64 lowercase hex digits> is supported")]
+    InvalidDigest(String),
+    /// A blob named by a descriptor or on the command line is absent from the source.
+    #[error("blob {digest} is missing from {source_name}")]
+    MissingBlob {
+        /// The missing blob.
+        digest: String,
+        /// The source searched.
+        source_name: String,
+    },
+    /// A blob's content does not hash to its digest.
+    #[error("blob {digest}: digest mismatch (content hashes to {actual})")]
+    DigestMismatch {
+        /// The expected digest.
+        digest: String,
+        /// What the content hashes to.
+        actual: String,
+    },
+    /// A blob's length differs from its descriptor's size.
+    #[error("blob {digest}: size mismatch (descriptor says {expected} bytes, blob has {actual})")]
+    SizeMismatch {
+        /// The blob.
+        digest: String,
+        /// The descriptor's size.
+        expected: u64,
+        /// The size read (at least).
+        actual: u64,
+    },
+    /// A JSON document (index, manifest, config, layout) does not parse.
+    #[error("{what} {name}: invalid JSON: {message}")]
+    BadJson {
+        /// Which kind of document.
+        what: &'static str,
+        /// The blob digest or file name.
+        name: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// A descriptor's media type is not one this recorder handles.
+    #[error("blob {digest}: unsupported media type {media_type:?}")]
+    UnsupportedMediaType {
+        /// The blob.
+        digest: String,
+        /// Its media type.
+        media_type: String,
+    },
+    /// The OCI layout directory is malformed.
+    #[error("OCI layout {path}: {message}")]
+    BadLayout {
+        /// The layout directory.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// No manifest matches the requested reference name.
+    #[error("no manifest named {name:?} in {source_name} (names present: {available})")]
+    RefNotFound {
+        /// The requested `org.opencontainers.image.ref.name`.
+        name: String,
+        /// The source searched.
+        source_name: String,
+        /// The names that are present.
+        available: String,
+    },
+    /// Several manifests could be meant and nothing picks one.
+    #[error("{source_name}: {message}")]
+    Ambiguous {
+        /// The source.
+        source_name: String,
+        /// What to do about it.
+        message: String,
+    },
+    /// No manifest of an index matches the requested platform.
+    #[error("index {digest}: no manifest for platform {platform} (present: {available})")]
+    NoPlatform {
+        /// The index blob.
+        digest: String,
+        /// The requested platform.
+        platform: String,
+        /// The platforms present.
+        available: String,
+    },
+    /// Indexes nest deeper than any real image does.
+    #[error("index {digest}: indexes nest more than {max} deep")]
+    TooDeep {
+        /// The innermost index.
+        digest: String,
+        /// The limit.
+        max: usize,
+    },
+    /// A layer's compressed stream is corrupt or truncated.
+    #[error("layer {digest}: {message}")]
+    BadLayer {
+        /// The layer blob.
+        digest: String,
+        /// What the decoder or tar reader said.
+        message: String,
+    },
+    /// A tar entry has a name or link target that this recorder refuses.
+    #[error("layer {digest}, entry {entry}: {message}")]
+    BadEntry {
+        /// The layer blob.
+        digest: String,
+        /// The entry's name as stored (lossily decoded) or its ordinal.
+        entry: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A layer index is out of range.
+    #[error("the image has {count} layers, there is no layer {index}")]
+    NoSuchLayer {
+        /// The requested index.
+        index: usize,
+        /// How many layers there are.
+        count: usize,
+    },
+    /// A platform string does not parse.
+    #[error("invalid platform {0:?}: expected os/arch[/variant]")]
+    BadPlatform(String),
+    /// An indexing thread panicked; a bug, reported rather than propagated.
+    #[error("indexing thread for layer {0} panicked")]
+    WorkerPanicked(usize),
+}
+
+/// Result of the image side.
+pub type Result<T, E = ImageError> = std::result::Result<T, E>;

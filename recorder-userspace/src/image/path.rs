@@ -1,0 +1,96 @@
+//! Entry names: cleaned as the seed cleans them (`path.Clean("/"+name)` minus the leading `/`).
+
+/// Longest path the kernel accepts (`PATH_MAX`, counting the NUL).
+pub const PATH_MAX: usize = 4096;
+/// Longest file name component the kernel accepts (`NAME_MAX`).
+pub const NAME_MAX: usize = 255;
+
+/// Prefix that marks a whiteout entry.
+pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
+/// Name of the entry that makes its directory opaque.
+pub const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+
+/// Why a name is refused outright rather than cleaned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// The name contains a NUL byte, which no kernel path can.
+    #[error("name contains a NUL byte")]
+    Nul,
+    /// The name is longer than `PATH_MAX`.
+    #[error("name is {0} bytes long, longer than PATH_MAX ({PATH_MAX})")]
+    TooLong(usize),
+    /// A component is longer than `NAME_MAX`.
+    #[error("a component is {0} bytes long, longer than NAME_MAX ({NAME_MAX})")]
+    ComponentTooLong(usize),
+}
+
+/// The components of `name` after lexical cleaning, rooted: `..` never climbs above the root.
+pub fn clean_components(name: &[u8]) -> Vec<&[u8]> {
+    let mut out: Vec<&[u8]> = Vec::new();
+    for c in name.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The cleaned name: relative to the root, no `.`/`..`/empty components, `""` for the root.
+pub fn clean(name: &[u8]) -> Vec<u8> {
+    clean_components(name).join(&b'/')
+}
+
+/// Refuses names no kernel path could be: NUL bytes, over-long names or components.
+pub fn check(name: &[u8]) -> Result<(), NameError> {
+    if name.contains(&0) {
+        return Err(NameError::Nul);
+    }
+    if name.len() >= PATH_MAX {
+        return Err(NameError::TooLong(name.len()));
+    }
+    if let Some(long) = name.split(|&b| b == b'/').find(|c| c.len() > NAME_MAX) {
+        return Err(NameError::ComponentTooLong(long.len()));
+    }
+    Ok(())
+}
+
+/// Lossy text of a byte name, for messages.
+pub fn display(name: &[u8]) -> String {
+    String::from_utf8_lossy(name).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleans_like_go_path_clean() {
+        for (input, want) in [
+            ("", ""),
+            ("/", ""),
+            (".", ""),
+            ("./", ""),
+            ("..", ""),
+            ("../../etc/passwd", "etc/passwd"),
+            ("/usr/bin/", "usr/bin"),
+            ("./usr//bin/./sh", "usr/bin/sh"),
+            ("a/b/../../../c", "c"),
+            ("a/../b/..", ""),
+        ] {
+            assert_eq!(clean(input.as_bytes()), want.as_bytes(), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn refuses_hostile_names() {
+        assert_eq!(check(b"a\0b"), Err(NameError::Nul));
+        assert!(matches!(check(&[b'a'; 300]), Err(NameError::ComponentTooLong(300))));
+        let long = "ab/".repeat(1400);
+        assert!(matches!(check(long.as_bytes()), Err(NameError::TooLong(_))));
+        assert_eq!(check(b"/../ok"), Ok(()));
+    }
+}

@@ -1,0 +1,210 @@
+//! A content store with containerd local-store semantics: blobs under
+//! `blobs/sha256/<hex>`, written through an ingest area and committed atomically.
+
+mod writer;
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+pub use writer::{Committed, Writer};
+
+use crate::image::digest::{BlobDigest, VerifyingReader, unwrap_io};
+use crate::image::{BlobSource, ImageError};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The committed content is not the expected size.
+    #[error("commit of ref {reference:?}: expected {expected} bytes, wrote {actual}")]
+    SizeMismatch {
+        /// The ingest ref.
+        reference: String,
+        /// The expected size.
+        expected: u64,
+        /// What was written.
+        actual: u64,
+    },
+    /// The committed content does not hash to the expected digest.
+    #[error("commit of ref {reference:?}: expected digest {expected}, content is {actual}")]
+    DigestMismatch {
+        /// The ingest ref.
+        reference: String,
+        /// The expected digest.
+        expected: BlobDigest,
+        /// What the content hashes to.
+        actual: BlobDigest,
+    },
+    /// Another writer holds this ref.
+    #[error("ref {0:?} is locked by another writer")]
+    Locked(String),
+    /// A ref that cannot name an ingest (empty).
+    #[error("invalid ingest ref {0:?}")]
+    BadRef(String),
+    /// No such blob.
+    #[error("blob {0} not found")]
+    NotFound(BlobDigest),
+    /// A stored blob no longer matches its digest.
+    #[error("blob {digest} is corrupt: {message}")]
+    Corrupt {
+        /// The blob.
+        digest: BlobDigest,
+        /// What the check found.
+        message: String,
+    },
+}
+
+/// Result of store operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+pub(crate) fn io_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// A content store rooted at a directory.
+#[derive(Debug, Clone)]
+pub struct ContentStore {
+    root: PathBuf,
+    /// Refs with a live writer in this process.
+    locks: Arc<Mutex<HashSet<String>>>,
+}
+
+impl ContentStore {
+    /// Opens (creating if needed) the store at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        for dir in [root.join("blobs").join("sha256"), root.join("ingest")] {
+            fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        }
+        Ok(ContentStore {
+            root,
+            locks: Arc::default(),
+        })
+    }
+
+    /// The store's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the blob with this digest lives once committed.
+    pub fn blob_path(&self, digest: &BlobDigest) -> PathBuf {
+        self.root.join("blobs").join("sha256").join(digest.hex())
+    }
+
+    /// Whether the blob is committed.
+    pub fn exists(&self, digest: &BlobDigest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// Starts (or restarts) the ingest named `reference`; only one writer per ref at a time.
+    pub fn writer(&self, reference: &str) -> Result<Writer> {
+        if reference.is_empty() {
+            return Err(StoreError::BadRef(reference.to_owned()));
+        }
+        Writer::open(self, reference)
+    }
+
+    /// Writes `data` under `reference` and commits it, checking `expected` if given.
+    pub fn put(
+        &self,
+        reference: &str,
+        data: &[u8],
+        expected: Option<&BlobDigest>,
+    ) -> Result<Committed> {
+        let mut w = self.writer(reference)?;
+        io::Write::write_all(&mut w, data).map_err(io_err("write", w.data_path()))?;
+        w.commit(Some(data.len() as u64), expected)
+    }
+
+    /// A reader of a committed blob that fails at EOF unless it matches its digest.
+    pub fn open_blob(&self, digest: &BlobDigest) -> Result<VerifyingReader<File>> {
+        let path = self.blob_path(digest);
+        match File::open(&path) {
+            Ok(f) => Ok(VerifyingReader::new(f, digest.clone(), None)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(StoreError::NotFound(digest.clone()))
+            }
+            Err(e) => Err(io_err("open", &path)(e)),
+        }
+    }
+
+    /// A whole committed blob, verified.
+    pub fn read(&self, digest: &BlobDigest) -> Result<Vec<u8>> {
+        let mut r = self.open_blob(digest)?;
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).map_err(|e| {
+            match unwrap_io(e, |e| ImageError::BadLayer {
+                digest: digest.to_string(),
+                message: e.to_string(),
+            }) {
+                ImageError::BadLayer { message, .. } => StoreError::Io {
+                    op: "read",
+                    path: self.blob_path(digest),
+                    source: io::Error::other(message),
+                },
+                other => StoreError::Corrupt {
+                    digest: digest.clone(),
+                    message: other.to_string(),
+                },
+            }
+        })?;
+        Ok(out)
+    }
+
+    fn lock(&self, reference: &str) -> Result<()> {
+        let mut locks = self
+            .locks
+            .lock()
+            .map_err(|_| StoreError::Locked(reference.to_owned()))?;
+        if !locks.insert(reference.to_owned()) {
+            return Err(StoreError::Locked(reference.to_owned()));
+        }
+        Ok(())
+    }
+
+    fn unlock(&self, reference: &str) {
+        if let Ok(mut locks) = self.locks.lock() {
+            locks.remove(reference);
+        }
+    }
+}
+
+impl BlobSource for ContentStore {
+    fn name(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn open_unverified(&self, digest: &BlobDigest) -> Result<Box<dyn Read + Send>, ImageError> {
+        match self.open_blob(digest) {
+            Ok(r) => Ok(Box::new(r)),
+            Err(StoreError::NotFound(_)) => Err(ImageError::MissingBlob {
+                digest: digest.to_string(),
+                source_name: self.name(),
+            }),
+            Err(e) => Err(ImageError::Io {
+                path: self.blob_path(digest),
+                source: io::Error::other(e.to_string()),
+            }),
+        }
+    }
+}
