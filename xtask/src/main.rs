@@ -1,6 +1,11 @@
 //! `cargo xtask`: setup, tests, benchmarks and the demo.
 
 mod bench;
+mod cmd;
+mod demo;
+mod setup;
+
+use std::process::Command;
 
 use clap::{Parser, Subcommand};
 
@@ -8,17 +13,48 @@ use clap::{Parser, Subcommand};
 #[command(name = "cargo xtask")]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Xtask,
 }
 
 #[derive(Subcommand)]
-enum Command {
+enum Xtask {
+    /// Install what this machine lacks: nightly rust-src, bpf-linker, tracefs, Debian packages.
+    Setup(setup::Args),
+    /// Set up, then run the whole test suite (as root: the tests load the real eBPF programs).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        cargo_args: Vec<String>,
+    },
+    /// Set up, then run the recorder on the bundled demo workload and show what it recorded.
+    Demo(demo::Args),
     /// Run a benchmark and print its report.
     Bench(bench::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Bench(args) => bench::run(args),
+        Xtask::Setup(args) => setup::run_setup(args),
+        Xtask::Test { cargo_args } => {
+            setup::run_setup(setup::Args {})?;
+            cmd::run(
+                Command::new(env_cargo())
+                    .args(["test", "--no-fail-fast"])
+                    .args(cargo_args),
+            )
+        }
+        Xtask::Demo(args) => {
+            setup::run_setup(setup::Args {})?;
+            demo::run(args)
+        }
+        Xtask::Bench(args) => {
+            setup::run_setup(setup::Args {})?;
+            bench::run(args)
+        }
     }
+}
+
+/// The cargo that runs this xtask, so nested builds use the same toolchain.
+pub fn env_cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }

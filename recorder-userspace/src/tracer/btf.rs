@@ -269,7 +269,7 @@ impl Btf {
             bits += u64::from(found.bit_offset);
             id = found.type_id;
         }
-        if bits % 8 != 0 {
+        if !bits.is_multiple_of(8) {
             return Err(BtfError::Bitfield(format!("{strukt}.{}", path.join("."))));
         }
         Ok((bits / 8) as usize)

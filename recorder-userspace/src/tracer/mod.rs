@@ -134,7 +134,7 @@ impl Tracer {
             return Err(TracerError::NotBuilt);
         }
         let page = page_size();
-        if !config.ring_bytes.is_power_of_two() || config.ring_bytes % page != 0 {
+        if !config.ring_bytes.is_power_of_two() || !config.ring_bytes.is_multiple_of(page) {
             return Err(TracerError::RingSize(config.ring_bytes));
         }
         ensure_tracefs()?;
@@ -162,9 +162,9 @@ impl Tracer {
                 .map_err(|source| TracerError::Program { name, source })?;
         }
 
-        let targets = take_map(&mut ebpf, "TARGETS", |m| HashMap::try_from(m))?;
-        let counters = take_map(&mut ebpf, "COUNTERS", |m| PerCpuArray::try_from(m))?;
-        let events = take_map(&mut ebpf, "EVENTS", |m| RingBuf::try_from(m))?;
+        let targets = take_map(&mut ebpf, "TARGETS", HashMap::try_from)?;
+        let counters = take_map(&mut ebpf, "COUNTERS", PerCpuArray::try_from)?;
+        let events = take_map(&mut ebpf, "EVENTS", RingBuf::try_from)?;
         info!(ring_bytes = config.ring_bytes, "tracer attached");
         Ok(Self {
             _ebpf: ebpf,

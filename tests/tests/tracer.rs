@@ -1,0 +1,272 @@
+//! The tracer against the real kernel: every kind of open and exec of a target mount namespace
+//! arrives with the right fields, and nothing of any other namespace does.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::Path,
+    process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use recorder::tracer::{Event, Tracer, TracerConfig, mount_namespace_of};
+use recorder_common::{AT_FDCWD, EventKind};
+use recorder_tests::root::require_root;
+
+struct Workload {
+    dir: tempfile::TempDir,
+    long_relative: String,
+}
+
+/// Files the workload opens; the long path is over 256 bytes, under PATH_MAX.
+fn workload_files() -> Workload {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for file in ["abs.txt", "rel.txt", "o2.txt", "host-noise.txt"] {
+        std::fs::write(root.join(file), file).unwrap();
+    }
+    std::fs::create_dir(root.join("sub")).unwrap();
+    std::fs::write(root.join("sub/viadirfd.txt"), "x").unwrap();
+    let long_relative = format!("{}/{}/long.txt", "a".repeat(200), "b".repeat(200));
+    std::fs::create_dir_all(root.join(Path::new(&long_relative).parent().unwrap())).unwrap();
+    std::fs::write(root.join(&long_relative), "long").unwrap();
+    Workload { dir, long_relative }
+}
+
+fn find<'a>(events: &'a [Event], pred: impl Fn(&Event) -> bool, what: &str) -> &'a Event {
+    events.iter().find(|e| pred(e)).unwrap_or_else(|| {
+        let seen: Vec<_> = events
+            .iter()
+            .map(|e| format!("{} {} {}", e.kind.name(), e.ret, e.path().display()))
+            .collect();
+        panic!("no event for {what}; saw:\n{}", seen.join("\n"))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_open_and_exec_of_the_target_arrives_and_nothing_else() {
+    require_root();
+    let files = workload_files();
+    let dir = files.dir.path().to_str().unwrap().to_owned();
+
+    let mut tracer = Tracer::load(&TracerConfig::default()).expect("load the eBPF programs");
+    let mut stream = tracer.take_events().unwrap().expect("first take");
+    assert!(
+        tracer.take_events().unwrap().is_none(),
+        "the stream is taken once"
+    );
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tracer-workload"))
+        .args([&dir, &files.long_relative])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let mntns: u32 = line
+        .strip_prefix("ready ")
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("workload said {line:?}"));
+    assert_eq!(mount_namespace_of(child.id()).unwrap(), mntns);
+    assert_ne!(mount_namespace_of(std::process::id()).unwrap(), mntns);
+    tracer.add_target(mntns).unwrap();
+
+    // The host namespace keeps opening a file all along; none of it may arrive.
+    let stop = Arc::new(AtomicBool::new(false));
+    let noise = {
+        let stop = stop.clone();
+        let path = files.dir.path().join("host-noise.txt");
+        std::thread::spawn(move || {
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                drop(std::fs::File::open(&path).unwrap());
+                n += 1;
+            }
+            n
+        })
+    };
+
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let mut reported = std::collections::HashMap::new();
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        let (step, ret) = line.split_once(' ').unwrap();
+        reported.insert(step.to_owned(), ret.parse::<i64>().unwrap());
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "workload: {status}");
+    stop.store(true, Ordering::Relaxed);
+    let noise_opens = noise.join().unwrap();
+    assert!(noise_opens > 0);
+
+    // Every record was written at syscall exit, before the workload could exit.
+    let mut events = Vec::new();
+    stream.drain(&mut events);
+
+    assert!(
+        events.iter().all(|e| e.mntns == mntns),
+        "an event from another mount namespace arrived"
+    );
+    assert!(
+        !events.iter().any(|e| e.path.ends_with(b"host-noise.txt")),
+        "the host's opens leaked into the target's events"
+    );
+
+    let pid = status_pid(&events, "tracer-workload");
+    let abs = find(
+        &events,
+        |e| e.kind == EventKind::Open && e.path() == Path::new(&format!("{dir}/abs.txt")),
+        "open(2) by absolute path",
+    );
+    assert_eq!(abs.ret, reported["open"]);
+    assert_eq!(abs.dirfd, AT_FDCWD);
+    assert_eq!((abs.tgid, abs.tid), (pid, pid));
+    assert_eq!(abs.comm, "tracer-workload");
+
+    let rel = find(
+        &events,
+        |e| e.kind == EventKind::Openat && e.path() == Path::new("rel.txt"),
+        "openat of a relative path",
+    );
+    assert_eq!(rel.dirfd, AT_FDCWD);
+    assert_eq!(rel.ret, reported["openat-relative"]);
+
+    let dir_open = find(
+        &events,
+        |e| e.kind == EventKind::Openat && e.path() == Path::new("sub"),
+        "openat of the directory",
+    );
+    assert_ne!(dir_open.flags & libc::O_DIRECTORY as u64, 0);
+    let via_dirfd = find(
+        &events,
+        |e| e.kind == EventKind::Openat && e.path() == Path::new("viadirfd.txt"),
+        "openat through a dirfd",
+    );
+    assert_eq!(i64::from(via_dirfd.dirfd), reported["dirfd-value"]);
+    assert_eq!(via_dirfd.ret, reported["openat-dirfd"]);
+
+    let o2 = find(&events, |e| e.kind == EventKind::Openat2, "openat2");
+    assert_eq!(o2.path(), Path::new(&format!("{dir}/o2.txt")));
+    assert_ne!(
+        o2.flags & libc::O_CLOEXEC as u64,
+        0,
+        "openat2 flags come from open_how"
+    );
+    assert_eq!(o2.ret, reported["openat2"]);
+
+    let missing = find(
+        &events,
+        |e| e.path.ends_with(b"missing.txt"),
+        "the failed open",
+    );
+    assert_eq!(missing.ret, -i64::from(libc::ENOENT));
+    assert_eq!(reported["openat-missing"], -i64::from(libc::ENOENT));
+
+    let long = find(&events, |e| e.path.ends_with(b"long.txt"), "the long path");
+    assert!(files.long_relative.len() > 256);
+    assert_eq!(
+        long.path(),
+        Path::new(&files.long_relative),
+        "the long path arrives whole"
+    );
+    assert!(long.ret >= 0);
+
+    let exec = find(&events, |e| e.kind == EventKind::Execve, "execve");
+    assert_eq!(exec.path(), Path::new("/bin/true"));
+    assert_eq!(exec.ret, 0);
+    assert_eq!(exec.tgid, pid);
+    assert_eq!(
+        exec.comm, "tracer-workload",
+        "comm is the caller's, read at entry"
+    );
+    // After the exec the new program's own opens (its loader's) are traced too.
+    assert!(
+        events.iter().any(|e| e.comm == "true" && e.tgid == pid),
+        "no open of the exec'd program arrived"
+    );
+
+    // Order is the order of the calls.
+    let order: Vec<u64> = [abs, rel, dir_open, via_dirfd, o2, missing, long, exec]
+        .iter()
+        .map(|e| e.ts_ns)
+        .collect();
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "events out of order: {order:?}"
+    );
+    let positions: Vec<usize> = [abs, rel, dir_open, via_dirfd, o2, missing, long, exec]
+        .iter()
+        .map(|e| events.iter().position(|x| std::ptr::eq(x, *e)).unwrap())
+        .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "ring order differs: {positions:?}"
+    );
+
+    let counters = tracer.counters().unwrap();
+    assert_eq!(counters.dropped, 0);
+    assert_eq!(counters.in_flight_full, 0);
+    assert_eq!(counters.path_read_failed, 0);
+    assert_eq!(
+        counters.emitted,
+        events.len() as u64,
+        "every emitted record was received"
+    );
+    assert_eq!(stream.undecodable(), 0);
+}
+
+/// The workload's pid, from its own first traced call.
+fn status_pid(events: &[Event], comm: &str) -> u32 {
+    find(events, |e| e.comm == comm, comm).tgid
+}
+
+#[tokio::test]
+async fn nothing_arrives_before_a_target_is_armed_or_after_it_is_removed() {
+    require_root();
+    let mut tracer = Tracer::load(&TracerConfig::default()).expect("load the eBPF programs");
+    let mut stream = tracer.take_events().unwrap().unwrap();
+    let own = mount_namespace_of(std::process::id()).unwrap();
+
+    std::fs::read("/etc/hostname").unwrap();
+    let mut events = Vec::new();
+    stream.drain(&mut events);
+    assert!(events.is_empty(), "an unarmed tracer emitted {events:?}");
+
+    tracer.add_target(own).unwrap();
+    std::fs::read("/etc/hostname").unwrap();
+    stream.drain(&mut events);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.path() == Path::new("/etc/hostname") && e.tid == nix_gettid()),
+        "the armed namespace's open did not arrive"
+    );
+
+    tracer.remove_target(own).unwrap();
+    events.clear();
+    // Let calls that were in flight while the filter changed finish.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    stream.drain(&mut events);
+    events.clear();
+    std::fs::read("/etc/hostname").unwrap();
+    stream.drain(&mut events);
+    assert!(
+        !events.iter().any(|e| e.tid == nix_gettid()),
+        "a removed target still emitted"
+    );
+}
+
+fn nix_gettid() -> u32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() as u32 }
+}
+
+#[test]
+fn a_vanished_pid_is_a_clear_error() {
+    let err = mount_namespace_of(u32::MAX - 1).unwrap_err().to_string();
+    assert!(err.contains("pid 4294967294"), "{err}");
+}
