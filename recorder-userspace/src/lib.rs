@@ -1,8 +1,8 @@
 //! recorder: watches a container and records which files of its image it reads, in what order,
 //! and from which layer, in stargz-snapshotter's record format.
 
-pub mod status;
-pub mod tracer;
 pub mod image;
 pub mod record;
+pub mod status;
 pub mod store;
+pub mod tracer;

@@ -37,7 +37,9 @@ pub fn index_image(image: &Image, opts: &IndexOptions) -> Result<MergedView> {
             }
             let r = image
                 .open_layer_counted(i, opts.progress.clone())
-                .and_then(|mut reader| LayerIndexBuilder::new().read_tar(&mut reader, Some(&cancel)));
+                .and_then(|mut reader| {
+                    LayerIndexBuilder::new().read_tar(&mut reader, Some(&cancel))
+                });
             if let Err(e) = &r {
                 tracing::debug!(layer = i, error = %e, "indexing failed");
                 cancel.store(true, Ordering::Relaxed);
@@ -64,7 +66,8 @@ pub fn index_image(image: &Image, opts: &IndexOptions) -> Result<MergedView> {
         match slot {
             Some(Ok(idx)) => layers.push(idx),
             Some(Err(e)) => {
-                let cancelled = matches!(&e, ImageError::BadLayer { message, .. } if message == "cancelled");
+                let cancelled =
+                    matches!(&e, ImageError::BadLayer { message, .. } if message == "cancelled");
                 if first_err.is_none() || (!cancelled && is_cancel(first_err.as_ref())) {
                     first_err = Some(e);
                 }

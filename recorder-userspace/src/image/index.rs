@@ -8,8 +8,8 @@ use std::hash::BuildHasher;
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use hashbrown::HashTable;
 use hashbrown::DefaultHashBuilder;
+use hashbrown::HashTable;
 
 use super::error::{ImageError, Result};
 use super::layer::LayerReader;
@@ -335,9 +335,9 @@ impl LayerIndexBuilder {
             let header = entry.header();
             let name = entry.path_bytes();
             let kind = match header.entry_type() {
-                tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                    EntryKind::File
-                }
+                tar::EntryType::Regular
+                | tar::EntryType::Continuous
+                | tar::EntryType::GNUSparse => EntryKind::File,
                 tar::EntryType::Directory => EntryKind::Dir,
                 tar::EntryType::Symlink => EntryKind::Symlink,
                 tar::EntryType::Link => EntryKind::Hardlink,
@@ -446,7 +446,9 @@ impl LayerIndex {
 
     fn name_of(&self, n: &Node) -> &[u8] {
         let off = n.name_off as usize;
-        self.names.get(off..off + usize::from(n.name_len)).unwrap_or(&[])
+        self.names
+            .get(off..off + usize::from(n.name_len))
+            .unwrap_or(&[])
     }
 
     /// The node of a cleaned component path, if this layer has one (implicit or not).
@@ -458,7 +460,8 @@ impl LayerIndex {
 
     /// The node of a path, cleaned first.
     pub fn get(&self, path: &[u8]) -> Option<EntryInfo<'_>> {
-        self.lookup(&path::clean_components(path)).map(|n| self.info(n))
+        self.lookup(&path::clean_components(path))
+            .map(|n| self.info(n))
     }
 
     /// What the index holds for a node.
@@ -559,9 +562,12 @@ mod tests {
     fn builds_tree_with_implicit_parents() {
         let mut b = LayerIndexBuilder::new();
         b.add(b"./a/b/c", EntryKind::File, 5, None, None).unwrap();
-        b.add(b"a/l", EntryKind::Symlink, 0, Some(b"../x"), None).unwrap();
-        b.add(b"a/.wh.gone", EntryKind::File, 0, None, None).unwrap();
-        b.add(b"a/b/.wh..wh..opq", EntryKind::File, 0, None, None).unwrap();
+        b.add(b"a/l", EntryKind::Symlink, 0, Some(b"../x"), None)
+            .unwrap();
+        b.add(b"a/.wh.gone", EntryKind::File, 0, None, None)
+            .unwrap();
+        b.add(b"a/b/.wh..wh..opq", EntryKind::File, 0, None, None)
+            .unwrap();
         let idx = b.finish();
         let c = idx.get(b"/a/b/c").unwrap();
         assert_eq!((c.kind, c.size, c.implicit), (EntryKind::File, 5, false));

@@ -61,14 +61,14 @@ impl LayerReader {
         let decoder = match compression {
             Compression::None => Decoder::Plain(raw),
             Compression::Gzip => Decoder::Gzip(flate2::bufread::MultiGzDecoder::new(raw)),
-            Compression::Zstd => Decoder::Zstd(
-                zstd::stream::read::Decoder::with_buffer(raw).map_err(|e| {
+            Compression::Zstd => {
+                Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(raw).map_err(|e| {
                     ImageError::BadLayer {
                         digest: digest.clone(),
                         message: format!("cannot start zstd decoder: {e}"),
                     }
-                })?,
-            ),
+                })?)
+            }
         };
         Ok(LayerReader {
             decoder,

@@ -95,7 +95,10 @@ pub struct Resolution {
 }
 
 enum Probe {
-    Found { layer: usize, node: NodeId },
+    Found {
+        layer: usize,
+        node: NodeId,
+    },
     /// Present only as an implicit directory (entries below it, none of its own).
     ImplicitDir,
     Missing(Reason),

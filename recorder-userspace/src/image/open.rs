@@ -82,7 +82,11 @@ impl Image {
                 name: layout_file.display().to_string(),
                 message: e.to_string(),
             })?;
-        if layout.get("imageLayoutVersion").and_then(|v| v.as_str()).is_none() {
+        if layout
+            .get("imageLayoutVersion")
+            .and_then(|v| v.as_str())
+            .is_none()
+        {
             return Err(ImageError::BadLayout {
                 path: dir.to_owned(),
                 message: "oci-layout has no imageLayoutVersion".into(),
@@ -152,12 +156,11 @@ impl Image {
         manifest_digest: BlobDigest,
         bytes: &[u8],
     ) -> Result<Image> {
-        let manifest =
-            ImageManifest::from_reader(bytes).map_err(|e| ImageError::BadJson {
-                what: "manifest",
-                name: manifest_digest.to_string(),
-                message: e.to_string(),
-            })?;
+        let manifest = ImageManifest::from_reader(bytes).map_err(|e| ImageError::BadJson {
+            what: "manifest",
+            name: manifest_digest.to_string(),
+            message: e.to_string(),
+        })?;
         let cfg = manifest.config();
         let cfg_digest = BlobDigest::from_oci(cfg.digest())?;
         let cfg_type = cfg.media_type().to_string();
@@ -168,13 +171,12 @@ impl Image {
             });
         }
         let cfg_bytes = source.read_small(&cfg_digest, Some(cfg.size()))?;
-        let config = ImageConfiguration::from_reader(&cfg_bytes[..]).map_err(|e| {
-            ImageError::BadJson {
+        let config =
+            ImageConfiguration::from_reader(&cfg_bytes[..]).map_err(|e| ImageError::BadJson {
                 what: "config",
                 name: cfg_digest.to_string(),
                 message: e.to_string(),
-            }
-        })?;
+            })?;
         let layers = manifest
             .layers()
             .iter()

@@ -88,7 +88,10 @@ mod tests {
     #[test]
     fn refuses_hostile_names() {
         assert_eq!(check(b"a\0b"), Err(NameError::Nul));
-        assert!(matches!(check(&[b'a'; 300]), Err(NameError::ComponentTooLong(300))));
+        assert!(matches!(
+            check(&[b'a'; 300]),
+            Err(NameError::ComponentTooLong(300))
+        ));
         let long = "ab/".repeat(1400);
         assert!(matches!(check(long.as_bytes()), Err(NameError::TooLong(_))));
         assert_eq!(check(b"/../ok"), Ok(()));

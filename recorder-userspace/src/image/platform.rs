@@ -34,13 +34,11 @@ impl Platform {
                 architecture: (*arch).into(),
                 variant: None,
             }),
-            [os, arch, v] if !os.is_empty() && !arch.is_empty() && !v.is_empty() => {
-                Ok(Platform {
-                    os: (*os).into(),
-                    architecture: (*arch).into(),
-                    variant: Some((*v).into()),
-                })
-            }
+            [os, arch, v] if !os.is_empty() && !arch.is_empty() && !v.is_empty() => Ok(Platform {
+                os: (*os).into(),
+                architecture: (*arch).into(),
+                variant: Some((*v).into()),
+            }),
             _ => Err(ImageError::BadPlatform(s.to_owned())),
         }
     }

@@ -54,13 +54,27 @@ fn write_valid(out: &mut Vec<u8>, s: &str) {
             start = i;
         } else if b < 0x20 || b == b'<' || b == b'>' || b == b'&' {
             out.extend_from_slice(&bytes[start..i]);
-            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]);
             i += 1;
             start = i;
-        } else if b == 0xe2 && bytes.get(i + 1) == Some(&0x80) && matches!(bytes.get(i + 2), Some(0xa8 | 0xa9)) {
+        } else if b == 0xe2
+            && bytes.get(i + 1) == Some(&0x80)
+            && matches!(bytes.get(i + 2), Some(0xa8 | 0xa9))
+        {
             // U+2028 LINE SEPARATOR and U+2029 PARAGRAPH SEPARATOR break JavaScript parsers.
             out.extend_from_slice(&bytes[start..i]);
-            out.extend_from_slice(if bytes[i + 2] == 0xa8 { b"\\u2028" } else { b"\\u2029" });
+            out.extend_from_slice(if bytes[i + 2] == 0xa8 {
+                b"\\u2028"
+            } else {
+                b"\\u2029"
+            });
             i += 3;
             start = i;
         } else {
@@ -86,7 +100,10 @@ mod tests {
         assert_eq!(enc(b"usr/bin/sh"), r#""usr/bin/sh""#);
         assert_eq!(enc(b"a<b>&c"), r#""a\u003cb\u003e\u0026c""#);
         assert_eq!(enc(b"q\"b\\s"), r#""q\"b\\s""#);
-        assert_eq!(enc(b"\n\r\t\x08\x0c\x01\x1f\x7f"), "\"\\n\\r\\t\\b\\f\\u0001\\u001f\x7f\"");
+        assert_eq!(
+            enc(b"\n\r\t\x08\x0c\x01\x1f\x7f"),
+            "\"\\n\\r\\t\\b\\f\\u0001\\u001f\x7f\""
+        );
         assert_eq!(enc("\u{2028}x\u{2029}".as_bytes()), r#""\u2028x\u2029""#);
         assert_eq!(enc("é€😀".as_bytes()), "\"é€😀\"");
         assert_eq!(enc(b"a\xffb"), r#""a\ufffdb""#);

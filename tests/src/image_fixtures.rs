@@ -1,0 +1,235 @@
+//! Builders of small OCI images for the image-side tests: layers from entry lists, written as
+//! OCI layouts or containerd-style content stores, uncompressed, gzip or zstd.
+
+use std::io::Write;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+/// One tar entry of a fixture layer.
+#[derive(Debug, Clone)]
+pub enum E {
+    /// A regular file with content.
+    File(&'static str, &'static [u8]),
+    /// A directory.
+    Dir(&'static str),
+    /// A symlink and its target.
+    Symlink(&'static str, &'static str),
+    /// A hardlink and its target entry.
+    Hardlink(&'static str, &'static str),
+    /// A character device.
+    Char(&'static str, u32, u32),
+    /// A block device.
+    Block(&'static str, u32, u32),
+    /// A named pipe.
+    Fifo(&'static str),
+    /// A regular file with a name given as raw bytes (hostile names).
+    RawFile(Vec<u8>),
+}
+
+/// How a fixture layer is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comp {
+    /// Plain tar.
+    Tar,
+    /// tar+gzip.
+    Gzip,
+    /// tar+zstd.
+    Zstd,
+}
+
+impl Comp {
+    /// All three, for running each table on each.
+    pub const ALL: [Comp; 3] = [Comp::Tar, Comp::Gzip, Comp::Zstd];
+
+    /// The OCI media type of a layer compressed this way.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Comp::Tar => "application/vnd.oci.image.layer.v1.tar",
+            Comp::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+            Comp::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+        }
+    }
+
+    /// Compresses a tar stream.
+    pub fn compress(self, tar: &[u8]) -> Vec<u8> {
+        match self {
+            Comp::Tar => tar.to_vec(),
+            Comp::Gzip => {
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                e.write_all(tar).unwrap();
+                e.finish().unwrap()
+            }
+            Comp::Zstd => zstd::encode_all(tar, 1).unwrap(),
+        }
+    }
+}
+
+/// A header with the name stored verbatim (the tar crate refuses `..` and strips `/`,
+/// which the tests need to keep).
+fn header(name: &[u8], kind: tar::EntryType, size: u64) -> tar::Header {
+    assert!(name.len() <= 100, "fixture names fit the ustar name field");
+    let mut h = tar::Header::new_gnu();
+    h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name);
+    h.set_entry_type(kind);
+    h.set_size(size);
+    h.set_mode(if kind == tar::EntryType::Directory {
+        0o755
+    } else {
+        0o644
+    });
+    h.set_mtime(0);
+    h
+}
+
+/// A tar stream of the entries, in order.
+pub fn layer_tar(entries: &[E]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for e in entries {
+        let (name, kind, data, link, dev): (&[u8], _, &[u8], Option<&str>, Option<(u32, u32)>) =
+            match e {
+                E::File(n, d) => (n.as_bytes(), tar::EntryType::Regular, d, None, None),
+                E::Dir(n) => (n.as_bytes(), tar::EntryType::Directory, b"", None, None),
+                E::Symlink(n, t) => (n.as_bytes(), tar::EntryType::Symlink, b"", Some(t), None),
+                E::Hardlink(n, t) => (n.as_bytes(), tar::EntryType::Link, b"", Some(t), None),
+                E::Char(n, ma, mi) => (
+                    n.as_bytes(),
+                    tar::EntryType::Char,
+                    b"",
+                    None,
+                    Some((*ma, *mi)),
+                ),
+                E::Block(n, ma, mi) => (
+                    n.as_bytes(),
+                    tar::EntryType::Block,
+                    b"",
+                    None,
+                    Some((*ma, *mi)),
+                ),
+                E::Fifo(n) => (n.as_bytes(), tar::EntryType::Fifo, b"", None, None),
+                E::RawFile(n) => (&n[..], tar::EntryType::Regular, b"", None, None),
+            };
+        let mut h = header(name, kind, data.len() as u64);
+        if let Some(t) = link {
+            let field = &mut h.as_gnu_mut().unwrap().linkname;
+            field[..t.len()].copy_from_slice(t.as_bytes());
+        }
+        if let Some((ma, mi)) = dev {
+            h.set_device_major(ma).unwrap();
+            h.set_device_minor(mi).unwrap();
+        }
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// `sha256:<hex>` of some bytes.
+pub fn digest(data: &[u8]) -> String {
+    format!("sha256:{}", hex_of(&Sha256::digest(data)))
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Writes a blob under `<root>/blobs/sha256/` and returns its digest.
+pub fn put_blob(root: &Path, data: &[u8]) -> String {
+    let d = digest(data);
+    let dir = root.join("blobs").join("sha256");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(&d["sha256:".len()..]), data).unwrap();
+    d
+}
+
+/// A descriptor as JSON.
+pub fn descriptor(media_type: &str, data: &[u8], digest: &str) -> serde_json::Value {
+    serde_json::json!({"mediaType": media_type, "digest": digest, "size": data.len()})
+}
+
+/// Layer blobs ready to be put in a manifest: `(media type, blob bytes)`.
+pub fn layer_blobs(layers: &[Vec<E>], comp: Comp) -> Vec<(String, Vec<u8>)> {
+    layers
+        .iter()
+        .map(|l| (comp.media_type().to_owned(), comp.compress(&layer_tar(l))))
+        .collect()
+}
+
+/// Config JSON with an entrypoint, for the run-config accessors.
+pub fn config_json(layer_count: usize) -> Vec<u8> {
+    let diff_ids: Vec<String> = (0..layer_count)
+        .map(|i| digest(format!("diff{i}").as_bytes()))
+        .collect();
+    serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {
+            "Entrypoint": ["/bin/sh", "-c"],
+            "Cmd": ["echo hi"],
+            "Env": ["PATH=/usr/bin"],
+            "WorkingDir": "/work",
+            "User": "1000:1000"
+        },
+        "rootfs": {"type": "layers", "diff_ids": diff_ids}
+    }))
+    .unwrap()
+}
+
+/// Writes config and layers and a manifest into `root`; returns `(manifest bytes, digest)`.
+pub fn put_manifest(
+    root: &Path,
+    manifest_type: &str,
+    config_type: &str,
+    layers: &[(String, Vec<u8>)],
+) -> (Vec<u8>, String) {
+    let cfg = config_json(layers.len());
+    let cfg_digest = put_blob(root, &cfg);
+    let layer_descs: Vec<_> = layers
+        .iter()
+        .map(|(mt, blob)| {
+            let d = put_blob(root, blob);
+            descriptor(mt, blob, &d)
+        })
+        .collect();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": manifest_type,
+        "config": descriptor(config_type, &cfg, &cfg_digest),
+        "layers": layer_descs,
+    }))
+    .unwrap();
+    let d = put_blob(root, &manifest);
+    (manifest, d)
+}
+
+/// Writes `oci-layout` and an `index.json` listing the given descriptors.
+pub fn write_layout_index(root: &Path, manifests: &[serde_json::Value]) {
+    std::fs::create_dir_all(root).unwrap();
+    std::fs::write(
+        root.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    });
+    std::fs::write(root.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+/// An OCI layout at `root` with one manifest named `name`; returns the manifest digest.
+pub fn oci_layout(root: &Path, name: &str, layers: &[Vec<E>], comp: Comp) -> String {
+    let blobs = layer_blobs(layers, comp);
+    oci_layout_from_blobs(root, name, &blobs)
+}
+
+/// As [`oci_layout`], from ready layer blobs.
+pub fn oci_layout_from_blobs(root: &Path, name: &str, blobs: &[(String, Vec<u8>)]) -> String {
+    let mt = "application/vnd.oci.image.manifest.v1+json";
+    let (manifest, d) = put_manifest(root, mt, "application/vnd.oci.image.config.v1+json", blobs);
+    let mut desc = descriptor(mt, &manifest, &d);
+    desc["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": name});
+    write_layout_index(root, &[desc]);
+    d
+}
