@@ -16,8 +16,8 @@
 #![feature(core_intrinsics)]
 
 use core::{
-    mem::size_of,
     intrinsics::{AtomicOrdering, atomic_xadd},
+    mem::size_of,
     ptr::{addr_of, read_volatile},
 };
 
@@ -236,7 +236,14 @@ fn exit_open(ctx: &TracePointContext) {
         // SAFETY: user pointer read through the helper.
         flags = unsafe { bpf_probe_read_user(pending.flags as *const u64) }.unwrap_or(0);
     }
-    fill_header(&mut buf.header, pending.kind, pending.ts_ns, pending.mntns, pending.dirfd, flags);
+    fill_header(
+        &mut buf.header,
+        pending.kind,
+        pending.ts_ns,
+        pending.mntns,
+        pending.dirfd,
+        flags,
+    );
     buf.header.ret = arg::<i64>(ctx, RET);
     read_path(buf, pending.filename);
     emit(buf);
