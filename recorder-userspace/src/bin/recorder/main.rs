@@ -1,5 +1,7 @@
 //! The `recorder` command line.
 
+mod image;
+mod record_show;
 mod status;
 mod trace;
 
@@ -19,6 +21,10 @@ enum Command {
     Trace(trace::Args),
     /// Query a running agent's status socket.
     Status(status::Args),
+    /// Inspect an image and find which layer provides a path.
+    Image(image::Args),
+    /// Summarise a record.
+    Record(record_show::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,5 +39,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Trace(args) => trace::run(args),
         Command::Status(args) => status::run(args),
+        Command::Image(args) => image::run(args),
+        Command::Record(args) => record_show::run(args),
     }
 }

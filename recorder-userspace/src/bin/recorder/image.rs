@@ -1,0 +1,227 @@
+//! `recorder image inspect|which`: what an image's layers hold and which layer provides a path.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use recorder::image::{
+    BlobDigest, Image, IndexOptions, MergedView, Platform, Reason, index_image, path,
+};
+
+/// Where the image comes from.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SourceArgs {
+    /// Manifest name (`org.opencontainers.image.ref.name`) in the OCI layout.
+    #[arg(long = "ref")]
+    reference: Option<String>,
+    /// A containerd-style local content store directory (with --manifest) instead of a layout.
+    #[arg(long, requires = "manifest")]
+    store: Option<PathBuf>,
+    /// Digest of the manifest or index in --store.
+    #[arg(long, requires = "store")]
+    manifest: Option<String>,
+    /// Platform to pick from an image index, os/arch[/variant]; default: this machine's.
+    #[arg(long)]
+    platform: Option<String>,
+    /// Layers indexed at once (0: one per CPU).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+/// `recorder image ...`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Sub,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Sub {
+    /// Manifest digest, then each layer's media type, size, entry count and whiteouts.
+    Inspect {
+        /// OCI image layout directory (omit with --store).
+        source: Option<PathBuf>,
+        #[command(flatten)]
+        src: SourceArgs,
+    },
+    /// The layer providing each path: `SOURCE PATH...`, or `PATH...` with --store.
+    Which {
+        /// The layout directory followed by paths, or only paths with --store.
+        #[arg(required = true)]
+        args: Vec<PathBuf>,
+        /// Resolve symlinks (inside the image root) instead of looking paths up literally.
+        #[arg(long)]
+        follow: bool,
+        /// One JSON object per path.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        src: SourceArgs,
+    },
+}
+
+/// Runs `recorder image`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
+        Sub::Inspect { source, src } => inspect(source, &src),
+        Sub::Which {
+            args,
+            follow,
+            json,
+            src,
+        } => {
+            let (source, paths) = if src.store.is_some() {
+                (None, args)
+            } else {
+                let mut it = args.into_iter();
+                (it.next(), it.collect())
+            };
+            if paths.is_empty() {
+                bail!("no PATH given");
+            }
+            which(source, &src, &paths, follow, json)
+        }
+    }
+}
+
+fn open(source: Option<PathBuf>, src: &SourceArgs) -> anyhow::Result<Image> {
+    let platform = match &src.platform {
+        Some(p) => Platform::parse(p)?,
+        None => Platform::host(),
+    };
+    match (&src.store, &src.manifest, source) {
+        (Some(store), Some(manifest), None) => {
+            let digest: BlobDigest = manifest.parse()?;
+            Ok(Image::open_store(store, &digest, &platform)?)
+        }
+        (None, None, Some(dir)) => Ok(Image::open_oci_layout(
+            &dir,
+            src.reference.as_deref(),
+            &platform,
+        )?),
+        (Some(_), _, Some(dir)) => bail!(
+            "give either an OCI layout directory ({}) or --store/--manifest, not both",
+            dir.display()
+        ),
+        _ => {
+            bail!("no image source: give an OCI layout directory or --store DIR --manifest DIGEST")
+        }
+    }
+}
+
+/// Indexes the image, drawing progress on stderr when it is a terminal.
+fn index(image: &Image, threads: usize) -> anyhow::Result<(MergedView, Duration)> {
+    let total: u64 = image.layers().iter().map(|l| l.size).sum();
+    let counter = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let layers = image.layers().len();
+    let show = std::io::stderr().is_terminal();
+    let painter = show.then(|| {
+        let (counter, done) = (counter.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                let n = counter.load(Ordering::Relaxed);
+                eprint!(
+                    "\rindexing {layers} layers: {:.1}/{:.1} MB",
+                    n as f64 / 1e6,
+                    total as f64 / 1e6
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            eprint!("\r\x1b[K");
+        })
+    });
+    let start = Instant::now();
+    let opts = IndexOptions {
+        threads,
+        progress: Some(counter),
+    };
+    let result = index_image(image, &opts);
+    done.store(true, Ordering::Relaxed);
+    if let Some(p) = painter {
+        let _ = p.join();
+    }
+    Ok((result.context("indexing the image")?, start.elapsed()))
+}
+
+fn inspect(source: Option<PathBuf>, src: &SourceArgs) -> anyhow::Result<()> {
+    let image = open(source, src)?;
+    let (view, took) = index(&image, src.threads)?;
+    println!("manifest {}", image.manifest_digest());
+    for (i, (layer, idx)) in image.layers().iter().zip(view.layers()).enumerate() {
+        let s = idx.stats();
+        println!(
+            "layer {i} {} {} size {} entries {} whiteouts {} opaque {}",
+            layer.digest, layer.media_type, layer.size, s.entries, s.whiteouts, s.opaques
+        );
+    }
+    let entries = view.entry_count();
+    let bytes = view.heap_bytes();
+    println!(
+        "index {entries} entries, {bytes} bytes ({:.1} bytes/entry), {:.3}s",
+        bytes as f64 / entries.max(1) as f64,
+        took.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn reason_text(r: &Reason) -> String {
+    r.to_string()
+}
+
+fn which(
+    source: Option<PathBuf>,
+    src: &SourceArgs,
+    paths: &[PathBuf],
+    follow: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let image = open(source, src)?;
+    let (view, _) = index(&image, src.threads)?;
+    for p in paths {
+        let raw = p.as_os_str().as_bytes();
+        let (path, result, target, chain) = if follow {
+            let r = view.which_follow(raw);
+            (r.path, r.result, Some(r.target), r.chain)
+        } else {
+            let l = view.which(raw);
+            (l.path, l.result, None, Vec::new())
+        };
+        if json {
+            let mut obj = serde_json::json!({
+                "path": path::display(&path),
+                "layerIndex": result.as_ref().ok().map(|f| f.layer),
+                "reason": result.as_ref().err().map(reason_text),
+            });
+            if let Some(t) = &target {
+                obj["target"] = serde_json::Value::String(path::display(t));
+            }
+            println!("{obj}");
+            continue;
+        }
+        let mut line = format!("/{}", path::display(&path));
+        for link in &chain {
+            line.push_str(&format!(
+                " -> {} (symlink in layer {})",
+                path::display(&link.target),
+                link.layer
+            ));
+        }
+        if follow && !chain.is_empty() {
+            line.push_str(&format!(
+                " => /{}",
+                path::display(target.as_deref().unwrap_or_default())
+            ));
+        }
+        match &result {
+            Ok(f) => line.push_str(&format!(": layer {} ({})", f.layer, f.kind.as_str())),
+            Err(r) => line.push_str(&format!(": {}", reason_text(r))),
+        }
+        println!("{line}");
+    }
+    Ok(())
+}
