@@ -3,6 +3,7 @@
 
 pub mod image;
 pub mod record;
+pub mod sandbox;
 pub mod status;
 pub mod store;
 pub mod tracer;

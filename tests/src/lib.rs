@@ -2,3 +2,4 @@
 
 pub mod image_fixtures;
 pub mod root;
+pub mod sandbox_fixtures;
