@@ -7,7 +7,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 
 use recorder::sandbox::{
-    ImageProcess, ProcessSpec, Sandbox, SandboxError, UnpackError, unpack_layer,
+    ImageProcess, ProcessSpec, Sandbox, SandboxError, SpecError, UnpackError, unpack_layer,
 };
 use recorder_tests::sandbox_fixtures::{LayerBuilder, mounts_mentioning, require_root};
 use tar::EntryType;
@@ -434,6 +434,47 @@ async fn runs_as_the_image_user_with_its_groups_and_workdir() {
         "{out}"
     );
     assert_cleaned(&scratch, dir.path());
+}
+
+#[test]
+fn user_lookup_sees_the_merged_view_of_the_layers() {
+    require_root("user_lookup_sees_the_merged_view_of_the_layers");
+    let dir = tempfile::tempdir().unwrap();
+    let mut layers = image(&dir.path().join("layers").tap_mkdir());
+    let config = ImageProcess {
+        cmd: vec!["sh".into()],
+        user: "app".into(),
+        ..ImageProcess::default()
+    };
+    assert_eq!(config.to_spec(None, &layers).unwrap().uid, 1000);
+
+    // A later layer that whites out /etc/passwd hides the user.
+    let mut wh = LayerBuilder::new();
+    wh.file("etc/.wh.passwd", 0o644, b"");
+    let path = dir.path().join("layers/2");
+    std::fs::create_dir(&path).unwrap();
+    unpack_layer(wh.finish().as_slice(), &path).unwrap();
+    layers.push(path);
+    assert!(matches!(
+        config.to_spec(None, &layers),
+        Err(SpecError::UnknownUser(_))
+    ));
+
+    // A later layer with an opaque /etc and its own passwd wins.
+    let mut opq = LayerBuilder::new();
+    opq.file("etc/.wh..wh..opq", 0o644, b"").file(
+        "etc/passwd",
+        0o644,
+        b"app:x:2000:2000::/:/bin/sh\n",
+    );
+    let path = dir.path().join("layers/3");
+    std::fs::create_dir(&path).unwrap();
+    unpack_layer(opq.finish().as_slice(), &path).unwrap();
+    layers.push(path);
+    let spec = config.to_spec(None, &layers).unwrap();
+    assert_eq!((spec.uid, spec.gid), (2000, 2000));
+    // /etc/group is hidden by the opaque /etc: no supplementary groups.
+    assert!(spec.additional_gids.is_empty());
 }
 
 #[test]

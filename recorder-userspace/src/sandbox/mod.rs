@@ -9,6 +9,9 @@
 //!
 //! Mounts exist only in the workload's namespace and vanish with it (PID 1 exiting kills the
 //! rest of the namespace); the scratch dir is removed on every way out, including drop.
+//! The agent should turn SIGINT/SIGTERM into dropping (or killing and waiting for) the
+//! workload: no parent-death signal is set, because Linux ties it to the forking *thread*,
+//! and a tokio blocking-pool thread exiting would kill a healthy workload.
 
 mod child;
 mod plan;

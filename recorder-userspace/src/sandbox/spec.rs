@@ -265,27 +265,21 @@ fn open_in_layer(layer: &Path, parts: &[&OsStr]) -> Result<Lookup, Errno> {
     let Some((name, parents)) = parts.split_last() else {
         return Ok(Lookup::Absent);
     };
+    let mut opaque = false;
     for part in parents {
         if is_whiteout(&dir, part)? {
             return Ok(Lookup::Hidden);
         }
         dir = match openat(&dir, *part, flags, Mode::empty()) {
             Ok(fd) => fd,
+            Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) if opaque => {
+                return Ok(Lookup::Hidden);
+            }
             Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => return Ok(Lookup::Absent),
             Err(e) => return Err(e),
         };
-        if is_opaque(&dir) {
-            // Nothing below this layer shows through; whatever this layer has is final.
-            return match openat(
-                &dir,
-                *name,
-                OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            ) {
-                Ok(fd) => Ok(Lookup::File(File::from(fd))),
-                Err(_) => Ok(Lookup::Hidden),
-            };
-        }
+        // Nothing below an opaque directory shows through: absence here is final.
+        opaque |= is_opaque(&dir);
     }
     if is_whiteout(&dir, name)? {
         return Ok(Lookup::Hidden);
@@ -297,6 +291,7 @@ fn open_in_layer(layer: &Path, parts: &[&OsStr]) -> Result<Lookup, Errno> {
         Mode::empty(),
     ) {
         Ok(fd) => Ok(Lookup::File(File::from(fd))),
+        Err(Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR) if opaque => Ok(Lookup::Hidden),
         Err(Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR) => Ok(Lookup::Absent),
         Err(e) => Err(e),
     }
