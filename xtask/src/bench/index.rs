@@ -1,8 +1,444 @@
-//! `cargo xtask bench index`.
+//! `cargo xtask bench index`: indexing an image's layers against `gzip -dc LAYER | tar -t`.
+//!
+//! Generates (once, cached under `target/bench-index/`) an OCI layout of several tar+gzip
+//! layers, builds the release `recorder`, then runs interleaved rounds of the baseline and of
+//! `recorder image inspect` on one layer and on all layers, and reports medians.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use sha2::{Digest, Sha256};
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Number of layers.
+    #[arg(long, default_value_t = 4)]
+    layers: usize,
+    /// Tar entries per layer.
+    #[arg(long, default_value_t = 55_000)]
+    entries_per_layer: usize,
+    /// Mean file size in bytes.
+    #[arg(long, default_value_t = 2_400)]
+    mean_file_size: usize,
+    /// Interleaved rounds; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Also write the results into docs/benchmarks.md (section "## Layer indexing").
+    #[arg(long)]
+    write_docs: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not yet implemented")
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// A small deterministic PRNG, so the image is the same every time.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// Text-like content that gzip compresses about 3:1, like real binaries and sources.
+fn pool(rng: &mut Rng) -> Vec<u8> {
+    let words: Vec<String> = (0..2_000)
+        .map(|_| {
+            let len = 2 + rng.below(9);
+            (0..len)
+                .map(|_| (b'a' + rng.below(26) as u8) as char)
+                .collect()
+        })
+        .collect();
+    let mut out = Vec::with_capacity(1 << 20);
+    while out.len() < 1 << 20 {
+        out.extend_from_slice(words[rng.below(words.len())].as_bytes());
+        out.push(if rng.below(12) == 0 { b'\n' } else { b' ' });
+    }
+    out
+}
+
+fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    let out = Command::new("sha256sum").arg(path).output()?;
+    ensure!(out.status.success(), "sha256sum {} failed", path.display());
+    let text = String::from_utf8(out.stdout)?;
+    Ok(text
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+/// Writes one tar+gzip layer (gzip -1 does the compressing) and returns `(path, size, tar bytes)`.
+fn write_layer(
+    dir: &Path,
+    n: usize,
+    args: &Args,
+    pool: &[u8],
+) -> anyhow::Result<(PathBuf, u64, u64)> {
+    let path = dir.join(format!("layer{n}.tar.gz"));
+    let out = File::create(&path)?;
+    let mut gz = Command::new("gzip")
+        .arg("-1")
+        .stdin(Stdio::piped())
+        .stdout(out)
+        .spawn()
+        .context("running gzip")?;
+    let stdin = gz.stdin.take().context("gzip stdin")?;
+    let mut tar = tar::Builder::new(BufWriter::with_capacity(1 << 20, stdin));
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (n as u64 + 1));
+    let mut tar_bytes = 0u64;
+    let mut dir_name = String::new();
+    for i in 0..args.entries_per_layer {
+        let mut h = tar::Header::new_gnu();
+        h.set_mtime(0);
+        if i % 50 == 0 {
+            dir_name = format!(
+                "usr/share/layer{n}/pkg-{:04}/lib/python3/site-packages/module_{:03}",
+                i / 2_000,
+                (i / 50) % 40
+            );
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_size(0);
+            tar.append_data(&mut h, format!("{dir_name}/"), std::io::empty())?;
+            tar_bytes += 512;
+            continue;
+        }
+        let size = rng.below(2 * args.mean_file_size);
+        let start = rng.below(pool.len() - size);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(size as u64);
+        let name = format!("{dir_name}/file_{i:06}_{:x}.py", rng.next() & 0xffff);
+        tar.append_data(&mut h, name, &pool[start..start + size])?;
+        tar_bytes += 512 + size.div_ceil(512) as u64 * 512;
+    }
+    tar.into_inner()?.flush()?;
+    let status = gz.wait()?;
+    ensure!(status.success(), "gzip failed");
+    let size = fs::metadata(&path)?.len();
+    Ok((path, size, tar_bytes))
+}
+
+struct Generated {
+    dir: PathBuf,
+    layer_files: Vec<PathBuf>,
+    tar_bytes: u64,
+    entries: u64,
+}
+
+fn put_json(blobs: &Path, v: &serde_json::Value) -> anyhow::Result<(String, usize)> {
+    let bytes = serde_json::to_vec(v)?;
+    let hex = format!("{:x}", Sha256::digest(&bytes));
+    fs::write(blobs.join(&hex), &bytes)?;
+    Ok((format!("sha256:{hex}"), bytes.len()))
+}
+
+fn generate(args: &Args) -> anyhow::Result<Generated> {
+    let dir = target_dir().join("bench-index").join(format!(
+        "image-l{}-e{}-s{}",
+        args.layers, args.entries_per_layer, args.mean_file_size
+    ));
+    let blobs = dir.join("blobs").join("sha256");
+    let meta = dir.join("bench-meta.json");
+    if let Ok(m) = fs::read(&meta) {
+        let m: serde_json::Value = serde_json::from_slice(&m)?;
+        let layer_files = m["layers"]
+            .as_array()
+            .context("meta layers")?
+            .iter()
+            .filter_map(|v| v.as_str().map(|h| blobs.join(h)))
+            .collect();
+        eprintln!("using cached image {}", dir.display());
+        return Ok(Generated {
+            dir,
+            layer_files,
+            tar_bytes: m["tar_bytes"].as_u64().unwrap_or(0),
+            entries: m["entries"].as_u64().unwrap_or(0),
+        });
+    }
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&blobs)?;
+    eprintln!(
+        "generating {} layers of {} entries in {}",
+        args.layers,
+        args.entries_per_layer,
+        dir.display()
+    );
+    let pool = pool(&mut Rng(42));
+    let mut descs = Vec::new();
+    let mut hexes = Vec::new();
+    let mut tar_total = 0;
+    for n in 0..args.layers {
+        let (path, size, tar_bytes) = write_layer(&dir, n, args, &pool)?;
+        let hex = sha256_file(&path)?;
+        fs::rename(&path, blobs.join(&hex))?;
+        tar_total += tar_bytes;
+        descs.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": format!("sha256:{hex}"),
+            "size": size,
+        }));
+        hexes.push(hex);
+    }
+    let manifest_for = |layers: &[serde_json::Value]| -> anyhow::Result<serde_json::Value> {
+        let cfg = serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": []},
+        });
+        let (cd, cs) = put_json(&blobs, &cfg)?;
+        let m = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+            "layers": layers,
+        });
+        let (md, ms) = put_json(&blobs, &m)?;
+        Ok(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": md, "size": ms,
+        }))
+    };
+    let mut all = manifest_for(&descs)?;
+    all["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "all"});
+    let mut one = manifest_for(&descs[..1])?;
+    one["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "one"});
+    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [all, one]}))?,
+    )?;
+    let entries = (args.layers * args.entries_per_layer) as u64;
+    fs::write(
+        &meta,
+        serde_json::to_vec(
+            &serde_json::json!({"layers": hexes, "tar_bytes": tar_total, "entries": entries}),
+        )?,
+    )?;
+    Ok(Generated {
+        dir,
+        layer_files: hexes.iter().map(|h| blobs.join(h)).collect(),
+        tar_bytes: tar_total,
+        entries,
+    })
+}
+
+fn build_recorder() -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "recorder-userspace",
+            "--bin",
+            "recorder",
+        ])
+        .current_dir(workspace_root())
+        .status()?;
+    ensure!(status.success(), "building the release recorder failed");
+    Ok(target_dir().join("release").join("recorder"))
+}
+
+fn baseline(layers: &[PathBuf]) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    for l in layers {
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg("gzip -dc \"$1\" | tar -t >/dev/null")
+            .arg("sh")
+            .arg(l)
+            .status()?;
+        ensure!(
+            status.success(),
+            "gzip -dc | tar -t failed on {}",
+            l.display()
+        );
+    }
+    Ok(start.elapsed())
+}
+
+struct Run {
+    wall: Duration,
+    peak_rss_kib: u64,
+    bytes_per_entry: f64,
+    entries: u64,
+}
+
+/// Runs `recorder image inspect` and reads its peak RSS from `wait4`.
+fn ours(recorder: &Path, dir: &Path, reference: &str) -> anyhow::Result<Run> {
+    let start = Instant::now();
+    let child = Command::new(recorder)
+        .args(["image", "inspect"])
+        .arg(dir)
+        .args(["--ref", reference])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let pid = child.id() as i32;
+    let mut stdout = child.stdout.context("stdout")?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut text)?;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, which nothing else reaps.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = start.elapsed();
+    ensure!(
+        waited > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "recorder failed:\n{text}"
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("index "))
+        .context("no index line")?;
+    // "index N entries, B bytes (X bytes/entry), Ts"
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let entries: u64 = words.get(1).context("entries")?.parse()?;
+    let bytes_per_entry: f64 = words
+        .get(5)
+        .context("bpe")?
+        .trim_start_matches('(')
+        .parse()?;
+    Ok(Run {
+        wall,
+        peak_rss_kib: usage.ru_maxrss as u64,
+        bytes_per_entry,
+        entries,
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.layers < 1 || args.rounds < 1 {
+        bail!("need at least one layer and one round");
+    }
+    let img = generate(&args)?;
+    let recorder = build_recorder()?;
+    let one = &img.layer_files[..1];
+    let (mut b1, mut o1, mut ba, mut oa) = (vec![], vec![], vec![], vec![]);
+    let mut last_all = None;
+    let mut last_one = None;
+    for round in 0..args.rounds {
+        b1.push(baseline(one)?.as_secs_f64());
+        let r = ours(&recorder, &img.dir, "one")?;
+        o1.push(r.wall.as_secs_f64());
+        last_one = Some(r);
+        ba.push(baseline(&img.layer_files)?.as_secs_f64());
+        let r = ours(&recorder, &img.dir, "all")?;
+        oa.push(r.wall.as_secs_f64());
+        eprintln!(
+            "round {round}: one layer {:.3}s vs {:.3}s, {} layers {:.3}s vs {:.3}s",
+            o1[round], b1[round], args.layers, oa[round], ba[round]
+        );
+        last_all = Some(r);
+    }
+    let (all, one_run) = (last_all.context("no run")?, last_one.context("no run")?);
+    let (mb1, mo1, mba, moa) = (median(b1), median(o1), median(ba), median(oa));
+    let uname = Command::new("uname")
+        .arg("-r")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let compressed: u64 = img
+        .layer_files
+        .iter()
+        .filter_map(|p| fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    let report = format!(
+        "## Layer indexing\n\n\
+`cargo xtask bench index` generates an OCI layout of {layers} tar+gzip layers ({entries} entries, \
+{tar_mb:.0} MB uncompressed, {gz_mb:.0} MB compressed), then runs {rounds} interleaved rounds of \
+`gzip -dc LAYER | tar -t >/dev/null` (over the layers one after another) and of \
+`recorder image inspect` (release build, as a separate process; digest verification included), \
+and reports medians. Machine: {cores} cores, Linux {uname}.\n\n\
+| case | baseline (gzip \\| tar -t) | recorder | ratio | target |\n\
+| --- | --- | --- | --- | --- |\n\
+| one layer ({e1} entries) | {mb1:.3} s | {mo1:.3} s | {r1:.2}× | ≤ 1.1× |\n\
+| {layers} layers ({ea} entries) | {mba:.3} s | {moa:.3} s | {ra:.2}× | < 1.0× |\n\n\
+| measure | value | target |\n\
+| --- | --- | --- |\n\
+| peak RSS, all layers | {rss_a:.1} MiB | |\n\
+| peak RSS, one layer | {rss_1:.1} MiB | |\n\
+| index heap per entry | {bpe:.1} bytes | ≤ 64 |\n",
+        layers = args.layers,
+        entries = img.entries,
+        tar_mb = img.tar_bytes as f64 / 1e6,
+        gz_mb = compressed as f64 / 1e6,
+        rounds = args.rounds,
+        e1 = one_run.entries,
+        ea = all.entries,
+        r1 = mo1 / mb1,
+        ra = moa / mba,
+        rss_a = all.peak_rss_kib as f64 / 1024.0,
+        rss_1 = one_run.peak_rss_kib as f64 / 1024.0,
+        bpe = all.bytes_per_entry,
+    );
+    println!("{report}");
+    if args.write_docs {
+        write_section(
+            &workspace_root().join("docs").join("benchmarks.md"),
+            &report,
+        )?;
+    }
+    Ok(())
+}
+
+/// Replaces (or appends) the `## Layer indexing` section, leaving other sections alone.
+fn write_section(path: &Path, section: &str) -> anyhow::Result<()> {
+    let old = fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".to_owned());
+    let mut out = String::new();
+    let mut skipping = false;
+    let mut replaced = false;
+    for line in old.lines() {
+        if line.starts_with("## ") {
+            skipping = line.trim() == "## Layer indexing";
+            if skipping {
+                out.push_str(section);
+                out.push('\n');
+                replaced = true;
+                continue;
+            }
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if !replaced {
+        if !out.ends_with("\n\n") {
+            out.push('\n');
+        }
+        out.push_str(section);
+    }
+    fs::write(path, out)?;
+    Ok(())
 }
