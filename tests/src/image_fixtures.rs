@@ -65,6 +65,15 @@ impl Comp {
     }
 }
 
+/// What a fixture entry becomes: name, type, data, link target, device numbers.
+type Parts<'a> = (
+    &'a [u8],
+    tar::EntryType,
+    &'a [u8],
+    Option<&'a str>,
+    Option<(u32, u32)>,
+);
+
 /// A header with the name stored verbatim (the tar crate refuses `..` and strips `/`,
 /// which the tests need to keep).
 fn header(name: &[u8], kind: tar::EntryType, size: u64) -> tar::Header {
@@ -86,29 +95,28 @@ fn header(name: &[u8], kind: tar::EntryType, size: u64) -> tar::Header {
 pub fn layer_tar(entries: &[E]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for e in entries {
-        let (name, kind, data, link, dev): (&[u8], _, &[u8], Option<&str>, Option<(u32, u32)>) =
-            match e {
-                E::File(n, d) => (n.as_bytes(), tar::EntryType::Regular, d, None, None),
-                E::Dir(n) => (n.as_bytes(), tar::EntryType::Directory, b"", None, None),
-                E::Symlink(n, t) => (n.as_bytes(), tar::EntryType::Symlink, b"", Some(t), None),
-                E::Hardlink(n, t) => (n.as_bytes(), tar::EntryType::Link, b"", Some(t), None),
-                E::Char(n, ma, mi) => (
-                    n.as_bytes(),
-                    tar::EntryType::Char,
-                    b"",
-                    None,
-                    Some((*ma, *mi)),
-                ),
-                E::Block(n, ma, mi) => (
-                    n.as_bytes(),
-                    tar::EntryType::Block,
-                    b"",
-                    None,
-                    Some((*ma, *mi)),
-                ),
-                E::Fifo(n) => (n.as_bytes(), tar::EntryType::Fifo, b"", None, None),
-                E::RawFile(n) => (&n[..], tar::EntryType::Regular, b"", None, None),
-            };
+        let (name, kind, data, link, dev): Parts = match e {
+            E::File(n, d) => (n.as_bytes(), tar::EntryType::Regular, d, None, None),
+            E::Dir(n) => (n.as_bytes(), tar::EntryType::Directory, b"", None, None),
+            E::Symlink(n, t) => (n.as_bytes(), tar::EntryType::Symlink, b"", Some(t), None),
+            E::Hardlink(n, t) => (n.as_bytes(), tar::EntryType::Link, b"", Some(t), None),
+            E::Char(n, ma, mi) => (
+                n.as_bytes(),
+                tar::EntryType::Char,
+                b"",
+                None,
+                Some((*ma, *mi)),
+            ),
+            E::Block(n, ma, mi) => (
+                n.as_bytes(),
+                tar::EntryType::Block,
+                b"",
+                None,
+                Some((*ma, *mi)),
+            ),
+            E::Fifo(n) => (n.as_bytes(), tar::EntryType::Fifo, b"", None, None),
+            E::RawFile(n) => (&n[..], tar::EntryType::Regular, b"", None, None),
+        };
         let mut h = header(name, kind, data.len() as u64);
         if let Some(t) = link {
             let field = &mut h.as_gnu_mut().unwrap().linkname;

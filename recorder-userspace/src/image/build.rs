@@ -8,6 +8,9 @@ use super::index::{LayerIndex, LayerIndexBuilder};
 use super::merged::MergedView;
 use super::open::Image;
 
+/// Message of the error a layer reports when stopped because another layer failed.
+pub(crate) const CANCELLED: &str = "cancelled";
+
 /// How to index an image.
 #[derive(Debug, Clone, Default)]
 pub struct IndexOptions {
@@ -60,30 +63,31 @@ pub fn index_image(image: &Image, opts: &IndexOptions) -> Result<MergedView> {
         .into_inner()
         .map_err(|_| ImageError::WorkerPanicked(0))?;
     // Report the first real failure, not the "cancelled" of layers stopped because of it.
-    let mut first_err: Option<ImageError> = None;
+    let mut real: Option<ImageError> = None;
+    let mut cancelled: Option<ImageError> = None;
     let mut layers = Vec::with_capacity(count);
     for (i, slot) in slots.into_iter().enumerate() {
         match slot {
             Some(Ok(idx)) => layers.push(idx),
+            Some(Err(e)) if is_cancel(&e) => {
+                cancelled.get_or_insert(e);
+            }
             Some(Err(e)) => {
-                let cancelled =
-                    matches!(&e, ImageError::BadLayer { message, .. } if message == "cancelled");
-                if first_err.is_none() || (!cancelled && is_cancel(first_err.as_ref())) {
-                    first_err = Some(e);
-                }
+                real.get_or_insert(e);
             }
-            None if first_err.is_none() && !cancel.load(Ordering::Relaxed) => {
-                first_err = Some(ImageError::WorkerPanicked(i));
+            // Skipped after another layer failed, or its worker panicked.
+            None if cancel.load(Ordering::Relaxed) => {}
+            None => {
+                real.get_or_insert(ImageError::WorkerPanicked(i));
             }
-            None => {}
         }
     }
-    match first_err {
+    match real.or(cancelled) {
         Some(e) => Err(e),
         None => Ok(MergedView::new(layers)),
     }
 }
 
-fn is_cancel(e: Option<&ImageError>) -> bool {
-    matches!(e, Some(ImageError::BadLayer { message, .. }) if message == "cancelled")
+fn is_cancel(e: &ImageError) -> bool {
+    matches!(e, ImageError::BadLayer { message, .. } if message == CANCELLED)
 }

@@ -321,16 +321,16 @@ impl LayerIndexBuilder {
             digest: digest.clone(),
             message: e.to_string(),
         })?;
-        let mut last = String::from("(start of archive)");
-        let mut ordinal = 0u64;
-        for entry in entries {
+        // The previous entry's name, kept to point at where a corrupt header sits.
+        let mut last: Vec<u8> = b"(start of archive)".to_vec();
+        for (i, entry) in entries.enumerate() {
+            let ordinal = i as u64 + 1;
             if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 return Err(ImageError::BadLayer {
                     digest,
-                    message: "cancelled".into(),
+                    message: super::build::CANCELLED.into(),
                 });
             }
-            ordinal += 1;
             let entry = entry.map_err(|e| bad_tar(&digest, ordinal, &last, e))?;
             let header = entry.header();
             let name = entry.path_bytes();
@@ -377,9 +377,9 @@ impl LayerIndexBuilder {
             };
             self.add(&name, kind, size, target.as_deref(), device)
                 .map_err(bad)?;
-            last = path::display(&name);
+            last.clear();
+            last.extend_from_slice(&name);
         }
-        drop(archive);
         reader.finish()?;
         self.index.stats.tar_bytes = reader.bytes_out();
         Ok(self.finish())
@@ -403,7 +403,7 @@ impl LayerIndexBuilder {
     }
 }
 
-fn bad_tar(digest: &str, ordinal: u64, last: &str, e: std::io::Error) -> ImageError {
+fn bad_tar(digest: &str, ordinal: u64, last: &[u8], e: std::io::Error) -> ImageError {
     if e.get_ref().is_some_and(|r| r.is::<ImageError>()) {
         return super::digest::unwrap_io(e, |_| ImageError::BadLayer {
             digest: digest.to_owned(),
@@ -412,7 +412,7 @@ fn bad_tar(digest: &str, ordinal: u64, last: &str, e: std::io::Error) -> ImageEr
     }
     ImageError::BadEntry {
         digest: digest.to_owned(),
-        entry: format!("#{ordinal} (after {last:?})"),
+        entry: format!("#{ordinal} (after {:?})", path::display(last)),
         message: format!("corrupt tar: {e}"),
     }
 }

@@ -30,7 +30,7 @@ impl Read for Counted {
 
 enum Decoder {
     Plain(BufReader<Counted>),
-    Gzip(flate2::bufread::MultiGzDecoder<BufReader<Counted>>),
+    Gzip(Box<flate2::bufread::MultiGzDecoder<BufReader<Counted>>>),
     Zstd(zstd::stream::read::Decoder<'static, BufReader<Counted>>),
 }
 
@@ -60,7 +60,7 @@ impl LayerReader {
         );
         let decoder = match compression {
             Compression::None => Decoder::Plain(raw),
-            Compression::Gzip => Decoder::Gzip(flate2::bufread::MultiGzDecoder::new(raw)),
+            Compression::Gzip => Decoder::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(raw))),
             Compression::Zstd => {
                 Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(raw).map_err(|e| {
                     ImageError::BadLayer {
