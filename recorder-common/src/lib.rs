@@ -11,8 +11,8 @@ pub const PATH_MAX: usize = 4096;
 /// Most filter targets (mount namespaces) armed at once.
 pub const MAX_TARGETS: u32 = 1024;
 
-/// Syscalls in flight at once (between enter and exit) across all traced tasks.
-pub const MAX_IN_FLIGHT: u32 = 16384;
+/// Execs in flight at once (between enter and exit) across all traced tasks.
+pub const MAX_IN_FLIGHT: u32 = 4096;
 
 /// Which syscall produced an event.
 #[repr(u8)]
@@ -112,7 +112,7 @@ pub enum Counter {
     Dropped = 1,
     /// Path reads that failed (the record is still emitted, with [`PATH_READ_FAILED`]).
     PathReadFailed = 2,
-    /// Syscalls lost because the in-flight table was full at entry.
+    /// Execs lost because the in-flight table was full at entry.
     InFlightFull = 3,
 }
 
@@ -127,6 +127,14 @@ pub mod globals {
     pub const NSPROXY_MNT_NS: &str = "NSPROXY_MNT_NS_OFFSET";
     /// `offsetof(struct mnt_namespace, ns) + offsetof(struct ns_common, inum)`.
     pub const MNT_NS_INUM: &str = "MNT_NS_INUM_OFFSET";
+    /// `offsetof(struct pt_regs, di)`: first syscall argument on x86-64.
+    pub const PT_REGS_DI: &str = "PT_REGS_DI_OFFSET";
+    /// `offsetof(struct pt_regs, si)`: second syscall argument on x86-64.
+    pub const PT_REGS_SI: &str = "PT_REGS_SI_OFFSET";
+    /// `offsetof(struct pt_regs, dx)`: third syscall argument on x86-64.
+    pub const PT_REGS_DX: &str = "PT_REGS_DX_OFFSET";
+    /// `offsetof(struct task_struct, comm)`.
+    pub const TASK_COMM: &str = "TASK_COMM_OFFSET";
     /// Ring fill level (bytes) above which a record forces a wakeup of the consumer.
     pub const WAKEUP_THRESHOLD: &str = "WAKEUP_THRESHOLD";
 }

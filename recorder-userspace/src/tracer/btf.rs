@@ -276,7 +276,7 @@ impl Btf {
     }
 }
 
-/// Offsets the programs use to read a task's mount-namespace inode.
+/// Offsets the programs use to read a task's mount-namespace inode and its syscall arguments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KernelOffsets {
     /// `task_struct.nsproxy`.
@@ -285,6 +285,10 @@ pub struct KernelOffsets {
     pub nsproxy_mnt_ns: u64,
     /// `mnt_namespace.ns.inum`.
     pub mnt_ns_inum: u64,
+    /// `pt_regs.di`, `pt_regs.si`, `pt_regs.dx`: the first three syscall arguments on x86-64.
+    pub pt_regs_args: [u64; 3],
+    /// `task_struct.comm`.
+    pub task_comm: u64,
 }
 
 impl KernelOffsets {
@@ -299,6 +303,12 @@ impl KernelOffsets {
             task_nsproxy: btf.offset_of("task_struct", &["nsproxy"])? as u64,
             nsproxy_mnt_ns: btf.offset_of("nsproxy", &["mnt_ns"])? as u64,
             mnt_ns_inum: btf.offset_of("mnt_namespace", &["ns", "inum"])? as u64,
+            pt_regs_args: [
+                btf.offset_of("pt_regs", &["di"])? as u64,
+                btf.offset_of("pt_regs", &["si"])? as u64,
+                btf.offset_of("pt_regs", &["dx"])? as u64,
+            ],
+            task_comm: btf.offset_of("task_struct", &["comm"])? as u64,
         })
     }
 }
@@ -317,6 +327,8 @@ mod tests {
             "{offsets:?}"
         );
         assert!(offsets.mnt_ns_inum < 256, "{offsets:?}");
+        // The x86-64 register frame layout is ABI: di, si, dx at 112, 104, 96.
+        assert_eq!(offsets.pt_regs_args, [112, 104, 96]);
     }
 
     #[test]

@@ -26,17 +26,15 @@ pub use self::{
 /// The eBPF object built by build.rs; empty when built with `AYA_BUILD_SKIP=1`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/recorder"));
 
-/// Tracepoints in the `syscalls` category, exits first so that no entry is parked without a
-/// matching exit program.
-const PROGRAMS: [&str; 10] = [
+/// Tracepoints in the `syscalls` category, exits first so that no exec is parked at entry
+/// without a matching exit program. Open-family calls need no entry program: their exit program
+/// reads the arguments from the saved registers (see the eBPF crate's docs).
+const PROGRAMS: [&str; 7] = [
     "sys_exit_open",
     "sys_exit_openat",
     "sys_exit_openat2",
     "sys_exit_execve",
     "sys_exit_execveat",
-    "sys_enter_open",
-    "sys_enter_openat",
-    "sys_enter_openat2",
     "sys_enter_execve",
     "sys_enter_execveat",
 ];
@@ -145,6 +143,10 @@ impl Tracer {
             .override_global(globals::TASK_NSPROXY, &offsets.task_nsproxy, true)
             .override_global(globals::NSPROXY_MNT_NS, &offsets.nsproxy_mnt_ns, true)
             .override_global(globals::MNT_NS_INUM, &offsets.mnt_ns_inum, true)
+            .override_global(globals::PT_REGS_DI, &offsets.pt_regs_args[0], true)
+            .override_global(globals::PT_REGS_SI, &offsets.pt_regs_args[1], true)
+            .override_global(globals::PT_REGS_DX, &offsets.pt_regs_args[2], true)
+            .override_global(globals::TASK_COMM, &offsets.task_comm, true)
             .override_global(globals::WAKEUP_THRESHOLD, &config.wakeup_threshold, true)
             .map_max_entries("EVENTS", config.ring_bytes)
             .load(EBPF_OBJECT)?;

@@ -2,9 +2,15 @@
 
 mod index;
 
+use std::process::Command;
+
+use crate::{cmd, env_cargo};
+
 /// Which benchmark to run.
 #[derive(clap::Subcommand)]
 pub enum Which {
+    /// Per-call cost of traced syscalls and the highest drop-free event rate.
+    Tracer,
     /// Layer indexing against `gzip -dc | tar -t`.
     Index(index::Args),
 }
@@ -17,6 +23,15 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.which {
+        // A cargo bench target: it needs the library and its eBPF object, which xtask itself
+        // must not depend on (xtask has to build on a machine that setup has not prepared yet).
+        Which::Tracer => cmd::run(Command::new(env_cargo()).args([
+            "bench",
+            "-p",
+            "recorder-userspace",
+            "--bench",
+            "tracer",
+        ])),
         Which::Index(args) => index::run(args),
     }
 }
