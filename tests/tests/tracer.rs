@@ -211,6 +211,7 @@ async fn every_open_and_exec_of_the_target_arrives_and_nothing_else() {
     let counters = tracer.counters().unwrap();
     assert_eq!(counters.dropped, 0);
     assert_eq!(counters.in_flight_full, 0);
+    assert_eq!(counters.recursion_misses, 0);
     assert_eq!(counters.path_read_failed, 0);
     assert_eq!(
         counters.emitted,

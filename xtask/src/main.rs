@@ -4,8 +4,7 @@ mod bench;
 mod cmd;
 mod demo;
 mod setup;
-
-use std::process::Command;
+mod test;
 
 use clap::{Parser, Subcommand};
 
@@ -37,11 +36,7 @@ fn main() -> anyhow::Result<()> {
         Xtask::Setup(args) => setup::run_setup(args),
         Xtask::Test { cargo_args } => {
             setup::run_setup(setup::Args {})?;
-            cmd::run(
-                Command::new(env_cargo())
-                    .args(["test", "--no-fail-fast"])
-                    .args(cargo_args),
-            )
+            test::run(&cargo_args)
         }
         Xtask::Demo(args) => {
             setup::run_setup(setup::Args {})?;

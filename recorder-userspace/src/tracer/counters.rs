@@ -15,8 +15,10 @@ pub struct KernelCounters {
     pub dropped: u64,
     /// Paths the kernel could not read (the record still arrives, without its path).
     pub path_read_failed: u64,
-    /// Calls lost because the in-flight table was full.
+    /// Execs lost because the in-flight table was full.
     pub in_flight_full: u64,
+    /// Program runs the kernel skipped because another tracing program was running on the CPU.
+    pub recursion_misses: u64,
 }
 
 impl KernelCounters {
@@ -34,11 +36,12 @@ impl KernelCounters {
             dropped: sum(Counter::Dropped)?,
             path_read_failed: sum(Counter::PathReadFailed)?,
             in_flight_full: sum(Counter::InFlightFull)?,
+            recursion_misses: 0,
         })
     }
 
     /// Events that never reached userspace.
     pub fn lost(&self) -> u64 {
-        self.dropped + self.in_flight_full
+        self.dropped + self.in_flight_full + self.recursion_misses
     }
 }

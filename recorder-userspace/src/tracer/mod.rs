@@ -5,7 +5,15 @@ mod counters;
 pub mod event;
 mod stream;
 
-use std::{io, os::unix::fs::MetadataExt, path::Path, time::Duration};
+use std::{
+    io,
+    os::{
+        fd::{AsFd, AsRawFd},
+        unix::fs::MetadataExt,
+    },
+    path::Path,
+    time::Duration,
+};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -116,8 +124,8 @@ impl Default for TracerConfig {
 ///
 /// Dropping it detaches the programs.
 pub struct Tracer {
-    // Held for its drop: the programs stay attached while it lives.
-    _ebpf: Ebpf,
+    // The programs stay attached while it lives.
+    ebpf: Ebpf,
     targets: HashMap<MapData, u32, u8>,
     counters: PerCpuArray<MapData, u64>,
     events: Option<RingBuf<MapData>>,
@@ -169,7 +177,7 @@ impl Tracer {
         let events = take_map(&mut ebpf, "EVENTS", RingBuf::try_from)?;
         info!(ring_bytes = config.ring_bytes, "tracer attached");
         Ok(Self {
-            _ebpf: ebpf,
+            ebpf,
             targets,
             counters,
             events: Some(events),
@@ -212,7 +220,29 @@ impl Tracer {
 
     /// Kernel-side counters, summed over CPUs.
     pub fn counters(&self) -> Result<KernelCounters, TracerError> {
-        KernelCounters::read(&self.counters)
+        let mut counters = KernelCounters::read(&self.counters)?;
+        counters.recursion_misses = self.recursion_misses();
+        Ok(counters)
+    }
+
+    /// Runs the kernel skipped because another tracing program was running on that CPU: the
+    /// only way a call can escape the programs, so it is counted as lost.
+    fn recursion_misses(&self) -> u64 {
+        PROGRAMS
+            .iter()
+            .filter_map(|name| self.ebpf.program(name)?.fd().ok())
+            .map(|fd| {
+                let path = format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd());
+                std::fs::read_to_string(path)
+                    .ok()
+                    .and_then(|info| {
+                        info.lines()
+                            .find_map(|l| l.strip_prefix("recursion_misses:"))
+                            .and_then(|n| n.trim().parse::<u64>().ok())
+                    })
+                    .unwrap_or(0)
+            })
+            .sum()
     }
 }
 

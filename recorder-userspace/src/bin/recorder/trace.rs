@@ -83,11 +83,12 @@ async fn trace(args: Args, targets: Vec<u32>) -> anyhow::Result<()> {
 
     let counters = tracer.counters()?;
     eprintln!(
-        "emitted {} dropped {} path_read_failed {} in_flight_full {} undecodable {}",
+        "emitted {} dropped {} path_read_failed {} in_flight_full {} recursion_misses {} undecodable {}",
         counters.emitted,
         counters.dropped,
         counters.path_read_failed,
         counters.in_flight_full,
+        counters.recursion_misses,
         events.undecodable()
     );
     if counters.lost() > 0 {
