@@ -63,7 +63,16 @@ pub const PATH_OK: u8 = 0;
 /// Reading the path from user memory failed; `path_len` is 0.
 pub const PATH_READ_FAILED: u8 = 1;
 
+/// No directory follows the path: it is absolute, or the call failed.
+pub const DIR_NONE: u8 = 0;
+/// The directory a relative path starts from follows the path, whole.
+pub const DIR_OK: u8 = 1;
+/// The directory could not be resolved whole (deeper than the walk goes, or a bad dirfd).
+pub const DIR_UNRESOLVED: u8 = 2;
+
 /// Fixed part of every ring-buffer record.
+///
+/// A record is this header, then `path_len` bytes of path, then `dir_len` bytes of directory.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct EventHeader {
@@ -89,17 +98,22 @@ pub struct EventHeader {
     pub path_status: u8,
     /// Bytes of path that follow the header.
     pub path_len: u16,
-    pub _pad: [u8; 4],
+    /// For a relative path of a successful call: bytes of the directory it was resolved from
+    /// (the working directory, or the dirfd's), absolute inside the task's root, after the path.
+    pub dir_len: u16,
+    /// [`DIR_NONE`], [`DIR_OK`] or [`DIR_UNRESOLVED`].
+    pub dir_status: u8,
+    pub _pad: u8,
 }
 
 /// Size of [`EventHeader`] on the wire.
 pub const HEADER_LEN: usize = core::mem::size_of::<EventHeader>();
 
-/// A whole record as the kernel side assembles it before output.
+/// A whole record as the kernel side assembles it before output: the path, then the directory.
 #[repr(C)]
 pub struct EventBuf {
     pub header: EventHeader,
-    pub path: [u8; PATH_MAX],
+    pub strings: [u8; 2 * PATH_MAX],
 }
 
 /// Index of each counter in the per-CPU `COUNTERS` array.

@@ -26,8 +26,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use recorder_common::{
-    AT_FDCWD, COUNTER_COUNT, Counter, EventBuf, EventHeader, EventKind, HEADER_LEN, MAX_IN_FLIGHT,
-    MAX_TARGETS, PATH_OK, PATH_READ_FAILED,
+    AT_FDCWD, COUNTER_COUNT, Counter, DIR_NONE, EventBuf, EventHeader, EventKind, HEADER_LEN,
+    MAX_IN_FLIGHT, MAX_TARGETS, PATH_MAX, PATH_OK, PATH_READ_FAILED,
 };
 
 // Kernel struct offsets, patched by userspace from /sys/kernel/btf/vmlinux before load. They
@@ -172,14 +172,18 @@ fn fill_header(
     header.kind = kind;
     header.path_status = PATH_OK;
     header.path_len = 0;
-    header._pad = [0; 4];
+    header.dir_len = 0;
+    header.dir_status = DIR_NONE;
+    header._pad = 0;
 }
 
-/// Reads a user path into `buf.path`, recording the outcome in the header.
+/// Reads a user path into the start of `buf.strings`, recording the outcome in the header.
 #[inline(always)]
 fn read_path(buf: &mut EventBuf, filename: u64) {
     // SAFETY: the helper validates the user pointer and bounds the copy by the slice length.
-    match unsafe { bpf_probe_read_user_str_bytes(filename as *const u8, &mut buf.path) } {
+    match unsafe {
+        bpf_probe_read_user_str_bytes(filename as *const u8, &mut buf.strings[..PATH_MAX])
+    } {
         Ok(path) => {
             buf.header.path_len = path.len() as u16;
             buf.header.path_status = PATH_OK;
@@ -195,7 +199,7 @@ fn read_path(buf: &mut EventBuf, filename: u64) {
 /// Writes header + path to the ring, waking the consumer only when the ring is filling up.
 #[inline(always)]
 fn emit(buf: &EventBuf) {
-    let len = HEADER_LEN + buf.header.path_len as usize;
+    let len = HEADER_LEN + buf.header.path_len as usize + buf.header.dir_len as usize;
     if len > MAX_RECORD {
         return;
     }

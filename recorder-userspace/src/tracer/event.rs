@@ -1,8 +1,14 @@
 //! Decoded tracer events.
 
-use std::{ffi::OsStr, os::unix::ffi::OsStrExt, path::Path};
+use std::{
+    ffi::OsStr,
+    os::unix::ffi::OsStrExt,
+    path::{Path, PathBuf},
+};
 
-use recorder_common::{EventHeader, EventKind, HEADER_LEN, PATH_READ_FAILED};
+use recorder_common::{
+    DIR_OK, DIR_UNRESOLVED, EventHeader, EventKind, HEADER_LEN, PATH_READ_FAILED,
+};
 use serde::{Serialize, Serializer};
 use thiserror::Error;
 
@@ -50,6 +56,18 @@ pub struct Event {
     /// The kernel could not read the path argument (then `path` is empty).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub path_unreadable: bool,
+    /// For a relative path of a successful call, the directory it started from (the working
+    /// directory, or the dirfd's), as an absolute path inside the process's root, read by the
+    /// kernel at the time of the call.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "dir_lossy")]
+    pub dir: Option<Vec<u8>>,
+    /// The path is relative but its directory could not be resolved whole.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dir_unresolved: bool,
+}
+
+fn dir_lossy<S: Serializer>(dir: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(dir.as_deref().unwrap_or_default()))
 }
 
 fn kind_name<S: Serializer>(kind: &EventKind, s: S) -> Result<S::Ok, S::Error> {
@@ -71,9 +89,11 @@ impl Event {
         // bit pattern; read_unaligned because ring records are only 8-byte aligned by contract.
         let header: EventHeader =
             unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<EventHeader>()) };
-        let path = record
-            .get(HEADER_LEN..HEADER_LEN + header.path_len as usize)
-            .ok_or(truncated)?;
+        let path_end = HEADER_LEN + header.path_len as usize;
+        let path = record.get(HEADER_LEN..path_end).ok_or(truncated)?;
+        let dir = record
+            .get(path_end..path_end + header.dir_len as usize)
+            .ok_or(DecodeError::Truncated { len: record.len() })?;
         let kind = EventKind::from_u8(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
         let comm_len = header.comm.iter().position(|&b| b == 0).unwrap_or(16);
         Ok(Event {
@@ -88,12 +108,25 @@ impl Event {
             comm: String::from_utf8_lossy(&header.comm[..comm_len]).into_owned(),
             path: path.to_vec(),
             path_unreadable: header.path_status == PATH_READ_FAILED,
+            dir: (header.dir_status == DIR_OK).then(|| dir.to_vec()),
+            dir_unresolved: header.dir_status == DIR_UNRESOLVED,
         })
     }
 
     /// The path argument as a filesystem path.
     pub fn path(&self) -> &Path {
         Path::new(OsStr::from_bytes(&self.path))
+    }
+
+    /// The path the call named, absolute inside the process's root: the path itself when
+    /// absolute, else the directory joined with it; `None` when that directory is unknown.
+    /// `.`, `..` and symlinks are left for the image lookup to resolve.
+    pub fn absolute_path(&self) -> Option<PathBuf> {
+        if self.path.first() == Some(&b'/') {
+            return Some(self.path().to_path_buf());
+        }
+        let dir = Path::new(OsStr::from_bytes(self.dir.as_deref()?));
+        Some(dir.join(self.path()))
     }
 
     /// Whether the call succeeded.
@@ -128,7 +161,9 @@ mod tests {
             kind,
             path_status: PATH_OK,
             path_len: announced,
-            _pad: [0; 4],
+            dir_len: 0,
+            dir_status: 0,
+            _pad: 0,
         };
         // SAFETY: test-only view of a plain-old-data struct as bytes.
         let bytes = unsafe {
