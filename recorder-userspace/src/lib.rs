@@ -1,6 +1,7 @@
 //! recorder: watches a container and records which files of its image it reads, in what order,
 //! and from which layer, in stargz-snapshotter's record format.
 
+pub mod agent;
 pub mod image;
 pub mod record;
 pub mod sandbox;

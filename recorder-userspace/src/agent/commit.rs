@@ -1,0 +1,197 @@
+//! Writing the record out: to `--record-out` when asked, then to the content store, and to a
+//! fallback file when the store fails, so that nothing recorded is ever lost.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use crate::image::BlobDigest;
+use crate::record::RecordBuilder;
+use crate::store::{ContentStore, StoreError};
+
+/// Where the record goes.
+#[derive(Debug, Clone)]
+pub struct CommitOptions {
+    /// The content store directory.
+    pub store: PathBuf,
+    /// Also write the record to this file (as ctr-remote's `--record-out`).
+    pub record_out: Option<PathBuf>,
+    /// Where to keep the record if it cannot be written where asked.
+    pub fallback_dir: PathBuf,
+}
+
+/// What was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// The record blob's digest in the store.
+    pub record: BlobDigest,
+    /// The companion blob's digest, when there were extras to keep.
+    pub companion: Option<BlobDigest>,
+    /// The `--record-out` file, when written.
+    pub record_out: Option<PathBuf>,
+}
+
+/// Why the record could not be committed; `kept` names where it was saved instead.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The content store refused the record.
+    #[error("committing the record to the content store failed: {source}; {}", kept_note(.kept))]
+    Store {
+        /// The store's error.
+        source: StoreError,
+        /// Where the record was kept instead.
+        kept: Option<PathBuf>,
+    },
+    /// `--record-out` could not be written (the store has the record).
+    #[error("writing --record-out {path}: {source} (the record is in the store as {record})")]
+    RecordOut {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+        /// The record's digest in the store.
+        record: BlobDigest,
+    },
+}
+
+fn kept_note(kept: &Option<PathBuf>) -> String {
+    match kept {
+        Some(path) => format!("the record is kept in {}", path.display()),
+        None => "and it could not be saved to a fallback file either".to_owned(),
+    }
+}
+
+/// Commits `record` (and its companion blob) as `opts` says.
+pub fn commit(record: &RecordBuilder, opts: &CommitOptions) -> Result<Committed, CommitError> {
+    let bytes = record.to_bytes();
+    let out_result = opts
+        .record_out
+        .as_deref()
+        .map(|path| write_atomically(path, &bytes).map(|()| path.to_owned()));
+    let stored = ContentStore::open(&opts.store).and_then(|store| {
+        let reference = format!("recorder-{}", std::process::id());
+        let main = store.put(&format!("{reference}-record"), &bytes, None)?;
+        let companion_bytes = record.companion_bytes();
+        let companion = if companion_bytes.is_empty() {
+            None
+        } else {
+            Some(
+                store
+                    .put(&format!("{reference}-companion"), &companion_bytes, None)?
+                    .digest,
+            )
+        };
+        Ok((main.digest, companion))
+    });
+    match (stored, out_result) {
+        (Ok((record, companion)), None) => Ok(Committed {
+            record,
+            companion,
+            record_out: None,
+        }),
+        (Ok((record, companion)), Some(Ok(path))) => Ok(Committed {
+            record,
+            companion,
+            record_out: Some(path),
+        }),
+        (Ok((record, _)), Some(Err(source))) => Err(CommitError::RecordOut {
+            path: opts.record_out.clone().unwrap_or_default(),
+            source,
+            record,
+        }),
+        (Err(source), Some(Ok(path))) => Err(CommitError::Store {
+            source,
+            kept: Some(path),
+        }),
+        (Err(source), _) => {
+            let kept = keep_fallback(&opts.fallback_dir, &bytes);
+            Err(CommitError::Store { source, kept })
+        }
+    }
+}
+
+/// Saves the record in `dir` under a name of its own; `None` if even that fails.
+fn keep_fallback(dir: &Path, bytes: &[u8]) -> Option<PathBuf> {
+    let digest = BlobDigest::of(bytes);
+    let path = dir.join(format!("recorder-record-{}.jsonl", &digest.hex()[..16]));
+    match write_atomically(&path, bytes) {
+        Ok(()) => Some(path),
+        Err(error) => {
+            tracing::error!(path = %path.display(), %error, "could not save the record");
+            None
+        }
+    }
+}
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it, and renames it into place, so
+/// a reader never sees half a record.
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))?;
+    let mut tmp_name = name.to_os_string();
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_failure_keeps_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file where the store's directory should be: the store cannot be opened.
+        let store = dir.path().join("store");
+        std::fs::write(&store, b"not a directory").unwrap();
+        let mut record = RecordBuilder::new("sha256:abc");
+        record.push(b"bin/sh", Some(0));
+        let err = commit(
+            &record,
+            &CommitOptions {
+                store,
+                record_out: None,
+                fallback_dir: dir.path().to_owned(),
+            },
+        )
+        .unwrap_err();
+        let CommitError::Store {
+            kept: Some(kept), ..
+        } = &err
+        else {
+            panic!("{err}");
+        };
+        assert_eq!(std::fs::read(kept).unwrap(), record.to_bytes());
+        assert!(err.to_string().contains(&kept.display().to_string()));
+    }
+
+    #[test]
+    fn writes_store_and_record_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut record = RecordBuilder::new("sha256:abc");
+        record.push(b"bin/sh", Some(0));
+        let out = dir.path().join("record.json");
+        let committed = commit(
+            &record,
+            &CommitOptions {
+                store: dir.path().join("store"),
+                record_out: Some(out.clone()),
+                fallback_dir: dir.path().to_owned(),
+            },
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), record.to_bytes());
+        let store = ContentStore::open(dir.path().join("store")).unwrap();
+        assert_eq!(store.read(&committed.record).unwrap(), record.to_bytes());
+        assert_eq!(committed.companion, None);
+    }
+}

@@ -1,0 +1,97 @@
+//! The recording agent: indexes an image, arms the tracer on a container's mount namespace,
+//! turns events into image paths, and commits the record.
+//!
+//! - [`session`]: the lifecycle, [`Agent`] → [`Indexed`] → [`Tracing`] → [`Stopped`] →
+//!   [`Committing`] → [`Summary`], moving the status along.
+//! - [`resolve`]: one event to one decision (the image path and layer read, or why not).
+//! - [`mounts`]: the container's mounts, whose content the image does not provide.
+//! - [`stop`]: period, signals, `--until-exit`, `POST /stop`.
+//! - [`commit`]: the record to the content store, `--record-out`, and a fallback file.
+//! - [`summary`]: what happened, and the exit status it implies.
+//! - [`workdir`]: the scratch space and unpacked layers of `recorder run`.
+
+pub mod commit;
+pub mod mounts;
+pub mod procs;
+pub mod resolve;
+pub mod session;
+pub mod source;
+pub mod stop;
+pub mod summary;
+pub mod workdir;
+
+use std::io;
+
+pub use commit::{CommitError, CommitOptions, Committed};
+pub use mounts::{MountTable, MountsError};
+pub use resolve::{Decision, Exclusion, Resolver};
+pub use session::{Agent, Committing, Indexed, Stopped, Target, Tracing};
+pub use source::ImageSource;
+pub use stop::{StopConditions, StopReason, Stops};
+pub use summary::{EXIT_COMPLETE, EXIT_ERROR, EXIT_INCOMPLETE, Summary};
+pub use workdir::{WorkDir, unpack_layers};
+
+use crate::image::ImageError;
+use crate::sandbox::{SandboxError, SpecError, UnpackError};
+use crate::tracer::TracerError;
+
+/// Why a recording failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The image could not be read or indexed.
+    #[error("image {image}: {source}")]
+    Image {
+        /// Which image (or layer).
+        image: String,
+        /// The cause.
+        source: ImageError,
+    },
+    /// The tracer failed.
+    #[error(transparent)]
+    Tracer(#[from] TracerError),
+    /// The target's mounts could not be read.
+    #[error(transparent)]
+    Mounts(#[from] MountsError),
+    /// The target does not exist or cannot be traced.
+    #[error("target {target}: {message}")]
+    Target {
+        /// The target as given.
+        target: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The tracer's events were already taken.
+    #[error("the tracer's event stream was already taken")]
+    StreamTaken,
+    /// The record could not be committed.
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    /// A layer could not be unpacked for `recorder run`.
+    #[error("unpacking layer {layer}: {source}")]
+    Unpack {
+        /// The layer.
+        layer: usize,
+        /// The cause.
+        source: UnpackError,
+    },
+    /// The image's process could not be turned into a command.
+    #[error("the image's process: {0}")]
+    Spec(#[from] SpecError),
+    /// The sandbox failed.
+    #[error("sandbox: {0}")]
+    Sandbox(#[from] SandboxError),
+    /// A signal or stop request came before tracing started: there is nothing to commit.
+    #[error("stopped ({0}) before tracing started; nothing was recorded")]
+    StoppedEarly(StopReason),
+    /// A system call failed.
+    #[error("{op}: {source}")]
+    Io {
+        /// What was being done.
+        op: String,
+        /// The cause.
+        source: io::Error,
+    },
+    /// A background task panicked or was cancelled.
+    #[error("background task: {0}")]
+    Join(String),
+}

@@ -1,0 +1,289 @@
+//! The recording lifecycle as a chain of states, each step moving the status along:
+//! [`Agent`] (starting) → [`Indexed`] (indexing) → [`Tracing`] (tracing) → [`Stopped`] →
+//! [`Committing`] (committing) → [`Summary`] (done).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::image::{Image, IndexOptions, MergedView, Platform, index_image};
+use crate::record::{Extras, RecordBuilder};
+use crate::status::{State, StatusHandle};
+use crate::tracer::{Event, EventStream, Tracer};
+
+use super::AgentError;
+use super::commit::{CommitOptions, commit};
+use super::mounts::MountTable;
+use super::resolve::{Decision, Resolver};
+use super::source::ImageSource;
+use super::stop::StopReason;
+use super::summary::Summary;
+
+/// How often the kernel's drop counters are copied to the status while tracing.
+const DROPS_REFRESH: Duration = Duration::from_millis(500);
+
+/// What is traced: a mount namespace and the mounts its processes see.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The mount namespace inode the filter is armed with.
+    pub mntns: u32,
+    /// Its mounts, whose content is excluded.
+    pub mounts: MountTable,
+}
+
+/// A recording that has not started.
+#[derive(Debug)]
+pub struct Agent {
+    status: StatusHandle,
+}
+
+impl Agent {
+    /// A recording reporting to `status` (left in `starting`).
+    pub fn new(status: StatusHandle) -> Self {
+        Self { status }
+    }
+
+    /// Opens and indexes the image (state `indexing`).
+    pub async fn index(
+        self,
+        source: ImageSource,
+        platform: Platform,
+    ) -> Result<Indexed, AgentError> {
+        self.status.set_state(State::Indexing);
+        let described = source.to_string();
+        let (image, view) = tokio::task::spawn_blocking(move || {
+            let image = source.open(&platform)?;
+            let view = index_image(&image, &IndexOptions::default())?;
+            Ok::<_, crate::image::ImageError>((image, view))
+        })
+        .await
+        .map_err(|e| AgentError::Join(e.to_string()))?
+        .map_err(|source| AgentError::Image {
+            image: described,
+            source,
+        })?;
+        self.status
+            .set_manifest_digest(image.manifest_digest().to_string());
+        tracing::info!(
+            manifest = %image.manifest_digest(),
+            layers = image.layers().len(),
+            entries = view.entry_count(),
+            "image indexed"
+        );
+        Ok(Indexed {
+            status: self.status,
+            image: Arc::new(image),
+            view: Arc::new(view),
+        })
+    }
+}
+
+/// An indexed image, ready to trace.
+#[derive(Debug)]
+pub struct Indexed {
+    status: StatusHandle,
+    image: Arc<Image>,
+    view: Arc<MergedView>,
+}
+
+impl Indexed {
+    /// The image.
+    pub fn image(&self) -> &Arc<Image> {
+        &self.image
+    }
+
+    /// Arms `tracer`'s filter on `target` and starts recording (state `tracing`).
+    pub fn arm(self, mut tracer: Tracer, target: Target) -> Result<Tracing, AgentError> {
+        let events = tracer.take_events()?.ok_or(AgentError::StreamTaken)?;
+        tracer.add_target(target.mntns)?;
+        let start_ns = monotonic_ns();
+        tracing::info!(
+            mntns = target.mntns,
+            mounts = target.mounts.len(),
+            "tracing"
+        );
+        self.status.set_state(State::Tracing);
+        Ok(Tracing {
+            record: RecordBuilder::new(self.image.manifest_digest().to_string()),
+            resolver: Resolver::new(self.view, target.mounts),
+            status: self.status,
+            tracer,
+            events,
+            start_ns,
+        })
+    }
+}
+
+/// The filter is armed; events become record entries.
+pub struct Tracing {
+    status: StatusHandle,
+    tracer: Tracer,
+    events: EventStream,
+    resolver: Resolver,
+    record: RecordBuilder,
+    start_ns: u64,
+}
+
+impl Tracing {
+    /// Records until `stop` completes, then takes every event already in the ring, so that
+    /// nothing the kernel delivered before the stop is lost.
+    pub async fn run(
+        mut self,
+        stop: impl Future<Output = StopReason>,
+    ) -> Result<Stopped, AgentError> {
+        tokio::pin!(stop);
+        let mut batch = Vec::with_capacity(4096);
+        let mut refresh = tokio::time::interval(DROPS_REFRESH);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let reason = loop {
+            tokio::select! {
+                biased;
+                reason = &mut stop => break reason,
+                result = self.events.next_batch(&mut batch) => {
+                    result?;
+                    self.consume(&batch);
+                    batch.clear();
+                }
+                _ = refresh.tick() => {
+                    let lost = self.tracer.counters()?.lost() + self.events.undecodable();
+                    self.status.set_drops(lost);
+                }
+            }
+        };
+        self.events.drain(&mut batch);
+        self.consume(&batch);
+        let lost = self.tracer.counters()?.lost() + self.events.undecodable();
+        self.status.set_drops(lost);
+        tracing::info!(%reason, lost, "tracing stopped");
+        Ok(Stopped {
+            status: self.status,
+            record: self.record,
+            reason,
+            lost,
+        })
+    }
+
+    /// Turns a batch into record entries and counters; counters go to the status once per batch.
+    fn consume(&mut self, batch: &[Event]) {
+        if batch.is_empty() {
+            return;
+        }
+        let (mut recorded, mut failed) = (0, 0);
+        let mut excluded: BTreeMap<String, u64> = BTreeMap::new();
+        for event in batch {
+            if !event.succeeded() {
+                failed += 1;
+                continue;
+            }
+            match self.resolver.decide(event) {
+                Decision::Record { path, layer } => {
+                    let extras = Extras {
+                        offset_ns: Some(event.ts_ns.saturating_sub(self.start_ns)),
+                        pid: Some(event.tgid),
+                        comm: Some(event.comm.clone()),
+                        kind: Some(if event.is_exec() { "exec" } else { "open" }.to_owned()),
+                    };
+                    if self.record.push_with(&path, Some(layer), extras) {
+                        recorded += 1;
+                    }
+                }
+                Decision::Exclude(why) => {
+                    let label = why.label();
+                    match excluded.get_mut(label) {
+                        Some(n) => *n += 1,
+                        None => {
+                            excluded.insert(label.to_owned(), 1);
+                        }
+                    }
+                }
+            }
+        }
+        self.status.add_events(batch.len() as u64);
+        self.status.add_recorded_paths(recorded);
+        self.status.add_failed_opens(failed);
+        for (label, n) in excluded {
+            self.status.add_excluded(&label, n);
+        }
+    }
+}
+
+/// Tracing has stopped; the record is complete in memory.
+#[derive(Debug)]
+pub struct Stopped {
+    status: StatusHandle,
+    record: RecordBuilder,
+    reason: StopReason,
+    lost: u64,
+}
+
+impl Stopped {
+    /// The record so far.
+    pub fn record(&self) -> &RecordBuilder {
+        &self.record
+    }
+
+    /// Why tracing stopped.
+    pub fn reason(&self) -> &StopReason {
+        &self.reason
+    }
+
+    /// Starts writing out (state `committing`).
+    pub fn begin_commit(self) -> Committing {
+        self.status.set_state(State::Committing);
+        Committing { inner: self }
+    }
+}
+
+/// The record is being written out.
+#[derive(Debug)]
+pub struct Committing {
+    inner: Stopped,
+}
+
+impl Committing {
+    /// Writes the record (state `done` with its digest, or `failed` naming where it was kept).
+    pub fn commit(self, opts: &CommitOptions) -> Result<Summary, AgentError> {
+        let Stopped {
+            status,
+            record,
+            reason,
+            lost,
+        } = self.inner;
+        let committed = match commit(&record, opts) {
+            Ok(c) => c,
+            Err(e) => {
+                status.fail(&e);
+                return Err(e.into());
+            }
+        };
+        status.set_record_digest(committed.record.to_string());
+        status.set_state(State::Done);
+        let counters = status.counters();
+        Ok(Summary {
+            stopped: reason,
+            events: counters.events,
+            recorded: counters.recorded_paths,
+            failed: counters.failed_opens,
+            excluded: counters.excluded,
+            lost,
+            committed,
+        })
+    }
+}
+
+/// CLOCK_MONOTONIC now, in nanoseconds: the clock of the events' timestamps.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the valid, exclusively borrowed `ts`.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
