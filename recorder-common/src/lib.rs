@@ -133,8 +133,52 @@ pub enum Counter {
 /// Number of counters in the `COUNTERS` array.
 pub const COUNTER_COUNT: u32 = 4;
 
+/// Indices into the `WALK_OFFSETS` global: the kernel struct offsets the directory walk uses.
+pub mod walk {
+    /// `task_struct.fs`.
+    pub const TASK_FS: usize = 0;
+    /// `task_struct.files`.
+    pub const TASK_FILES: usize = 1;
+    /// `fs_struct.root`.
+    pub const FS_ROOT: usize = 2;
+    /// `fs_struct.pwd`.
+    pub const FS_PWD: usize = 3;
+    /// `path.mnt`.
+    pub const PATH_MNT: usize = 4;
+    /// `path.dentry`.
+    pub const PATH_DENTRY: usize = 5;
+    /// `files_struct.fdt`.
+    pub const FILES_FDT: usize = 6;
+    /// `fdtable.fd`.
+    pub const FDT_FD: usize = 7;
+    /// `fdtable.max_fds`.
+    pub const FDT_MAX_FDS: usize = 8;
+    /// `file.f_path`.
+    pub const FILE_PATH: usize = 9;
+    /// `dentry.d_parent`.
+    pub const DENTRY_PARENT: usize = 10;
+    /// `dentry.d_name.len`.
+    pub const DENTRY_NAME_LEN: usize = 11;
+    /// `dentry.d_name.name`.
+    pub const DENTRY_NAME: usize = 12;
+    /// `vfsmount.mnt_root`.
+    pub const VFSMOUNT_ROOT: usize = 13;
+    /// `mount.mnt` (the vfsmount embedded in a mount).
+    pub const MOUNT_MNT: usize = 14;
+    /// `mount.mnt_parent`.
+    pub const MOUNT_PARENT: usize = 15;
+    /// `mount.mnt_mountpoint`.
+    pub const MOUNT_MOUNTPOINT: usize = 16;
+    /// Number of offsets.
+    pub const COUNT: usize = 17;
+    /// Most path components (and mount crossings) the walk follows before giving up.
+    pub const MAX_DEPTH: usize = 64;
+}
+
 /// Offsets into kernel structs, computed from BTF in userspace and patched into the programs.
 pub mod globals {
+    /// The `[u64; walk::COUNT]` array of directory-walk offsets.
+    pub const WALK_OFFSETS: &str = "WALK_OFFSETS";
     /// `offsetof(struct task_struct, nsproxy)`.
     pub const TASK_NSPROXY: &str = "TASK_NSPROXY_OFFSET";
     /// `offsetof(struct nsproxy, mnt_ns)`.

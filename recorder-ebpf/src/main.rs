@@ -18,16 +18,17 @@ use core::ptr::{addr_of, read_volatile};
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_probe_read_user,
-        bpf_probe_read_user_str_bytes, bpf_task_pt_regs,
+        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_read_user_str_bytes,
+        bpf_task_pt_regs, generated,
     },
     macros::{map, tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use recorder_common::{
-    AT_FDCWD, COUNTER_COUNT, Counter, DIR_NONE, EventBuf, EventHeader, EventKind, HEADER_LEN,
-    MAX_IN_FLIGHT, MAX_TARGETS, PATH_MAX, PATH_OK, PATH_READ_FAILED,
+    AT_FDCWD, COUNTER_COUNT, Counter, DIR_NONE, DIR_OK, DIR_UNRESOLVED, EventBuf, EventHeader,
+    EventKind, HEADER_LEN, MAX_IN_FLIGHT, MAX_TARGETS, PATH_MAX, PATH_OK, PATH_READ_FAILED, walk,
 };
 
 // Kernel struct offsets, patched by userspace from /sys/kernel/btf/vmlinux before load. They
@@ -47,6 +48,9 @@ static PT_REGS_SI_OFFSET: u64 = 0;
 static PT_REGS_DX_OFFSET: u64 = 0;
 #[unsafe(no_mangle)]
 static TASK_COMM_OFFSET: u64 = 0;
+/// Offsets for the directory walk, indexed by `recorder_common::walk`.
+#[unsafe(no_mangle)]
+static WALK_OFFSETS: [u64; walk::COUNT] = [0; walk::COUNT];
 /// Unread bytes in the ring above which a record wakes the consumer; below it the consumer
 /// finds records on its own poll, saving a wakeup per event.
 #[unsafe(no_mangle)]
@@ -67,6 +71,10 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 23, 0);
 /// One record under construction per CPU: too large for the 512-byte stack.
 #[map]
 static SCRATCH: PerCpuArray<EventBuf> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU buffer the directory walk writes into, backwards from its middle.
+#[map]
+static WALK: PerCpuArray<[u8; 2 * PATH_MAX]> = PerCpuArray::with_max_entries(1, 0);
 
 /// Loss accounting, indexed by [`Counter`].
 #[map]
@@ -196,6 +204,176 @@ fn read_path(buf: &mut EventBuf, filename: u64) {
     }
 }
 
+#[inline(always)]
+fn walk_offset(index: usize) -> u64 {
+    // Volatile for the same reason as `global`.
+    // SAFETY: a valid static; every index used is a `walk` constant below COUNT.
+    unsafe { read_volatile(addr_of!(WALK_OFFSETS[index])) }
+}
+
+/// Reads a kernel word. The walk chases pointers the verifier cannot type (an fd table slot,
+/// a `struct mount` found by container_of), so it reads through the fault-tolerant helper.
+#[inline(always)]
+fn kread<T>(base: u64, offset: usize) -> Option<T> {
+    // SAFETY: the helper validates the address; a bad one is an error, not a fault.
+    unsafe { bpf_probe_read_kernel((base + walk_offset(offset)) as *const T) }.ok()
+}
+
+/// Where a relative path starts: the working directory, or the directory open at `dirfd`.
+#[inline(always)]
+fn start_of_walk(task: u64, dirfd: i32) -> Option<(u64, u64)> {
+    let path = if dirfd == AT_FDCWD {
+        let fs: u64 = kread(task, walk::TASK_FS)?;
+        fs + walk_offset(walk::FS_PWD)
+    } else {
+        let files: u64 = kread(task, walk::TASK_FILES)?;
+        let fdt: u64 = kread(files, walk::FILES_FDT)?;
+        let max_fds: u32 = kread(fdt, walk::FDT_MAX_FDS)?;
+        if dirfd < 0 || dirfd as u32 >= max_fds {
+            return None;
+        }
+        let fds: u64 = kread(fdt, walk::FDT_FD)?;
+        // SAFETY: see kread; the slot index was checked against the table size.
+        let file: u64 =
+            unsafe { bpf_probe_read_kernel((fds + dirfd as u64 * 8) as *const u64) }.ok()?;
+        if file == 0 {
+            return None;
+        }
+        file + walk_offset(walk::FILE_PATH)
+    };
+    Some((
+        kread(path, walk::PATH_MNT)?,
+        kread(path, walk::PATH_DENTRY)?,
+    ))
+}
+
+/// Writes the absolute path (inside the task's root) of the directory a relative path starts
+/// from after the path in `buf`, as the kernel's d_path would, crossing mount points.
+#[inline(always)]
+fn append_dir(buf: &mut EventBuf, task: *const u8, dirfd: i32) {
+    buf.header.dir_status = DIR_UNRESOLVED;
+    let task = task as u64;
+    let Some(fs) = kread::<u64>(task, walk::TASK_FS) else {
+        return;
+    };
+    let root = fs + walk_offset(walk::FS_ROOT);
+    let (Some(root_mnt), Some(root_dentry)) = (
+        kread::<u64>(root, walk::PATH_MNT),
+        kread::<u64>(root, walk::PATH_DENTRY),
+    ) else {
+        return;
+    };
+    let Some((mut mnt, mut dentry)) = start_of_walk(task, dirfd) else {
+        return;
+    };
+    let Some(out) = WALK.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch, see exit_open.
+    let out = unsafe { &mut *out };
+    // Components are written backwards, ending at PATH_MAX.
+    let mut pos = PATH_MAX;
+    let mut done = false;
+    // One component per step. A mount crossing happens inside the step, before its component,
+    // so both paths rejoin within the step: a `continue` instead would double the paths the
+    // verifier explores at every step and exceed its limit long before MAX_DEPTH.
+    for _ in 0..walk::MAX_DEPTH {
+        if dentry == root_dentry && mnt == root_mnt {
+            done = true;
+            break;
+        }
+        let Some(mnt_root) = kread::<u64>(mnt, walk::VFSMOUNT_ROOT) else {
+            break;
+        };
+        if dentry == mnt_root {
+            // At the root of a mount: go on from where it is mounted.
+            let mount = mnt - walk_offset(walk::MOUNT_MNT);
+            let (Some(parent), Some(mountpoint)) = (
+                kread::<u64>(mount, walk::MOUNT_PARENT),
+                kread::<u64>(mount, walk::MOUNT_MOUNTPOINT),
+            ) else {
+                break;
+            };
+            if parent == mount {
+                // The namespace's root mount: the task's root is not above this directory.
+                done = true;
+                break;
+            }
+            dentry = mountpoint;
+            mnt = parent + walk_offset(walk::MOUNT_MNT);
+            if dentry == root_dentry && mnt == root_mnt {
+                done = true;
+                break;
+            }
+        }
+        let Some(parent) = kread::<u64>(dentry, walk::DENTRY_PARENT) else {
+            break;
+        };
+        if parent == dentry {
+            done = true;
+            break;
+        }
+        let (Some(len), Some(name)) = (
+            kread::<u32>(dentry, walk::DENTRY_NAME_LEN),
+            kread::<u64>(dentry, walk::DENTRY_NAME),
+        ) else {
+            break;
+        };
+        // A name is at most NAME_MAX (255) bytes; the mask also shows the verifier the bound.
+        let len = (len & 0xff) as usize;
+        if len + 1 > pos {
+            break;
+        }
+        pos -= len + 1;
+        let at = pos & (PATH_MAX - 1);
+        out[at] = b'/';
+        // SAFETY: at + 1 + len < 2 * PATH_MAX, inside the buffer; the helper validates `name`.
+        unsafe {
+            generated::bpf_probe_read_kernel(
+                out.as_mut_ptr().add(at + 1).cast(),
+                len as u32,
+                name as *const _,
+            )
+        };
+        dentry = parent;
+    }
+    if !done {
+        return;
+    }
+    if pos == PATH_MAX {
+        // The directory is the root itself.
+        pos -= 1;
+        out[pos & (PATH_MAX - 1)] = b'/';
+    }
+    let dir_len = PATH_MAX - pos;
+    let path_len = buf.header.path_len as usize;
+    if dir_len >= PATH_MAX || path_len >= PATH_MAX {
+        return;
+    }
+    // SAFETY: both ranges lie inside their buffers (lengths below PATH_MAX, masked for the
+    // verifier); the source is kernel memory of this program's own map.
+    let copied = unsafe {
+        generated::bpf_probe_read_kernel(
+            buf.strings
+                .as_mut_ptr()
+                .add(path_len & (PATH_MAX - 1))
+                .cast(),
+            (dir_len & (PATH_MAX - 1)) as u32,
+            out.as_ptr().add(pos & (PATH_MAX - 1)).cast(),
+        )
+    };
+    if copied == 0 {
+        buf.header.dir_len = dir_len as u16;
+        buf.header.dir_status = DIR_OK;
+    }
+}
+
+/// Whether the path just read is relative (an empty path with AT_EMPTY_PATH names the dirfd).
+#[inline(always)]
+fn path_is_relative(buf: &EventBuf) -> bool {
+    buf.header.path_status == PATH_OK && buf.strings[0] != b'/'
+}
+
 /// Writes header + path to the ring, waking the consumer only when the ring is filling up.
 #[inline(always)]
 fn emit(buf: &EventBuf) {
@@ -248,8 +426,13 @@ fn exit_open(ctx: &TracePointContext, kind: EventKind) {
     // program on this CPU, so nothing else touches the buffer until the record is emitted.
     let buf = unsafe { &mut *buf };
     fill_header(&mut buf.header, task, kind as u8, mntns, dirfd, flags);
-    buf.header.ret = arg::<i64>(ctx, RET);
+    let ret = arg::<i64>(ctx, RET);
+    buf.header.ret = ret;
     read_path(buf, filename);
+    // Only a call that succeeded can be recorded, so only then is its directory worth the walk.
+    if ret >= 0 && path_is_relative(buf) {
+        append_dir(buf, task, dirfd);
+    }
     emit(buf);
 }
 
@@ -266,6 +449,10 @@ fn enter_exec(kind: EventKind, dirfd: i32, filename: u64, flags: u64) {
     let buf = unsafe { &mut *buf };
     fill_header(&mut buf.header, task, kind as u8, mntns, dirfd, flags);
     read_path(buf, filename);
+    if path_is_relative(buf) {
+        // Walked now: a successful exec may leave (or change) the directory it started from.
+        append_dir(buf, task, dirfd);
+    }
     // Keep the pointer to retry a failed read at exit; an exec that fails keeps this memory.
     buf.header.ret = filename as i64;
     let tid = bpf_get_current_pid_tgid() as u32;

@@ -135,6 +135,16 @@ async fn every_open_and_exec_of_the_target_arrives_and_nothing_else() {
     );
     assert_eq!(rel.dirfd, AT_FDCWD);
     assert_eq!(rel.ret, reported["openat-relative"]);
+    assert_eq!(
+        rel.dir.as_deref(),
+        Some(dir.as_bytes()),
+        "the cwd at the call"
+    );
+    assert_eq!(
+        rel.absolute_path().unwrap(),
+        Path::new(&format!("{dir}/rel.txt"))
+    );
+    assert_eq!(abs.dir, None, "an absolute path needs no directory");
 
     let dir_open = find(
         &events,
@@ -149,6 +159,38 @@ async fn every_open_and_exec_of_the_target_arrives_and_nothing_else() {
     );
     assert_eq!(i64::from(via_dirfd.dirfd), reported["dirfd-value"]);
     assert_eq!(via_dirfd.ret, reported["openat-dirfd"]);
+    assert_eq!(
+        via_dirfd.dir.as_deref(),
+        Some(format!("{dir}/sub").as_bytes()),
+        "the dirfd's directory"
+    );
+
+    let proc_status = find(
+        &events,
+        |e| e.path() == Path::new("status") && e.tgid == pid,
+        "a relative open across a mount point",
+    );
+    assert_eq!(proc_status.ret, reported["openat-proc"]);
+    assert_eq!(
+        proc_status.dir.as_deref(),
+        Some(format!("/proc/{pid}").as_bytes())
+    );
+
+    assert_eq!(reported["chroot-child"], 0, "the chrooted open succeeded");
+    let chrooted = find(
+        &events,
+        |e| e.path() == Path::new("viadirfd.txt") && e.tgid != pid,
+        "the open inside a chroot",
+    );
+    assert_eq!(
+        chrooted.dir.as_deref(),
+        Some(&b"/sub"[..]),
+        "relative to the chroot"
+    );
+    assert!(
+        !events.iter().any(|e| e.dir_unresolved),
+        "a directory went unresolved"
+    );
 
     let o2 = find(&events, |e| e.kind == EventKind::Openat2, "openat2");
     assert_eq!(o2.path(), Path::new(&format!("{dir}/o2.txt")));

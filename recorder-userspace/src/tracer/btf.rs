@@ -7,6 +7,7 @@
 
 use std::{collections::HashMap, path::Path};
 
+use recorder_common::walk;
 use thiserror::Error;
 
 /// Where the running kernel publishes its own BTF.
@@ -289,6 +290,8 @@ pub struct KernelOffsets {
     pub pt_regs_args: [u64; 3],
     /// `task_struct.comm`.
     pub task_comm: u64,
+    /// Offsets the directory walk uses, indexed by `recorder_common::walk`.
+    pub walk: [u64; walk::COUNT],
 }
 
 impl KernelOffsets {
@@ -309,8 +312,32 @@ impl KernelOffsets {
                 btf.offset_of("pt_regs", &["dx"])? as u64,
             ],
             task_comm: btf.offset_of("task_struct", &["comm"])? as u64,
+            walk: walk_offsets(btf)?,
         })
     }
+}
+
+fn walk_offsets(btf: &Btf) -> Result<[u64; walk::COUNT], BtfError> {
+    let at = |strukt: &str, path: &[&str]| btf.offset_of(strukt, path).map(|o| o as u64);
+    let mut offsets = [0u64; walk::COUNT];
+    offsets[walk::TASK_FS] = at("task_struct", &["fs"])?;
+    offsets[walk::TASK_FILES] = at("task_struct", &["files"])?;
+    offsets[walk::FS_ROOT] = at("fs_struct", &["root"])?;
+    offsets[walk::FS_PWD] = at("fs_struct", &["pwd"])?;
+    offsets[walk::PATH_MNT] = at("path", &["mnt"])?;
+    offsets[walk::PATH_DENTRY] = at("path", &["dentry"])?;
+    offsets[walk::FILES_FDT] = at("files_struct", &["fdt"])?;
+    offsets[walk::FDT_FD] = at("fdtable", &["fd"])?;
+    offsets[walk::FDT_MAX_FDS] = at("fdtable", &["max_fds"])?;
+    offsets[walk::FILE_PATH] = at("file", &["f_path"])?;
+    offsets[walk::DENTRY_PARENT] = at("dentry", &["d_parent"])?;
+    offsets[walk::DENTRY_NAME_LEN] = at("dentry", &["d_name", "len"])?;
+    offsets[walk::DENTRY_NAME] = at("dentry", &["d_name", "name"])?;
+    offsets[walk::VFSMOUNT_ROOT] = at("vfsmount", &["mnt_root"])?;
+    offsets[walk::MOUNT_MNT] = at("mount", &["mnt"])?;
+    offsets[walk::MOUNT_PARENT] = at("mount", &["mnt_parent"])?;
+    offsets[walk::MOUNT_MOUNTPOINT] = at("mount", &["mnt_mountpoint"])?;
+    Ok(offsets)
 }
 
 #[cfg(test)]

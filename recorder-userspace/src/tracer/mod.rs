@@ -155,6 +155,7 @@ impl Tracer {
             .override_global(globals::PT_REGS_SI, &offsets.pt_regs_args[1], true)
             .override_global(globals::PT_REGS_DX, &offsets.pt_regs_args[2], true)
             .override_global(globals::TASK_COMM, &offsets.task_comm, true)
+            .override_global(globals::WALK_OFFSETS, &offsets.walk, true)
             .override_global(globals::WAKEUP_THRESHOLD, &config.wakeup_threshold, true)
             .map_max_entries("EVENTS", config.ring_bytes)
             .load(EBPF_OBJECT)?;

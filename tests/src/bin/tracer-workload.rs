@@ -93,6 +93,25 @@ fn main() {
         report("openat-long", fd.into());
         libc::close(fd);
 
+        // A directory across a mount point: /proc is its own mount.
+        libc::chdir(c("/proc/self").as_ptr());
+        let fd = libc::openat(libc::AT_FDCWD, c("status").as_ptr(), libc::O_RDONLY);
+        report("openat-proc", fd.into());
+        libc::close(fd);
+
+        // Inside a chroot the directory is relative to the new root.
+        std::io::stdout().flush().expect("stdout");
+        let child = libc::fork();
+        if child == 0 {
+            libc::chroot(d.as_ptr());
+            libc::chdir(c("/sub").as_ptr());
+            let fd = libc::openat(libc::AT_FDCWD, c("viadirfd.txt").as_ptr(), libc::O_RDONLY);
+            libc::_exit(if fd >= 0 { 0 } else { 1 });
+        }
+        let mut status = 0;
+        libc::waitpid(child, &mut status, 0);
+        report("chroot-child", status.into());
+
         std::io::stdout().flush().expect("stdout");
         let true_bin = c("/bin/true");
         let argv = [true_bin.as_ptr(), std::ptr::null()];

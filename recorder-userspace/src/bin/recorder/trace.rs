@@ -115,7 +115,10 @@ fn write_batch(out: &mut impl Write, batch: &[Event], json: bool) -> io::Result<
                 event.comm,
                 event.ret,
                 event.dirfd,
-                event.path().display()
+                event
+                    .absolute_path()
+                    .unwrap_or_else(|| event.path().to_path_buf())
+                    .display()
             )?;
         }
     }
