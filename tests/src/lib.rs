@@ -1,5 +1,6 @@
 //! Shared helpers for the end-to-end tests.
 
+pub mod agent_fixtures;
 pub mod image_fixtures;
 pub mod root;
 pub mod sandbox_fixtures;

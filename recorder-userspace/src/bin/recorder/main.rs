@@ -1,9 +1,13 @@
 //! The `recorder` command line.
 
 mod image;
+mod record;
 mod record_show;
+mod run;
 mod status;
 mod trace;
+
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -23,11 +27,16 @@ enum Command {
     Status(status::Args),
     /// Inspect an image and find which layer provides a path.
     Image(image::Args),
-    /// Summarise a record.
-    Record(record_show::Args),
+    /// Record which image files a container reads (`record --image ... --target ...`), or
+    /// summarise a record (`record show`).
+    Record(record::Args),
+    /// Run an image's workload in a private sandbox and record what it reads.
+    Run(run::Args),
 }
 
-fn main() -> anyhow::Result<()> {
+/// Exit status 0: done (for `record` and `run`: the record is committed and complete);
+/// 1: error; 3: the record is committed but incomplete (the kernel dropped events).
+fn main() -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RECORDER_LOG")
@@ -36,10 +45,12 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let done = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
     match cli.command {
-        Command::Trace(args) => trace::run(args),
-        Command::Status(args) => status::run(args),
-        Command::Image(args) => image::run(args),
-        Command::Record(args) => record_show::run(args),
+        Command::Trace(args) => done(trace::run(args)),
+        Command::Status(args) => done(status::run(args)),
+        Command::Image(args) => done(image::run(args)),
+        Command::Record(args) => record::run(args),
+        Command::Run(args) => run::run(args),
     }
 }

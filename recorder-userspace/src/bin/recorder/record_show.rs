@@ -8,15 +8,9 @@ use recorder::image::BlobDigest;
 use recorder::record;
 use recorder::store::ContentStore;
 
-/// `recorder record ...`.
-#[derive(clap::Args, Debug)]
-pub struct Args {
-    #[command(subcommand)]
-    command: Sub,
-}
-
+/// `recorder record show ...` (the recording itself is `recorder record --image ...`).
 #[derive(clap::Subcommand, Debug)]
-enum Sub {
+pub enum Sub {
     /// Entries per layer of a record given as a file or as a digest in --store.
     Show {
         /// A record file, or `sha256:...` of a record blob in --store.
@@ -27,9 +21,9 @@ enum Sub {
     },
 }
 
-/// Runs `recorder record`.
-pub fn run(args: Args) -> anyhow::Result<()> {
-    match args.command {
+/// Runs a `recorder record` subcommand.
+pub fn run(sub: Sub) -> anyhow::Result<()> {
+    match sub {
         Sub::Show { record, store } => show(&record, store),
     }
 }

@@ -1,0 +1,123 @@
+//! `recorder run`: a self-contained profiling run. The image's layers are unpacked and
+//! mounted as a read-only overlay in a private sandbox, the tracer is armed before the
+//! workload's first instruction, and the record is committed when the workload exits or the
+//! period ends.
+
+use std::process::ExitCode;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use recorder::agent::{
+    Agent, AgentError, CommitOptions, ImageSource, MountTable, StopConditions, StopReason, Stops,
+    Summary, Target, WorkDir, unpack_layers,
+};
+use recorder::image::Platform;
+use recorder::sandbox::{ImageProcess, Sandbox};
+use recorder::status::StatusHandle;
+use recorder::tracer::Tracer;
+
+use crate::record::{CommonArgs, conclude, runtime, start_status};
+
+/// `recorder run --image ... --store ... [-- CMD ARGS...]`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Command to run instead of the image's Cmd (its Entrypoint is kept, as `docker run`).
+    #[arg(last = true)]
+    cmd: Vec<String>,
+}
+
+/// Runs `recorder run`.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let source = args.common.source()?;
+    let platform = args.common.platform()?;
+    let commit = args.common.commit_options()?;
+    runtime()?.block_on(async {
+        let (status, stops, server) = start_status(&args.common)?;
+        let result = profile(&args, source, platform, &commit, &status, &stops).await;
+        conclude(result, &status, server).await
+    })
+}
+
+async fn profile(
+    args: &Args,
+    source: ImageSource,
+    platform: Platform,
+    commit: &CommitOptions,
+    status: &StatusHandle,
+    stops: &Stops,
+) -> Result<Summary, AgentError> {
+    status.set_target(format!("run {source}"));
+    let indexed = Agent::new(status.clone()).index(source, platform).await?;
+    // Dropped on every way out of this function, after the sandbox: removes the layers.
+    let work = WorkDir::create(&args.common.work_base())?;
+    let lowerdirs = {
+        let image = indexed.image().clone();
+        let dir = work.path().to_owned();
+        tokio::task::spawn_blocking(move || unpack_layers(&image, &dir))
+            .await
+            .map_err(|e| AgentError::Join(e.to_string()))??
+    };
+    if let Some(reason) = stops.fired() {
+        return Err(AgentError::StoppedEarly(reason));
+    }
+    let config = indexed.image().run_config();
+    let process = ImageProcess {
+        entrypoint: config.entrypoint,
+        cmd: config.cmd,
+        env: config.env,
+        working_dir: config.working_dir,
+        user: config.user,
+    };
+    let cmd = (!args.cmd.is_empty()).then_some(args.cmd.as_slice());
+    let spec = process.to_spec(cmd, &lowerdirs)?;
+    // Loaded before the workload exists, so it is held before exec as briefly as possible.
+    let tracer = Tracer::load(&args.common.tracer_config())?;
+    let pending = Sandbox::new(lowerdirs, work.scratch(), spec).start()?;
+    let mntns = u32::try_from(pending.mntns_inode()).map_err(|_| AgentError::Target {
+        target: format!("pid:{}", pending.pid()),
+        message: "mount namespace inode does not fit in 32 bits".into(),
+    })?;
+    let mounts = MountTable::of_pid(pending.pid())?;
+    let tracing = indexed.arm(tracer, Target { mntns, mounts })?;
+    // The filter is armed: only now may the workload exec.
+    let running = pending.release()?;
+    let pid = Pid::from_raw(running.pid() as i32);
+    let mut waiter = tokio::spawn(running.wait());
+    let mut exited = false;
+    let conditions = StopConditions {
+        period: args.common.period,
+        until_exit: None,
+    };
+    let stopped = tracing
+        .run(async {
+            tokio::select! {
+                result = &mut waiter => {
+                    exited = true;
+                    StopReason::WorkloadExited(match result {
+                        Ok(Ok(status)) => status.to_string(),
+                        Ok(Err(e)) => e.to_string(),
+                        Err(e) => e.to_string(),
+                    })
+                }
+                reason = conditions.wait(stops) => reason,
+            }
+        })
+        .await;
+    if !exited && !waiter.is_finished() {
+        // The workload is PID 1 of its namespace: SIGKILL takes the whole namespace, and its
+        // mounts, down. It is not reaped before the waiter returns, so the pid is still its.
+        if let Err(error) = kill(pid, Signal::SIGKILL) {
+            tracing::warn!(%error, "killing the workload");
+        }
+        match waiter.await {
+            Ok(Ok(status)) => tracing::info!(%status, "workload stopped"),
+            Ok(Err(error)) => tracing::warn!(%error, "waiting for the workload"),
+            Err(error) => tracing::warn!(%error, "waiting for the workload"),
+        }
+    }
+    let summary = stopped?.begin_commit().commit(commit);
+    drop(work);
+    summary
+}

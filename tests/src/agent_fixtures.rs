@@ -1,0 +1,245 @@
+//! The agent's end-to-end fixture: an OCI image of three layers built from host binaries,
+//! whose workload script makes every kind of access the record must get right, and the
+//! exact record it must produce.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::image_fixtures::{descriptor, digest, put_blob, write_layout_index};
+use crate::sandbox_fixtures::{LayerBuilder, ldd, which};
+
+/// Host programs the image carries at `/bin/NAME`.
+pub const PROGRAMS: &[&str] = &["sh", "cat", "grep", "ls", "sleep"];
+
+/// The workload, run as `/bin/sh /app/run.sh` with `/app` as the working directory. Each line
+/// is one kind of access (see [`expected_record`]).
+pub const SCRIPT: &str = r#"exec >/dev/null 2>&1
+cat /etc/shadowed
+cat rel.txt
+cd sub
+cat ./here.txt ../up.txt
+cat /app/conf
+cat /etc/gone
+echo runtime > /data/new.txt
+cat /data/new.txt
+echo back > /etc/gone
+cat /proc/self/status
+cat /etc/hosts
+grep -r needle /app/tree
+ls /data
+"#;
+
+/// The three layers' tars, bottom first.
+///
+/// - 0: programs and libraries; `etc/shadowed` (shadowed by 1), `etc/gone` (whited out by 1),
+///   `etc/hosts`, `opt/real/tool.conf`, `data/`.
+/// - 1: `etc/shadowed`, the whiteout of `etc/gone`, `cfg -> /opt/real`,
+///   `app/tree/deep/found.txt`.
+/// - 2: the script, `app/rel.txt`, `app/up.txt`, `app/sub/here.txt`,
+///   `app/conf -> ../cfg/tool.conf` (a chain across layers 2, 1 and 0).
+pub fn layers() -> Vec<Vec<u8>> {
+    let mut base = LayerBuilder::new();
+    base.dir("etc", 0o755)
+        .file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")
+        .file("etc/group", 0o644, b"root:x:0:\n")
+        .file("etc/shadowed", 0o644, b"low\n")
+        .file("etc/gone", 0o644, b"deleted above\n")
+        .file("etc/hosts", 0o644, b"127.0.0.1 image\n")
+        .dir("opt", 0o755)
+        .dir("opt/real", 0o755)
+        .file("opt/real/tool.conf", 0o644, b"tool\n")
+        .dir("data", 0o755)
+        .file("data/old.txt", 0o644, b"old\n")
+        .host_programs(PROGRAMS);
+    let mut middle = LayerBuilder::new();
+    middle
+        .dir("etc", 0o755)
+        .file("etc/shadowed", 0o644, b"high\n")
+        .file("etc/.wh.gone", 0o644, b"")
+        .symlink("cfg", "/opt/real")
+        .dir("app", 0o755)
+        .dir("app/tree", 0o755)
+        .dir("app/tree/deep", 0o755)
+        .file("app/tree/deep/found.txt", 0o644, b"needle\n");
+    let mut top = LayerBuilder::new();
+    top.dir("app", 0o755)
+        .file("app/run.sh", 0o755, SCRIPT.as_bytes())
+        .file("app/rel.txt", 0o644, b"rel\n")
+        .file("app/up.txt", 0o644, b"up\n")
+        .dir("app/sub", 0o755)
+        .file("app/sub/here.txt", 0o644, b"here\n")
+        .symlink("app/conf", "../cfg/tool.conf");
+    vec![base.finish(), middle.finish(), top.finish()]
+}
+
+/// Writes the image as an OCI layout at `root` (uncompressed layers, config running the
+/// script); returns the manifest digest.
+pub fn write_image(root: &Path) -> String {
+    let layers = layers();
+    let tar_type = "application/vnd.oci.image.layer.v1.tar";
+    let diff_ids: Vec<String> = layers.iter().map(|l| digest(l)).collect();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {
+            "Cmd": ["/bin/sh", "/app/run.sh"],
+            "Env": ["PATH=/bin"],
+            "WorkingDir": "/app",
+        },
+        "rootfs": {"type": "layers", "diff_ids": diff_ids}
+    }))
+    .unwrap();
+    let config_digest = put_blob(root, &config);
+    let layer_descs: Vec<_> = layers
+        .iter()
+        .map(|l| descriptor(tar_type, l, &put_blob(root, l)))
+        .collect();
+    let mt = "application/vnd.oci.image.manifest.v1+json";
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": mt,
+        "config": descriptor("application/vnd.oci.image.config.v1+json", &config, &config_digest),
+        "layers": layer_descs,
+    }))
+    .unwrap();
+    let manifest_digest = put_blob(root, &manifest);
+    let mut desc = descriptor(mt, &manifest, &manifest_digest);
+    desc["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "agent"});
+    write_layout_index(root, &[desc]);
+    manifest_digest
+}
+
+/// The shared libraries the dynamic loader opens for `program` (the loader itself is mapped
+/// by the kernel, with no open call), as image paths, in load order.
+pub fn libraries(program: &str) -> Vec<String> {
+    ldd(&which(program))
+        .into_iter()
+        .filter(|lib| !lib.to_string_lossy().contains("/ld-linux"))
+        .map(|lib| lib.to_string_lossy().trim_start_matches('/').to_owned())
+        .collect()
+}
+
+/// An ordered, deduplicated expected record.
+#[derive(Default)]
+pub struct Expected(pub Vec<(String, usize)>);
+
+impl Expected {
+    /// A file read from `layer`.
+    pub fn file(&mut self, path: &str, layer: usize) -> &mut Self {
+        if !self.0.iter().any(|(p, _)| p == path) {
+            self.0.push((path.to_owned(), layer));
+        }
+        self
+    }
+
+    /// An exec of `/bin/PROGRAM`, then the libraries it loads (all in layer 0).
+    pub fn exec(&mut self, program: &str) -> &mut Self {
+        self.file(&format!("bin/{program}"), 0);
+        for lib in libraries(program) {
+            self.file(&lib, 0);
+        }
+        self
+    }
+}
+
+/// The exact record of [`SCRIPT`]. `hosts_from_image`: whether `/etc/hosts` is the image's
+/// (in `recorder run`) rather than a bind mount.
+pub fn expected_record(hosts_from_image: bool) -> Vec<(String, usize)> {
+    let mut e = Expected::default();
+    e.exec("sh")
+        .file("app/run.sh", 2)
+        .exec("cat")
+        .file("etc/shadowed", 1)
+        .file("app/rel.txt", 2)
+        .file("app/sub/here.txt", 2)
+        .file("app/up.txt", 2)
+        .file("opt/real/tool.conf", 0);
+    if hosts_from_image {
+        e.file("etc/hosts", 0);
+    }
+    e.exec("grep").file("app/tree/deep/found.txt", 1).exec("ls");
+    e.0
+}
+
+/// `(path, layerIndex)` of each line of a record, checking every manifest digest.
+pub fn record_entries(bytes: &[u8], manifest: &str) -> Vec<(String, usize)> {
+    String::from_utf8(bytes.to_vec())
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["manifestDigest"], manifest, "{line}");
+            (
+                v["path"].as_str().unwrap().to_owned(),
+                v["layerIndex"].as_u64().unwrap() as usize,
+            )
+        })
+        .collect()
+}
+
+/// The `recorder` binary of this build, built on demand.
+pub fn recorder_bin() -> PathBuf {
+    // target/<profile>/deps/<test>-HASH -> target/<profile>/recorder
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = profile_dir.join("recorder");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args([
+        "build",
+        "--quiet",
+        "-p",
+        "recorder-userspace",
+        "--bin",
+        "recorder",
+    ]);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    let status = build.status().expect("running cargo to build recorder");
+    assert!(status.success(), "building the recorder binary failed");
+    assert!(bin.is_file(), "no recorder binary at {}", bin.display());
+    bin
+}
+
+/// Bind-mounts host file `source` over `target` inside the mount namespace of `pid`, as a
+/// container runtime mounts /etc/hosts: the mount is cloned here and moved in there.
+pub fn bind_into(pid: u32, source: &Path, target: &str) {
+    let source = std::ffi::CString::new(source.to_str().unwrap()).unwrap();
+    let target = std::ffi::CString::new(target).unwrap();
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt")).unwrap();
+    // setns(CLONE_NEWNS) needs a thread that shares its filesystem context with no other.
+    std::thread::spawn(move || {
+        const OPEN_TREE_CLONE: libc::c_uint = 1;
+        const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+        // SAFETY: open_tree with a valid C string; returns a new fd or -1.
+        let tree = unsafe {
+            libc::syscall(
+                libc::SYS_open_tree,
+                libc::AT_FDCWD,
+                source.as_ptr(),
+                OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+            )
+        };
+        assert!(tree >= 0, "open_tree: {}", std::io::Error::last_os_error());
+        // SAFETY: the fd was just returned to us and is owned by nobody else.
+        let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS).unwrap();
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+        // SAFETY: move_mount with a valid fd and C strings.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                tree.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        assert_eq!(rc, 0, "move_mount: {}", std::io::Error::last_os_error());
+    })
+    .join()
+    .unwrap();
+}
