@@ -1,59 +1,162 @@
-//! `cargo xtask demo`: the README's main command.
+//! `cargo xtask demo`: the README's main command. Builds a small multi-layer OCI image from
+//! programs on this machine, runs the workload in it under `recorder run`, and shows the record.
 
-use std::{
-    os::unix::fs::MetadataExt,
-    process::{Command, Stdio},
-    thread,
-    time::{Duration, Instant},
-};
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
+use crate::demo_image::{self, BuiltImage, DEMO_SCRIPT, Workload};
 use crate::{cmd, env_cargo};
 
 #[derive(clap::Args)]
 pub struct Args {}
 
-/// Traces a small workload started in its own mount namespace and prints every open and exec.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    cmd::run(Command::new(env_cargo()).args(["build", "--release", "--bin", "recorder"]))?;
-    let own_ns = std::fs::metadata("/proc/self/ns/mnt")?.ino();
-    // The workload waits a moment so the filter is armed before it reads anything.
-    let mut workload = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg(
-            "sleep 1; cat /etc/os-release >/dev/null; ls /usr/share/doc >/dev/null; exec /bin/true",
-        )
-        .spawn()
-        .context("starting the demo workload with unshare")?;
-    let pid = workload.id();
-    let started = Instant::now();
-    let mntns = loop {
-        let ns = std::fs::metadata(format!("/proc/{pid}/ns/mnt"))?.ino();
-        if ns != own_ns {
-            break ns;
+/// Paths the demo (and the agent benchmark) use, all under the cargo target dir.
+pub struct DemoPaths {
+    pub recorder: PathBuf,
+    pub image: PathBuf,
+    pub store: PathBuf,
+    pub record: PathBuf,
+}
+
+impl DemoPaths {
+    pub fn under(name: &str) -> Self {
+        let target = target_dir();
+        let dir = target.join(name);
+        Self {
+            recorder: target.join("release").join("recorder"),
+            image: dir.join("image"),
+            store: dir.join("store"),
+            record: dir.join("record.json"),
         }
-        if started.elapsed() > Duration::from_secs(5) {
-            bail!("the demo workload never entered its own mount namespace");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    let mut tracer = Command::new("target/release/recorder")
-        .args(["trace", "--mntns", &mntns.to_string()])
-        .stdout(Stdio::inherit())
-        .spawn()
-        .context("starting recorder trace")?;
-    let status = workload.wait()?;
-    // Let the last records reach the consumer's next poll before stopping it.
-    thread::sleep(Duration::from_millis(200));
-    nix_kill_int(tracer.id())?;
-    let traced = tracer.wait()?;
-    if !status.success() || !traced.success() {
-        bail!("demo failed: workload {status}, recorder {traced}");
     }
+}
+
+pub fn run(_args: Args) -> anyhow::Result<()> {
+    let paths = DemoPaths::under("demo");
+    heading("building the recorder (cargo build --release --bin recorder)");
+    build_recorder()?;
+
+    heading(&format!(
+        "building the demo image in {}",
+        paths.image.display()
+    ));
+    let image = demo_image::build(
+        &paths.image,
+        &Workload {
+            ref_name: "demo:latest",
+            script: DEMO_SCRIPT,
+            args: vec!["--demo".into()],
+        },
+    )?;
+    print_layers(&image);
+
+    heading("recorder image inspect");
+    cmd::run(
+        Command::new(&paths.recorder)
+            .args(["image", "inspect"])
+            .arg(&paths.image),
+    )?;
+
+    heading("recorder run: the workload, traced from its first instruction");
+    recreate_dir(&paths.store)?;
+    let digest = record_run(&paths, &[])?;
+
+    heading(&format!("recorder record show {digest}"));
+    cmd::run(
+        Command::new(&paths.recorder)
+            .args(["record", "show", &digest, "--store"])
+            .arg(&paths.store),
+    )?;
+
+    heading(&format!("the record ({})", paths.record.display()));
+    let record = fs::read_to_string(&paths.record)
+        .with_context(|| format!("reading {}", paths.record.display()))?;
+    print!("{record}");
     Ok(())
 }
 
-fn nix_kill_int(pid: u32) -> anyhow::Result<()> {
-    cmd::run(Command::new("kill").args(["-INT", &pid.to_string()]))
+/// `cargo build --release --bin recorder` in this workspace.
+pub fn build_recorder() -> anyhow::Result<()> {
+    cmd::run(
+        Command::new(env_cargo())
+            .current_dir(workspace_root())
+            .args(["build", "--release", "--bin", "recorder"]),
+    )
+}
+
+/// Runs `recorder run` on the image with its stdout passed through, and returns the record
+/// digest it prints as its last line.
+pub fn record_run(paths: &DemoPaths, extra_args: &[&str]) -> anyhow::Result<String> {
+    let mut command = Command::new(&paths.recorder);
+    command
+        .arg("run")
+        .arg("--image")
+        .arg(&paths.image)
+        .arg("--store")
+        .arg(&paths.store)
+        .arg("--record-out")
+        .arg(&paths.record)
+        .args(extra_args)
+        .stdout(Stdio::piped());
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("starting {command:?}"))?;
+    let stdout = child.stdout.take().context("recorder run's stdout")?;
+    let mut last = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading recorder run's stdout")?;
+        println!("{line}");
+        last = Some(line);
+    }
+    let status = child.wait().context("waiting for recorder run")?;
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    let digest = last.context("recorder run printed nothing (expected the record digest)")?;
+    if !digest.starts_with("sha256:") {
+        bail!("recorder run's last line is not a digest: {digest:?}");
+    }
+    Ok(digest)
+}
+
+fn print_layers(image: &BuiltImage) {
+    println!("manifest {}", image.manifest_digest);
+    for (i, layer) in image.layers.iter().enumerate() {
+        println!(
+            "layer {i}: {} entries, {} bytes gzip, {}  ({})",
+            layer.entries, layer.compressed_bytes, layer.digest, layer.what
+        );
+    }
+}
+
+fn heading(text: &str) {
+    println!("\n=== {text}");
+}
+
+fn recreate_dir(dir: &Path) -> anyhow::Result<()> {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", dir.display())),
+    }
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// `CARGO_TARGET_DIR` when set (as cargo reads it, relative to the current dir), else the
+/// workspace's `target`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
 }

@@ -3,6 +3,7 @@
 mod bench;
 mod cmd;
 mod demo;
+mod demo_image;
 mod setup;
 mod test;
 
