@@ -1,5 +1,6 @@
 //! `cargo xtask bench NAME`: benchmarks that report ratios against a baseline of the same run.
 
+mod agent;
 mod index;
 
 use std::process::Command;
@@ -13,6 +14,8 @@ pub enum Which {
     Tracer,
     /// Layer indexing against `gzip -dc | tar -t`.
     Index(index::Args),
+    /// Exit-to-commit latency of `recorder run` and the agent's CPU per 100,000 events.
+    Agent(agent::Args),
 }
 
 #[derive(clap::Args)]
@@ -33,5 +36,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "tracer",
         ])),
         Which::Index(args) => index::run(args),
+        Which::Agent(args) => agent::run(args),
     }
 }
