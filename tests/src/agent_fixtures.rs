@@ -115,9 +115,21 @@ pub fn write_image(root: &Path) -> String {
 pub fn libraries(program: &str) -> Vec<String> {
     ldd(&which(program))
         .into_iter()
-        .filter(|lib| !lib.to_string_lossy().contains("/ld-linux"))
+        .filter(|lib| !is_loader(&lib.to_string_lossy()))
         .map(|lib| lib.to_string_lossy().trim_start_matches('/').to_owned())
         .collect()
+}
+
+/// The dynamic loader `ldd` names for `/bin/PROGRAM`, relative to the root.
+pub fn loader(program: &str) -> Option<String> {
+    ldd(&which(program))
+        .into_iter()
+        .map(|lib| lib.to_string_lossy().trim_start_matches('/').to_owned())
+        .find(|lib| is_loader(lib))
+}
+
+fn is_loader(path: &str) -> bool {
+    path.contains("/ld-linux")
 }
 
 /// An ordered, deduplicated expected record.
@@ -133,9 +145,13 @@ impl Expected {
         self
     }
 
-    /// An exec of `/bin/PROGRAM`, then the libraries it loads (all in layer 0).
+    /// An exec of `/bin/PROGRAM`, then the dynamic loader the kernel maps for it, then the
+    /// libraries the loader opens (all in layer 0).
     pub fn exec(&mut self, program: &str) -> &mut Self {
         self.file(&format!("bin/{program}"), 0);
+        if let Some(loader) = loader(program) {
+            self.file(&loader, 0);
+        }
         for lib in libraries(program) {
             self.file(&lib, 0);
         }

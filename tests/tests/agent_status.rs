@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use recorder::agent::{Agent, CommitOptions, ImageSource, MountTable, StopReason, Target};
+use recorder::agent::{Agent, CommitOptions, ImageSource, StopReason, Target};
 use recorder::image::Platform;
 use recorder::sandbox::{ProcessSpec, Sandbox, unpack_layer};
 use recorder::status::{State, StatusHandle, StopSignal, client, serve};
@@ -53,10 +53,7 @@ async fn status_socket_answers_in_each_state() {
     let pending = Sandbox::new(lowerdirs, dir.path().join("scratch"), spec)
         .start()
         .unwrap();
-    let target = Target {
-        mntns: pending.mntns_inode() as u32,
-        mounts: MountTable::of_pid(pending.pid()).unwrap(),
-    };
+    let target = Target::of_pid(pending.mntns_inode() as u32, pending.pid()).unwrap();
     let tracing = indexed.arm(tracer, target).unwrap();
     assert_eq!(state().await.state, State::Tracing);
     pending.release().unwrap().wait().await.unwrap();

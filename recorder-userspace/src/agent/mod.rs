@@ -11,6 +11,7 @@
 //! - [`workdir`]: the scratch space and unpacked layers of `recorder run`.
 
 pub mod commit;
+pub mod interp;
 pub mod mounts;
 pub mod procs;
 pub mod resolve;

@@ -2,8 +2,11 @@
 //! [`Agent`] (starting) → [`Indexed`] (indexing) → [`Tracing`] (tracing) → [`Stopped`] →
 //! [`Committing`] (committing) → [`Summary`] (done).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
 use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +17,7 @@ use crate::tracer::{Event, EventStream, Tracer};
 
 use super::AgentError;
 use super::commit::{CommitOptions, commit};
+use super::interp::ContainerRoot;
 use super::mounts::MountTable;
 use super::resolve::{Decision, Resolver};
 use super::source::ImageSource;
@@ -24,12 +28,46 @@ use super::summary::Summary;
 const DROPS_REFRESH: Duration = Duration::from_millis(500);
 
 /// What is traced: a mount namespace and the mounts its processes see.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Target {
     /// The mount namespace inode the filter is armed with.
     pub mntns: u32,
     /// Its mounts, whose content is excluded.
     pub mounts: MountTable,
+    /// The container's root, to read what the kernel loads for an exec; `None` records no
+    /// interpreters.
+    pub root: Option<ContainerRoot>,
+    /// The namespace itself, held open while armed: a namespace that dies frees its inode
+    /// number, and a new namespace given the same number would pass the filter.
+    pub pin: Option<OwnedFd>,
+}
+
+impl Target {
+    /// The target of process `pid`, in mount namespace `mntns`: its mounts and root, with the
+    /// namespace pinned.
+    pub fn of_pid(mntns: u32, pid: u32) -> Result<Self, AgentError> {
+        let vanished = |e: std::io::Error| AgentError::Target {
+            target: format!("pid:{pid}"),
+            message: format!("the process vanished: {e}"),
+        };
+        let mounts = MountTable::of_pid(pid)?;
+        let pin = File::open(format!("/proc/{pid}/ns/mnt")).map_err(vanished)?;
+        // The namespace may have changed between the caller's reading and the pin.
+        let pinned = pin.metadata().map_err(vanished)?.ino();
+        if pinned != u64::from(mntns) {
+            return Err(AgentError::Target {
+                target: format!("pid:{pid}"),
+                message: format!("left mount namespace {mntns} (now in {pinned})"),
+            });
+        }
+        let root = ContainerRoot::of_pid(pid).map_err(vanished)?;
+        Ok(Self {
+            mntns,
+            mounts,
+            root: Some(root),
+            pin: Some(pin.into()),
+        })
+    }
 }
 
 /// A recording that has not started.
@@ -107,6 +145,9 @@ impl Indexed {
         Ok(Tracing {
             record: RecordBuilder::new(self.image.manifest_digest().to_string()),
             resolver: Resolver::new(self.view, target.mounts),
+            root: target.root,
+            _pin: target.pin,
+            interpreters: HashMap::new(),
             status: self.status,
             tracer,
             events,
@@ -123,6 +164,11 @@ pub struct Tracing {
     resolver: Resolver,
     record: RecordBuilder,
     start_ns: u64,
+    root: Option<ContainerRoot>,
+    // Held, never read: see Target::pin.
+    _pin: Option<OwnedFd>,
+    /// Image files the kernel loads to exec an image file, by the executed file.
+    interpreters: HashMap<Vec<u8>, Vec<(Vec<u8>, usize)>>,
 }
 
 impl Tracing {
@@ -178,14 +224,27 @@ impl Tracing {
             }
             match self.resolver.decide(event) {
                 Decision::Record { path, layer } => {
-                    let extras = Extras {
-                        offset_ns: Some(event.ts_ns.saturating_sub(self.start_ns)),
+                    let offset_ns = event.ts_ns.saturating_sub(self.start_ns);
+                    let extras = |kind: &str| Extras {
+                        offset_ns: Some(offset_ns),
                         pid: Some(event.tgid),
                         comm: Some(event.comm.clone()),
-                        kind: Some(if event.is_exec() { "exec" } else { "open" }.to_owned()),
+                        kind: Some(kind.to_owned()),
                     };
-                    if self.record.push_with(&path, Some(layer), extras) {
+                    let kind = if event.is_exec() { "exec" } else { "open" };
+                    if self.record.push_with(&path, Some(layer), extras(kind)) {
                         recorded += 1;
+                    }
+                    if event.is_exec() {
+                        // In the order the kernel opens them: the program, then its interpreters.
+                        for (interp, layer) in self.interpreters_of(&path) {
+                            if self
+                                .record
+                                .push_with(&interp, Some(layer), extras("interpreter"))
+                            {
+                                recorded += 1;
+                            }
+                        }
                     }
                 }
                 Decision::Exclude(why) => {
@@ -205,6 +264,31 @@ impl Tracing {
         for (label, n) in excluded {
             self.status.add_excluded(&label, n);
         }
+    }
+}
+
+impl Tracing {
+    /// The image files the kernel loads to exec the image file `path`, cached per program.
+    fn interpreters_of(&mut self, path: &[u8]) -> Vec<(Vec<u8>, usize)> {
+        if let Some(known) = self.interpreters.get(path) {
+            return known.clone();
+        }
+        let Some(root) = &self.root else {
+            return Vec::new();
+        };
+        let mut absolute = Vec::with_capacity(path.len() + 1);
+        absolute.push(b'/');
+        absolute.extend_from_slice(path);
+        let found: Vec<(Vec<u8>, usize)> = root
+            .interpreters(&absolute)
+            .iter()
+            .filter_map(|interp| match self.resolver.decide_path(interp) {
+                Decision::Record { path, layer } => Some((path.clone(), *layer)),
+                Decision::Exclude(_) => None,
+            })
+            .collect();
+        self.interpreters.insert(path.to_vec(), found.clone());
+        found
     }
 }
 

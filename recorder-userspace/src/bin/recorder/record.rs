@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use recorder::agent::{
-    Agent, AgentError, CommitOptions, ImageSource, MountTable, StopConditions, Stops, Summary,
-    Target, procs::processes_in,
+    Agent, AgentError, CommitOptions, ImageSource, StopConditions, Stops, Summary, Target,
+    procs::processes_in,
 };
 use recorder::image::Platform;
 use recorder::status::{ServerHandle, StatusHandle, StopSignal, serve};
@@ -266,10 +266,10 @@ async fn record(
             .copied()
             .ok_or_else(|| target_err("no process is in this mount namespace".into()))?,
     };
-    let mounts = MountTable::of_pid(mount_pid)
+    let pinned = Target::of_pid(mntns, mount_pid)
         .map_err(|e| target_err(format!("the target process vanished: {e}")))?;
     let tracer = Tracer::load(&common.tracer_config())?;
-    let tracing = indexed.arm(tracer, Target { mntns, mounts })?;
+    let tracing = indexed.arm(tracer, pinned)?;
     let conditions = StopConditions {
         period: common.period,
         until_exit: plan.until_exit.then_some(mntns),

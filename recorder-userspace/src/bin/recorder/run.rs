@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use recorder::agent::{
-    Agent, AgentError, CommitOptions, ImageSource, MountTable, StopConditions, StopReason, Stops,
-    Summary, Target, WorkDir, unpack_layers,
+    Agent, AgentError, CommitOptions, ImageSource, StopConditions, StopReason, Stops, Summary,
+    Target, WorkDir, unpack_layers,
 };
 use recorder::image::Platform;
 use recorder::sandbox::{ImageProcess, Sandbox};
@@ -79,8 +79,8 @@ async fn profile(
         target: format!("pid:{}", pending.pid()),
         message: "mount namespace inode does not fit in 32 bits".into(),
     })?;
-    let mounts = MountTable::of_pid(pending.pid())?;
-    let tracing = indexed.arm(tracer, Target { mntns, mounts })?;
+    let target = Target::of_pid(mntns, pending.pid())?;
+    let tracing = indexed.arm(tracer, target)?;
     // The filter is armed: only now may the workload exec.
     let running = pending.release()?;
     let pid = Pid::from_raw(running.pid() as i32);
