@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod image;
+pub mod k8s;
 pub mod record;
 pub mod sandbox;
 pub mod status;

@@ -27,6 +27,8 @@ pub fn run_setup(_args: Args) -> anyhow::Result<()> {
     bpf_linker()?;
     tracefs()?;
     debian_packages(DEBIAN_PACKAGES)?;
+    kubectl()?;
+    kubernetes_validate()?;
     eprintln!("setup: everything is in place");
     Ok(())
 }
@@ -177,4 +179,56 @@ pub fn debian_packages(packages: &[&str]) -> anyhow::Result<()> {
             .args(&missing),
         3,
     )
+}
+
+/// `kubectl kustomize` builds the manifests in the tests. Debian's kubernetes-client ships
+/// /usr/bin/kubectl, which machines with Google's `kubectl` package already own (dpkg would
+/// refuse the overwrite), so it is installed only when no kubectl is there.
+fn kubectl() -> anyhow::Result<()> {
+    if output(Command::new("sh").args(["-c", "command -v kubectl"])).is_ok() {
+        return Ok(());
+    }
+    debian_packages(&["kubernetes-client"])
+}
+
+/// The pinned validator of the Kubernetes manifests, in a venv of its own so that the system
+/// Python stays untouched; the tests look for it there.
+fn kubernetes_validate() -> anyhow::Result<()> {
+    let pins_path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/kubernetes/validator-requirements.txt");
+    let pins = fs::read_to_string(&pins_path)
+        .with_context(|| format!("reading {}", pins_path.display()))?;
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    let venv = Path::new(&home).join(".cache/recorder/kubernetes-validate");
+    // A copy of the pins, written last, marks a complete install of exactly those pins.
+    let stamp = venv.join("requirements.txt");
+    if fs::read_to_string(&stamp).is_ok_and(|s| s == pins) {
+        return Ok(());
+    }
+    eprintln!(
+        "setup: installing the pinned kubernetes-validate into {}",
+        venv.display()
+    );
+    // Debian's interpreter, not whichever python3 is first on PATH: the same on every machine.
+    debian_packages(&["python3-venv"])?;
+    if venv.exists() {
+        fs::remove_dir_all(&venv).with_context(|| format!("removing {}", venv.display()))?;
+    }
+    run(Command::new("/usr/bin/python3")
+        .arg("-m")
+        .arg("venv")
+        .arg(&venv))?;
+    run_with_retry(
+        Command::new(venv.join("bin/pip"))
+            .args([
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "-r",
+            ])
+            .arg(&pins_path),
+        3,
+    )?;
+    fs::write(&stamp, pins).with_context(|| format!("writing {}", stamp.display()))
 }

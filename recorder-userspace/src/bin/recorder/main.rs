@@ -1,6 +1,7 @@
 //! The `recorder` command line.
 
 mod image;
+mod k8s;
 mod record;
 mod record_show;
 mod run;
@@ -32,6 +33,8 @@ enum Command {
     Record(record::Args),
     /// Run an image's workload in a private sandbox and record what it reads.
     Run(run::Args),
+    /// Kubernetes manifests: `k8s job` renders a profiling-run Job.
+    K8s(k8s::Args),
 }
 
 /// Exit status 0: done (for `record` and `run`: the record is committed and complete);
@@ -52,5 +55,6 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Image(args) => done(image::run(args)),
         Command::Record(args) => record::run(args),
         Command::Run(args) => run::run(args),
+        Command::K8s(args) => done(k8s::run(args)),
     }
 }

@@ -1,0 +1,22 @@
+//! Kubernetes: the profiling-run Job that runs a workload beside the recorder as a native sidecar.
+//!
+//! `deploy/kubernetes/base/job.yaml` is the one source of the Job; this module embeds it and
+//! patches it structurally, so `recorder k8s job` and the kustomize base cannot drift apart.
+
+mod job;
+mod manifest;
+
+pub use job::{JobRequest, K8sError, render_job};
+pub use manifest::{Container, EnvVar, Job};
+
+/// The base Job manifest, as kustomize builds it from `deploy/kubernetes/base`.
+pub const BASE_JOB_YAML: &str = include_str!("../../../deploy/kubernetes/base/job.yaml");
+
+/// Name of the workload container; the recorder's `--target k8s:$(POD_UID)/NAME` names it.
+pub const WORKLOAD_CONTAINER: &str = "workload";
+
+/// Name of the recorder's sidecar (a restartable init container).
+pub const RECORDER_CONTAINER: &str = "recorder";
+
+/// Env var of the recorder container holding the workload's image (its `--image`).
+pub const WORKLOAD_IMAGE_ENV: &str = "WORKLOAD_IMAGE";
