@@ -132,6 +132,14 @@ pub struct Tracer {
     poll_interval: Duration,
 }
 
+impl std::fmt::Debug for Tracer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracer")
+            .field("poll_interval", &self.poll_interval)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Tracer {
     /// Loads the programs and attaches them to their tracepoints. No task is traced until a
     /// target is added.
