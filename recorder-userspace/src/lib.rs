@@ -2,6 +2,7 @@
 //! and from which layer, in stargz-snapshotter's record format.
 
 pub mod agent;
+pub mod containerd;
 pub mod image;
 pub mod k8s;
 pub mod record;

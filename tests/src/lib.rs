@@ -1,6 +1,7 @@
 //! Shared helpers for the end-to-end tests.
 
 pub mod agent_fixtures;
+pub mod containerd;
 pub mod image_fixtures;
 pub mod root;
 pub mod sandbox_fixtures;

@@ -16,7 +16,13 @@ use crate::cmd::{output, run, run_with_retry};
 /// bpf-linker release that builds against our nightly's LLVM.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages the tests and later features need.
-const DEBIAN_PACKAGES: &[&str] = &["curl"];
+const DEBIAN_PACKAGES: &[&str] = &[
+    "curl",
+    "containerd",
+    "runc",
+    "protobuf-compiler",
+    "stargz-snapshotter",
+];
 
 #[derive(clap::Args)]
 pub struct Args {}

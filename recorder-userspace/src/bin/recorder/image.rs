@@ -7,25 +7,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use recorder::image::{
-    BlobDigest, Image, IndexOptions, MergedView, Platform, Reason, index_image, path,
-};
+use recorder::image::{Image, IndexOptions, MergedView, Reason, index_image, path};
 
-/// Where the image comes from.
+use crate::source::{OpenedImage, SourceArgs};
+
+/// How the image is indexed.
 #[derive(clap::Args, Debug, Clone)]
-pub struct SourceArgs {
-    /// Manifest name (`org.opencontainers.image.ref.name`) in the OCI layout.
-    #[arg(long = "ref")]
-    reference: Option<String>,
-    /// A containerd-style local content store directory (with --manifest) instead of a layout.
-    #[arg(long, requires = "manifest")]
-    store: Option<PathBuf>,
-    /// Digest of the manifest or index in --store.
-    #[arg(long, requires = "store")]
-    manifest: Option<String>,
-    /// Platform to pick from an image index, os/arch[/variant]; default: this machine's.
-    #[arg(long)]
-    platform: Option<String>,
+pub struct IndexArgs {
     /// Layers indexed at once (0: one per CPU).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -42,14 +30,18 @@ pub struct Args {
 enum Sub {
     /// Manifest digest, then each layer's media type, size, entry count and whiteouts.
     Inspect {
-        /// OCI image layout directory (omit with --store).
+        /// OCI image layout directory, or an image reference with --containerd (omit with
+        /// --store).
         source: Option<PathBuf>,
         #[command(flatten)]
         src: SourceArgs,
+        #[command(flatten)]
+        index: IndexArgs,
     },
     /// The layer providing each path: `SOURCE PATH...`, or `PATH...` with --store.
     Which {
-        /// The layout directory followed by paths, or only paths with --store.
+        /// The layout directory (or image reference with --containerd) followed by paths, or
+        /// only paths with --store.
         #[arg(required = true)]
         args: Vec<PathBuf>,
         /// Resolve symlinks (inside the image root) instead of looking paths up literally.
@@ -60,18 +52,21 @@ enum Sub {
         json: bool,
         #[command(flatten)]
         src: SourceArgs,
+        #[command(flatten)]
+        index: IndexArgs,
     },
 }
 
 /// Runs `recorder image`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
-        Sub::Inspect { source, src } => inspect(source, &src),
+        Sub::Inspect { source, src, index } => inspect(source, &src, &index),
         Sub::Which {
             args,
             follow,
             json,
             src,
+            index,
         } => {
             let (source, paths) = if src.store.is_some() {
                 (None, args)
@@ -82,34 +77,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             if paths.is_empty() {
                 bail!("no PATH given");
             }
-            which(source, &src, &paths, follow, json)
+            which(source, &src, &index, &paths, follow, json)
         }
     }
 }
 
-fn open(source: Option<PathBuf>, src: &SourceArgs) -> anyhow::Result<Image> {
-    let platform = match &src.platform {
-        Some(p) => Platform::parse(p)?,
-        None => Platform::host(),
-    };
-    match (&src.store, &src.manifest, source) {
-        (Some(store), Some(manifest), None) => {
-            let digest: BlobDigest = manifest.parse()?;
-            Ok(Image::open_store(store, &digest, &platform)?)
-        }
-        (None, None, Some(dir)) => Ok(Image::open_oci_layout(
-            &dir,
-            src.reference.as_deref(),
-            &platform,
-        )?),
-        (Some(_), _, Some(dir)) => bail!(
-            "give either an OCI layout directory ({}) or --store/--manifest, not both",
-            dir.display()
-        ),
-        _ => {
-            bail!("no image source: give an OCI layout directory or --store DIR --manifest DIGEST")
-        }
-    }
+fn open(source: Option<PathBuf>, src: &SourceArgs) -> anyhow::Result<OpenedImage> {
+    src.open(source.as_deref())
 }
 
 /// Indexes the image, drawing progress on stderr when it is a terminal.
@@ -147,9 +121,17 @@ fn index(image: &Image, threads: usize) -> anyhow::Result<(MergedView, Duration)
     Ok((result.context("indexing the image")?, start.elapsed()))
 }
 
-fn inspect(source: Option<PathBuf>, src: &SourceArgs) -> anyhow::Result<()> {
-    let image = open(source, src)?;
-    let (view, took) = index(&image, src.threads)?;
+fn inspect(source: Option<PathBuf>, src: &SourceArgs, opts: &IndexArgs) -> anyhow::Result<()> {
+    let opened = open(source, src)?;
+    let image = &opened.image;
+    if let (Some(client), Some(reference)) = (&opened.containerd, &opened.reference) {
+        println!(
+            "image {reference} from containerd {} namespace {}",
+            client.address().display(),
+            client.namespace()
+        );
+    }
+    let (view, took) = index(image, opts.threads)?;
     println!("manifest {}", image.manifest_digest());
     for (i, (layer, idx)) in image.layers().iter().zip(view.layers()).enumerate() {
         let s = idx.stats();
@@ -175,13 +157,14 @@ fn reason_text(r: &Reason) -> String {
 fn which(
     source: Option<PathBuf>,
     src: &SourceArgs,
+    opts: &IndexArgs,
     paths: &[PathBuf],
     follow: bool,
     json: bool,
 ) -> anyhow::Result<()> {
     use std::os::unix::ffi::OsStrExt;
-    let image = open(source, src)?;
-    let (view, _) = index(&image, src.threads)?;
+    let opened = open(source, src)?;
+    let (view, _) = index(&opened.image, opts.threads)?;
     for p in paths {
         let raw = p.as_os_str().as_bytes();
         let (path, result, target, chain) = if follow {

@@ -1,0 +1,22 @@
+//! containerd as an image source, a record sink and a way to find containers: its gRPC API
+//! over the unix socket, through the `containerd-client` crate.
+//!
+//! - [`client`]: connecting, with errors that say why a socket does not answer.
+//! - [`source`]: image references resolved through Images, blobs read through Content.
+//! - [`content`]: writing a record into the content store, protected from GC.
+//! - [`target`]: a container's task, or the next matching task as soon as it is created.
+//! - [`pattern`]: the `container-name:PATTERN` matcher.
+
+pub mod client;
+pub mod content;
+pub mod error;
+pub mod pattern;
+pub mod source;
+pub mod target;
+
+pub use client::{Containerd, DEFAULT_ADDRESS, DEFAULT_NAMESPACE};
+pub use content::{GC_ROOT_LABEL, IMAGE_LABEL, MANIFEST_LABEL, RecordLabels, Stored};
+pub use error::ContainerdError;
+pub use pattern::ContainerPattern;
+pub use source::{ContainerdSource, ImageTarget};
+pub use target::{ArmTiming, CreatedTask, TaskTarget, TaskWatcher};

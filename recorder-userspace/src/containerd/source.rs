@@ -1,0 +1,221 @@
+//! Images in containerd: a reference resolved through the Images service, and a
+//! [`BlobSource`] that streams blobs through Content.Read.
+
+use std::io::{self, Read};
+use std::sync::Arc;
+
+use containerd_client::services::v1::content_client::ContentClient;
+use containerd_client::services::v1::images_client::ImagesClient;
+use containerd_client::services::v1::{GetImageRequest, ReadContentRequest};
+use containerd_client::tonic::Code;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+use super::client::{Containerd, status_text};
+use super::error::{ContainerdError, Result};
+use crate::image::{BlobDigest, BlobSource, Image, ImageError, Platform};
+
+/// Chunks buffered between the gRPC stream and the blocking reader: enough to keep the
+/// stream busy while a layer decoder works, small enough to bound memory per open blob.
+const READ_AHEAD_CHUNKS: usize = 16;
+
+/// What an image reference in containerd points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageTarget {
+    /// The image's name in containerd, e.g. `docker.io/library/busybox:latest`.
+    pub name: String,
+    /// The target's media type (a manifest or an index).
+    pub media_type: String,
+    /// The target's digest.
+    pub digest: BlobDigest,
+    /// The target's size in bytes.
+    pub size: u64,
+}
+
+impl Containerd {
+    /// Looks an image reference up in this namespace.
+    pub async fn resolve_image(&self, reference: &str) -> Result<ImageTarget> {
+        let reply = ImagesClient::new(self.channel())
+            .get(self.request(GetImageRequest {
+                name: reference.to_owned(),
+            }))
+            .await
+            .map_err(|s| match s.code() {
+                Code::NotFound => ContainerdError::ImageNotFound {
+                    reference: reference.to_owned(),
+                    namespace: self.namespace().to_owned(),
+                    address: self.address().to_owned(),
+                },
+                _ => self.rpc_error("Images.Get", &s),
+            })?
+            .into_inner();
+        let target = reply
+            .image
+            .and_then(|i| i.target)
+            .ok_or_else(|| ContainerdError::Rpc {
+                call: "Images.Get",
+                address: self.address().to_owned(),
+                message: format!("image {reference:?} has no target descriptor"),
+            })?;
+        Ok(ImageTarget {
+            name: reference.to_owned(),
+            media_type: target.media_type,
+            digest: target.digest.parse()?,
+            size: u64::try_from(target.size).map_err(|_| ContainerdError::Rpc {
+                call: "Images.Get",
+                address: self.address().to_owned(),
+                message: format!("image {reference:?} has a negative target size"),
+            })?,
+        })
+    }
+}
+
+/// Blobs of a containerd content store, read over gRPC.
+///
+/// Reads block the calling thread while a task on `handle`'s runtime streams the blob, so
+/// open and read blobs from plain threads (or `spawn_blocking`), never from async code.
+#[derive(Clone)]
+pub struct ContainerdSource {
+    client: Containerd,
+    handle: Handle,
+}
+
+impl ContainerdSource {
+    /// A source over `client`, streaming on the runtime of `handle`.
+    pub fn new(client: Containerd, handle: Handle) -> Self {
+        ContainerdSource { client, handle }
+    }
+
+    /// Opens the image `target` points at, picking `platform` from an index.
+    pub fn open_image(&self, target: &ImageTarget, platform: &Platform) -> Result<Image> {
+        let source: Arc<dyn BlobSource> = Arc::new(self.clone());
+        Ok(Image::open_digest(
+            source,
+            &target.digest,
+            Some(target.size),
+            Some(&target.media_type),
+            platform,
+        )?)
+    }
+}
+
+impl BlobSource for ContainerdSource {
+    fn name(&self) -> String {
+        format!(
+            "containerd {} (namespace {})",
+            self.client.address().display(),
+            self.client.namespace()
+        )
+    }
+
+    fn open_unverified(
+        &self,
+        digest: &BlobDigest,
+    ) -> crate::image::error::Result<Box<dyn Read + Send>> {
+        if Handle::try_current().is_ok() {
+            // Blocking here would stall the runtime that must drive the stream.
+            return Err(ImageError::Io {
+                path: self.client.address().to_owned(),
+                source: io::Error::other(
+                    "containerd blobs must be read outside async code (use spawn_blocking)",
+                ),
+            });
+        }
+        let (tx, mut rx) = mpsc::channel(READ_AHEAD_CHUNKS);
+        let client = self.client.clone();
+        let request = ReadContentRequest {
+            digest: digest.to_string(),
+            offset: 0,
+            size: 0,
+        };
+        self.handle.spawn(async move {
+            let stream = ContentClient::new(client.channel())
+                .read(client.request(request))
+                .await;
+            let mut stream = match stream {
+                Ok(s) => s.into_inner(),
+                Err(status) => {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+            };
+            loop {
+                let item = match stream.message().await {
+                    Ok(Some(msg)) => Ok(msg.data),
+                    Ok(None) => return,
+                    Err(status) => Err(status),
+                };
+                let failed = item.is_err();
+                // A closed receiver means the reader was dropped: stop streaming.
+                if tx.send(item).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        // The first message tells a missing blob apart from a readable one.
+        let first = rx.blocking_recv();
+        let first = match first {
+            Some(Err(status)) if status.code() == Code::NotFound => {
+                return Err(ImageError::MissingBlob {
+                    digest: digest.to_string(),
+                    source_name: self.name(),
+                });
+            }
+            Some(Err(status)) => {
+                return Err(ImageError::Io {
+                    path: self.client.address().to_owned(),
+                    source: io::Error::other(format!(
+                        "Content.Read {digest}: {}",
+                        status_text(&status)
+                    )),
+                });
+            }
+            Some(Ok(data)) => data,
+            None => Vec::new(),
+        };
+        Ok(Box::new(StreamReader {
+            rx,
+            chunk: first,
+            pos: 0,
+            digest: digest.to_string(),
+        }))
+    }
+}
+
+/// The blocking side of a Content.Read stream.
+struct StreamReader {
+    rx: mpsc::Receiver<Result<Vec<u8>, containerd_client::tonic::Status>>,
+    chunk: Vec<u8>,
+    pos: usize,
+    digest: String,
+}
+
+impl Read for StreamReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos >= self.chunk.len() {
+            if Handle::try_current().is_ok() {
+                return Err(io::Error::other(
+                    "containerd blobs must be read outside async code (use spawn_blocking)",
+                ));
+            }
+            match self.rx.blocking_recv() {
+                None => return Ok(0),
+                Some(Ok(data)) => {
+                    self.chunk = data;
+                    self.pos = 0;
+                }
+                Some(Err(status)) => {
+                    return Err(io::Error::other(format!(
+                        "Content.Read {}: {}",
+                        self.digest,
+                        status_text(&status)
+                    )));
+                }
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}

@@ -1,0 +1,162 @@
+//! Finding containers through containerd: a running container's task, and a container armed
+//! by name before its task starts, so the real tracer sees its entrypoint from the first exec.
+
+use std::time::Duration;
+
+use recorder::containerd::{ArmTiming, ContainerPattern, Containerd, ContainerdError};
+use recorder::tracer::{Event, Tracer, TracerConfig, mount_namespace_of};
+use recorder_tests::containerd::{Daemon, IMAGE, runnable_image};
+
+fn daemon_with_image() -> Daemon {
+    let daemon = Daemon::start();
+    let layout = daemon.scratch().join("layout");
+    runnable_image(&layout);
+    daemon.import_layout(&layout);
+    daemon
+}
+
+fn connect(rt: &tokio::runtime::Runtime, daemon: &Daemon) -> Containerd {
+    rt.block_on(Containerd::connect(daemon.socket(), daemon.namespace()))
+        .expect("connect")
+}
+
+#[test]
+fn container_id_resolves_to_its_task_pid_and_mount_namespace() {
+    let daemon = daemon_with_image();
+    daemon.run_detached(IMAGE, "sleeper", &["/bin/sleep", "300"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = connect(&rt, &daemon);
+    let task = rt.block_on(client.container_task("sleeper")).expect("task");
+    assert_eq!(task.container_id, "sleeper");
+    assert_eq!(task.pid, daemon.task_pid("sleeper"));
+    assert_eq!(task.mntns, mount_namespace_of(task.pid).unwrap());
+    assert_ne!(task.mntns, mount_namespace_of(std::process::id()).unwrap());
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", task.pid)).unwrap();
+    assert_eq!(comm.trim(), "sleep");
+}
+
+#[test]
+fn missing_and_exited_containers_are_named() {
+    let daemon = daemon_with_image();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = connect(&rt, &daemon);
+
+    let err = rt.block_on(client.container_task("nobody")).unwrap_err();
+    assert!(
+        matches!(err, ContainerdError::ContainerNotFound { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("\"nobody\""), "{err}");
+
+    // A task that has exited but is not yet deleted is STOPPED.
+    daemon.run_detached(IMAGE, "quick", &[]);
+    daemon.wait_stopped("quick");
+    let err = rt.block_on(client.container_task("quick")).unwrap_err();
+    assert!(matches!(err, ContainerdError::NoTask { .. }), "{err:?}");
+    assert!(err.to_string().contains("\"quick\""), "{err}");
+    // Then deleted, leaving the container without a task.
+    daemon.ctr_ok(&["tasks", "delete", "quick"]);
+    let err = rt.block_on(client.container_task("quick")).unwrap_err();
+    assert!(matches!(err, ContainerdError::NoTask { .. }), "{err:?}");
+}
+
+#[test]
+fn bad_patterns_are_refused() {
+    assert_eq!(ContainerPattern::parse(""), None);
+    assert_eq!(ContainerPattern::parse("=v"), None);
+}
+
+fn describe(events: &[Event]) -> String {
+    events
+        .iter()
+        .map(|e| format!("{} {} {}", e.kind.name(), e.ret, e.path().display()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn container_name_pattern_arms_the_tracer_before_the_entrypoint_runs() {
+    let daemon = daemon_with_image();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let client = connect(&rt, &daemon);
+    let mut tracer = Tracer::load(&TracerConfig::default()).expect("load the eBPF programs");
+    let mut stream = tracer.take_events().unwrap().expect("event stream");
+
+    // Subscribed first; the container is started only afterwards.
+    let mut watcher = rt
+        .block_on(client.watch_tasks(ContainerPattern::parse("armed-*").unwrap()))
+        .expect("watch");
+    // A container that does not match must be passed over.
+    let other = {
+        let (socket, ns) = (daemon.socket(), daemon.namespace().to_owned());
+        std::thread::spawn(move || ctr_run(&socket, &ns, "other"))
+    };
+    other.join().unwrap();
+    let runner = {
+        let (socket, ns) = (daemon.socket(), daemon.namespace().to_owned());
+        std::thread::spawn(move || ctr_run(&socket, &ns, "armed-1"))
+    };
+    let created = rt.block_on(watcher.next()).expect("the task is created");
+    tracer.add_target(created.target.mntns).unwrap();
+    let timing = created.arm_timing();
+    assert_eq!(created.target.container_id, "armed-1");
+    assert_eq!(created.image, IMAGE);
+    runner.join().unwrap();
+    assert_eq!(
+        timing,
+        ArmTiming::BeforeStart,
+        "armed after the entrypoint started"
+    );
+
+    // The task has exited: everything it did is in the ring.
+    let mut events = Vec::new();
+    rt.block_on(async {
+        // Read until the ring is empty; bounded, so a broken tracer fails below, not hangs.
+        for _ in 0..100 {
+            let before = events.len();
+            let _ = tokio::time::timeout(Duration::from_millis(50), stream.next_batch(&mut events))
+                .await;
+            stream.drain(&mut events);
+            if events.len() == before && before > 0 {
+                break;
+            }
+        }
+    });
+    assert!(
+        events.iter().all(|e| e.mntns == created.target.mntns),
+        "events of another namespace"
+    );
+    let exec = events
+        .iter()
+        .position(|e| e.is_exec() && e.path() == std::path::Path::new("/bin/cat"))
+        .unwrap_or_else(|| panic!("no execve of the entrypoint:\n{}", describe(&events)));
+    let opened = |suffix: &str| {
+        events.iter().position(|e| {
+            !e.is_exec() && e.succeeded() && e.path().to_string_lossy().ends_with(suffix)
+        })
+    };
+    let libc = opened("libc.so.6").unwrap_or_else(|| {
+        panic!(
+            "the loader's open of libc is missing:\n{}",
+            describe(&events)
+        )
+    });
+    let hello = opened("/etc/hello")
+        .unwrap_or_else(|| panic!("the entrypoint's open is missing:\n{}", describe(&events)));
+    assert!(exec < libc && libc < hello, "{}", describe(&events));
+}
+
+fn ctr_run(socket: &std::path::Path, namespace: &str, id: &str) {
+    let out = std::process::Command::new("ctr")
+        .arg("-a")
+        .arg(socket)
+        .args(["-n", namespace, "run", "--rm", "--null-io", IMAGE, id])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ctr run {id}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
