@@ -92,3 +92,87 @@ fn image_not_found_names_the_reference_and_namespace() {
         "{msg}"
     );
 }
+
+fn recorder(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(recorder_tests::agent_fixtures::recorder_bin())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn cli_reads_an_image_reference_from_containerd_like_its_layout() {
+    let daemon = Daemon::start();
+    let layout = daemon.scratch().join("layout");
+    let manifest = runnable_image(&layout);
+    daemon.import_layout(&layout);
+    let address = format!("--containerd={}", daemon.socket().display());
+    let ns = daemon.namespace();
+    let layout_arg = layout.to_str().unwrap();
+
+    let via_ctrd = recorder(&[
+        "image",
+        "which",
+        "--json",
+        &address,
+        "--namespace",
+        ns,
+        IMAGE,
+        "/etc/hello",
+        "/bin/sh",
+        "/nope",
+    ]);
+    assert!(
+        via_ctrd.status.success(),
+        "{}",
+        String::from_utf8_lossy(&via_ctrd.stderr)
+    );
+    let via_layout = recorder(&[
+        "image",
+        "which",
+        "--json",
+        layout_arg,
+        "/etc/hello",
+        "/bin/sh",
+        "/nope",
+    ]);
+    assert!(via_layout.status.success());
+    assert_eq!(via_ctrd.stdout, via_layout.stdout);
+
+    let inspect = recorder(&["image", "inspect", &address, "--namespace", ns, IMAGE]);
+    let out = String::from_utf8_lossy(&inspect.stdout);
+    assert!(
+        inspect.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+    assert!(out.contains(&format!("manifest {manifest}")), "{out}");
+    assert!(
+        out.contains(&format!("image {IMAGE} from containerd")),
+        "{out}"
+    );
+
+    // Errors name the thing: an unknown reference, and a socket given without `=`.
+    let missing = recorder(&[
+        "image",
+        "inspect",
+        &address,
+        "--namespace",
+        ns,
+        "docker.io/x/none:1",
+    ]);
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(!missing.status.success());
+    assert!(
+        err.contains("docker.io/x/none:1") && err.contains("not found"),
+        "{err}"
+    );
+    let socket = daemon.socket();
+    let spaced = recorder(&["image", "inspect", socket.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&spaced.stderr);
+    assert!(!spaced.status.success());
+    assert!(
+        err.contains("is a socket") && err.contains("--containerd="),
+        "{err}"
+    );
+}
