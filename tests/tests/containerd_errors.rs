@@ -76,3 +76,26 @@ fn invalid_namespace_is_refused_before_connecting() {
     assert!(matches!(err, ContainerdError::BadNamespace(_)), "{err:?}");
     assert!(err.to_string().contains("bad namespace/"), "{err}");
 }
+
+#[test]
+fn a_user_without_access_to_the_socket_is_told_permission_denied() {
+    use std::os::unix::fs::PermissionsExt;
+    let daemon = recorder_tests::containerd::Daemon::start();
+    // Let others reach the socket's directory; the socket itself stays root's (0660).
+    std::fs::set_permissions(daemon.scratch(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(recorder_tests::agent_fixtures::recorder_bin())
+        .args(["image", "inspect"])
+        .arg(format!("--containerd={}", daemon.socket().display()))
+        .arg("docker.io/x/y:1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("permission denied connecting to containerd at")
+            && err.contains(&daemon.socket().display().to_string()),
+        "{err}"
+    );
+}
