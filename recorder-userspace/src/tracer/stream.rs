@@ -18,6 +18,15 @@ pub struct EventStream {
     undecodable: u64,
 }
 
+impl std::fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStream")
+            .field("poll_interval", &self.poll_interval)
+            .field("undecodable", &self.undecodable)
+            .finish_non_exhaustive()
+    }
+}
+
 impl EventStream {
     pub(super) fn new(
         ring: RingBuf<MapData>,

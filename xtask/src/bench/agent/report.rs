@@ -71,7 +71,7 @@ comparison, the busy workload without the recorder in a read-only overlay of the
         1,
     );
     text += &row(
-        "· tracing stopped → committing (tracer dropped)",
+        "· tracing stopped → committing (filter disarmed; detach deferred past the commit)",
         &|r| ms(r.stopped_to_committing),
         " ms",
         1,
