@@ -76,6 +76,11 @@ pub fn layers() -> Vec<Vec<u8>> {
 /// Writes the image as an OCI layout at `root` (uncompressed layers, config running the
 /// script); returns the manifest digest.
 pub fn write_image(root: &Path) -> String {
+    write_image_named(root, "agent")
+}
+
+/// As [`write_image`], the manifest named `name` (a full reference, for `ctr images import`).
+pub fn write_image_named(root: &Path, name: &str) -> String {
     let layers = layers();
     let tar_type = "application/vnd.oci.image.layer.v1.tar";
     let diff_ids: Vec<String> = layers.iter().map(|l| digest(l)).collect();
@@ -105,7 +110,7 @@ pub fn write_image(root: &Path) -> String {
     .unwrap();
     let manifest_digest = put_blob(root, &manifest);
     let mut desc = descriptor(mt, &manifest, &manifest_digest);
-    desc["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "agent"});
+    desc["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": name});
     write_layout_index(root, &[desc]);
     manifest_digest
 }

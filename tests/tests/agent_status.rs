@@ -75,7 +75,7 @@ async fn status_socket_answers_in_each_state() {
     assert_eq!(state().await.state, State::Committing);
     let summary = committing
         .commit(&CommitOptions {
-            store: dir.path().join("store"),
+            store: dir.path().join("store").into(),
             record_out: None,
             fallback_dir: dir.path().to_owned(),
         })

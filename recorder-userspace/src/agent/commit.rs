@@ -1,9 +1,11 @@
-//! Writing the record out: to `--record-out` when asked, then to the content store, and to a
-//! fallback file when the store fails, so that nothing recorded is ever lost.
+//! Writing the record out: to `--record-out` when asked, then to the content store (a local
+//! directory or containerd's), and to a fallback file when the store fails, so that nothing
+//! recorded is ever lost.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use crate::containerd::{Containerd, ContainerdError, RecordLabels};
 use crate::image::BlobDigest;
 use crate::record::RecordBuilder;
 use crate::store::{ContentStore, StoreError};
@@ -11,12 +13,69 @@ use crate::store::{ContentStore, StoreError};
 /// Where the record goes.
 #[derive(Debug, Clone)]
 pub struct CommitOptions {
-    /// The content store directory.
-    pub store: PathBuf,
+    /// The content store.
+    pub store: RecordSink,
     /// Also write the record to this file (as ctr-remote's `--record-out`).
     pub record_out: Option<PathBuf>,
     /// Where to keep the record if it cannot be written where asked.
     pub fallback_dir: PathBuf,
+}
+
+/// A content store for records.
+#[derive(Debug, Clone)]
+pub enum RecordSink {
+    /// A containerd-style content store directory.
+    Local(PathBuf),
+    /// containerd's content store, through its API.
+    Containerd(Box<ContainerdSink>),
+}
+
+impl From<PathBuf> for RecordSink {
+    fn from(dir: PathBuf) -> Self {
+        RecordSink::Local(dir)
+    }
+}
+
+/// containerd's content store, with the labels records get there.
+#[derive(Clone)]
+pub struct ContainerdSink {
+    /// The connection.
+    pub client: Containerd,
+    /// A runtime the connection's I/O is driven on; the commit blocks on it from a thread of
+    /// its own, since it is called from synchronous code that may sit inside another runtime.
+    pub runtime: tokio::runtime::Handle,
+    /// The manifest, image and GC labels.
+    pub labels: RecordLabels,
+}
+
+impl std::fmt::Debug for ContainerdSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerdSink")
+            .field("address", &self.client.address())
+            .field("namespace", &self.client.namespace())
+            .field("labels", &self.labels)
+            .finish()
+    }
+}
+
+/// Why a content store refused the record.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The local content store.
+    #[error(transparent)]
+    Local(#[from] StoreError),
+    /// containerd.
+    #[error(transparent)]
+    Containerd(Box<ContainerdError>),
+    /// The thread writing to containerd died.
+    #[error("the thread writing to containerd panicked")]
+    Panicked,
+}
+
+impl From<ContainerdError> for SinkError {
+    fn from(e: ContainerdError) -> Self {
+        SinkError::Containerd(Box::new(e))
+    }
 }
 
 /// What was written.
@@ -37,7 +96,7 @@ pub enum CommitError {
     #[error("committing the record to the content store failed: {source}; {}", kept_note(.kept))]
     Store {
         /// The store's error.
-        source: StoreError,
+        source: SinkError,
         /// Where the record was kept instead.
         kept: Option<PathBuf>,
     },
@@ -67,21 +126,11 @@ pub fn commit(record: &RecordBuilder, opts: &CommitOptions) -> Result<Committed,
         .record_out
         .as_deref()
         .map(|path| write_atomically(path, &bytes).map(|()| path.to_owned()));
-    let stored = ContentStore::open(&opts.store).and_then(|store| {
-        let reference = format!("recorder-{}", std::process::id());
-        let main = store.put(&format!("{reference}-record"), &bytes, None)?;
-        let companion_bytes = record.companion_bytes();
-        let companion = if companion_bytes.is_empty() {
-            None
-        } else {
-            Some(
-                store
-                    .put(&format!("{reference}-companion"), &companion_bytes, None)?
-                    .digest,
-            )
-        };
-        Ok((main.digest, companion))
-    });
+    let companion_bytes = record.companion_bytes();
+    let stored = match &opts.store {
+        RecordSink::Local(dir) => put_local(dir, &bytes, &companion_bytes).map_err(SinkError::from),
+        RecordSink::Containerd(sink) => put_containerd(sink, &bytes, &companion_bytes),
+    };
     match (stored, out_result) {
         (Ok((record, companion)), None) => Ok(Committed {
             record,
@@ -107,6 +156,54 @@ pub fn commit(record: &RecordBuilder, opts: &CommitOptions) -> Result<Committed,
             Err(CommitError::Store { source, kept })
         }
     }
+}
+
+type StoredDigests = (BlobDigest, Option<BlobDigest>);
+
+fn put_local(dir: &Path, bytes: &[u8], companion: &[u8]) -> Result<StoredDigests, StoreError> {
+    let store = ContentStore::open(dir)?;
+    let reference = format!("recorder-{}", std::process::id());
+    let main = store.put(&format!("{reference}-record"), bytes, None)?;
+    let companion = if companion.is_empty() {
+        None
+    } else {
+        Some(
+            store
+                .put(&format!("{reference}-companion"), companion, None)?
+                .digest,
+        )
+    };
+    Ok((main.digest, companion))
+}
+
+/// Both blobs get the record's labels: the companion is as much a GC root as the record.
+fn put_containerd(
+    sink: &ContainerdSink,
+    bytes: &[u8],
+    companion: &[u8],
+) -> Result<StoredDigests, SinkError> {
+    let write = async {
+        let main = sink.client.put_record(bytes, &sink.labels).await?;
+        let companion = if companion.is_empty() {
+            None
+        } else {
+            Some(
+                sink.client
+                    .put_record(companion, &sink.labels)
+                    .await?
+                    .digest,
+            )
+        };
+        Ok::<_, ContainerdError>((main.digest, companion))
+    };
+    // Handle::block_on panics inside a runtime's context; a fresh thread has none.
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| sink.runtime.block_on(write))
+            .join()
+            .map_err(|_| SinkError::Panicked)?
+            .map_err(SinkError::from)
+    })
 }
 
 /// Saves the record in `dir` under a name of its own; `None` if even that fails.
@@ -158,7 +255,7 @@ mod tests {
         let err = commit(
             &record,
             &CommitOptions {
-                store,
+                store: store.into(),
                 record_out: None,
                 fallback_dir: dir.path().to_owned(),
             },
@@ -183,7 +280,7 @@ mod tests {
         let committed = commit(
             &record,
             &CommitOptions {
-                store: dir.path().join("store"),
+                store: dir.path().join("store").into(),
                 record_out: Some(out.clone()),
                 fallback_dir: dir.path().to_owned(),
             },

@@ -23,7 +23,7 @@ pub mod workdir;
 
 use std::io;
 
-pub use commit::{CommitError, CommitOptions, Committed};
+pub use commit::{CommitError, CommitOptions, Committed, ContainerdSink, RecordSink, SinkError};
 pub use mounts::{MountTable, MountsError};
 pub use resolve::{Decision, Exclusion, Resolver};
 pub use session::{Agent, Committing, Indexed, Stopped, Target, Tracing};
@@ -32,6 +32,7 @@ pub use stop::{StopConditions, StopReason, Stops};
 pub use summary::{EXIT_COMPLETE, EXIT_ERROR, EXIT_INCOMPLETE, Summary};
 pub use workdir::{WorkDir, unpack_layers};
 
+use crate::containerd::ContainerdError;
 use crate::image::ImageError;
 use crate::sandbox::{SandboxError, SpecError, UnpackError};
 use crate::tracer::TracerError;
@@ -92,7 +93,16 @@ pub enum AgentError {
         /// The cause.
         source: io::Error,
     },
+    /// containerd could not find, or lost, the target container.
+    #[error(transparent)]
+    Containerd(Box<crate::containerd::ContainerdError>),
     /// A background task panicked or was cancelled.
     #[error("background task: {0}")]
     Join(String),
+}
+
+impl From<ContainerdError> for AgentError {
+    fn from(e: ContainerdError) -> Self {
+        AgentError::Containerd(Box::new(e))
+    }
 }

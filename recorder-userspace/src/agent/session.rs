@@ -88,10 +88,30 @@ impl Agent {
         source: ImageSource,
         platform: Platform,
     ) -> Result<Indexed, AgentError> {
-        self.status.set_state(State::Indexing);
         let described = source.to_string();
+        self.index_with(described, move || source.open(&platform))
+            .await
+    }
+
+    /// Indexes an image opened elsewhere, e.g. one read from containerd (state `indexing`);
+    /// `described` names it in errors.
+    pub async fn index_opened(
+        self,
+        image: Image,
+        described: String,
+    ) -> Result<Indexed, AgentError> {
+        self.index_with(described, move || Ok(image)).await
+    }
+
+    async fn index_with(
+        self,
+        described: String,
+        open: impl FnOnce() -> Result<Image, crate::image::ImageError> + Send + 'static,
+    ) -> Result<Indexed, AgentError> {
+        self.status.set_state(State::Indexing);
+        // Off the runtime: a containerd-backed image blocks on its reads.
         let (image, view) = tokio::task::spawn_blocking(move || {
-            let image = source.open(&platform)?;
+            let image = open()?;
             let view = index_image(&image, &IndexOptions::default())?;
             Ok::<_, crate::image::ImageError>((image, view))
         })
@@ -149,6 +169,7 @@ impl Indexed {
             root: target.root,
             _pin: target.pin,
             interpreters: HashMap::new(),
+            warnings: Vec::new(),
             status: self.status,
             tracer,
             events,
@@ -171,9 +192,18 @@ pub struct Tracing {
     _pin: Option<OwnedFd>,
     /// Image files the kernel loads to exec an image file, by the executed file.
     interpreters: HashMap<Vec<u8>, Vec<(Vec<u8>, usize)>>,
+    warnings: Vec<String>,
 }
 
 impl Tracing {
+    /// Notes something that makes the record less trustworthy without failing it (e.g. the
+    /// filter armed after the workload started): logged now, listed in the summary.
+    pub fn warn(&mut self, message: impl Into<String>) {
+        let message = message.into();
+        tracing::warn!("{message}");
+        self.warnings.push(message);
+    }
+
     /// Records until `stop` completes, then takes every event already in the ring, so that
     /// nothing the kernel delivered before the stop is lost.
     pub async fn run(
@@ -211,6 +241,7 @@ impl Tracing {
             record: self.record,
             reason,
             lost,
+            warnings: self.warnings,
             kernel: (self.tracer, self.events),
         })
     }
@@ -304,6 +335,7 @@ pub struct Stopped {
     record: RecordBuilder,
     reason: StopReason,
     lost: u64,
+    warnings: Vec<String>,
     /// Disarmed but still attached, with its ring: detaching and unmapping wait for the kernel
     /// (about 260 ms measured), so they happen after the commit, off the critical path.
     kernel: (Tracer, EventStream),
@@ -341,6 +373,7 @@ impl Committing {
             record,
             reason,
             lost,
+            warnings,
             kernel,
         } = self.inner;
         let committed = commit(&record, opts);
@@ -364,6 +397,7 @@ impl Committing {
             failed: counters.failed_opens,
             excluded: counters.excluded,
             lost,
+            warnings,
             committed,
         })
     }

@@ -28,6 +28,8 @@ pub struct Summary {
     pub excluded: BTreeMap<String, u64>,
     /// Events lost before reaching the recorder (kernel drops and undecodable records).
     pub lost: u64,
+    /// What makes the record less trustworthy without failing it, e.g. a late arm.
+    pub warnings: Vec<String>,
     /// Where the record went.
     pub committed: Committed,
 }
@@ -61,6 +63,10 @@ impl fmt::Display for Summary {
         }
         writeln!(f)?;
         writeln!(f, "kernel drops: {}", self.lost)?;
+        writeln!(f, "warnings: {}", self.warnings.len())?;
+        for warning in &self.warnings {
+            writeln!(f, "warning: {warning}")?;
+        }
         if self.complete() {
             writeln!(f, "record: complete")?;
         } else {

@@ -6,16 +6,22 @@ use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
-use anyhow::Context;
+use std::path::Path;
+
+use anyhow::{Context, bail};
 use recorder::agent::{
-    Agent, AgentError, CommitOptions, ImageSource, StopConditions, Stops, Summary, Target,
-    procs::processes_in,
+    Agent, AgentError, CommitOptions, ContainerdSink, ImageSource, Indexed, RecordSink,
+    StopConditions, Stops, Summary, Target, procs::processes_in,
 };
-use recorder::image::Platform;
+use recorder::containerd::{
+    ArmTiming, ContainerPattern, ContainerdError, RecordLabels, TaskWatcher,
+};
+use recorder::image::{BlobDigest, Image, Platform};
 use recorder::status::{ServerHandle, StatusHandle, StopSignal, serve};
 use recorder::tracer::{Tracer, TracerConfig, mount_namespace_of};
 
 use crate::record_show;
+use crate::source::{ContainerdArgs, ContainerdSession, open_containerd};
 
 /// `recorder record --image ... --target ...`, or `recorder record show ...`.
 #[derive(clap::Args, Debug)]
@@ -23,7 +29,10 @@ use crate::record_show;
 pub struct Args {
     #[command(subcommand)]
     sub: Option<record_show::Sub>,
-    /// What to trace: `pid:N` (that process's mount namespace) or `mntns:N` (an inode).
+    /// What to trace: `pid:N` (that process's mount namespace), `mntns:N` (an inode); with
+    /// --containerd also `container:ID` (a running container's task) or
+    /// `container-name:PATTERN` (the next container created whose id or image name matches
+    /// the glob, or whose label matches `KEY=GLOB`; armed before its task starts).
     #[arg(long, required = true)]
     target: Option<TargetArg>,
     /// Stop once every process of the target's mount namespace has exited.
@@ -37,18 +46,26 @@ pub struct Args {
 #[derive(clap::Args, Debug)]
 pub struct CommonArgs {
     /// The image: an OCI image layout directory, or STORE_DIR@sha256:HEX for a manifest in a
-    /// containerd-style content store.
+    /// containerd-style content store. With --containerd: an image reference in containerd
+    /// (e.g. docker.io/library/alpine:3.19), and the record goes to containerd's content
+    /// store, labelled with the manifest and the reference and kept from garbage collection.
     #[arg(long, required = true)]
     pub image: Option<String>,
     /// Manifest name (`org.opencontainers.image.ref.name`) in a layout with several.
-    #[arg(long = "ref")]
+    #[arg(long = "ref", conflicts_with = "containerd")]
     pub reference: Option<String>,
     /// Platform to pick from an image index, os/arch[/variant]; default: this machine's.
     #[arg(long)]
     pub platform: Option<String>,
-    /// Content store the record is committed to.
-    #[arg(long, required = true)]
+    /// Content store the record is committed to (not with --containerd, which has its own).
+    #[arg(
+        long,
+        required_unless_present = "containerd",
+        conflicts_with = "containerd"
+    )]
     pub store: Option<PathBuf>,
+    #[command(flatten)]
+    pub ctrd: ContainerdArgs,
     /// Also write the record to this file.
     #[arg(long)]
     pub record_out: Option<PathBuf>,
@@ -67,8 +84,45 @@ pub struct CommonArgs {
     pub ring_bytes: u32,
 }
 
+/// The image to index: named on the command line, or already opened from containerd.
+pub enum ImageInput {
+    /// A layout or local store, opened while indexing.
+    Source(ImageSource),
+    /// An image read from containerd, and its reference.
+    Containerd(Box<Image>, String),
+}
+
+impl ImageInput {
+    /// Indexes the image.
+    pub async fn index(self, agent: Agent, platform: Platform) -> Result<Indexed, AgentError> {
+        match self {
+            ImageInput::Source(source) => agent.index(source, platform).await,
+            ImageInput::Containerd(image, reference) => {
+                let described = format!("{reference} (containerd)");
+                agent.index_opened(*image, described).await
+            }
+        }
+    }
+}
+
 impl CommonArgs {
-    /// The image source, checked.
+    /// The image source, checked; with --containerd, the image is opened, and its connection
+    /// returned. Call this from plain, non-async code, and drop the connection there too: it
+    /// owns a runtime.
+    pub fn input(&self) -> anyhow::Result<(ImageInput, Option<ContainerdSession>)> {
+        let image = self.image.as_deref().context("--image is required")?;
+        match &self.ctrd.containerd {
+            None => Ok((ImageInput::Source(self.source()?), None)),
+            Some(address) => {
+                let (opened, session) =
+                    open_containerd(address, &self.ctrd.namespace, image, &self.platform()?)?;
+                let input = ImageInput::Containerd(Box::new(opened), session.reference.clone());
+                Ok((input, Some(session)))
+            }
+        }
+    }
+
+    /// The image source of a layout or local store, checked.
     pub fn source(&self) -> anyhow::Result<ImageSource> {
         let image = self.image.as_deref().context("--image is required")?;
         let source: ImageSource = image.parse().with_context(|| format!("--image {image}"))?;
@@ -96,35 +150,73 @@ impl CommonArgs {
         self.work_dir.clone().unwrap_or_else(std::env::temp_dir)
     }
 
-    /// Where the record goes.
-    pub fn commit_options(&self) -> anyhow::Result<CommitOptions> {
+    /// Where the record goes: containerd's store when the image came from there, else --store.
+    pub fn commit_options(
+        &self,
+        containerd: Option<&ContainerdSession>,
+        manifest: &BlobDigest,
+    ) -> Result<CommitOptions, AgentError> {
+        let store = match (containerd, &self.store) {
+            (Some(session), _) => {
+                let mut labels = RecordLabels::new(manifest.clone());
+                labels.image = Some(session.reference.clone());
+                RecordSink::Containerd(Box::new(ContainerdSink {
+                    client: session.client.clone(),
+                    runtime: session.handle(),
+                    labels,
+                }))
+            }
+            (None, Some(dir)) => RecordSink::Local(dir.clone()),
+            // clap requires --store without --containerd; this is only a safety net.
+            (None, None) => {
+                return Err(AgentError::Io {
+                    op: "committing".into(),
+                    source: std::io::Error::other("--store is required"),
+                });
+            }
+        };
         Ok(CommitOptions {
-            store: self.store.clone().context("--store is required")?,
+            store,
             record_out: self.record_out.clone(),
             fallback_dir: self.work_base(),
         })
     }
 }
 
-/// `pid:N` or `mntns:N`.
-#[derive(Debug, Clone, Copy)]
+/// `pid:N`, `mntns:N`, `container:ID` or `container-name:PATTERN`.
+#[derive(Debug, Clone)]
 pub enum TargetArg {
     /// A process.
     Pid(u32),
     /// A mount namespace inode.
     Mntns(u32),
+    /// A running container's task, by container id.
+    Container(String),
+    /// The next container created that matches.
+    ContainerName(ContainerPattern),
+}
+
+impl TargetArg {
+    fn needs_containerd(&self) -> bool {
+        matches!(self, TargetArg::Container(_) | TargetArg::ContainerName(_))
+    }
 }
 
 impl FromStr for TargetArg {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("{s:?}: expected pid:N or mntns:N");
-        let (kind, n) = s.split_once(':').ok_or_else(bad)?;
-        let n: u32 = n.parse().map_err(|_| bad())?;
+        let bad =
+            || format!("{s:?}: expected pid:N, mntns:N, container:ID or container-name:PATTERN");
+        let (kind, rest) = s.split_once(':').ok_or_else(bad)?;
+        let number = || rest.parse::<u32>().map_err(|_| bad());
         match kind {
-            "pid" => Ok(TargetArg::Pid(n)),
-            "mntns" => Ok(TargetArg::Mntns(n)),
+            "pid" => Ok(TargetArg::Pid(number()?)),
+            "mntns" => Ok(TargetArg::Mntns(number()?)),
+            "container" if !rest.is_empty() => Ok(TargetArg::Container(rest.to_owned())),
+            "container-name" => ContainerPattern::parse(rest)
+                .map(TargetArg::ContainerName)
+                .ok_or_else(bad),
             _ => Err(bad()),
         }
     }
@@ -135,6 +227,8 @@ impl std::fmt::Display for TargetArg {
         match self {
             TargetArg::Pid(n) => write!(f, "pid:{n}"),
             TargetArg::Mntns(n) => write!(f, "mntns:{n}"),
+            TargetArg::Container(id) => write!(f, "container:{id}"),
+            TargetArg::ContainerName(p) => write!(f, "container-name:{p}"),
         }
     }
 }
@@ -165,25 +259,31 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         record_show::run(sub)?;
         return Ok(ExitCode::SUCCESS);
     }
+    let target = args.target.clone().context("--target is required")?;
+    if target.needs_containerd() && args.common.ctrd.containerd.is_none() {
+        bail!("--target {target} needs --containerd[=ADDRESS]");
+    }
+    let (input, session) = args.common.input()?;
     let plan = Plan {
-        source: args.common.source()?,
+        input,
         platform: args.common.platform()?,
-        commit: args.common.commit_options()?,
-        target: args.target.context("--target is required")?,
+        target,
         until_exit: args.until_exit,
     };
-    runtime()?.block_on(async {
+    let outcome = runtime()?.block_on(async {
         let (status, stops, server) = start_status(&args.common)?;
-        let result = record(plan, &args.common, &status, &stops).await;
+        let result = record(plan, session.as_ref(), &args.common, &status, &stops).await;
         conclude(result, &status, server).await
-    })
+    });
+    // Out of the async context: the connection's runtime cannot be dropped inside one.
+    drop(session);
+    outcome
 }
 
 /// The checked arguments of `recorder record`.
 struct Plan {
-    source: ImageSource,
+    input: ImageInput,
     platform: Platform,
-    commit: CommitOptions,
     target: TargetArg,
     until_exit: bool,
 }
@@ -234,46 +334,128 @@ pub async fn conclude(
     outcome
 }
 
-async fn record(
-    plan: Plan,
-    common: &CommonArgs,
-    status: &StatusHandle,
-    stops: &Stops,
-) -> Result<Summary, AgentError> {
-    let target = plan.target;
+/// The target, found before indexing so that a wrong one fails at once.
+enum Found {
+    /// A process and its mount namespace.
+    Process { pid: Option<u32>, mntns: u32 },
+    /// A subscription waiting for the container's task.
+    Watching(Box<TaskWatcher>),
+}
+
+async fn find(
+    target: &TargetArg,
+    containerd: Option<&ContainerdSession>,
+) -> Result<Found, AgentError> {
     let target_err = |message: String| AgentError::Target {
         target: target.to_string(),
         message,
     };
-    // Checked before indexing, so that a wrong target fails at once.
-    let mntns = match target {
-        TargetArg::Pid(pid) => mount_namespace_of(pid).map_err(|e| target_err(e.to_string()))?,
-        TargetArg::Mntns(n) => n,
+    let client = || {
+        containerd
+            .map(|s| &s.client)
+            .ok_or_else(|| target_err("needs --containerd".into()))
     };
+    Ok(match target {
+        TargetArg::Pid(pid) => Found::Process {
+            pid: Some(*pid),
+            mntns: mount_namespace_of(*pid).map_err(|e| target_err(e.to_string()))?,
+        },
+        TargetArg::Mntns(n) => Found::Process {
+            pid: None,
+            mntns: *n,
+        },
+        TargetArg::Container(id) => {
+            let task = client()?.container_task(id).await?;
+            Found::Process {
+                pid: Some(task.pid),
+                mntns: task.mntns,
+            }
+        }
+        // Subscribed before indexing: a container started meanwhile is not missed.
+        TargetArg::ContainerName(pattern) => {
+            Found::Watching(Box::new(client()?.watch_tasks(pattern.clone()).await?))
+        }
+    })
+}
+
+async fn record(
+    plan: Plan,
+    session: Option<&ContainerdSession>,
+    common: &CommonArgs,
+    status: &StatusHandle,
+    stops: &Stops,
+) -> Result<Summary, AgentError> {
+    let Plan {
+        input,
+        platform,
+        target,
+        until_exit,
+    } = plan;
+    let target_err = |message: String| AgentError::Target {
+        target: target.to_string(),
+        message,
+    };
+    let found = find(&target, session).await?;
     status.set_target(target.to_string());
 
-    let indexed = Agent::new(status.clone())
-        .index(plan.source, plan.platform)
-        .await?;
+    let indexed = input.index(Agent::new(status.clone()), platform).await?;
     if let Some(reason) = stops.fired() {
         return Err(AgentError::StoppedEarly(reason));
     }
-    let mount_pid = match target {
-        TargetArg::Pid(pid) => pid,
-        TargetArg::Mntns(n) => processes_in(n)
-            .map_err(|e| target_err(format!("scanning /proc: {e}")))?
-            .first()
-            .copied()
-            .ok_or_else(|| target_err("no process is in this mount namespace".into()))?,
-    };
-    let pinned = Target::of_pid(mntns, mount_pid)
-        .map_err(|e| target_err(format!("the target process vanished: {e}")))?;
+    let commit = common.commit_options(session, indexed.image().manifest_digest())?;
     let tracer = Tracer::load(&common.tracer_config())?;
-    let tracing = indexed.arm(tracer, pinned)?;
+    let (tracing, mntns) = match found {
+        Found::Process { pid, mntns } => {
+            let mount_pid = match pid {
+                Some(pid) => pid,
+                None => processes_in(mntns)
+                    .map_err(|e| target_err(format!("scanning /proc: {e}")))?
+                    .first()
+                    .copied()
+                    .ok_or_else(|| target_err("no process is in this mount namespace".into()))?,
+            };
+            let pinned = Target::of_pid(mntns, mount_pid)
+                .map_err(|e| target_err(format!("the target process vanished: {e}")))?;
+            (indexed.arm(tracer, pinned)?, mntns)
+        }
+        Found::Watching(mut watcher) => {
+            tracing::info!(%target, "ready: waiting for a matching container to be created");
+            let created = tokio::select! {
+                created = watcher.next() => created?,
+                reason = stops.wait() => return Err(AgentError::StoppedEarly(reason)),
+            };
+            let task = &created.target;
+            let exited = || ContainerdError::Exited {
+                id: task.container_id.clone(),
+                pid: task.pid,
+            };
+            let pinned = match Target::of_pid(task.mntns, task.pid) {
+                Ok(pinned) => pinned,
+                Err(_) if !Path::new(&format!("/proc/{}", task.pid)).exists() => {
+                    return Err(exited().into());
+                }
+                Err(e) => return Err(e),
+            };
+            let mut tracing = indexed.arm(tracer, pinned)?;
+            match created.arm_timing() {
+                ArmTiming::BeforeStart => tracing::info!(
+                    container = task.container_id,
+                    pid = task.pid,
+                    "armed before the container started"
+                ),
+                ArmTiming::AfterStart => tracing.warn(format!(
+                    "container {} had started before the filter was armed: its first reads \
+                     may be missing from the record",
+                    task.container_id
+                )),
+            }
+            (tracing, task.mntns)
+        }
+    };
     let conditions = StopConditions {
         period: common.period,
-        until_exit: plan.until_exit.then_some(mntns),
+        until_exit: until_exit.then_some(mntns),
     };
     let stopped = tracing.run(conditions.wait(stops)).await?;
-    stopped.begin_commit().commit(&plan.commit)
+    stopped.begin_commit().commit(&commit)
 }

@@ -11,7 +11,7 @@ use recorder::agent::{
     Agent, AgentError, CommitOptions, ImageSource, StopConditions, StopReason, Stops, Summary,
     Target, WorkDir, unpack_layers,
 };
-use recorder::image::Platform;
+use recorder::image::{BlobDigest, Platform};
 use recorder::sandbox::{ImageProcess, Sandbox};
 use recorder::status::StatusHandle;
 use recorder::tracer::Tracer;
@@ -30,9 +30,16 @@ pub struct Args {
 
 /// Runs `recorder run`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.common.ctrd.containerd.is_some() {
+        anyhow::bail!(
+            "recorder run --containerd is not implemented yet: run the container with \
+             containerd (ctr run) and record it with `recorder record --containerd --target \
+             container-name:ID`"
+        );
+    }
     let source = args.common.source()?;
     let platform = args.common.platform()?;
-    let commit = args.common.commit_options()?;
+    let commit = args.common.commit_options(None, &BlobDigest::of(b""))?;
     runtime()?.block_on(async {
         let (status, stops, server) = start_status(&args.common)?;
         let result = profile(&args, source, platform, &commit, &status, &stops).await;

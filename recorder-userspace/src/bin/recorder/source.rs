@@ -21,8 +21,18 @@ pub struct SourceArgs {
     /// Digest of the manifest or index in --store.
     #[arg(long, requires = "store")]
     pub manifest: Option<String>,
-    /// Read the image from containerd: SOURCE is then an image reference there. The socket
-    /// defaults to /run/containerd/containerd.sock; give another as --containerd=ADDRESS.
+    #[command(flatten)]
+    pub ctrd: ContainerdArgs,
+    /// Platform to pick from an image index, os/arch[/variant]; default: this machine's.
+    #[arg(long)]
+    pub platform: Option<String>,
+}
+
+/// Where containerd is, for the commands that can use it.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ContainerdArgs {
+    /// Use containerd: the image is then an image reference there. The socket defaults to
+    /// /run/containerd/containerd.sock; give another as --containerd=ADDRESS.
     #[arg(
         long,
         value_name = "ADDRESS",
@@ -31,12 +41,25 @@ pub struct SourceArgs {
         default_missing_value = DEFAULT_ADDRESS
     )]
     pub containerd: Option<PathBuf>,
-    /// containerd namespace of the image (with --containerd).
+    /// containerd namespace (with --containerd).
     #[arg(long, env = "CONTAINERD_NAMESPACE", default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
-    /// Platform to pick from an image index, os/arch[/variant]; default: this machine's.
-    #[arg(long)]
-    pub platform: Option<String>,
+}
+
+/// A containerd connection, with the runtime that drives its I/O.
+pub struct ContainerdSession {
+    /// The connection.
+    pub client: Containerd,
+    /// The image reference opened through it.
+    pub reference: String,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl ContainerdSession {
+    /// The runtime the connection and the image's reads are driven on.
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        self.runtime.handle().clone()
+    }
 }
 
 /// An opened image, with what keeps a containerd-backed one readable.
@@ -70,13 +93,20 @@ impl SourceArgs {
             reference: None,
             _runtime: None,
         };
-        match (&self.store, &self.manifest, &self.containerd, source) {
+        match (&self.store, &self.manifest, &self.ctrd.containerd, source) {
             (_, _, Some(address), Some(reference)) => {
                 socket_hint(reference)?;
                 let reference = reference
                     .to_str()
                     .with_context(|| format!("image reference {reference:?} is not UTF-8"))?;
-                self.open_containerd(address, reference, &platform)
+                let (image, session) =
+                    open_containerd(address, &self.ctrd.namespace, reference, &platform)?;
+                Ok(OpenedImage {
+                    image,
+                    containerd: Some(session.client),
+                    reference: Some(session.reference),
+                    _runtime: Some(session.runtime),
+                })
             }
             (_, _, Some(_), None) => bail!("--containerd needs an image reference as SOURCE"),
             (Some(store), Some(manifest), None, None) => {
@@ -101,31 +131,35 @@ impl SourceArgs {
             ),
         }
     }
+}
 
-    fn open_containerd(
-        &self,
-        address: &Path,
-        reference: &str,
-        platform: &Platform,
-    ) -> anyhow::Result<OpenedImage> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .context("starting the containerd client runtime")?;
-        let client = runtime.block_on(Containerd::connect(address, &self.namespace))?;
-        let target = runtime.block_on(client.resolve_image(reference))?;
-        let source = ContainerdSource::new(client.clone(), runtime.handle().clone());
-        let image = source
-            .open_image(&target, platform)
-            .with_context(|| format!("opening {reference} from containerd"))?;
-        Ok(OpenedImage {
-            image,
-            containerd: Some(client),
-            reference: Some(reference.to_owned()),
-            _runtime: Some(runtime),
-        })
-    }
+/// Opens image `reference` from containerd at `address`, namespace `namespace`. Call it from
+/// plain (non-async) code: the connection gets a runtime of its own, returned with it.
+pub fn open_containerd(
+    address: &Path,
+    namespace: &str,
+    reference: &str,
+    platform: &Platform,
+) -> anyhow::Result<(Image, ContainerdSession)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the containerd client runtime")?;
+    let client = runtime.block_on(Containerd::connect(address, namespace))?;
+    let target = runtime.block_on(client.resolve_image(reference))?;
+    let source = ContainerdSource::new(client.clone(), runtime.handle().clone());
+    let image = source
+        .open_image(&target, platform)
+        .with_context(|| format!("opening {reference} from containerd"))?;
+    Ok((
+        image,
+        ContainerdSession {
+            client,
+            reference: reference.to_owned(),
+            runtime,
+        },
+    ))
 }
 
 /// `--containerd /path ref` parses as a bare --containerd, making the socket SOURCE: say so.

@@ -1,0 +1,293 @@
+//! `recorder record --containerd` end to end against a private containerd: the image comes
+//! from containerd, the target is a container found through it (armed before its task starts,
+//! or already running), and the record lands in containerd's content store, where `ctr content
+//! get` returns it byte for byte with its labels. Errors name what is wrong.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use recorder::status::{State, client};
+use recorder_tests::agent_fixtures::{
+    Expected, expected_record, record_entries, recorder_bin, write_image_named,
+};
+use recorder_tests::containerd::Daemon;
+
+/// The agent fixture image's name in containerd.
+const REF: &str = "docker.io/recorder/agent-test:1";
+
+fn daemon_with_image() -> (Daemon, String) {
+    let daemon = Daemon::start();
+    let layout = daemon.scratch().join("agent-layout");
+    let manifest = write_image_named(&layout, REF);
+    daemon.import_layout(&layout);
+    (daemon, manifest)
+}
+
+fn recorder(daemon: &Daemon, args: &[&str]) -> Command {
+    let mut cmd = Command::new(recorder_bin());
+    cmd.arg("record")
+        .arg(format!("--containerd={}", daemon.socket().display()))
+        .args(["--namespace", daemon.namespace()])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Reads the recorder's stderr until `line` appears (failing if it exits first), then keeps
+/// collecting the rest in the background.
+fn wait_for_log(child: &mut Child, needle: &str) -> std::thread::JoinHandle<String> {
+    let stderr = child.stderr.take().unwrap();
+    let mut reader = BufReader::new(stderr);
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).unwrap();
+        assert!(
+            n > 0,
+            "the recorder ended before logging {needle:?}:\n{seen}"
+        );
+        seen.push_str(&line);
+        if line.contains(needle) {
+            break;
+        }
+    }
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = reader.read_to_string(&mut rest);
+        seen + &rest
+    })
+}
+
+/// The recorder's exit code, stdout's last line (the record digest) and stderr.
+fn finish(child: Child, stderr: std::thread::JoinHandle<String>) -> (Option<i32>, String, String) {
+    let out = child.wait_with_output().unwrap();
+    let stderr = stderr.join().unwrap();
+    let digest = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    (out.status.code(), digest, stderr)
+}
+
+/// The labels `ctr content ls` shows for `digest`.
+fn content_labels(daemon: &Daemon, digest: &str) -> String {
+    let ls = String::from_utf8(daemon.ctr_ok(&["content", "ls"])).unwrap();
+    ls.lines()
+        .find(|l| l.starts_with(digest))
+        .unwrap_or_else(|| panic!("{digest} not in `ctr content ls`:\n{ls}"))
+        .to_owned()
+}
+
+fn assert_labelled(daemon: &Daemon, digest: &str, manifest: &str) {
+    let labels = content_labels(daemon, digest);
+    for label in [
+        "containerd.io/gc.root=".to_owned(),
+        format!("dev.recorder.manifest={manifest}"),
+        format!("dev.recorder.image={REF}"),
+    ] {
+        assert!(labels.contains(&label), "no {label} in: {labels}");
+    }
+}
+
+#[test]
+fn container_name_is_armed_before_start_and_the_record_goes_to_containerd() {
+    let (daemon, manifest) = daemon_with_image();
+    let mut child = recorder(
+        &daemon,
+        &[
+            "--image",
+            REF,
+            "--target",
+            "container-name:profiled-*",
+            "--until-exit",
+            "--period",
+            "60s",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let stderr = wait_for_log(&mut child, "waiting for a matching container");
+    // Started only once the recorder listens; a non-matching container first, passed over.
+    daemon.ctr_ok(&[
+        "run",
+        "--rm",
+        "--null-io",
+        REF,
+        "other",
+        "/bin/cat",
+        "/etc/hosts",
+    ]);
+    daemon.ctr_ok(&["run", "--rm", "--null-io", REF, "profiled-1"]);
+    let (code, digest, stderr) = finish(child, stderr);
+    assert_eq!(code, Some(0), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("armed before the container started"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("warnings: 0"), "{stderr}");
+    assert!(
+        stderr.contains("stopped: every target process exited"),
+        "{stderr}"
+    );
+
+    let bytes = daemon.ctr_ok(&["content", "get", &digest]);
+    // No runtime bind mount over /etc/hosts under `ctr run`: the image's file is read.
+    assert_eq!(
+        record_entries(&bytes, &manifest),
+        expected_record(true),
+        "stderr:\n{stderr}"
+    );
+    assert_labelled(&daemon, &digest, &manifest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_id_of_a_running_container_is_recorded_until_stop_requested() {
+    let (daemon, manifest) = daemon_with_image();
+    // Waits, without exec'ing anything, for a fifo the test makes, so that what it does after
+    // the recorder is armed is known exactly.
+    let script = "while [ ! -p /data/go ]; do :; done; read x < /data/go; \
+                  cat /etc/shadowed; exec sleep 300";
+    daemon.run_detached(REF, "running", &["/bin/sh", "-c", script]);
+    let pid = daemon.task_pid("running");
+    let fifo = format!("/proc/{pid}/root/data/go");
+    nix::unistd::mkfifo(
+        fifo.as_str(),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+
+    let socket = daemon.scratch().join("status.sock");
+    let child = recorder(
+        &daemon,
+        &[
+            "--image",
+            REF,
+            "--target",
+            "container:running",
+            "--status-socket",
+            socket.to_str().unwrap(),
+        ],
+    )
+    .spawn()
+    .unwrap();
+    client::wait_for(
+        &socket,
+        State::Tracing,
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+    )
+    .await
+    .unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fifo)
+        .unwrap()
+        .write_all(b"go\n")
+        .unwrap();
+
+    let mut want = Expected::default();
+    want.exec("cat").file("etc/shadowed", 1).exec("sleep");
+    // The container keeps running: stop once everything it will read was seen.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client::status(&socket)
+        .await
+        .unwrap()
+        .counters
+        .recorded_paths
+        < want.0.len() as u64
+    {
+        assert!(Instant::now() < deadline, "the workload's reads never came");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    client::stop(&socket).await.unwrap();
+
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    assert!(stderr.contains("stopped: stop requested"), "{stderr}");
+    let digest = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    let bytes = daemon.ctr_ok(&["content", "get", &digest]);
+    assert_eq!(
+        record_entries(&bytes, &manifest),
+        want.0,
+        "stderr:\n{stderr}"
+    );
+    assert_labelled(&daemon, &digest, &manifest);
+}
+
+fn failed(out: Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn bad_containerd_input_is_named() {
+    let (daemon, _) = daemon_with_image();
+    let run = |args: &[&str]| failed(recorder(&daemon, args).output().unwrap());
+
+    let stderr = run(&["--image", "docker.io/no/such:1", "--target", "container:x"]);
+    assert!(
+        stderr.contains("\"docker.io/no/such:1\" not found"),
+        "{stderr}"
+    );
+
+    let stderr = run(&["--image", REF, "--target", "container:nobody"]);
+    assert!(
+        stderr.contains("container \"nobody\" not found"),
+        "{stderr}"
+    );
+
+    // A container whose process has exited before the recorder could arm on it.
+    daemon.run_detached(REF, "quick", &["/bin/cat", "/etc/hosts"]);
+    daemon.wait_stopped("quick");
+    let stderr = run(&["--image", REF, "--target", "container:quick"]);
+    assert!(
+        stderr.contains("container \"quick\" has no running task"),
+        "{stderr}"
+    );
+
+    // containerd not running there.
+    let absent = daemon.scratch().join("absent.sock");
+    let out = Command::new(recorder_bin())
+        .args(["record", &format!("--containerd={}", absent.display())])
+        .args(["--image", REF, "--target", "container-name:x"])
+        .output()
+        .unwrap();
+    let stderr = failed(out);
+    assert!(
+        stderr.contains(&format!(
+            "containerd is not running at {}",
+            absent.display()
+        )),
+        "{stderr}"
+    );
+
+    // Container targets need containerd.
+    let out = Command::new(recorder_bin())
+        .args(["record", "--image", REF, "--store", "/nonexistent"])
+        .args(["--target", "container:x"])
+        .output()
+        .unwrap();
+    let stderr = failed(out);
+    assert!(stderr.contains("needs --containerd"), "{stderr}");
+    // --store goes with a local image, not with containerd's store.
+    let out = recorder(
+        &daemon,
+        &["--image", REF, "--store", "/tmp", "--target", "pid:1"],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--store"), "{stderr}");
+}
