@@ -50,8 +50,13 @@ pub fn layers() -> Vec<Vec<u8>> {
         .dir("opt/real", 0o755)
         .file("opt/real/tool.conf", 0o644, b"tool\n")
         .dir("data", 0o755)
-        .file("data/old.txt", 0o644, b"old\n")
-        .host_programs(PROGRAMS);
+        .file("data/old.txt", 0o644, b"old\n");
+    // Parent directories get entries of their own: eStargz's converter cannot move a file
+    // ahead of the prefetch landmark without its parent's entry.
+    for dir in program_dirs() {
+        base.dir(&dir, 0o755);
+    }
+    base.host_programs(PROGRAMS);
     let mut middle = LayerBuilder::new();
     middle
         .dir("etc", 0o755)
@@ -71,6 +76,25 @@ pub fn layers() -> Vec<Vec<u8>> {
         .file("app/sub/here.txt", 0o644, b"here\n")
         .symlink("app/conf", "../cfg/tool.conf");
     vec![base.finish(), middle.finish(), top.finish()]
+}
+
+/// Every directory above the programs and their libraries, parents first.
+fn program_dirs() -> Vec<String> {
+    let mut files: Vec<String> = PROGRAMS.iter().map(|p| format!("bin/{p}")).collect();
+    for program in PROGRAMS {
+        files.extend(libraries(program));
+        files.extend(loader(program));
+    }
+    let mut dirs = std::collections::BTreeSet::new();
+    for file in &files {
+        let mut path = Path::new(file);
+        while let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            dirs.insert(parent.to_string_lossy().into_owned());
+            path = parent;
+        }
+    }
+    // Sorted, so "lib" comes before "lib/x86_64-linux-gnu".
+    dirs.into_iter().collect()
 }
 
 /// Writes the image as an OCI layout at `root` (uncompressed layers, config running the

@@ -10,6 +10,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use std::io::{BufRead, BufReader, Read};
+
+use crate::agent_fixtures::{recorder_bin, write_image_named};
 use crate::image_fixtures::{descriptor, digest, put_blob, write_layout_index};
 use crate::sandbox_fixtures::LayerBuilder;
 
@@ -357,4 +360,69 @@ pub fn runnable_image(root: &Path) -> String {
     desc["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": IMAGE});
     write_layout_index(root, &[desc]);
     manifest_digest
+}
+
+/// The agent fixture image's name in containerd.
+pub const AGENT_IMAGE: &str = "docker.io/recorder/agent-test:1";
+
+/// A daemon with the agent fixture image imported as [`AGENT_IMAGE`]; and its manifest digest.
+pub fn agent_daemon() -> (Daemon, String) {
+    let daemon = Daemon::start();
+    let layout = daemon.scratch().join("agent-layout");
+    let manifest = write_image_named(&layout, AGENT_IMAGE);
+    daemon.import_layout(&layout);
+    (daemon, manifest)
+}
+
+/// `recorder record --containerd=SOCKET --namespace NS ARGS`, output piped.
+pub fn recorder(daemon: &Daemon, args: &[&str]) -> Command {
+    let mut cmd = Command::new(recorder_bin());
+    cmd.arg("record")
+        .arg(format!("--containerd={}", daemon.socket().display()))
+        .args(["--namespace", daemon.namespace()])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Reads the recorder's stderr until `line` appears (failing if it exits first), then keeps
+/// collecting the rest in the background.
+pub fn wait_for_log(child: &mut Child, needle: &str) -> std::thread::JoinHandle<String> {
+    let stderr = child.stderr.take().unwrap();
+    let mut reader = BufReader::new(stderr);
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).unwrap();
+        assert!(
+            n > 0,
+            "the recorder ended before logging {needle:?}:\n{seen}"
+        );
+        seen.push_str(&line);
+        if line.contains(needle) {
+            break;
+        }
+    }
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = reader.read_to_string(&mut rest);
+        seen + &rest
+    })
+}
+
+/// The recorder's exit code, stdout's last line (the record digest) and stderr.
+pub fn finish(
+    child: Child,
+    stderr: std::thread::JoinHandle<String>,
+) -> (Option<i32>, String, String) {
+    let out = child.wait_with_output().unwrap();
+    let stderr = stderr.join().unwrap();
+    let digest = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    (out.status.code(), digest, stderr)
 }

@@ -3,75 +3,15 @@
 //! or already running), and the record lands in containerd's content store, where `ctr content
 //! get` returns it byte for byte with its labels. Errors name what is wrong.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Output, Stdio};
+use std::io::Write;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use recorder::status::{State, client};
-use recorder_tests::agent_fixtures::{
-    Expected, expected_record, record_entries, recorder_bin, write_image_named,
+use recorder_tests::agent_fixtures::{Expected, expected_record, record_entries, recorder_bin};
+use recorder_tests::containerd::{
+    AGENT_IMAGE as REF, Daemon, agent_daemon as daemon_with_image, finish, recorder, wait_for_log,
 };
-use recorder_tests::containerd::Daemon;
-
-/// The agent fixture image's name in containerd.
-const REF: &str = "docker.io/recorder/agent-test:1";
-
-fn daemon_with_image() -> (Daemon, String) {
-    let daemon = Daemon::start();
-    let layout = daemon.scratch().join("agent-layout");
-    let manifest = write_image_named(&layout, REF);
-    daemon.import_layout(&layout);
-    (daemon, manifest)
-}
-
-fn recorder(daemon: &Daemon, args: &[&str]) -> Command {
-    let mut cmd = Command::new(recorder_bin());
-    cmd.arg("record")
-        .arg(format!("--containerd={}", daemon.socket().display()))
-        .args(["--namespace", daemon.namespace()])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-/// Reads the recorder's stderr until `line` appears (failing if it exits first), then keeps
-/// collecting the rest in the background.
-fn wait_for_log(child: &mut Child, needle: &str) -> std::thread::JoinHandle<String> {
-    let stderr = child.stderr.take().unwrap();
-    let mut reader = BufReader::new(stderr);
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        let n = reader.read_line(&mut line).unwrap();
-        assert!(
-            n > 0,
-            "the recorder ended before logging {needle:?}:\n{seen}"
-        );
-        seen.push_str(&line);
-        if line.contains(needle) {
-            break;
-        }
-    }
-    std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = reader.read_to_string(&mut rest);
-        seen + &rest
-    })
-}
-
-/// The recorder's exit code, stdout's last line (the record digest) and stderr.
-fn finish(child: Child, stderr: std::thread::JoinHandle<String>) -> (Option<i32>, String, String) {
-    let out = child.wait_with_output().unwrap();
-    let stderr = stderr.join().unwrap();
-    let digest = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_owned();
-    (out.status.code(), digest, stderr)
-}
 
 /// The labels `ctr content ls` shows for `digest`.
 fn content_labels(daemon: &Daemon, digest: &str) -> String {

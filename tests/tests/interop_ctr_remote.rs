@@ -1,0 +1,217 @@
+//! Our record with stargz-snapshotter's own client (`ctr-remote` 0.12): `image convert
+//! --estargz-record-in` accepts it and puts every recorded file ahead of the prefetch landmark
+//! of its layer, and `image optimize --record-out` (the fanotify analyzer) on the same image
+//! and workload records the same set of paths.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use recorder_tests::agent_fixtures::record_entries;
+use recorder_tests::containerd::{
+    AGENT_IMAGE, Daemon, agent_daemon, finish, recorder, wait_for_log,
+};
+
+const LANDMARK: &str = ".prefetch.landmark";
+const NO_PREFETCH_LANDMARK: &str = ".no.prefetch.landmark";
+
+fn require_ctr_remote() {
+    let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .any(|d| d.join("ctr-remote").is_file());
+    assert!(
+        found,
+        "ctr-remote is not installed; `cargo xtask setup` installs stargz-snapshotter"
+    );
+}
+
+fn ctr_remote(daemon: &Daemon, args: &[&str]) -> Output {
+    let out = Command::new("ctr-remote")
+        .arg("-a")
+        .arg(daemon.socket())
+        .args(["-n", daemon.namespace()])
+        .args(args)
+        .output()
+        .expect("running ctr-remote");
+    assert!(
+        out.status.success(),
+        "ctr-remote {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Records the image's own workload under `ctr run`; returns the record's bytes (from
+/// `--record-out`, checked equal to containerd's copy).
+fn our_record(daemon: &Daemon) -> Vec<u8> {
+    let out_file = daemon.scratch().join("ours.json");
+    let mut child = recorder(
+        daemon,
+        &[
+            "--image",
+            AGENT_IMAGE,
+            "--target",
+            "container-name:ours",
+            "--until-exit",
+            "--record-out",
+            out_file.to_str().unwrap(),
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let stderr = wait_for_log(&mut child, "waiting for a matching container");
+    daemon.ctr_ok(&["run", "--rm", "--null-io", AGENT_IMAGE, "ours"]);
+    let (code, digest, stderr) = finish(child, stderr);
+    assert_eq!(code, Some(0), "stderr:\n{stderr}");
+    let bytes = std::fs::read(&out_file).unwrap();
+    assert_eq!(daemon.ctr_ok(&["content", "get", &digest]), bytes);
+    bytes
+}
+
+/// The manifest of image `name` in the daemon (the host platform's, from an index).
+fn manifest_of(daemon: &Daemon, name: &str) -> serde_json::Value {
+    let ls = String::from_utf8(daemon.ctr_ok(&["images", "ls"])).unwrap();
+    let digest = ls
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.first() == Some(&name)).then(|| f.get(2).map(|d| d.to_string()))?
+        })
+        .unwrap_or_else(|| panic!("no image {name} in:\n{ls}"));
+    let blob: serde_json::Value =
+        serde_json::from_slice(&daemon.ctr_ok(&["content", "get", &digest])).unwrap();
+    match blob["manifests"].as_array() {
+        Some(list) => {
+            let amd64 = list
+                .iter()
+                .find(|m| m["platform"]["architecture"] == "amd64")
+                .unwrap_or(&list[0]);
+            let d = amd64["digest"].as_str().unwrap();
+            serde_json::from_slice(&daemon.ctr_ok(&["content", "get", d])).unwrap()
+        }
+        None => blob,
+    }
+}
+
+/// The entry names of a gzip (eStargz) layer blob, in tar order, without a leading `./`.
+fn layer_entries(blob: &[u8]) -> Vec<String> {
+    let mut tar_bytes = Vec::new();
+    flate2::read::MultiGzDecoder::new(blob)
+        .read_to_end(&mut tar_bytes)
+        .unwrap();
+    let mut archive = tar::Archive::new(tar_bytes.as_slice());
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let path = e.path().unwrap().to_string_lossy().into_owned();
+            path.trim_start_matches("./").to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn convert_with_our_record_prefetches_every_recorded_file() {
+    require_ctr_remote();
+    let (daemon, manifest) = agent_daemon();
+    let bytes = our_record(&daemon);
+    let entries = record_entries(&bytes, &manifest);
+    assert!(!entries.is_empty());
+    let record = daemon.scratch().join("record.json");
+    std::fs::write(&record, &bytes).unwrap();
+
+    let converted = "docker.io/recorder/agent-test:esgz";
+    ctr_remote(
+        &daemon,
+        &[
+            "image",
+            "convert",
+            "--oci",
+            "--estargz",
+            "--estargz-record-in",
+            record.to_str().unwrap(),
+            AGENT_IMAGE,
+            converted,
+        ],
+    );
+    let manifest = manifest_of(&daemon, converted);
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3, "{manifest}");
+    let mut by_layer: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
+    for (path, layer) in &entries {
+        by_layer.entry(*layer).or_default().push(path);
+    }
+    for (index, layer) in layers.iter().enumerate() {
+        let blob = daemon.ctr_ok(&["content", "get", layer["digest"].as_str().unwrap()]);
+        let names = layer_entries(&blob);
+        let Some(recorded) = by_layer.get(&index) else {
+            assert!(
+                names.iter().any(|n| n == NO_PREFETCH_LANDMARK),
+                "layer {index} has nothing recorded but no {NO_PREFETCH_LANDMARK}: {names:?}"
+            );
+            continue;
+        };
+        let landmark = names
+            .iter()
+            .position(|n| n == LANDMARK)
+            .unwrap_or_else(|| panic!("layer {index} has no {LANDMARK}: {names:?}"));
+        for path in recorded {
+            let at = names
+                .iter()
+                .position(|n| n == path)
+                .unwrap_or_else(|| panic!("{path} is not in layer {index}: {names:?}"));
+            assert!(
+                at < landmark,
+                "{path} (entry {at}) is after the landmark (entry {landmark}) in layer {index}: {names:?}\nrecord: {entries:?}"
+            );
+        }
+    }
+}
+
+/// The deduplicated paths of a record.
+fn paths(bytes: &[u8]) -> BTreeSet<String> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["path"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn optimize_analyzer_records_the_same_paths() {
+    require_ctr_remote();
+    let (daemon, _) = agent_daemon();
+    let ours = paths(&our_record(&daemon));
+
+    let theirs_file = daemon.scratch().join("theirs.json");
+    ctr_remote(
+        &daemon,
+        &[
+            "image",
+            "optimize",
+            "--oci",
+            "--period",
+            "30",
+            "--record-out",
+            theirs_file.to_str().unwrap(),
+            AGENT_IMAGE,
+            "docker.io/recorder/agent-test:opt",
+        ],
+    );
+    let theirs = paths(&std::fs::read(Path::new(&theirs_file)).unwrap());
+    let only_ours: Vec<&str> = ours.difference(&theirs).map(String::as_str).collect();
+    let only_theirs: Vec<&str> = theirs.difference(&ours).map(String::as_str).collect();
+    // The one difference is the workload's environment, not the analyzers: `optimize`
+    // bind-mounts a generated /etc/hosts (its --add-hosts) over the image's, so the script's
+    // `cat /etc/hosts` reads no image file there; under `ctr run` nothing covers it, and the
+    // image's etc/hosts (layer 0) is what is read, so recording it is right.
+    assert_eq!(
+        (only_ours, only_theirs),
+        (vec!["etc/hosts"], Vec::<&str>::new()),
+        "ours: {ours:?}\ntheirs: {theirs:?}"
+    );
+}
