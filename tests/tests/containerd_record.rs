@@ -231,3 +231,21 @@ fn bad_containerd_input_is_named() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--store"), "{stderr}");
 }
+
+#[test]
+fn sigint_while_waiting_for_the_container_ends_cleanly() {
+    let (daemon, _) = daemon_with_image();
+    let mut child = recorder(
+        &daemon,
+        &["--image", REF, "--target", "container-name:never-*"],
+    )
+    .spawn()
+    .unwrap();
+    let stderr = wait_for_log(&mut child, "waiting for a matching container");
+    // SAFETY: kill has no memory preconditions; the pid is the recorder this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let (code, _, stderr) = finish(child, stderr);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("before tracing started"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
