@@ -426,3 +426,40 @@ pub fn finish(
         .to_owned();
     (out.status.code(), digest, stderr)
 }
+
+/// `recorder run --containerd=SOCKET --namespace NS ARGS`, output piped.
+pub fn recorder_run(daemon: &Daemon, args: &[&str]) -> Command {
+    let mut cmd = Command::new(recorder_bin());
+    cmd.arg("run")
+        .arg(format!("--containerd={}", daemon.socket().display()))
+        .args(["--namespace", daemon.namespace()])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// The prefix of the ids `recorder run --containerd` gives its container, snapshot and lease.
+pub const RUN_ID_PREFIX: &str = "recorder-run-";
+
+/// Fails the test if a `recorder run --containerd` left a task, container, active snapshot,
+/// lease or mount behind.
+pub fn assert_run_left_nothing(daemon: &Daemon) {
+    let list = |args: &[&str]| String::from_utf8(daemon.ctr_ok(args)).unwrap();
+    assert_eq!(list(&["tasks", "ls", "-q"]), "", "tasks left");
+    assert_eq!(list(&["containers", "ls", "-q"]), "", "containers left");
+    let snapshots = list(&["snapshots", "ls"]);
+    assert!(
+        !snapshots.contains(RUN_ID_PREFIX) && !snapshots.contains("Active"),
+        "snapshots left:\n{snapshots}"
+    );
+    let leases = list(&["leases", "ls"]);
+    assert!(!leases.contains(RUN_ID_PREFIX), "leases left:\n{leases}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let ours: Vec<&str> = mounts
+        .lines()
+        .filter(|l| l.contains(RUN_ID_PREFIX) && l.contains(daemon.namespace()))
+        .collect();
+    assert!(ours.is_empty(), "mounts left: {ours:?}");
+}

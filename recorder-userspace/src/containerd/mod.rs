@@ -6,11 +6,13 @@
 //! - [`content`]: writing a record into the content store, protected from GC.
 //! - [`target`]: a container's task, or the next matching task as soon as it is created.
 //! - [`pattern`]: the `container-name:PATTERN` matcher.
+//! - [`runner`]: running an image's container through containerd, held between create and start.
 
 pub mod client;
 pub mod content;
 pub mod error;
 pub mod pattern;
+pub mod runner;
 pub mod source;
 pub mod target;
 
@@ -18,5 +20,6 @@ pub use client::{Containerd, DEFAULT_ADDRESS, DEFAULT_NAMESPACE};
 pub use content::{GC_ROOT_LABEL, IMAGE_LABEL, MANIFEST_LABEL, RecordLabels, Stored};
 pub use error::ContainerdError;
 pub use pattern::ContainerPattern;
+pub use runner::{ContainerRun, RunError, RunRequest};
 pub use source::{ContainerdSource, ImageTarget};
 pub use target::{ArmTiming, CreatedTask, TaskTarget, TaskWatcher};

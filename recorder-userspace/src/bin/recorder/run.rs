@@ -2,21 +2,30 @@
 //! mounted as a read-only overlay in a private sandbox, the tracer is armed before the
 //! workload's first instruction, and the record is committed when the workload exits or the
 //! period ends.
+//!
+//! With `--containerd`, as `ctr-remote image optimize` does: the image is one in containerd,
+//! its container is created there (snapshot, runtime spec from its config, runc task), the
+//! filter is armed on the created task before Tasks.Start, and the record goes to
+//! containerd's content store as with `recorder record --containerd`. The workload's output is
+//! printed once it has exited.
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use recorder::agent::{
-    Agent, AgentError, CommitOptions, ImageSource, StopConditions, StopReason, Stops, Summary,
-    Target, WorkDir, unpack_layers,
+    Agent, AgentError, CommitOptions, ImageSource, Indexed, StopConditions, StopReason, Stopped,
+    Stops, Summary, Target, WorkDir, unpack_layers,
 };
+use recorder::containerd::{ContainerRun, RunRequest};
 use recorder::image::{BlobDigest, Platform};
 use recorder::sandbox::{ImageProcess, Sandbox};
 use recorder::status::StatusHandle;
-use recorder::tracer::Tracer;
+use recorder::tracer::{Tracer, mount_namespace_of};
 
-use crate::record::{CommonArgs, conclude, runtime, start_status};
+use crate::record::{CommonArgs, ImageInput, conclude, runtime, start_status};
+use crate::source::ContainerdSession;
 
 /// `recorder run --image ... --store ... [-- CMD ARGS...]`.
 #[derive(clap::Args, Debug)]
@@ -31,11 +40,7 @@ pub struct Args {
 /// Runs `recorder run`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.common.ctrd.containerd.is_some() {
-        anyhow::bail!(
-            "recorder run --containerd is not implemented yet: run the container with \
-             containerd (ctr run) and record it with `recorder record --containerd --target \
-             container-name:ID`"
-        );
+        return run_containerd(args);
     }
     let source = args.common.source()?;
     let platform = args.common.platform()?;
@@ -45,6 +50,109 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let result = profile(&args, source, platform, &commit, &status, &stops).await;
         conclude(result, &status, server).await
     })
+}
+
+/// `recorder run --containerd`: the container is created and started through containerd.
+fn run_containerd(args: Args) -> anyhow::Result<ExitCode> {
+    let (input, session) = args.common.input()?;
+    let session = session.context("--containerd gave no containerd connection")?;
+    let platform = args.common.platform()?;
+    let outcome = runtime()?.block_on(async {
+        let (status, stops, server) = start_status(&args.common)?;
+        let result = profile_containerd(&args, input, platform, &session, &status, &stops).await;
+        conclude(result, &status, server).await
+    });
+    // Out of the async context: the connection's runtime cannot be dropped inside one.
+    drop(session);
+    outcome
+}
+
+async fn profile_containerd(
+    args: &Args,
+    input: ImageInput,
+    platform: Platform,
+    session: &ContainerdSession,
+    status: &StatusHandle,
+    stops: &Stops,
+) -> Result<Summary, AgentError> {
+    status.set_target(format!("run {} (containerd)", session.reference));
+    let indexed = input.index(Agent::new(status.clone()), platform).await?;
+    if let Some(reason) = stops.fired() {
+        return Err(AgentError::StoppedEarly(reason));
+    }
+    let commit = args
+        .common
+        .commit_options(Some(session), indexed.image().manifest_digest())?;
+    // Holds the workload's stdout and stderr files; removed on every way out.
+    let work = WorkDir::create(&args.common.work_base())?;
+    let request = RunRequest {
+        image: indexed.image(),
+        reference: &session.reference,
+        cmd: (!args.cmd.is_empty()).then_some(args.cmd.as_slice()),
+        io_dir: work.path(),
+    };
+    let run = session.client.create_run(&request).await?;
+    let result = trace_run(args, indexed, &run, stops).await;
+    run.forward_output();
+    // Whatever happened, the task, container, snapshot and lease go before the commit.
+    run.remove().await;
+    drop(work);
+    result?.begin_commit().commit(&commit)
+}
+
+/// Arms the filter on the created task, starts it, and traces until it exits or a stop
+/// condition fires (then kills it and waits for it).
+async fn trace_run(
+    args: &Args,
+    indexed: Indexed,
+    run: &ContainerRun,
+    stops: &Stops,
+) -> Result<Stopped, AgentError> {
+    if let Some(reason) = stops.fired() {
+        return Err(AgentError::StoppedEarly(reason));
+    }
+    let pid = run.pid();
+    let target_err = |message: String| AgentError::Target {
+        target: format!("container:{}", run.id()),
+        message,
+    };
+    let mntns = mount_namespace_of(pid).map_err(|e| target_err(e.to_string()))?;
+    let tracer = Tracer::load(&args.common.tracer_config())?;
+    let tracing = indexed.arm(tracer, Target::of_pid(mntns, pid)?)?;
+    // The filter is armed: only now may runc execute the workload.
+    run.start().await?;
+    let mut waiter = tokio::spawn(run.wait());
+    let mut exited = false;
+    let conditions = StopConditions {
+        period: args.common.period,
+        until_exit: None,
+    };
+    let stopped = tracing
+        .run(async {
+            tokio::select! {
+                result = &mut waiter => {
+                    exited = true;
+                    StopReason::WorkloadExited(match result {
+                        Ok(Ok(code)) => format!("exit status {code}"),
+                        Ok(Err(e)) => e.to_string(),
+                        Err(e) => e.to_string(),
+                    })
+                }
+                reason = conditions.wait(stops) => reason,
+            }
+        })
+        .await;
+    if !exited {
+        if let Err(error) = run.kill().await {
+            tracing::warn!(%error, "killing the workload");
+        }
+        match waiter.await {
+            Ok(Ok(code)) => tracing::info!(code, "workload stopped"),
+            Ok(Err(error)) => tracing::warn!(%error, "waiting for the workload"),
+            Err(error) => tracing::warn!(%error, "waiting for the workload"),
+        }
+    }
+    stopped
 }
 
 async fn profile(

@@ -1,0 +1,576 @@
+//! Running an image's container through containerd, as `ctr run` and `ctr-remote image
+//! optimize` do, so that `recorder run --containerd` can arm the filter between the task's
+//! creation and its start.
+//!
+//! The steps, each undone by [`ContainerRun::remove`] on every way out:
+//! 1. a lease, so that containerd's GC collects nothing of the run while it lasts (and, with
+//!    its expiry label, collects everything if the recorder dies without cleaning up);
+//! 2. an active `overlayfs` snapshot on top of the image's unpacked layers (parent: the chain
+//!    id of the config's `rootfs.diff_ids`);
+//! 3. a container with an OCI runtime spec derived from the image config (see [`spec`]);
+//! 4. a task, created but not started: its pid is runc's init, blocked on its exec fifo
+//!    until [`ContainerRun::start`].
+//!
+//! The workload's stdout and stderr go to files (`file://` stdio, which the runc shim opens
+//! itself), copied to ours by [`ContainerRun::forward_output`] once the task has exited:
+//! simpler than relaying FIFOs, at the price of the output arriving at the end.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use containerd_client::services::v1::container::Runtime;
+use containerd_client::services::v1::containers_client::ContainersClient;
+use containerd_client::services::v1::leases_client::LeasesClient;
+use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
+use containerd_client::services::v1::snapshots::{
+    PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
+};
+use containerd_client::services::v1::tasks_client::TasksClient;
+use containerd_client::services::v1::{
+    Container, CreateContainerRequest, CreateRequest as CreateLeaseRequest, CreateTaskRequest,
+    DeleteContainerRequest, DeleteRequest as DeleteLeaseRequest, DeleteTaskRequest, KillRequest,
+    StartRequest, WaitRequest,
+};
+use containerd_client::tonic::metadata::AsciiMetadataValue;
+use containerd_client::tonic::{Code, Request};
+use containerd_client::types::Mount;
+use sha2::{Digest, Sha256};
+use tracing::{debug, info, warn};
+
+use super::client::Containerd;
+use super::error::ContainerdError;
+use crate::agent::AgentError;
+use crate::image::Image;
+use crate::sandbox::{ImageProcess, SpecError};
+
+pub mod spec;
+
+/// The snapshotter `ctr images import` unpacks into by default.
+pub const SNAPSHOTTER: &str = "overlayfs";
+
+/// The runtime `ctr run` uses by default.
+pub const RUNTIME: &str = "io.containerd.runc.v2";
+
+/// The type URL containerd stores an OCI runtime spec under.
+const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+
+/// The gRPC metadata key that puts what a call creates under a lease.
+const LEASE_HEADER: &str = "containerd-lease";
+
+/// How long the lease outlives a recorder that died without deleting it.
+const LEASE_EXPIRY: Duration = Duration::from_secs(24 * 3600);
+
+/// How long a killed task may take to exit before cleanup goes on regardless.
+const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a containerd-run container could not be set up or run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The image's layers are not unpacked for the snapshotter.
+    #[error(
+        "image {image:?} is not unpacked for the {snapshotter} snapshotter (no snapshot \
+         {chain_id}); unpack it first, e.g. `ctr images import` (unpacks by default) or \
+         `ctr run` it once"
+    )]
+    NotUnpacked {
+        /// The image reference.
+        image: String,
+        /// The snapshotter.
+        snapshotter: &'static str,
+        /// The chain id of its layers.
+        chain_id: String,
+    },
+    /// The image has no layers to run.
+    #[error("image {0:?} has no layers (rootfs.diff_ids is empty)")]
+    NoLayers(String),
+    /// The snapshot's mounts are not an overlay or bind mount this runner can read.
+    #[error("snapshot {key}: unexpected mounts {mounts}")]
+    Mounts {
+        /// The snapshot key.
+        key: String,
+        /// What containerd returned.
+        mounts: String,
+    },
+    /// The image config does not give a process to run.
+    #[error("the image's process: {0}")]
+    Process(#[from] SpecError),
+    /// Building or serializing the runtime spec failed.
+    #[error("building the OCI runtime spec: {0}")]
+    Spec(String),
+    /// containerd refused to create the task (runc create failed, e.g. no such command).
+    #[error("creating the task of container {id}: {message}")]
+    TaskCreate {
+        /// The container id.
+        id: String,
+        /// containerd's status, with runc's message.
+        message: String,
+    },
+    /// A containerd call failed.
+    #[error(transparent)]
+    Containerd(#[from] ContainerdError),
+}
+
+impl From<RunError> for AgentError {
+    fn from(error: RunError) -> Self {
+        match error {
+            RunError::Containerd(e) => e.into(),
+            RunError::Process(e) => AgentError::Spec(e),
+            other => AgentError::Target {
+                target: "containerd run".into(),
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+/// What to run: the image, under which name, and where the stdio files go.
+pub struct RunRequest<'a> {
+    /// The image, opened from this containerd.
+    pub image: &'a Image,
+    /// Its reference in containerd.
+    pub reference: &'a str,
+    /// Replaces the image's `Cmd` (its `Entrypoint` is kept).
+    pub cmd: Option<&'a [String]>,
+    /// A private directory for the stdout and stderr files.
+    pub io_dir: &'a Path,
+}
+
+/// What of a run exists in containerd, so that removal undoes exactly that.
+#[derive(Debug, Default)]
+struct Made {
+    lease: bool,
+    snapshot: bool,
+    container: bool,
+    task: bool,
+}
+
+/// A container created through containerd with its task created and not yet started.
+pub struct ContainerRun {
+    client: Containerd,
+    id: String,
+    lease: AsciiMetadataValue,
+    pid: u32,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    made: Made,
+}
+
+impl Containerd {
+    /// Creates the lease, snapshot, container and task of a run of `req.image`. On error,
+    /// whatever was made is removed before returning.
+    pub async fn create_run(&self, req: &RunRequest<'_>) -> Result<ContainerRun, RunError> {
+        let id = unique_id();
+        let lease = AsciiMetadataValue::try_from(id.as_str())
+            .map_err(|e| RunError::Spec(format!("lease id {id:?}: {e}")))?;
+        let mut run = ContainerRun {
+            client: self.clone(),
+            id,
+            lease,
+            pid: 0,
+            stdout: req.io_dir.join("stdout"),
+            stderr: req.io_dir.join("stderr"),
+            made: Made::default(),
+        };
+        match run.create(req).await {
+            Ok(()) => Ok(run),
+            Err(error) => {
+                run.remove().await;
+                Err(error)
+            }
+        }
+    }
+}
+
+impl ContainerRun {
+    /// The container id (also the snapshot key and the lease id).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The task's init process (runc's, until started), in the host's pid namespace.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    async fn create(&mut self, req: &RunRequest<'_>) -> Result<(), RunError> {
+        let c = &self.client;
+        let mut labels = HashMap::new();
+        labels.insert("containerd.io/gc.expire".to_owned(), expiry());
+        LeasesClient::new(c.channel())
+            .create(c.request(CreateLeaseRequest {
+                id: self.id.clone(),
+                labels,
+            }))
+            .await
+            .map_err(|s| c.rpc_error("Leases.Create", &s))?;
+        self.made.lease = true;
+
+        let parent = chain_id(req.image, req.reference)?;
+        self.check_unpacked(&parent, req.reference).await?;
+        let mounts = SnapshotsClient::new(c.channel())
+            .prepare(self.leased(PrepareSnapshotRequest {
+                snapshotter: SNAPSHOTTER.into(),
+                key: self.id.clone(),
+                parent,
+                labels: HashMap::new(),
+            }))
+            .await
+            .map_err(|s| c.rpc_error("Snapshots.Prepare", &s))?
+            .into_inner()
+            .mounts;
+        self.made.snapshot = true;
+
+        let lowerdirs = image_dirs(&mounts).ok_or_else(|| RunError::Mounts {
+            key: self.id.clone(),
+            mounts: format!("{mounts:?}"),
+        })?;
+        let config = req.image.run_config();
+        let process = ImageProcess {
+            entrypoint: config.entrypoint,
+            cmd: config.cmd,
+            env: config.env,
+            working_dir: config.working_dir,
+            user: config.user,
+        }
+        .to_spec(req.cmd, &lowerdirs)?;
+        let runtime_spec = spec::runtime_spec(&process, c.namespace(), &self.id)?;
+        let value = serde_json::to_vec(&runtime_spec).map_err(|e| RunError::Spec(e.to_string()))?;
+        ContainersClient::new(c.channel())
+            .create(self.leased(CreateContainerRequest {
+                container: Some(Container {
+                    id: self.id.clone(),
+                    image: req.reference.to_owned(),
+                    runtime: Some(Runtime {
+                        name: RUNTIME.into(),
+                        options: None,
+                    }),
+                    spec: Some(prost_types::Any {
+                        type_url: SPEC_TYPE_URL.into(),
+                        value,
+                    }),
+                    snapshotter: SNAPSHOTTER.into(),
+                    snapshot_key: self.id.clone(),
+                    ..Container::default()
+                }),
+            }))
+            .await
+            .map_err(|s| c.rpc_error("Containers.Create", &s))?;
+        self.made.container = true;
+
+        let created = TasksClient::new(c.channel())
+            .create(self.leased(CreateTaskRequest {
+                container_id: self.id.clone(),
+                rootfs: mounts,
+                stdin: String::new(),
+                stdout: file_uri(&self.stdout),
+                stderr: file_uri(&self.stderr),
+                terminal: false,
+                ..CreateTaskRequest::default()
+            }))
+            .await
+            .map_err(|s| RunError::TaskCreate {
+                id: self.id.clone(),
+                message: super::client::status_text(&s),
+            })?
+            .into_inner();
+        self.made.task = true;
+        self.pid = created.pid;
+        info!(container = self.id, pid = self.pid, "task created");
+        Ok(())
+    }
+
+    /// Fails clearly when the image's layers have no committed snapshot to stack on.
+    async fn check_unpacked(&self, chain_id: &str, reference: &str) -> Result<(), RunError> {
+        let c = &self.client;
+        let stat = SnapshotsClient::new(c.channel())
+            .stat(c.request(StatSnapshotRequest {
+                snapshotter: SNAPSHOTTER.into(),
+                key: chain_id.to_owned(),
+            }))
+            .await;
+        match stat {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == Code::NotFound => Err(RunError::NotUnpacked {
+                image: reference.to_owned(),
+                snapshotter: SNAPSHOTTER,
+                chain_id: chain_id.to_owned(),
+            }),
+            Err(s) => Err(c.rpc_error("Snapshots.Stat", &s).into()),
+        }
+    }
+
+    /// A request in this client's namespace, under the run's lease.
+    fn leased<T>(&self, message: T) -> Request<T> {
+        let mut req = self.client.request(message);
+        req.metadata_mut().insert(LEASE_HEADER, self.lease.clone());
+        req
+    }
+
+    /// Lets runc's init execute the workload (Tasks.Start).
+    pub async fn start(&self) -> Result<(), RunError> {
+        let c = &self.client;
+        TasksClient::new(c.channel())
+            .start(c.request(StartRequest {
+                container_id: self.id.clone(),
+                exec_id: String::new(),
+            }))
+            .await
+            .map_err(|s| c.rpc_error("Tasks.Start", &s))?;
+        info!(container = self.id, "task started");
+        Ok(())
+    }
+
+    /// A future that resolves to the task's exit status (Tasks.Wait); it owns what it needs,
+    /// so it can be spawned.
+    pub fn wait(&self) -> impl Future<Output = Result<u32, RunError>> + Send + 'static {
+        let c = self.client.clone();
+        let id = self.id.clone();
+        async move {
+            let reply = TasksClient::new(c.channel())
+                .wait(c.request(WaitRequest {
+                    container_id: id,
+                    exec_id: String::new(),
+                }))
+                .await
+                .map_err(|s| c.rpc_error("Tasks.Wait", &s))?;
+            Ok(reply.into_inner().exit_status)
+        }
+    }
+
+    /// Sends SIGKILL to the task's init; with its own pid namespace, that ends them all.
+    pub async fn kill(&self) -> Result<(), RunError> {
+        let c = &self.client;
+        let killed = TasksClient::new(c.channel())
+            .kill(c.request(KillRequest {
+                container_id: self.id.clone(),
+                exec_id: String::new(),
+                signal: libc::SIGKILL as u32,
+                all: false,
+            }))
+            .await;
+        match killed {
+            // Already gone: nothing to kill.
+            Err(s) if matches!(s.code(), Code::NotFound | Code::FailedPrecondition) => Ok(()),
+            Err(s) => Err(c.rpc_error("Tasks.Kill", &s).into()),
+            Ok(_) => Ok(()),
+        }
+    }
+
+    /// Copies the workload's stdout and stderr files to ours.
+    pub fn forward_output(&self) {
+        use std::io::Write;
+        for (path, mut out) in [
+            (&self.stdout, Box::new(std::io::stdout()) as Box<dyn Write>),
+            (&self.stderr, Box::new(std::io::stderr())),
+        ] {
+            match std::fs::read(path) {
+                Ok(bytes) => {
+                    if let Err(error) = out.write_all(&bytes).and_then(|()| out.flush()) {
+                        warn!(%error, "forwarding the workload's output");
+                    }
+                }
+                // The shim creates the file only once the task has stdio; none is no output.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    warn!(%error, path = %path.display(), "reading the workload's output")
+                }
+            }
+        }
+    }
+
+    /// Removes the task (killing it if it still runs), the container, the snapshot and the
+    /// lease, in that order. Failures are logged, and the rest still removed.
+    pub async fn remove(mut self) {
+        let c = self.client.clone();
+        let id = self.id.clone();
+        if self.made.task {
+            if let Err(error) = self.kill().await {
+                warn!(%error, container = id, "killing the task");
+            }
+            // A task can only be deleted once it has exited.
+            match tokio::time::timeout(KILL_TIMEOUT, self.wait()).await {
+                Ok(Ok(status)) => debug!(container = id, status, "task exited"),
+                Ok(Err(error)) => debug!(%error, container = id, "waiting for the task"),
+                Err(_) => warn!(
+                    container = id,
+                    "the task did not exit {KILL_TIMEOUT:?} after SIGKILL"
+                ),
+            }
+            let deleted = TasksClient::new(c.channel())
+                .delete(c.request(DeleteTaskRequest {
+                    container_id: id.clone(),
+                }))
+                .await;
+            log_removal("Tasks.Delete", &id, deleted.map(drop));
+            self.made.task = false;
+        }
+        if self.made.container {
+            let deleted = ContainersClient::new(c.channel())
+                .delete(c.request(DeleteContainerRequest { id: id.clone() }))
+                .await;
+            log_removal("Containers.Delete", &id, deleted.map(drop));
+            self.made.container = false;
+        }
+        if self.made.snapshot {
+            let removed = SnapshotsClient::new(c.channel())
+                .remove(c.request(RemoveSnapshotRequest {
+                    snapshotter: SNAPSHOTTER.into(),
+                    key: id.clone(),
+                }))
+                .await;
+            log_removal("Snapshots.Remove", &id, removed.map(drop));
+            self.made.snapshot = false;
+        }
+        if self.made.lease {
+            let deleted = LeasesClient::new(c.channel())
+                .delete(c.request(DeleteLeaseRequest {
+                    id: id.clone(),
+                    sync: false,
+                }))
+                .await;
+            log_removal("Leases.Delete", &id, deleted.map(drop));
+            self.made.lease = false;
+        }
+        info!(container = id, "container removed");
+    }
+}
+
+impl Drop for ContainerRun {
+    fn drop(&mut self) {
+        // Removal is async and cannot run here: say what is left, rather than leak silently.
+        let Made {
+            lease,
+            snapshot,
+            container,
+            task,
+        } = self.made;
+        if lease || snapshot || container || task {
+            warn!(
+                container = self.id,
+                "dropped without remove(): the task, container, snapshot or lease may remain"
+            );
+        }
+    }
+}
+
+fn log_removal(call: &'static str, id: &str, result: Result<(), containerd_client::tonic::Status>) {
+    match result {
+        Ok(()) => debug!(call, container = id, "removed"),
+        Err(s) if s.code() == Code::NotFound => debug!(call, container = id, "already gone"),
+        Err(s) => warn!(
+            call,
+            container = id,
+            status = %super::client::status_text(&s),
+            "removal failed"
+        ),
+    }
+}
+
+/// `recorder-run-PID-NANOS`: unique per process and moment, and recognizable in `ctr` lists.
+fn unique_id() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("recorder-run-{}-{nanos}", std::process::id())
+}
+
+/// The chain id of the image's layers (the OCI image spec's ChainID): the name of the
+/// committed snapshot the unpacker made for the top layer.
+fn chain_id(image: &Image, reference: &str) -> Result<String, RunError> {
+    let diff_ids = image.config().rootfs().diff_ids();
+    let (first, rest) = diff_ids
+        .split_first()
+        .ok_or_else(|| RunError::NoLayers(reference.to_owned()))?;
+    Ok(rest.iter().fold(first.clone(), |chain, diff_id| {
+        let digest = Sha256::digest(format!("{chain} {diff_id}").as_bytes());
+        format!("sha256:{}", hex::encode(digest))
+    }))
+}
+
+/// The image's layer directories, bottom first, from an active snapshot's mounts: an
+/// overlay's `lowerdir` (listed top first), or a bind mount's source for a one-layer parent
+/// view. `None` for anything else.
+fn image_dirs(mounts: &[Mount]) -> Option<Vec<PathBuf>> {
+    let [mount] = mounts else { return None };
+    match mount.r#type.as_str() {
+        "overlay" => {
+            let lower = mount
+                .options
+                .iter()
+                .find_map(|o| o.strip_prefix("lowerdir="))?;
+            Some(lower.split(':').rev().map(PathBuf::from).collect())
+        }
+        "bind" => Some(vec![PathBuf::from(&mount.source)]),
+        _ => None,
+    }
+}
+
+/// A stdio path the runc shim opens as a plain file (its `file://` scheme).
+fn file_uri(path: &Path) -> String {
+    format!("file://{}", path.display())
+}
+
+/// The lease's `containerd.io/gc.expire` label: RFC 3339, [`LEASE_EXPIRY`] from now.
+fn expiry() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+        + LEASE_EXPIRY.as_secs();
+    let days = i64::try_from(secs / 86_400).unwrap_or_default();
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// Year, month, day of a count of days since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+    }
+
+    #[test]
+    fn overlay_lowerdirs_are_reversed_to_bottom_first() {
+        let mount = Mount {
+            r#type: "overlay".into(),
+            source: "overlay".into(),
+            options: vec![
+                "index=off".into(),
+                "workdir=/w".into(),
+                "upperdir=/u".into(),
+                "lowerdir=/top:/mid:/bottom".into(),
+            ],
+            ..Mount::default()
+        };
+        assert_eq!(
+            image_dirs(&[mount]),
+            Some(vec!["/bottom".into(), "/mid".into(), "/top".into()])
+        );
+    }
+}

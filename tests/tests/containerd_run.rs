@@ -1,0 +1,122 @@
+//! `recorder run --containerd` end to end against a private containerd: the image's container
+//! is created through containerd (snapshot, spec from its config, runc task), traced from
+//! before Tasks.Start, and the record lands in containerd's content store; the task,
+//! container, snapshot and lease are gone afterwards, also when the command does not exist.
+
+use recorder_tests::agent_fixtures::{Expected, expected_record, record_entries};
+use recorder_tests::containerd::{
+    AGENT_IMAGE as REF, agent_daemon, assert_run_left_nothing, recorder_run,
+};
+
+/// Runs `recorder run --containerd ... ARGS`; returns exit code, stdout and stderr.
+fn run(
+    daemon: &recorder_tests::containerd::Daemon,
+    args: &[&str],
+) -> (Option<i32>, String, String) {
+    let out = recorder_run(daemon, args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_image_config_is_run_through_containerd_and_recorded_into_it() {
+    let (daemon, manifest) = agent_daemon();
+    let out_file = daemon.scratch().join("record.json");
+    let (code, stdout, stderr) = run(
+        &daemon,
+        &[
+            "--image",
+            REF,
+            "--period",
+            "60s",
+            "--record-out",
+            out_file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(0), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("stopped: workload exited (exit status 0)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("warnings: 0"), "{stderr}");
+    let digest = stdout.lines().last().unwrap_or_default();
+    let bytes = daemon.ctr_ok(&["content", "get", digest]);
+    assert_eq!(bytes, std::fs::read(&out_file).unwrap());
+    // Our spec mounts nothing over /etc/hosts: the image's file is read.
+    assert_eq!(
+        record_entries(&bytes, &manifest),
+        expected_record(true),
+        "stderr:\n{stderr}"
+    );
+    let labels = String::from_utf8(daemon.ctr_ok(&["content", "ls"])).unwrap();
+    let line = labels.lines().find(|l| l.starts_with(digest)).unwrap();
+    assert!(
+        line.contains(&format!("dev.recorder.manifest={manifest}")),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("dev.recorder.image={REF}")),
+        "{line}"
+    );
+    assert!(line.contains("containerd.io/gc.root="), "{line}");
+    assert_run_left_nothing(&daemon);
+}
+
+#[test]
+fn a_given_command_replaces_cmd_and_its_output_reaches_ours() {
+    let (daemon, manifest) = agent_daemon();
+    let (code, stdout, stderr) = run(
+        &daemon,
+        &["--image", REF, "--", "/bin/cat", "/etc/shadowed"],
+    );
+    assert_eq!(code, Some(0), "stderr:\n{stderr}");
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next(), Some("high"), "stdout:\n{stdout}");
+    let digest = lines.next().unwrap_or_default();
+    let bytes = daemon.ctr_ok(&["content", "get", digest]);
+    let mut want = Expected::default();
+    want.exec("cat").file("etc/shadowed", 1);
+    assert_eq!(
+        record_entries(&bytes, &manifest),
+        want.0,
+        "stderr:\n{stderr}"
+    );
+    assert_run_left_nothing(&daemon);
+}
+
+#[test]
+fn a_missing_command_fails_clearly_and_leaves_nothing() {
+    let (daemon, _) = agent_daemon();
+    let (code, stdout, stderr) = run(&daemon, &["--image", REF, "--", "/bin/no-such-binary"]);
+    assert_ne!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stderr.contains("creating the task of container recorder-run-"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("/bin/no-such-binary"), "{stderr}");
+    assert_run_left_nothing(&daemon);
+}
+
+#[test]
+fn a_stop_period_kills_the_workload_and_leaves_nothing() {
+    let (daemon, manifest) = agent_daemon();
+    let (code, stdout, stderr) = run(
+        &daemon,
+        &["--image", REF, "--period", "1s", "--", "/bin/sleep", "300"],
+    );
+    assert!(stderr.contains("stopped: period of 1s ended"), "{stderr}");
+    assert!(code.is_some(), "stderr:\n{stderr}");
+    let digest = stdout.lines().last().unwrap_or_default();
+    let bytes = daemon.ctr_ok(&["content", "get", digest]);
+    let mut want = Expected::default();
+    want.exec("sleep");
+    assert_eq!(
+        record_entries(&bytes, &manifest),
+        want.0,
+        "stderr:\n{stderr}"
+    );
+    assert_run_left_nothing(&daemon);
+}
