@@ -10,7 +10,8 @@ use std::process::{Command, Output};
 
 use recorder_tests::agent_fixtures::record_entries;
 use recorder_tests::containerd::{
-    AGENT_IMAGE, Daemon, agent_daemon, finish, recorder, wait_for_log,
+    AGENT_IMAGE, Daemon, agent_daemon, assert_run_left_nothing, finish, recorder, recorder_run,
+    wait_for_log,
 };
 
 const LANDMARK: &str = ".prefetch.landmark";
@@ -67,6 +68,53 @@ fn our_record(daemon: &Daemon) -> Vec<u8> {
     let bytes = std::fs::read(&out_file).unwrap();
     assert_eq!(daemon.ctr_ok(&["content", "get", &digest]), bytes);
     bytes
+}
+
+/// Records the image's own workload with `recorder run --containerd` (our runner, as
+/// `optimize` runs it); returns the record's bytes, checked equal to containerd's copy.
+fn our_run_record(daemon: &Daemon) -> Vec<u8> {
+    let out_file = daemon.scratch().join("ours-run.json");
+    let out = recorder_run(
+        daemon,
+        &[
+            "--image",
+            AGENT_IMAGE,
+            "--period",
+            "30s",
+            "--record-out",
+            out_file.to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let digest = stdout.lines().last().unwrap_or_default();
+    let bytes = std::fs::read(&out_file).unwrap();
+    assert_eq!(daemon.ctr_ok(&["content", "get", digest]), bytes);
+    assert_run_left_nothing(daemon);
+    bytes
+}
+
+/// `ctr-remote image optimize --record-out` of the image's own workload; the record's paths.
+fn optimize_paths(daemon: &Daemon) -> BTreeSet<String> {
+    let theirs_file = daemon.scratch().join("theirs.json");
+    ctr_remote(
+        daemon,
+        &[
+            "image",
+            "optimize",
+            "--oci",
+            "--period",
+            "30",
+            "--record-out",
+            theirs_file.to_str().unwrap(),
+            AGENT_IMAGE,
+            "docker.io/recorder/agent-test:opt",
+        ],
+    );
+    paths(&std::fs::read(Path::new(&theirs_file)).unwrap())
 }
 
 /// The manifest of image `name` in the daemon (the host platform's, from an index).
@@ -187,28 +235,33 @@ fn optimize_analyzer_records_the_same_paths() {
     let (daemon, _) = agent_daemon();
     let ours = paths(&our_record(&daemon));
 
-    let theirs_file = daemon.scratch().join("theirs.json");
-    ctr_remote(
-        &daemon,
-        &[
-            "image",
-            "optimize",
-            "--oci",
-            "--period",
-            "30",
-            "--record-out",
-            theirs_file.to_str().unwrap(),
-            AGENT_IMAGE,
-            "docker.io/recorder/agent-test:opt",
-        ],
-    );
-    let theirs = paths(&std::fs::read(Path::new(&theirs_file)).unwrap());
+    let theirs = optimize_paths(&daemon);
     let only_ours: Vec<&str> = ours.difference(&theirs).map(String::as_str).collect();
     let only_theirs: Vec<&str> = theirs.difference(&ours).map(String::as_str).collect();
     // The one difference is the workload's environment, not the analyzers: `optimize`
     // bind-mounts a generated /etc/hosts (its --add-hosts) over the image's, so the script's
     // `cat /etc/hosts` reads no image file there; under `ctr run` nothing covers it, and the
     // image's etc/hosts (layer 0) is what is read, so recording it is right.
+    assert_eq!(
+        (only_ours, only_theirs),
+        (vec!["etc/hosts"], Vec::<&str>::new()),
+        "ours: {ours:?}\ntheirs: {theirs:?}"
+    );
+}
+
+#[test]
+fn optimize_analyzer_and_our_containerd_runner_record_the_same_paths() {
+    require_ctr_remote();
+    let (daemon, _) = agent_daemon();
+    let ours = paths(&our_run_record(&daemon));
+    let theirs = optimize_paths(&daemon);
+    let only_ours: Vec<&str> = ours.difference(&theirs).map(String::as_str).collect();
+    let only_theirs: Vec<&str> = theirs.difference(&ours).map(String::as_str).collect();
+    // Both run the image's config through containerd and runc with a default spec; what
+    // differs is only what each spec mounts over the image. `optimize` bind-mounts its
+    // generated /etc/hosts (and /etc/resolv.conf, which the script does not read); our spec
+    // mounts only proc, /dev (tmpfs, devpts, shm, mqueue) and a read-only sysfs, none of
+    // which holds image files, so the script's `cat /etc/hosts` reads the image's etc/hosts.
     assert_eq!(
         (only_ours, only_theirs),
         (vec!["etc/hosts"], Vec::<&str>::new()),
