@@ -5,7 +5,8 @@
 
 use recorder_tests::agent_fixtures::{Expected, expected_record, record_entries};
 use recorder_tests::containerd::{
-    AGENT_IMAGE as REF, agent_daemon, assert_run_left_nothing, recorder_run,
+    AGENT_IMAGE as REF, RUN_ID_PREFIX, agent_daemon, assert_run_left_nothing, finish, recorder_run,
+    wait_for_log,
 };
 
 /// Runs `recorder run --containerd ... ARGS`; returns exit code, stdout and stderr.
@@ -111,6 +112,46 @@ fn a_stop_period_kills_the_workload_and_leaves_nothing() {
     assert!(code.is_some(), "stderr:\n{stderr}");
     let digest = stdout.lines().last().unwrap_or_default();
     let bytes = daemon.ctr_ok(&["content", "get", digest]);
+    let mut want = Expected::default();
+    want.exec("sleep");
+    assert_eq!(
+        record_entries(&bytes, &manifest),
+        want.0,
+        "stderr:\n{stderr}"
+    );
+    assert_run_left_nothing(&daemon);
+}
+
+#[test]
+fn sigint_kills_the_workload_commits_and_leaves_nothing() {
+    let (daemon, manifest) = agent_daemon();
+    let mut child = recorder_run(&daemon, &["--image", REF, "--", "/bin/sleep", "300"])
+        .spawn()
+        .unwrap();
+    let stderr = wait_for_log(&mut child, "task started");
+    // Interrupt only once sleep runs and its loader has opened its libraries, so that the
+    // record is exact.
+    let tasks = String::from_utf8(daemon.ctr_ok(&["tasks", "ls"])).unwrap();
+    let pid = tasks
+        .lines()
+        .find_map(|l| l.strip_prefix(RUN_ID_PREFIX)?.split_whitespace().nth(1))
+        .unwrap_or_else(|| panic!("no task in:\n{tasks}"))
+        .to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() != "sleep\n" {
+        assert!(std::time::Instant::now() < deadline, "sleep never ran");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let (code, digest, stderr) = finish(child, stderr);
+    assert!(code.is_some(), "stderr:\n{stderr}");
+    assert!(stderr.contains("stopped: SIGINT"), "{stderr}");
+    let bytes = daemon.ctr_ok(&["content", "get", &digest]);
     let mut want = Expected::default();
     want.exec("sleep");
     assert_eq!(
