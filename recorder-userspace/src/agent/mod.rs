@@ -1,7 +1,7 @@
 //! The recording agent: indexes an image, arms the tracer on a container's mount namespace,
 //! turns events into image paths, and commits the record.
 //!
-//! - [`session`]: the lifecycle, [`Agent`] → [`Indexed`] → [`Tracing`] → [`Stopped`] →
+//! - [`session`]: the lifecycle, [`Agent`] → [`Indexed`] (or [`Ready`] → [`Armed`]) → [`Tracing`] → [`Stopped`] →
 //!   [`Committing`] → [`Summary`], moving the status along.
 //! - [`resolve`]: one event to one decision (the image path and layer read, or why not).
 //! - [`mounts`]: the container's mounts, whose content the image does not provide.
@@ -26,7 +26,9 @@ use std::io;
 pub use commit::{CommitError, CommitOptions, Committed, ContainerdSink, RecordSink, SinkError};
 pub use mounts::{MountTable, MountsError};
 pub use resolve::{Decision, Exclusion, Resolver};
-pub use session::{Agent, Committing, Indexed, Stopped, Target, Tracing};
+pub use session::{
+    Agent, Armed, Committing, IndexFailure, Indexed, Ready, Stopped, Target, Tracing,
+};
 pub use source::ImageSource;
 pub use stop::{StopConditions, StopReason, Stops};
 pub use summary::{EXIT_COMPLETE, EXIT_ERROR, EXIT_INCOMPLETE, Summary};

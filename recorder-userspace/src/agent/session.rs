@@ -1,6 +1,10 @@
 //! The recording lifecycle as a chain of states, each step moving the status along:
 //! [`Agent`] (starting) → [`Indexed`] (indexing) → [`Tracing`] (tracing) → [`Stopped`] →
 //! [`Committing`] (committing) → [`Summary`] (done).
+//!
+//! Armed before the image is known (a pod's sidecar starts before the kubelet pulls the
+//! workload's image): [`Agent::ready`] (tracing, meaning armed-ready) → [`Ready::arm`] →
+//! [`Armed`] (events buffered raw) → [`Armed::index`] → [`Tracing`], the buffer resolved first.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -109,31 +113,168 @@ impl Agent {
         open: impl FnOnce() -> Result<Image, crate::image::ImageError> + Send + 'static,
     ) -> Result<Indexed, AgentError> {
         self.status.set_state(State::Indexing);
-        // Off the runtime: a containerd-backed image blocks on its reads.
-        let (image, view) = tokio::task::spawn_blocking(move || {
-            let image = open()?;
-            let view = index_image(&image, &IndexOptions::default())?;
-            Ok::<_, crate::image::ImageError>((image, view))
+        let (image, view) = index_off_runtime(described, move || {
+            open().map_err(|source| IndexFailure::Image(Box::new(source)))
         })
-        .await
-        .map_err(|e| AgentError::Join(e.to_string()))?
-        .map_err(|source| AgentError::Image {
-            image: described,
-            source,
-        })?;
+        .await?;
         self.status
             .set_manifest_digest(image.manifest_digest().to_string());
-        tracing::info!(
-            manifest = %image.manifest_digest(),
-            layers = image.layers().len(),
-            entries = view.entry_count(),
-            "image indexed"
-        );
         Ok(Indexed {
             status: self.status,
-            image: Arc::new(image),
-            view: Arc::new(view),
+            image,
+            view,
         })
+    }
+
+    /// Ready to arm before any image is known (state `tracing`: armed-ready). Call it once the
+    /// tracer is loaded and the target's creation cannot be missed any more.
+    pub fn ready(self) -> Ready {
+        self.status.set_state(State::Tracing);
+        Ready {
+            status: self.status,
+        }
+    }
+}
+
+/// Why opening an image for indexing failed: reading it, or something outside the image.
+#[derive(Debug)]
+pub enum IndexFailure {
+    /// The image could not be read or indexed.
+    Image(Box<crate::image::ImageError>),
+    /// Something else, e.g. the connection the image is read through.
+    Agent(AgentError),
+}
+
+impl From<AgentError> for IndexFailure {
+    fn from(e: AgentError) -> Self {
+        IndexFailure::Agent(e)
+    }
+}
+
+/// Opens and indexes an image on a plain thread: a containerd-backed image blocks on its
+/// reads, which it refuses to do on a thread that has a runtime context (a `spawn_blocking`
+/// thread has one), and indexing a large image takes seconds.
+async fn index_off_runtime(
+    described: String,
+    open: impl FnOnce() -> Result<Image, IndexFailure> + Send + 'static,
+) -> Result<(Arc<Image>, Arc<MergedView>), AgentError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("index".into())
+        .spawn(move || {
+            let indexed = open().and_then(|image| {
+                let view = index_image(&image, &IndexOptions::default())
+                    .map_err(|source| IndexFailure::Image(Box::new(source)))?;
+                Ok((image, view))
+            });
+            // The receiver is gone only if the recording was abandoned.
+            let _ = tx.send(indexed);
+        })
+        .map_err(|source| AgentError::Io {
+            op: "starting the indexing thread".into(),
+            source,
+        })?;
+    let (image, view) = rx
+        .await
+        .map_err(|_| AgentError::Join("the indexing thread ended without an answer".into()))?
+        .map_err(|failure| match failure {
+            IndexFailure::Image(source) => AgentError::Image {
+                image: described,
+                source: *source,
+            },
+            IndexFailure::Agent(e) => e,
+        })?;
+    tracing::info!(
+        manifest = %image.manifest_digest(),
+        layers = image.layers().len(),
+        entries = view.entry_count(),
+        "image indexed"
+    );
+    Ok((Arc::new(image), Arc::new(view)))
+}
+
+/// Ready to arm, with no image yet (state `tracing`: armed-ready).
+#[derive(Debug)]
+pub struct Ready {
+    status: StatusHandle,
+}
+
+impl Ready {
+    /// Arms `tracer`'s filter on `target` at once; events are kept raw until the image is
+    /// indexed (see [`Armed::index`]).
+    pub fn arm(self, mut tracer: Tracer, target: Target) -> Result<Armed, AgentError> {
+        let events = tracer.take_events()?.ok_or(AgentError::StreamTaken)?;
+        tracer.add_target(target.mntns)?;
+        let start_ns = monotonic_ns();
+        tracing::info!(
+            mntns = target.mntns,
+            mounts = target.mounts.len(),
+            "armed; the image is indexed next"
+        );
+        Ok(Armed {
+            status: self.status,
+            tracer,
+            events,
+            target,
+            start_ns,
+            warnings: Vec::new(),
+        })
+    }
+}
+
+/// The filter is armed but the image is not indexed yet: events wait, undecided.
+pub struct Armed {
+    status: StatusHandle,
+    tracer: Tracer,
+    events: EventStream,
+    target: Target,
+    start_ns: u64,
+    warnings: Vec<String>,
+}
+
+impl Armed {
+    /// As [`Tracing::warn`]; carried over into the summary.
+    pub fn warn(&mut self, message: impl Into<String>) {
+        let message = message.into();
+        tracing::warn!("{message}");
+        self.warnings.push(message);
+    }
+
+    /// Opens (with `open`, on a blocking thread) and indexes the image while taking the ring's
+    /// events into a buffer, so the ring cannot overflow meanwhile; then resolves the buffer
+    /// against the index, in arrival order, and goes on tracing. The state stays `tracing`.
+    pub async fn index(
+        self,
+        described: String,
+        open: impl FnOnce() -> Result<Image, IndexFailure> + Send + 'static,
+    ) -> Result<Tracing, AgentError> {
+        let Armed {
+            status,
+            tracer,
+            mut events,
+            target,
+            start_ns,
+            warnings,
+        } = self;
+        let mut buffered = Vec::with_capacity(4096);
+        let indexing = index_off_runtime(described, open);
+        tokio::pin!(indexing);
+        let (image, view) = loop {
+            tokio::select! {
+                biased;
+                indexed = &mut indexing => break indexed?,
+                result = events.next_batch(&mut buffered) => { result?; }
+            }
+        };
+        status.set_manifest_digest(image.manifest_digest().to_string());
+        tracing::info!(
+            buffered = buffered.len(),
+            "resolving the events buffered while indexing"
+        );
+        let mut tracing = Tracing::new(status, image, view, tracer, events, target, start_ns);
+        tracing.warnings = warnings;
+        tracing.consume(&buffered);
+        Ok(tracing)
     }
 }
 
@@ -162,25 +303,22 @@ impl Indexed {
             "tracing"
         );
         self.status.set_state(State::Tracing);
-        Ok(Tracing {
-            record: RecordBuilder::new(self.image.manifest_digest().to_string()),
-            resolver: Resolver::new(self.view, target.mounts),
-            mntns: target.mntns,
-            root: target.root,
-            _pin: target.pin,
-            interpreters: HashMap::new(),
-            warnings: Vec::new(),
-            status: self.status,
+        Ok(Tracing::new(
+            self.status,
+            self.image,
+            self.view,
             tracer,
             events,
+            target,
             start_ns,
-        })
+        ))
     }
 }
 
 /// The filter is armed; events become record entries.
 pub struct Tracing {
     status: StatusHandle,
+    image: Arc<Image>,
     tracer: Tracer,
     events: EventStream,
     resolver: Resolver,
@@ -196,6 +334,36 @@ pub struct Tracing {
 }
 
 impl Tracing {
+    fn new(
+        status: StatusHandle,
+        image: Arc<Image>,
+        view: Arc<MergedView>,
+        tracer: Tracer,
+        events: EventStream,
+        target: Target,
+        start_ns: u64,
+    ) -> Self {
+        Tracing {
+            record: RecordBuilder::new(image.manifest_digest().to_string()),
+            resolver: Resolver::new(view, target.mounts),
+            mntns: target.mntns,
+            root: target.root,
+            _pin: target.pin,
+            interpreters: HashMap::new(),
+            warnings: Vec::new(),
+            status,
+            image,
+            tracer,
+            events,
+            start_ns,
+        }
+    }
+
+    /// The image being recorded.
+    pub fn image(&self) -> &Arc<Image> {
+        &self.image
+    }
+
     /// Notes something that makes the record less trustworthy without failing it (e.g. the
     /// filter armed after the workload started): logged now, listed in the summary.
     pub fn warn(&mut self, message: impl Into<String>) {

@@ -6,6 +6,9 @@
 //! `KEY=VALUE` matches a container whose label KEY has a value VALUE matches, e.g.
 //! `app=web*`. Neither container ids nor image references can hold `=`, so the two forms
 //! cannot be confused.
+//!
+//! A `k8s:POD_UID/CONTAINER` target is a conjunction of exact labels (see
+//! [`ContainerPattern::kubernetes`]): the labels the CRI puts on a pod's containers.
 
 use std::collections::HashMap;
 
@@ -21,7 +24,15 @@ pub enum ContainerPattern {
         /// The glob its value must match.
         value: String,
     },
+    /// Matches a container that has every one of these labels with exactly this value.
+    AllLabels(Vec<(String, String)>),
 }
+
+/// The CRI's label naming the pod a container belongs to, by its uid.
+pub const POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
+
+/// The CRI's label naming a container within its pod.
+pub const CONTAINER_NAME_LABEL: &str = "io.kubernetes.container.name";
 
 impl ContainerPattern {
     /// Parses PATTERN (without the `container-name:` prefix).
@@ -39,6 +50,15 @@ impl ContainerPattern {
         })
     }
 
+    /// The container named `container` of the pod with uid `pod_uid`, by the CRI's labels.
+    /// Exact values: a pod uid or container name is never a glob.
+    pub fn kubernetes(pod_uid: &str, container: &str) -> Self {
+        ContainerPattern::AllLabels(vec![
+            (POD_UID_LABEL.to_owned(), pod_uid.to_owned()),
+            (CONTAINER_NAME_LABEL.to_owned(), container.to_owned()),
+        ])
+    }
+
     /// Whether a container with this id, image and labels is meant.
     pub fn matches(&self, id: &str, image: &str, labels: &HashMap<String, String>) -> bool {
         match self {
@@ -46,6 +66,9 @@ impl ContainerPattern {
             ContainerPattern::Label { key, value } => {
                 labels.get(key).is_some_and(|v| glob(value, v))
             }
+            ContainerPattern::AllLabels(wanted) => wanted
+                .iter()
+                .all(|(key, value)| labels.get(key) == Some(value)),
         }
     }
 }
@@ -55,6 +78,17 @@ impl std::fmt::Display for ContainerPattern {
         match self {
             ContainerPattern::Name(p) => f.write_str(p),
             ContainerPattern::Label { key, value } => write!(f, "{key}={value}"),
+            ContainerPattern::AllLabels(wanted) => {
+                let mut first = true;
+                for (key, value) in wanted {
+                    if !first {
+                        f.write_str(",")?;
+                    }
+                    first = false;
+                    write!(f, "{key}={value}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -122,5 +156,26 @@ mod tests {
         );
         assert_eq!(ContainerPattern::parse("=x"), None);
         assert_eq!(ContainerPattern::parse(""), None);
+    }
+
+    #[test]
+    fn kubernetes_needs_both_labels_exactly() {
+        let pod = |uid: &str, name: &str| {
+            HashMap::from([
+                (POD_UID_LABEL.to_owned(), uid.to_owned()),
+                (CONTAINER_NAME_LABEL.to_owned(), name.to_owned()),
+            ])
+        };
+        let p = ContainerPattern::kubernetes("u-1", "workload");
+        assert!(p.matches("x", "", &pod("u-1", "workload")));
+        assert!(!p.matches("x", "", &pod("u-2", "workload")));
+        assert!(!p.matches("x", "", &pod("u-1", "recorder")));
+        assert!(!p.matches("x", "", &pod("u-*", "workload")));
+        let only_uid = HashMap::from([(POD_UID_LABEL.to_owned(), "u-1".to_owned())]);
+        assert!(!p.matches("x", "", &only_uid));
+        assert_eq!(
+            p.to_string(),
+            "io.kubernetes.pod.uid=u-1,io.kubernetes.container.name=workload"
+        );
     }
 }

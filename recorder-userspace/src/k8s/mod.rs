@@ -2,12 +2,15 @@
 //!
 //! `deploy/kubernetes/base/job.yaml` is the one source of the Job; this module embeds it and
 //! patches it structurally, so `recorder k8s job` and the kustomize base cannot drift apart.
+//! [`normalize_reference`] turns a pod spec's image into the name the CRI gives it in containerd.
 
 mod job;
 mod manifest;
+mod reference;
 
 pub use job::{JobRequest, K8sError, render_job};
 pub use manifest::{Container, EnvVar, Job};
+pub use reference::normalize_reference;
 
 /// The base Job manifest, as kustomize builds it from `deploy/kubernetes/base`.
 pub const BASE_JOB_YAML: &str = include_str!("../../../deploy/kubernetes/base/job.yaml");

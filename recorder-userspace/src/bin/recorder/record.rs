@@ -10,18 +10,20 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use recorder::agent::{
-    Agent, AgentError, CommitOptions, ContainerdSink, ImageSource, Indexed, RecordSink,
-    StopConditions, Stops, Summary, Target, procs::processes_in,
+    Agent, AgentError, CommitOptions, ContainerdSink, ImageSource, IndexFailure, Indexed,
+    RecordSink, StopConditions, Stops, Summary, Target, procs::processes_in,
 };
+use recorder::containerd::ContainerdSource;
 use recorder::containerd::{
-    ArmTiming, ContainerPattern, ContainerdError, RecordLabels, TaskWatcher,
+    ArmTiming, ContainerPattern, ContainerdError, RecordLabels, TaskTarget, TaskWatcher,
 };
 use recorder::image::{BlobDigest, Image, Platform};
+use recorder::k8s::normalize_reference;
 use recorder::status::{ServerHandle, StatusHandle, StopSignal, serve};
 use recorder::tracer::{Tracer, TracerConfig, mount_namespace_of};
 
 use crate::record_show;
-use crate::source::{ContainerdArgs, ContainerdSession, open_containerd};
+use crate::source::{ContainerdArgs, ContainerdSession, connect_containerd, open_containerd};
 
 /// `recorder record --image ... --target ...`, or `recorder record show ...`.
 #[derive(clap::Args, Debug)]
@@ -32,12 +34,22 @@ pub struct Args {
     /// What to trace: `pid:N` (that process's mount namespace), `mntns:N` (an inode); with
     /// --containerd also `container:ID` (a running container's task) or
     /// `container-name:PATTERN` (the next container created whose id or image name matches
-    /// the glob, or whose label matches `KEY=GLOB`; armed before its task starts).
+    /// the glob, or whose label matches `KEY=GLOB`; armed before its task starts), or
+    /// `k8s:POD_UID/CONTAINER` (the container of that name in that pod, by the CRI's labels;
+    /// ready before the image exists: it is indexed once the container is created).
     #[arg(long, required = true)]
     target: Option<TargetArg>,
     /// Stop once every process of the target's mount namespace has exited.
     #[arg(long)]
     until_exit: bool,
+    /// After committing, write `sha256:<hex>` (or the error) to this file, e.g. a pod's
+    /// /dev/termination-log; stdout then says `record: sha256:<hex>`, a line to find in logs.
+    #[arg(long, value_name = "PATH")]
+    termination_message_path: Option<PathBuf>,
+    /// After committing (or failing), wait for SIGTERM or SIGINT before exiting, with the same
+    /// status: a Kubernetes sidecar that exits on its own is restarted and would record again.
+    #[arg(long)]
+    linger_until_signal: bool,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -194,11 +206,18 @@ pub enum TargetArg {
     Container(String),
     /// The next container created that matches.
     ContainerName(ContainerPattern),
+    /// A pod's container, by pod uid and container name.
+    K8s {
+        /// The pod's `metadata.uid`.
+        pod_uid: String,
+        /// The container's name in the pod spec.
+        container: String,
+    },
 }
 
 impl TargetArg {
     fn needs_containerd(&self) -> bool {
-        matches!(self, TargetArg::Container(_) | TargetArg::ContainerName(_))
+        !matches!(self, TargetArg::Pid(_) | TargetArg::Mntns(_))
     }
 }
 
@@ -206,8 +225,12 @@ impl FromStr for TargetArg {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad =
-            || format!("{s:?}: expected pid:N, mntns:N, container:ID or container-name:PATTERN");
+        let bad = || {
+            format!(
+                "{s:?}: expected pid:N, mntns:N, container:ID, container-name:PATTERN or \
+                     k8s:POD_UID/CONTAINER"
+            )
+        };
         let (kind, rest) = s.split_once(':').ok_or_else(bad)?;
         let number = || rest.parse::<u32>().map_err(|_| bad());
         match kind {
@@ -217,6 +240,15 @@ impl FromStr for TargetArg {
             "container-name" => ContainerPattern::parse(rest)
                 .map(TargetArg::ContainerName)
                 .ok_or_else(bad),
+            "k8s" => match rest.split_once('/') {
+                Some((uid, name)) if !uid.is_empty() && !name.is_empty() && !name.contains('/') => {
+                    Ok(TargetArg::K8s {
+                        pod_uid: uid.to_owned(),
+                        container: name.to_owned(),
+                    })
+                }
+                _ => Err(bad()),
+            },
             _ => Err(bad()),
         }
     }
@@ -229,6 +261,7 @@ impl std::fmt::Display for TargetArg {
             TargetArg::Mntns(n) => write!(f, "mntns:{n}"),
             TargetArg::Container(id) => write!(f, "container:{id}"),
             TargetArg::ContainerName(p) => write!(f, "container-name:{p}"),
+            TargetArg::K8s { pod_uid, container } => write!(f, "k8s:{pod_uid}/{container}"),
         }
     }
 }
@@ -263,6 +296,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if target.needs_containerd() && args.common.ctrd.containerd.is_none() {
         bail!("--target {target} needs --containerd[=ADDRESS]");
     }
+    let output = Output {
+        termination_message_path: args.termination_message_path.clone(),
+        linger_until_signal: args.linger_until_signal,
+    };
+    if let TargetArg::K8s { pod_uid, container } = &target {
+        let pod = PodPlan {
+            pattern: ContainerPattern::kubernetes(pod_uid, container),
+            platform: args.common.platform()?,
+            target: target.clone(),
+            until_exit: args.until_exit,
+        };
+        return run_pod(pod, &args.common, &output);
+    }
     let (input, session) = args.common.input()?;
     let plan = Plan {
         input,
@@ -273,11 +319,50 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let outcome = runtime()?.block_on(async {
         let (status, stops, server) = start_status(&args.common)?;
         let result = record(plan, session.as_ref(), &args.common, &status, &stops).await;
-        conclude(result, &status, server).await
+        conclude_to(result, &status, server, &stops, &output).await
     });
     // Out of the async context: the connection's runtime cannot be dropped inside one.
     drop(session);
     outcome
+}
+
+/// `recorder record --target k8s:…`: connected to containerd, but the image is opened only
+/// once the pod's container exists (the kubelet pulls it after the sidecar is ready).
+fn run_pod(pod: PodPlan, common: &CommonArgs, output: &Output) -> anyhow::Result<ExitCode> {
+    let address = common
+        .ctrd
+        .containerd
+        .as_deref()
+        .context("--target k8s: needs --containerd[=ADDRESS]")?;
+    let image = common.image.as_deref().context("--image is required")?;
+    let reference = normalize_reference(image);
+    if reference != image {
+        tracing::info!(image, %reference, "image reference normalized as the CRI names it");
+    }
+    let session = connect_containerd(address, &common.ctrd.namespace, &reference)?;
+    let outcome = runtime()?.block_on(async {
+        let (status, stops, server) = start_status(common)?;
+        let result = record_pod(pod, &session, common, &status, &stops).await;
+        conclude_to(result, &status, server, &stops, output).await
+    });
+    // Out of the async context: the connection's runtime cannot be dropped inside one.
+    drop(session);
+    outcome
+}
+
+/// The checked arguments of `recorder record --target k8s:…`.
+struct PodPlan {
+    pattern: ContainerPattern,
+    platform: Platform,
+    target: TargetArg,
+    until_exit: bool,
+}
+
+/// Where the outcome goes besides the summary, and whether to wait for a signal after it.
+#[derive(Debug, Default)]
+struct Output {
+    termination_message_path: Option<PathBuf>,
+    linger_until_signal: bool,
 }
 
 /// The checked arguments of `recorder record`.
@@ -334,6 +419,62 @@ pub async fn conclude(
     outcome
 }
 
+/// As [`conclude`], and also: `record: <digest>` on stdout and the digest (or the error)
+/// in the termination message file; with --linger-until-signal, waits for SIGTERM/SIGINT
+/// (the status socket still answering `done` or `failed`) before returning the same outcome.
+async fn conclude_to(
+    result: Result<Summary, AgentError>,
+    status: &StatusHandle,
+    server: Option<ServerHandle>,
+    stops: &Stops,
+    output: &Output,
+) -> anyhow::Result<ExitCode> {
+    let Some(path) = &output.termination_message_path else {
+        let outcome = conclude(result, status, server).await;
+        if output.linger_until_signal {
+            linger(stops).await;
+        }
+        return outcome;
+    };
+    let message = match &result {
+        Ok(summary) => summary.committed.record.to_string(),
+        Err(error) => format!("recorder failed: {error}"),
+    };
+    // Written first, before lingering and before the log line that announces the result: the
+    // kubelet reads it once the container has exited, whenever that is.
+    if let Err(e) = std::fs::write(path, &message) {
+        // Not fatal: the record is committed, and the log says where.
+        tracing::error!(path = %path.display(), error = %e, "writing the termination message");
+    }
+    let outcome = match result {
+        Ok(summary) => {
+            eprintln!("{summary}");
+            println!("record: {}", summary.committed.record);
+            Ok(ExitCode::from(summary.exit_status()))
+        }
+        Err(error) => {
+            status.fail(&error);
+            Err(anyhow::Error::from(error))
+        }
+    };
+    if output.linger_until_signal {
+        linger(stops).await;
+    }
+    if let Some(server) = server {
+        server.shutdown().await;
+    }
+    outcome
+}
+
+/// Waits for SIGTERM, SIGINT or `POST /stop`; at once if one already stopped the recording.
+async fn linger(stops: &Stops) {
+    if stops.fired().is_none() {
+        tracing::info!("finished; waiting for SIGTERM to exit");
+    }
+    let reason = stops.wait().await;
+    tracing::info!(%reason, "exiting");
+}
+
 /// The target, found before indexing so that a wrong one fails at once.
 enum Found {
     /// A process and its mount namespace.
@@ -374,6 +515,10 @@ async fn find(
         // Subscribed before indexing: a container started meanwhile is not missed.
         TargetArg::ContainerName(pattern) => {
             Found::Watching(Box::new(client()?.watch_tasks(pattern.clone()).await?))
+        }
+        // run() takes k8s targets to run_pod; only a programming error lands here.
+        TargetArg::K8s { .. } => {
+            return Err(target_err("a k8s: target is recorded by record_pod".into()));
         }
     })
 }
@@ -458,4 +603,86 @@ async fn record(
     };
     let stopped = tracing.run(conditions.wait(stops)).await?;
     stopped.begin_commit().commit(&commit)
+}
+
+/// Records a pod's container: subscribe and load the tracer (then `tracing`: armed-ready),
+/// arm as soon as the container's task is created, index the image meanwhile, trace, commit.
+async fn record_pod(
+    plan: PodPlan,
+    session: &ContainerdSession,
+    common: &CommonArgs,
+    status: &StatusHandle,
+    stops: &Stops,
+) -> Result<Summary, AgentError> {
+    let PodPlan {
+        pattern,
+        platform,
+        target,
+        until_exit,
+    } = plan;
+    status.set_target(target.to_string());
+    let tracer = Tracer::load(&common.tracer_config())?;
+    let mut watcher = session.client.watch_tasks(pattern).await?;
+    let ready = Agent::new(status.clone()).ready();
+    tracing::info!(%target, "ready: waiting for a matching container to be created");
+    let created = tokio::select! {
+        created = watcher.next() => created?,
+        reason = stops.wait() => return Err(AgentError::StoppedEarly(reason)),
+    };
+    let task = &created.target;
+    let pinned = pin_created(task)?;
+    let mut armed = ready.arm(tracer, pinned)?;
+    match created.arm_timing() {
+        ArmTiming::BeforeStart => tracing::info!(
+            container = task.container_id,
+            pid = task.pid,
+            "armed before the container started"
+        ),
+        ArmTiming::AfterStart => armed.warn(format!(
+            "container {} had started before the filter was armed: its first reads may be \
+             missing from the record",
+            task.container_id
+        )),
+    }
+    // The container's image is the one actually run; --image names what is recorded against.
+    if !created.image.is_empty() && created.image != session.reference {
+        armed.warn(format!(
+            "container {} runs image {}, not --image {}: the record is resolved against the \
+             latter",
+            task.container_id, created.image, session.reference
+        ));
+    }
+    // The kubelet pulled the image before creating the container: it is there now.
+    let resolved = session.client.resolve_image(&session.reference).await?;
+    let source = ContainerdSource::new(session.client.clone(), session.handle());
+    let described = format!("{} (containerd)", session.reference);
+    let tracing = armed
+        .index(described, move || {
+            source
+                .open_image(&resolved, &platform)
+                .map_err(|e| IndexFailure::Agent(e.into()))
+        })
+        .await?;
+    let commit = common.commit_options(Some(session), tracing.image().manifest_digest())?;
+    let conditions = StopConditions {
+        period: common.period,
+        until_exit: until_exit.then_some(task.mntns),
+    };
+    let stopped = tracing.run(conditions.wait(stops)).await?;
+    stopped.begin_commit().commit(&commit)
+}
+
+/// The created task's mount namespace, pinned, or why it is gone.
+fn pin_created(task: &TaskTarget) -> Result<Target, AgentError> {
+    match Target::of_pid(task.mntns, task.pid) {
+        Ok(pinned) => Ok(pinned),
+        Err(_) if !Path::new(&format!("/proc/{}", task.pid)).exists() => {
+            Err(ContainerdError::Exited {
+                id: task.container_id.clone(),
+                pid: task.pid,
+            }
+            .into())
+        }
+        Err(e) => Err(e),
+    }
 }

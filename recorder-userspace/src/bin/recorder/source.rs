@@ -174,3 +174,24 @@ fn socket_hint(source: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Connects to containerd at `address`, namespace `namespace`, for image `reference` that
+/// may not exist yet (it is opened later, e.g. once a pod's workload is created). Call it from
+/// plain (non-async) code, as [`open_containerd`].
+pub fn connect_containerd(
+    address: &Path,
+    namespace: &str,
+    reference: &str,
+) -> anyhow::Result<ContainerdSession> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the containerd client runtime")?;
+    let client = runtime.block_on(Containerd::connect(address, namespace))?;
+    Ok(ContainerdSession {
+        client,
+        reference: reference.to_owned(),
+        runtime,
+    })
+}
