@@ -9,6 +9,8 @@
 //! containerd's content store as with `recorder record --containerd`. The workload's output is
 //! printed once it has exited.
 
+use std::fmt::Display;
+use std::future::Future;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -16,13 +18,14 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use recorder::agent::{
     Agent, AgentError, CommitOptions, ImageSource, Indexed, StopConditions, StopReason, Stopped,
-    Stops, Summary, Target, WorkDir, unpack_layers,
+    Stops, Summary, Target, Tracing, WorkDir, unpack_layers,
 };
 use recorder::containerd::{ContainerRun, RunRequest};
 use recorder::image::{BlobDigest, Platform};
 use recorder::sandbox::{ImageProcess, Sandbox};
 use recorder::status::StatusHandle;
 use recorder::tracer::{Tracer, mount_namespace_of};
+use tokio::task::JoinHandle;
 
 use crate::record::{CommonArgs, ImageInput, conclude, runtime, start_status};
 use crate::source::ContainerdSession;
@@ -121,38 +124,20 @@ async fn trace_run(
     let tracing = indexed.arm(tracer, Target::of_pid(mntns, pid)?)?;
     // The filter is armed: only now may runc execute the workload.
     run.start().await?;
-    let mut waiter = tokio::spawn(run.wait());
-    let mut exited = false;
+    let waiter = tokio::spawn(run.wait());
+    let stop_workload = || async {
+        if let Err(error) = run.kill().await {
+            tracing::warn!(%error, "killing the workload");
+        }
+    };
     let conditions = StopConditions {
         period: args.common.period,
         until_exit: None,
     };
-    let stopped = tracing
-        .run(async {
-            tokio::select! {
-                result = &mut waiter => {
-                    exited = true;
-                    StopReason::WorkloadExited(match result {
-                        Ok(Ok(code)) => format!("exit status {code}"),
-                        Ok(Err(e)) => e.to_string(),
-                        Err(e) => e.to_string(),
-                    })
-                }
-                reason = conditions.wait(stops) => reason,
-            }
-        })
-        .await;
-    if !exited {
-        if let Err(error) = run.kill().await {
-            tracing::warn!(%error, "killing the workload");
-        }
-        match waiter.await {
-            Ok(Ok(code)) => tracing::info!(code, "workload stopped"),
-            Ok(Err(error)) => tracing::warn!(%error, "waiting for the workload"),
-            Err(error) => tracing::warn!(%error, "waiting for the workload"),
-        }
-    }
-    stopped
+    trace_until_exit(tracing, waiter, conditions, stops, stop_workload, |code| {
+        format!("exit status {code}")
+    })
+    .await
 }
 
 async fn profile(
@@ -199,19 +184,55 @@ async fn profile(
     // The filter is armed: only now may the workload exec.
     let running = pending.release()?;
     let pid = Pid::from_raw(running.pid() as i32);
-    let mut waiter = tokio::spawn(running.wait());
-    let mut exited = false;
+    let waiter = tokio::spawn(running.wait());
+    // The workload is PID 1 of its namespace: SIGKILL takes the whole namespace, and its
+    // mounts, down. It is not reaped before the waiter returns, so the pid is still its.
+    let stop_workload = || async move {
+        if let Err(error) = kill(pid, Signal::SIGKILL) {
+            tracing::warn!(%error, "killing the workload");
+        }
+    };
     let conditions = StopConditions {
         period: args.common.period,
         until_exit: None,
     };
+    let stopped = trace_until_exit(
+        tracing,
+        waiter,
+        conditions,
+        stops,
+        stop_workload,
+        |status| status.to_string(),
+    )
+    .await;
+    let summary = stopped?.begin_commit().commit(commit);
+    drop(work);
+    summary
+}
+
+/// Traces until the workload exits or a stop condition fires. On a stop the workload is killed
+/// and waited for, so nothing of it outlives the run; either way its exit is logged.
+async fn trace_until_exit<T, E, K, F>(
+    tracing: Tracing,
+    mut waiter: JoinHandle<Result<T, E>>,
+    conditions: StopConditions,
+    stops: &Stops,
+    kill: K,
+    describe: impl Fn(&T) -> String,
+) -> Result<Stopped, AgentError>
+where
+    E: Display,
+    K: FnOnce() -> F,
+    F: Future<Output = ()>,
+{
+    let mut exited = false;
     let stopped = tracing
         .run(async {
             tokio::select! {
                 result = &mut waiter => {
                     exited = true;
                     StopReason::WorkloadExited(match result {
-                        Ok(Ok(status)) => status.to_string(),
+                        Ok(Ok(status)) => describe(&status),
                         Ok(Err(e)) => e.to_string(),
                         Err(e) => e.to_string(),
                     })
@@ -221,18 +242,12 @@ async fn profile(
         })
         .await;
     if !exited && !waiter.is_finished() {
-        // The workload is PID 1 of its namespace: SIGKILL takes the whole namespace, and its
-        // mounts, down. It is not reaped before the waiter returns, so the pid is still its.
-        if let Err(error) = kill(pid, Signal::SIGKILL) {
-            tracing::warn!(%error, "killing the workload");
-        }
+        kill().await;
         match waiter.await {
-            Ok(Ok(status)) => tracing::info!(%status, "workload stopped"),
+            Ok(Ok(status)) => tracing::info!(status = describe(&status), "workload stopped"),
             Ok(Err(error)) => tracing::warn!(%error, "waiting for the workload"),
             Err(error) => tracing::warn!(%error, "waiting for the workload"),
         }
     }
-    let summary = stopped?.begin_commit().commit(commit);
-    drop(work);
-    summary
+    stopped
 }
