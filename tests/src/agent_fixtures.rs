@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::image_fixtures::{descriptor, digest, put_blob, write_layout_index};
+use crate::image_fixtures::{digest, oci_layout_with_config};
 use crate::sandbox_fixtures::{LayerBuilder, ldd, which};
 
 /// Host programs the image carries at `/bin/NAME`.
@@ -119,24 +119,11 @@ pub fn write_image_named(root: &Path, name: &str) -> String {
         "rootfs": {"type": "layers", "diff_ids": diff_ids}
     }))
     .unwrap();
-    let config_digest = put_blob(root, &config);
-    let layer_descs: Vec<_> = layers
-        .iter()
-        .map(|l| descriptor(tar_type, l, &put_blob(root, l)))
+    let blobs: Vec<(String, Vec<u8>)> = layers
+        .into_iter()
+        .map(|l| (tar_type.to_owned(), l))
         .collect();
-    let mt = "application/vnd.oci.image.manifest.v1+json";
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": mt,
-        "config": descriptor("application/vnd.oci.image.config.v1+json", &config, &config_digest),
-        "layers": layer_descs,
-    }))
-    .unwrap();
-    let manifest_digest = put_blob(root, &manifest);
-    let mut desc = descriptor(mt, &manifest, &manifest_digest);
-    desc["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": name});
-    write_layout_index(root, &[desc]);
-    manifest_digest
+    oci_layout_with_config(root, name, &config, &blobs)
 }
 
 /// The shared libraries the dynamic loader opens for `program` (the loader itself is mapped

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use std::io::{BufRead, BufReader, Read};
 
 use crate::agent_fixtures::{recorder_bin, write_image_named};
-use crate::image_fixtures::{descriptor, digest, put_blob, write_layout_index};
+use crate::image_fixtures::{digest, oci_layout_with_config};
 use crate::sandbox_fixtures::LayerBuilder;
 
 /// The name the runnable test image is imported under.
@@ -342,24 +342,11 @@ pub fn runnable_image(root: &Path) -> String {
         "rootfs": {"type": "layers", "diff_ids": diff_ids}
     }))
     .unwrap();
-    let config_digest = put_blob(root, &config);
-    let layer_descs: Vec<_> = layers
-        .iter()
-        .map(|(mt, blob, _)| descriptor(mt, blob, &put_blob(root, blob)))
+    let blobs: Vec<(String, Vec<u8>)> = layers
+        .into_iter()
+        .map(|(mt, blob, _)| (mt.to_owned(), blob))
         .collect();
-    let mt = "application/vnd.oci.image.manifest.v1+json";
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": mt,
-        "config": descriptor("application/vnd.oci.image.config.v1+json", &config, &config_digest),
-        "layers": layer_descs,
-    }))
-    .unwrap();
-    let manifest_digest = put_blob(root, &manifest);
-    let mut desc = descriptor(mt, &manifest, &manifest_digest);
-    desc["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": IMAGE});
-    write_layout_index(root, &[desc]);
-    manifest_digest
+    oci_layout_with_config(root, IMAGE, &config, &blobs)
 }
 
 /// The agent fixture image's name in containerd.

@@ -190,8 +190,24 @@ pub fn put_manifest(
     config_type: &str,
     layers: &[(String, Vec<u8>)],
 ) -> (Vec<u8>, String) {
-    let cfg = config_json(layers.len());
-    let cfg_digest = put_blob(root, &cfg);
+    put_manifest_with_config(
+        root,
+        manifest_type,
+        config_type,
+        &config_json(layers.len()),
+        layers,
+    )
+}
+
+/// As [`put_manifest`], with the given image config.
+pub fn put_manifest_with_config(
+    root: &Path,
+    manifest_type: &str,
+    config_type: &str,
+    cfg: &[u8],
+    layers: &[(String, Vec<u8>)],
+) -> (Vec<u8>, String) {
+    let cfg_digest = put_blob(root, cfg);
     let layer_descs: Vec<_> = layers
         .iter()
         .map(|(mt, blob)| {
@@ -202,7 +218,7 @@ pub fn put_manifest(
     let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": manifest_type,
-        "config": descriptor(config_type, &cfg, &cfg_digest),
+        "config": descriptor(config_type, cfg, &cfg_digest),
         "layers": layer_descs,
     }))
     .unwrap();
@@ -234,8 +250,19 @@ pub fn oci_layout(root: &Path, name: &str, layers: &[Vec<E>], comp: Comp) -> Str
 
 /// As [`oci_layout`], from ready layer blobs.
 pub fn oci_layout_from_blobs(root: &Path, name: &str, blobs: &[(String, Vec<u8>)]) -> String {
+    oci_layout_with_config(root, name, &config_json(blobs.len()), blobs)
+}
+
+/// As [`oci_layout_from_blobs`], with the given image config.
+pub fn oci_layout_with_config(
+    root: &Path,
+    name: &str,
+    config: &[u8],
+    blobs: &[(String, Vec<u8>)],
+) -> String {
     let mt = "application/vnd.oci.image.manifest.v1+json";
-    let (manifest, d) = put_manifest(root, mt, "application/vnd.oci.image.config.v1+json", blobs);
+    let config_type = "application/vnd.oci.image.config.v1+json";
+    let (manifest, d) = put_manifest_with_config(root, mt, config_type, config, blobs);
     let mut desc = descriptor(mt, &manifest, &d);
     desc["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": name});
     write_layout_index(root, &[desc]);
