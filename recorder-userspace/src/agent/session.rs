@@ -203,9 +203,7 @@ impl Ready {
     /// Arms `tracer`'s filter on `target` at once; events are kept raw until the image is
     /// indexed (see [`Armed::index`]).
     pub fn arm(self, mut tracer: Tracer, target: Target) -> Result<Armed, AgentError> {
-        let events = tracer.take_events()?.ok_or(AgentError::StreamTaken)?;
-        tracer.add_target(target.mntns)?;
-        let start_ns = monotonic_ns();
+        let (events, start_ns) = arm_filter(&mut tracer, &target)?;
         tracing::info!(
             mntns = target.mntns,
             mounts = target.mounts.len(),
@@ -294,9 +292,7 @@ impl Indexed {
 
     /// Arms `tracer`'s filter on `target` and starts recording (state `tracing`).
     pub fn arm(self, mut tracer: Tracer, target: Target) -> Result<Tracing, AgentError> {
-        let events = tracer.take_events()?.ok_or(AgentError::StreamTaken)?;
-        tracer.add_target(target.mntns)?;
-        let start_ns = monotonic_ns();
+        let (events, start_ns) = arm_filter(&mut tracer, &target)?;
         tracing::info!(
             mntns = target.mntns,
             mounts = target.mounts.len(),
@@ -569,6 +565,14 @@ impl Committing {
             committed,
         })
     }
+}
+
+/// Takes the tracer's event stream and arms its filter on `target`; returns the stream and the
+/// moment of arming, from which the record's time offsets count.
+fn arm_filter(tracer: &mut Tracer, target: &Target) -> Result<(EventStream, u64), AgentError> {
+    let events = tracer.take_events()?.ok_or(AgentError::StreamTaken)?;
+    tracer.add_target(target.mntns)?;
+    Ok((events, monotonic_ns()))
 }
 
 /// CLOCK_MONOTONIC now, in nanoseconds: the clock of the events' timestamps.
