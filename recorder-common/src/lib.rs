@@ -1,8 +1,10 @@
 //! The wire format between the recorder's eBPF programs and userspace.
 //!
-//! Each ring-buffer record is an [`EventHeader`] followed by `path_len` bytes of path (no NUL).
-//! Records are variable-length so that a short path costs a short record while a path of up to
-//! [`PATH_MAX`] bytes still arrives whole.
+//! Each ring-buffer record is an [`EventHeader`] followed by its strings, none NUL-terminated:
+//! `path_len` bytes of the path argument, `dir_len` bytes of the directory a relative path
+//! started from, then `file_len` bytes naming the file the kernel produced, from the root of its
+//! filesystem. Records are variable-length so that a short path costs a short record while a
+//! path of up to [`PATH_MAX`] bytes still arrives whole.
 #![no_std]
 
 /// Longest path the kernel accepts, including its NUL terminator.
@@ -11,7 +13,7 @@ pub const PATH_MAX: usize = 4096;
 /// Most filter targets (mount namespaces) armed at once.
 pub const MAX_TARGETS: u32 = 1024;
 
-/// Execs in flight at once (between enter and exit) across all traced tasks.
+/// `unshare` calls in flight at once (between enter and exit) across all traced tasks.
 pub const MAX_IN_FLIGHT: u32 = 4096;
 
 /// Which syscall produced an event.
@@ -28,6 +30,17 @@ pub enum EventKind {
     Execve = 4,
     /// `execveat(2)`.
     Execveat = 5,
+    /// A successful exec, from `sched_process_exec`: the path is the kernel's copy of the name
+    /// (`bprm->filename`) and the file is the one the kernel runs (`bprm->file`).
+    Exec = 6,
+    /// An `IORING_OP_OPENAT` completion.
+    UringOpenat = 7,
+    /// An `IORING_OP_OPENAT2` completion.
+    UringOpenat2 = 8,
+    /// A traced task made a mount namespace (`unshare`, or `clone` with `CLONE_NEWNS`), which
+    /// joined the filter: `mntns` is the new namespace, `ret` the one it came from, `tgid` and
+    /// `tid` a task inside it.
+    MntNs = 9,
 }
 
 impl EventKind {
@@ -39,6 +52,10 @@ impl EventKind {
             3 => Self::Openat2,
             4 => Self::Execve,
             5 => Self::Execveat,
+            6 => Self::Exec,
+            7 => Self::UringOpenat,
+            8 => Self::UringOpenat2,
+            9 => Self::MntNs,
             _ => return None,
         })
     }
@@ -51,7 +68,16 @@ impl EventKind {
             Self::Openat2 => "openat2",
             Self::Execve => "execve",
             Self::Execveat => "execveat",
+            Self::Exec => "exec",
+            Self::UringOpenat => "io_uring_openat",
+            Self::UringOpenat2 => "io_uring_openat2",
+            Self::MntNs => "mntns",
         }
+    }
+
+    /// Whether the event is an exec (a successful one, or an execve/execveat that failed).
+    pub fn is_exec(self) -> bool {
+        matches!(self, Self::Execve | Self::Execveat | Self::Exec)
     }
 }
 
@@ -70,18 +96,38 @@ pub const DIR_OK: u8 = 1;
 /// The directory could not be resolved whole (deeper than the walk goes, or a bad dirfd).
 pub const DIR_UNRESOLVED: u8 = 2;
 
+/// No file follows: the call failed, or the event is not about a file.
+pub const FILE_NONE: u8 = 0;
+/// The file's identity and its path from the root of its filesystem follow, whole.
+pub const FILE_OK: u8 = 1;
+/// The call succeeded but its file could not be read whole (the fd was closed again before the
+/// program ran, or the path is deeper than the walk goes).
+pub const FILE_UNRESOLVED: u8 = 2;
+/// An io_uring open into a fixed-file slot: the result is a slot of the ring's table, not an fd,
+/// so the file is not named.
+pub const FILE_FIXED_SLOT: u8 = 3;
+
+/// [`EventHeader::exec_flags`]: the exec went through an interpreter (`#!`, binfmt_misc), so the
+/// file is the interpreter and the path names the script.
+pub const EXEC_SCRIPT: u8 = 1;
+
 /// Fixed part of every ring-buffer record.
 ///
-/// A record is this header, then `path_len` bytes of path, then `dir_len` bytes of directory.
+/// A record is this header, then `path_len` bytes of path, then `dir_len` bytes of directory,
+/// then `file_len` bytes of the file's path from the root of its filesystem.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct EventHeader {
-    /// `bpf_ktime_get_ns()` at syscall entry (CLOCK_MONOTONIC).
+    /// `bpf_ktime_get_ns()` when the program ran (CLOCK_MONOTONIC).
     pub ts_ns: u64,
     /// The syscall's return value (fd, 0, or -errno).
     pub ret: i64,
     /// Open flags (`open_how.flags` for openat2, `flags` for execveat, 0 for execve).
     pub flags: u64,
+    /// The file's inode number (with [`FILE_OK`]).
+    pub ino: u64,
+    /// The magic number of the file's filesystem (`super_block.s_magic`, with [`FILE_OK`]).
+    pub magic: u64,
     /// Process id.
     pub tgid: u32,
     /// Thread id.
@@ -90,6 +136,10 @@ pub struct EventHeader {
     pub mntns: u32,
     /// Directory fd argument; [`AT_FDCWD`] for open and execve.
     pub dirfd: i32,
+    /// The file's device (`super_block.s_dev`, the kernel's encoding: major << 20 | minor).
+    pub dev: u32,
+    /// The id of the mount the file was reached through (`mount.mnt_id`, as in mountinfo).
+    pub mnt_id: u32,
     /// The task's comm, NUL-padded.
     pub comm: [u8; 16],
     /// An [`EventKind`] as u8.
@@ -103,17 +153,27 @@ pub struct EventHeader {
     pub dir_len: u16,
     /// [`DIR_NONE`], [`DIR_OK`] or [`DIR_UNRESOLVED`].
     pub dir_status: u8,
-    pub _pad: u8,
+    /// [`FILE_NONE`], [`FILE_OK`], [`FILE_UNRESOLVED`] or [`FILE_FIXED_SLOT`].
+    pub file_status: u8,
+    /// Bytes of the file's path (from its filesystem's root, starting with `/`) after the
+    /// directory.
+    pub file_len: u16,
+    /// The file's `i_mode` (type and permission bits).
+    pub mode: u16,
+    /// [`EXEC_SCRIPT`] bits for an [`EventKind::Exec`].
+    pub exec_flags: u8,
+    pub _pad: [u8; 3],
 }
 
 /// Size of [`EventHeader`] on the wire.
 pub const HEADER_LEN: usize = core::mem::size_of::<EventHeader>();
 
-/// A whole record as the kernel side assembles it before output: the path, then the directory.
+/// A whole record as the kernel side assembles it before output: the path, the directory, the
+/// file.
 #[repr(C)]
 pub struct EventBuf {
     pub header: EventHeader,
-    pub strings: [u8; 2 * PATH_MAX],
+    pub strings: [u8; 3 * PATH_MAX],
 }
 
 /// Index of each counter in the per-CPU `COUNTERS` array.
@@ -126,12 +186,19 @@ pub enum Counter {
     Dropped = 1,
     /// Path reads that failed (the record is still emitted, with [`PATH_READ_FAILED`]).
     PathReadFailed = 2,
-    /// Execs lost because the in-flight table was full at entry.
+    /// `unshare` calls not followed because the in-flight table was full at entry.
     InFlightFull = 3,
+    /// Successful opens and execs whose file could not be read (the record is still emitted,
+    /// with [`FILE_UNRESOLVED`]).
+    FileUnresolved = 4,
+    /// Mount namespaces made by traced tasks that joined the filter.
+    NestedNamespaces = 5,
+    /// Nested mount namespaces that could not join the filter because it was full.
+    TargetsFull = 6,
 }
 
 /// Number of counters in the `COUNTERS` array.
-pub const COUNTER_COUNT: u32 = 4;
+pub const COUNTER_COUNT: u32 = 7;
 
 /// Indices into the `WALK_OFFSETS` global: the kernel struct offsets the directory walk uses.
 pub mod walk {
@@ -169,8 +236,38 @@ pub mod walk {
     pub const MOUNT_PARENT: usize = 15;
     /// `mount.mnt_mountpoint`.
     pub const MOUNT_MOUNTPOINT: usize = 16;
+    /// `mount.mnt_id`.
+    pub const MOUNT_ID: usize = 17;
+    /// `file.f_inode`.
+    pub const FILE_INODE: usize = 18;
+    /// `file.f_flags`.
+    pub const FILE_FLAGS: usize = 19;
+    /// `inode.i_mode`.
+    pub const INODE_MODE: usize = 20;
+    /// `inode.i_ino`.
+    pub const INODE_INO: usize = 21;
+    /// `inode.i_sb`.
+    pub const INODE_SB: usize = 22;
+    /// `super_block.s_dev`.
+    pub const SB_DEV: usize = 23;
+    /// `super_block.s_magic`.
+    pub const SB_MAGIC: usize = 24;
+    /// `linux_binprm.file`.
+    pub const BPRM_FILE: usize = 25;
+    /// `linux_binprm.filename`.
+    pub const BPRM_FILENAME: usize = 26;
+    /// `linux_binprm.interp`.
+    pub const BPRM_INTERP: usize = 27;
+    /// `io_kiocb.opcode`.
+    pub const KIOCB_OPCODE: usize = 28;
+    /// `io_kiocb.cmd` + `io_open.file_slot`: where an io_uring open keeps its fixed-file slot.
+    pub const KIOCB_OPEN_FILE_SLOT: usize = 29;
+    /// `task_struct.tgid`.
+    pub const TASK_TGID: usize = 30;
+    /// `task_struct.pid`.
+    pub const TASK_PID: usize = 31;
     /// Number of offsets.
-    pub const COUNT: usize = 17;
+    pub const COUNT: usize = 32;
     /// Most path components (and mount crossings) the walk follows before giving up.
     pub const MAX_DEPTH: usize = 64;
 }
@@ -191,8 +288,21 @@ pub mod globals {
     pub const PT_REGS_SI: &str = "PT_REGS_SI_OFFSET";
     /// `offsetof(struct pt_regs, dx)`: third syscall argument on x86-64.
     pub const PT_REGS_DX: &str = "PT_REGS_DX_OFFSET";
+    /// `offsetof(struct pt_regs, r8)`: fifth syscall argument on x86-64.
+    pub const PT_REGS_R8: &str = "PT_REGS_R8_OFFSET";
     /// `offsetof(struct task_struct, comm)`.
     pub const TASK_COMM: &str = "TASK_COMM_OFFSET";
     /// Ring fill level (bytes) above which a record forces a wakeup of the consumer.
     pub const WAKEUP_THRESHOLD: &str = "WAKEUP_THRESHOLD";
+    /// Non-zero: also read each call's path argument (and a relative path's directory), for
+    /// `recorder trace`. Recording names files by what the kernel opened and skips both.
+    pub const ARG_PATHS: &str = "ARG_PATHS";
+}
+
+/// io_uring opcodes the programs follow (`include/uapi/linux/io_uring.h`).
+pub mod uring {
+    /// `IORING_OP_OPENAT`.
+    pub const OP_OPENAT: u8 = 18;
+    /// `IORING_OP_OPENAT2`.
+    pub const OP_OPENAT2: u8 = 28;
 }

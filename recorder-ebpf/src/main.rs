@@ -1,34 +1,42 @@
-//! The recorder's kernel side: `syscalls` tracepoints for open, openat, openat2, execve and
-//! execveat.
+//! The recorder's kernel side.
+//!
+//! - `syscalls` exit tracepoints for open, openat and openat2, and the `io_uring_complete`
+//!   tracepoint for io_uring opens: each successful open is named by the `struct file` the
+//!   kernel installed at the returned fd (its filesystem, inode, mount and its path from the
+//!   root of its filesystem, walked over the dentries), never by the path argument;
+//! - `sched_process_exec` (a BTF tracepoint, 5.5+) for every successful exec: the file the kernel
+//!   runs (`bprm->file`) and its own copy of the name (`bprm->filename`); the `syscalls` exits of
+//!   execve and execveat count the failed ones;
+//! - `unshare` and `sched_process_fork` (BTF, 5.5+) to follow a traced task into a mount
+//!   namespace it makes, without a round trip to userspace.
 //!
 //! Only tasks whose mount namespace is in `TARGETS` are kept; each kept call becomes one
-//! variable-length record (header + path) in the `EVENTS` ring buffer.
+//! variable-length record in the `EVENTS` ring buffer. Minimum kernel: 5.8 (ring buffer),
+//! with BTF; developed and measured on 6.18.
 //!
-//! Open-family calls are handled entirely at syscall exit: the arguments are still in the task's
-//! saved user registers, and by then the kernel has copied the path itself, so its user page is
-//! faulted in and the read cannot fail on a not-yet-touched page. Doing it at exit alone saves
-//! an entry program and an in-flight table per call (measured: the entry program plus the table
-//! cost about 500 ns of the 1 µs an emitted openat used to add). An exec replaces the address
-//! space on success, so its path is read at entry and parked until exit.
+//! Open-family calls are handled entirely at syscall exit: the fd is installed and, for
+//! `recorder trace`, the arguments are still in the task's saved user registers, with the path
+//! already copied by the kernel (so a not-yet-faulted user page cannot lose it).
 #![no_std]
 #![no_main]
 
 use core::ptr::{addr_of, read_volatile};
 
 use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_ANY, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns,
-        bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_read_user_str_bytes,
-        bpf_task_pt_regs, generated,
+        bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
+        bpf_probe_read_user_str_bytes, bpf_task_pt_regs, generated,
     },
-    macros::{map, tracepoint},
+    macros::{btf_tracepoint, map, tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    programs::{BtfTracePointContext, TracePointContext},
 };
 use recorder_common::{
-    AT_FDCWD, COUNTER_COUNT, Counter, DIR_NONE, DIR_OK, DIR_UNRESOLVED, EventBuf, EventHeader,
-    EventKind, HEADER_LEN, MAX_IN_FLIGHT, MAX_TARGETS, PATH_MAX, PATH_OK, PATH_READ_FAILED, walk,
+    AT_FDCWD, COUNTER_COUNT, Counter, DIR_NONE, DIR_OK, DIR_UNRESOLVED, EXEC_SCRIPT, EventBuf,
+    EventHeader, EventKind, FILE_FIXED_SLOT, FILE_NONE, FILE_OK, FILE_UNRESOLVED, HEADER_LEN,
+    MAX_IN_FLIGHT, MAX_TARGETS, PATH_MAX, PATH_OK, PATH_READ_FAILED, uring, walk,
 };
 
 // Kernel struct offsets, patched by userspace from /sys/kernel/btf/vmlinux before load. They
@@ -47,6 +55,8 @@ static PT_REGS_SI_OFFSET: u64 = 0;
 #[unsafe(no_mangle)]
 static PT_REGS_DX_OFFSET: u64 = 0;
 #[unsafe(no_mangle)]
+static PT_REGS_R8_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
 static TASK_COMM_OFFSET: u64 = 0;
 /// Offsets for the directory walk, indexed by `recorder_common::walk`.
 #[unsafe(no_mangle)]
@@ -55,14 +65,25 @@ static WALK_OFFSETS: [u64; walk::COUNT] = [0; walk::COUNT];
 /// finds records on its own poll, saving a wakeup per event.
 #[unsafe(no_mangle)]
 static WAKEUP_THRESHOLD: u64 = 0;
+/// Non-zero: read the path argument (and a relative path's directory) too, for `recorder trace`.
+#[unsafe(no_mangle)]
+static ARG_PATHS: u64 = 0;
 
-/// Mount namespaces being traced (inode → unused).
+/// Mount namespaces being traced (inode → 1 armed by userspace, 2 joined from the kernel).
 #[map]
 static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_TARGETS, 0);
 
-/// Exec calls between entry and exit, by thread id, with the path already read.
+/// A traced task's `unshare(CLONE_NEWNS)` between entry and exit: thread id → the namespace it
+/// came from.
 #[map]
-static EXEC_IN_FLIGHT: HashMap<u32, EventBuf> = HashMap::with_max_entries(MAX_IN_FLIGHT, 0);
+static UNSHARING: HashMap<u32, u32> = HashMap::with_max_entries(MAX_IN_FLIGHT, 0);
+
+/// Marks a namespace joined from the kernel in `TARGETS`.
+const JOINED: u8 = 2;
+/// `CLONE_NEWNS`.
+const CLONE_NEWNS: u64 = 0x0002_0000;
+/// An offset BTF did not have (an io_uring struct of a kernel without io_uring).
+const NO_OFFSET: u64 = u64::MAX;
 
 /// Records for userspace. Userspace sets the size at load time.
 #[map]
@@ -72,7 +93,7 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 23, 0);
 #[map]
 static SCRATCH: PerCpuArray<EventBuf> = PerCpuArray::with_max_entries(1, 0);
 
-/// Per-CPU buffer the directory walk writes into, backwards from its middle.
+/// Per-CPU buffer the dentry walks write into, backwards from its middle.
 #[map]
 static WALK: PerCpuArray<[u8; 2 * PATH_MAX]> = PerCpuArray::with_max_entries(1, 0);
 
@@ -85,8 +106,6 @@ const MAX_RECORD: usize = core::mem::size_of::<EventBuf>();
 // Offsets of the syscall arguments in a `syscalls/sys_enter_*` record: 8 bytes of common
 // header, the syscall number, then one 8-byte slot per argument.
 const ARG0: usize = 16;
-const ARG1: usize = 24;
-const ARG4: usize = 48;
 // `ret` in a `syscalls/sys_exit_*` record.
 const RET: usize = 16;
 
@@ -119,22 +138,27 @@ unsafe fn load<T>(base: *const u8, offset: usize) -> T {
     unsafe { read_volatile(base.add(offset).cast::<T>()) }
 }
 
-/// The current task's mount-namespace inode, if it is a target.
+/// A task's mount-namespace inode; `None` for an exiting task, which has dropped its namespaces.
 #[inline(always)]
-fn target_mntns(task: *const u8) -> Option<u32> {
-    // SAFETY: task is the current task's BTF pointer; the offsets are its fields' (see load).
-    let mntns = unsafe {
+fn mntns_of(task: *const u8) -> Option<u32> {
+    // SAFETY: task is a BTF task pointer; the offsets are its fields' (see load).
+    unsafe {
         let nsproxy: *const u8 = load(task, global(&TASK_NSPROXY_OFFSET));
         if nsproxy.is_null() {
-            // An exiting task has dropped its namespaces.
             return None;
         }
         let mnt_ns: *const u8 = load(nsproxy, global(&NSPROXY_MNT_NS_OFFSET));
         if mnt_ns.is_null() {
             return None;
         }
-        load::<u32>(mnt_ns, global(&MNT_NS_INUM_OFFSET))
-    };
+        Some(load::<u32>(mnt_ns, global(&MNT_NS_INUM_OFFSET)))
+    }
+}
+
+/// The task's mount-namespace inode, if it is a target.
+#[inline(always)]
+fn target_mntns(task: *const u8) -> Option<u32> {
+    let mntns = mntns_of(task)?;
     // SAFETY: the value is only checked for presence.
     unsafe { TARGETS.get(&mntns) }.map(|_| mntns)
 }
@@ -182,7 +206,15 @@ fn fill_header(
     header.path_len = 0;
     header.dir_len = 0;
     header.dir_status = DIR_NONE;
-    header._pad = 0;
+    header.file_status = FILE_NONE;
+    header.file_len = 0;
+    header.mode = 0;
+    header.exec_flags = 0;
+    header.ino = 0;
+    header.magic = 0;
+    header.dev = 0;
+    header.mnt_id = 0;
+    header._pad = [0; 3];
 }
 
 /// Reads a user path into the start of `buf.strings`, recording the outcome in the header.
@@ -219,6 +251,21 @@ fn kread<T>(base: u64, offset: usize) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + walk_offset(offset)) as *const T) }.ok()
 }
 
+/// The `struct file` open at `fd` in `task`'s descriptor table.
+#[inline(always)]
+fn fd_file(task: u64, fd: i64) -> Option<u64> {
+    let files: u64 = kread(task, walk::TASK_FILES)?;
+    let fdt: u64 = kread(files, walk::FILES_FDT)?;
+    let max_fds: u32 = kread(fdt, walk::FDT_MAX_FDS)?;
+    if fd < 0 || fd >= i64::from(max_fds) {
+        return None;
+    }
+    let fds: u64 = kread(fdt, walk::FDT_FD)?;
+    // SAFETY: see kread; the slot index was checked against the table size.
+    let file: u64 = unsafe { bpf_probe_read_kernel((fds + fd as u64 * 8) as *const u64) }.ok()?;
+    (file != 0).then_some(file)
+}
+
 /// Where a relative path starts: the working directory, or the directory open at `dirfd`.
 #[inline(always)]
 fn start_of_walk(task: u64, dirfd: i32) -> Option<(u64, u64)> {
@@ -226,20 +273,7 @@ fn start_of_walk(task: u64, dirfd: i32) -> Option<(u64, u64)> {
         let fs: u64 = kread(task, walk::TASK_FS)?;
         fs + walk_offset(walk::FS_PWD)
     } else {
-        let files: u64 = kread(task, walk::TASK_FILES)?;
-        let fdt: u64 = kread(files, walk::FILES_FDT)?;
-        let max_fds: u32 = kread(fdt, walk::FDT_MAX_FDS)?;
-        if dirfd < 0 || dirfd as u32 >= max_fds {
-            return None;
-        }
-        let fds: u64 = kread(fdt, walk::FDT_FD)?;
-        // SAFETY: see kread; the slot index was checked against the table size.
-        let file: u64 =
-            unsafe { bpf_probe_read_kernel((fds + dirfd as u64 * 8) as *const u64) }.ok()?;
-        if file == 0 {
-            return None;
-        }
-        file + walk_offset(walk::FILE_PATH)
+        fd_file(task, i64::from(dirfd))? + walk_offset(walk::FILE_PATH)
     };
     Some((
         kread(path, walk::PATH_MNT)?,
@@ -368,6 +402,118 @@ fn append_dir(buf: &mut EventBuf, task: *const u8, dirfd: i32) {
     }
 }
 
+/// Names the file at `file` (a `struct file *`): its identity goes into the header and its path
+/// from the root of its filesystem after the strings already in `buf`.
+///
+/// The path is that of the dentry the file was opened through, so a hard link is named by the
+/// link used, and every route to it (symlinks, `..`, magic links, bind mounts, a copy of the
+/// mount in another namespace) gives the same name. Mounts are not crossed: which filesystem the
+/// file lives on is the device's and mount's business, decided in userspace.
+#[inline(always)]
+fn append_file(buf: &mut EventBuf, file: u64) {
+    buf.header.file_status = FILE_UNRESOLVED;
+    if !read_file(buf, file) {
+        count(Counter::FileUnresolved);
+    }
+}
+
+#[inline(always)]
+fn read_file(buf: &mut EventBuf, file: u64) -> bool {
+    let path = file + walk_offset(walk::FILE_PATH);
+    let (Some(mnt), Some(mut dentry), Some(inode)) = (
+        kread::<u64>(path, walk::PATH_MNT),
+        kread::<u64>(path, walk::PATH_DENTRY),
+        kread::<u64>(file, walk::FILE_INODE),
+    ) else {
+        return false;
+    };
+    let (Some(mode), Some(ino), Some(sb)) = (
+        kread::<u16>(inode, walk::INODE_MODE),
+        kread::<u64>(inode, walk::INODE_INO),
+        kread::<u64>(inode, walk::INODE_SB),
+    ) else {
+        return false;
+    };
+    let (Some(dev), Some(magic), Some(mnt_id)) = (
+        kread::<u32>(sb, walk::SB_DEV),
+        kread::<u64>(sb, walk::SB_MAGIC),
+        kread::<i32>(mnt - walk_offset(walk::MOUNT_MNT), walk::MOUNT_ID),
+    ) else {
+        return false;
+    };
+    buf.header.mode = mode;
+    buf.header.ino = ino;
+    buf.header.dev = dev;
+    buf.header.magic = magic;
+    buf.header.mnt_id = mnt_id as u32;
+    let Some(out) = WALK.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: per-CPU scratch, see exit_open.
+    let out = unsafe { &mut *out };
+    let mut pos = PATH_MAX;
+    let mut done = false;
+    for _ in 0..walk::MAX_DEPTH {
+        let Some(parent) = kread::<u64>(dentry, walk::DENTRY_PARENT) else {
+            break;
+        };
+        if parent == dentry || parent == 0 {
+            // The root of the filesystem.
+            done = true;
+            break;
+        }
+        let (Some(len), Some(name)) = (
+            kread::<u32>(dentry, walk::DENTRY_NAME_LEN),
+            kread::<u64>(dentry, walk::DENTRY_NAME),
+        ) else {
+            break;
+        };
+        let len = (len & 0xff) as usize;
+        if len + 1 > pos {
+            break;
+        }
+        pos -= len + 1;
+        let at = pos & (PATH_MAX - 1);
+        out[at] = b'/';
+        // SAFETY: at + 1 + len < 2 * PATH_MAX, inside the buffer; the helper validates `name`.
+        unsafe {
+            generated::bpf_probe_read_kernel(
+                out.as_mut_ptr().add(at + 1).cast(),
+                len as u32,
+                name as *const _,
+            )
+        };
+        dentry = parent;
+    }
+    if !done {
+        return false;
+    }
+    if pos == PATH_MAX {
+        pos -= 1;
+        out[pos & (PATH_MAX - 1)] = b'/';
+    }
+    let file_len = PATH_MAX - pos;
+    let at = buf.header.path_len as usize + buf.header.dir_len as usize;
+    if file_len >= PATH_MAX || at >= 2 * PATH_MAX {
+        return false;
+    }
+    // SAFETY: the destination ends below 2 * PATH_MAX + PATH_MAX, the buffer's size (both masked
+    // for the verifier); the source is this program's own map.
+    let copied = unsafe {
+        generated::bpf_probe_read_kernel(
+            buf.strings.as_mut_ptr().add(at & (2 * PATH_MAX - 1)).cast(),
+            (file_len & (PATH_MAX - 1)) as u32,
+            out.as_ptr().add(pos & (PATH_MAX - 1)).cast(),
+        )
+    };
+    if copied != 0 {
+        return false;
+    }
+    buf.header.file_len = file_len as u16;
+    buf.header.file_status = FILE_OK;
+    true
+}
+
 /// Whether the path just read is relative (an empty path with AT_EMPTY_PATH names the dirfd).
 #[inline(always)]
 fn path_is_relative(buf: &EventBuf) -> bool {
@@ -377,7 +523,10 @@ fn path_is_relative(buf: &EventBuf) -> bool {
 /// Writes header + path to the ring, waking the consumer only when the ring is filling up.
 #[inline(always)]
 fn emit(buf: &EventBuf) {
-    let len = HEADER_LEN + buf.header.path_len as usize + buf.header.dir_len as usize;
+    let len = HEADER_LEN
+        + buf.header.path_len as usize
+        + buf.header.dir_len as usize
+        + buf.header.file_len as usize;
     if len > MAX_RECORD {
         return;
     }
@@ -428,19 +577,51 @@ fn exit_open(ctx: &TracePointContext, kind: EventKind) {
     fill_header(&mut buf.header, task, kind as u8, mntns, dirfd, flags);
     let ret = arg::<i64>(ctx, RET);
     buf.header.ret = ret;
-    read_path(buf, filename);
-    // Only a call that succeeded can be recorded, so only then is its directory worth the walk.
-    if ret >= 0 && path_is_relative(buf) {
-        append_dir(buf, task, dirfd);
+    if global(&ARG_PATHS) != 0 {
+        read_path(buf, filename);
+        // Only a call that succeeded resolved anything, so only then is its directory worth
+        // the walk.
+        if ret >= 0 && path_is_relative(buf) {
+            append_dir(buf, task, dirfd);
+        }
+    }
+    if ret >= 0 {
+        match fd_file(task as u64, ret) {
+            Some(file) => append_file(buf, file),
+            None => {
+                // Closed by another thread between the install and this program.
+                buf.header.file_status = FILE_UNRESOLVED;
+                count(Counter::FileUnresolved);
+            }
+        }
     }
     emit(buf);
 }
 
+/// A failed exec, at its exit: counted, with its path for `recorder trace`. Successful execs
+/// are named by `sched_process_exec`.
 #[inline(always)]
-fn enter_exec(kind: EventKind, dirfd: i32, filename: u64, flags: u64) {
+fn exit_exec(ctx: &TracePointContext, kind: EventKind) {
+    let ret = arg::<i64>(ctx, RET);
+    if ret >= 0 {
+        return;
+    }
     let task = current_task();
     let Some(mntns) = target_mntns(task) else {
         return;
+    };
+    // SAFETY: as in exit_open; a failed exec leaves the caller's registers and memory in place.
+    let (a0, a1, a4) = unsafe {
+        let regs = bpf_task_pt_regs(task as *mut _) as *const u8;
+        (
+            load::<u64>(regs, global(&PT_REGS_DI_OFFSET)),
+            load::<u64>(regs, global(&PT_REGS_SI_OFFSET)),
+            load::<u64>(regs, global(&PT_REGS_R8_OFFSET)),
+        )
+    };
+    let (dirfd, filename, flags) = match kind {
+        EventKind::Execveat => (a0 as i32, a1, a4),
+        _ => (AT_FDCWD, a0, 0),
     };
     let Some(buf) = SCRATCH.get_ptr_mut(0) else {
         return;
@@ -448,36 +629,11 @@ fn enter_exec(kind: EventKind, dirfd: i32, filename: u64, flags: u64) {
     // SAFETY: per-CPU scratch, see exit_open.
     let buf = unsafe { &mut *buf };
     fill_header(&mut buf.header, task, kind as u8, mntns, dirfd, flags);
-    read_path(buf, filename);
-    if path_is_relative(buf) {
-        // Walked now: a successful exec may leave (or change) the directory it started from.
-        append_dir(buf, task, dirfd);
-    }
-    // Keep the pointer to retry a failed read at exit; an exec that fails keeps this memory.
-    buf.header.ret = filename as i64;
-    let tid = bpf_get_current_pid_tgid() as u32;
-    if EXEC_IN_FLIGHT.insert(&tid, &*buf, BPF_ANY as u64).is_err() {
-        count(Counter::InFlightFull);
-    }
-}
-
-#[inline(always)]
-fn exit_exec(ctx: &TracePointContext) {
-    let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(buf) = EXEC_IN_FLIGHT.get_ptr_mut(&tid) else {
-        return;
-    };
-    // SAFETY: a map value owned by this thread's in-flight exec.
-    let buf = unsafe { &mut *buf };
-    let filename = buf.header.ret as u64;
-    let ret = arg::<i64>(ctx, RET);
     buf.header.ret = ret;
-    if buf.header.path_status == PATH_READ_FAILED && ret < 0 {
+    if global(&ARG_PATHS) != 0 {
         read_path(buf, filename);
     }
-    // The comm changes on a successful exec; the record keeps the caller's, read at entry.
     emit(buf);
-    let _ = EXEC_IN_FLIGHT.remove(&tid);
 }
 
 #[tracepoint]
@@ -499,30 +655,210 @@ pub fn sys_exit_openat2(ctx: TracePointContext) -> u32 {
 }
 
 #[tracepoint]
-pub fn sys_enter_execve(ctx: TracePointContext) -> u32 {
-    let filename = arg::<u64>(&ctx, ARG0);
-    enter_exec(EventKind::Execve, AT_FDCWD, filename, 0);
-    0
-}
-
-#[tracepoint]
-pub fn sys_enter_execveat(ctx: TracePointContext) -> u32 {
-    let dirfd = arg::<i64>(&ctx, ARG0) as i32;
-    let filename = arg::<u64>(&ctx, ARG1);
-    let flags = arg::<u64>(&ctx, ARG4);
-    enter_exec(EventKind::Execveat, dirfd, filename, flags);
-    0
-}
-
-#[tracepoint]
 pub fn sys_exit_execve(ctx: TracePointContext) -> u32 {
-    exit_exec(&ctx);
+    exit_exec(&ctx, EventKind::Execve);
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_execveat(ctx: TracePointContext) -> u32 {
-    exit_exec(&ctx);
+    exit_exec(&ctx, EventKind::Execveat);
+    0
+}
+
+/// Every successful exec, after the point of no return: `bprm->file` is what the kernel runs
+/// (for a `#!` script, already the interpreter), `bprm->filename` the kernel's copy of the name
+/// it was asked for (`/dev/fd/N[/PATH]` for an fd-relative execveat or fexecve).
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
+    let task = current_task();
+    let Some(mntns) = target_mntns(task) else {
+        return 0;
+    };
+    // The prototype is (struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm).
+    let bprm: u64 = ctx.arg(2);
+    let Some(buf) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: per-CPU scratch, see exit_open.
+    let buf = unsafe { &mut *buf };
+    fill_header(
+        &mut buf.header,
+        task,
+        EventKind::Exec as u8,
+        mntns,
+        AT_FDCWD,
+        0,
+    );
+    let (Some(filename), Some(interp), Some(file)) = (
+        kread::<u64>(bprm, walk::BPRM_FILENAME),
+        kread::<u64>(bprm, walk::BPRM_INTERP),
+        kread::<u64>(bprm, walk::BPRM_FILE),
+    ) else {
+        buf.header.file_status = FILE_UNRESOLVED;
+        count(Counter::FileUnresolved);
+        emit(buf);
+        return 0;
+    };
+    // binfmt_script (and binfmt_misc) replace `interp` with the interpreter's name; it starts
+    // out as `filename` itself.
+    if interp != filename {
+        buf.header.exec_flags = EXEC_SCRIPT;
+    }
+    // SAFETY: the helper validates the kernel pointer and bounds the copy by the slice.
+    match unsafe {
+        bpf_probe_read_kernel_str_bytes(filename as *const u8, &mut buf.strings[..PATH_MAX])
+    } {
+        Ok(path) => buf.header.path_len = path.len() as u16,
+        Err(_) => {
+            buf.header.path_status = PATH_READ_FAILED;
+            count(Counter::PathReadFailed);
+        }
+    }
+    // A relative name (execve("./x")) resolves against the working directory, which the exec
+    // has not changed; the script of a `#!` exec is only known by that name.
+    if path_is_relative(buf) {
+        append_dir(buf, task, AT_FDCWD);
+    }
+    append_file(buf, file);
+    emit(buf);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_unshare(ctx: TracePointContext) -> u32 {
+    let flags = arg::<u64>(&ctx, ARG0);
+    if flags & CLONE_NEWNS == 0 {
+        return 0;
+    }
+    let Some(mntns) = target_mntns(current_task()) else {
+        return 0;
+    };
+    let tid = bpf_get_current_pid_tgid() as u32;
+    if UNSHARING.insert(&tid, &mntns, BPF_ANY as u64).is_err() {
+        count(Counter::InFlightFull);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_unshare(ctx: TracePointContext) -> u32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: a plain value copied out at once.
+    let Some(parent) = (unsafe { UNSHARING.get(&tid) }).copied() else {
+        return 0;
+    };
+    let _ = UNSHARING.remove(&tid);
+    if arg::<i64>(&ctx, RET) != 0 {
+        return 0;
+    }
+    let task = current_task();
+    if let Some(mntns) = mntns_of(task) {
+        join(task, task, mntns, parent);
+    }
+    0
+}
+
+/// A new task whose parent is traced and which has a mount namespace of its own
+/// (`clone(CLONE_NEWNS)`, with or without a user namespace) takes the filter with it.
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
+    let parent_task = current_task();
+    let Some(parent) = target_mntns(parent_task) else {
+        return 0;
+    };
+    // The prototype is (struct task_struct *parent, struct task_struct *child).
+    let child: *const u8 = ctx.arg(1);
+    if let Some(mntns) = mntns_of(child)
+        && mntns != parent
+    {
+        join(parent_task, child, mntns, parent);
+    }
+    0
+}
+
+/// Adds namespace `mntns`, made by a traced task from `parent`, to the filter and tells
+/// userspace (which pins it) through a [`EventKind::MntNs`] record naming `member`, a task in it.
+#[inline(always)]
+fn join(task: *const u8, member: *const u8, mntns: u32, parent: u32) {
+    // SAFETY: the value is only checked for presence.
+    if unsafe { TARGETS.get(&mntns) }.is_some() {
+        return;
+    }
+    if TARGETS.insert(&mntns, &JOINED, BPF_NOEXIST as u64).is_err() {
+        count(Counter::TargetsFull);
+        return;
+    }
+    count(Counter::NestedNamespaces);
+    let Some(buf) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch, see exit_open.
+    let buf = unsafe { &mut *buf };
+    fill_header(
+        &mut buf.header,
+        task,
+        EventKind::MntNs as u8,
+        mntns,
+        AT_FDCWD,
+        0,
+    );
+    buf.header.ret = i64::from(parent);
+    // SAFETY: member is a BTF task pointer (the current task or the tracepoint's child); the
+    // offsets are its fields'.
+    unsafe {
+        buf.header.tgid = load::<u32>(member, walk_offset(walk::TASK_TGID) as usize);
+        buf.header.tid = load::<u32>(member, walk_offset(walk::TASK_PID) as usize);
+    }
+    emit(buf);
+}
+
+/// An io_uring completion: an `IORING_OP_OPENAT`/`OPENAT2` that succeeded installed an fd in the
+/// submitter's table (io-wq workers share it), or filled a fixed-file slot, which is reported as
+/// such rather than resolved.
+#[tracepoint]
+pub fn io_uring_complete(ctx: TracePointContext) -> u32 {
+    let task = current_task();
+    let Some(mntns) = target_mntns(task) else {
+        return 0;
+    };
+    // Fields of io_uring/io_uring_complete: ctx at 8, req at 16, user_data at 24, res at 32.
+    let req = arg::<u64>(&ctx, 16);
+    let res = i64::from(arg::<i32>(&ctx, 32));
+    let kind = match kread::<u8>(req, walk::KIOCB_OPCODE) {
+        Some(uring::OP_OPENAT) => EventKind::UringOpenat,
+        Some(uring::OP_OPENAT2) => EventKind::UringOpenat2,
+        _ => return 0,
+    };
+    let Some(buf) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: per-CPU scratch, see exit_open.
+    let buf = unsafe { &mut *buf };
+    fill_header(&mut buf.header, task, kind as u8, mntns, AT_FDCWD, 0);
+    buf.header.ret = res;
+    if res >= 0 {
+        let slot = if walk_offset(walk::KIOCB_OPEN_FILE_SLOT) == NO_OFFSET {
+            0
+        } else {
+            kread::<u32>(req, walk::KIOCB_OPEN_FILE_SLOT).unwrap_or(0)
+        };
+        if slot != 0 {
+            buf.header.file_status = FILE_FIXED_SLOT;
+        } else {
+            match fd_file(task as u64, res) {
+                Some(file) => {
+                    buf.header.flags = u64::from(kread::<u32>(file, walk::FILE_FLAGS).unwrap_or(0));
+                    append_file(buf, file);
+                }
+                None => {
+                    buf.header.file_status = FILE_UNRESOLVED;
+                    count(Counter::FileUnresolved);
+                }
+            }
+        }
+    }
+    emit(buf);
     0
 }
 

@@ -1,8 +1,10 @@
 //! The tracer against the real kernel: every kind of open and exec of a target mount namespace
-//! arrives with the right fields, and nothing of any other namespace does.
+//! arrives with the right fields, naming the file the kernel produced, and nothing of any other
+//! namespace does.
 
 use std::{
     io::{BufRead, BufReader, Write},
+    os::unix::fs::MetadataExt,
     path::Path,
     process::{Command, Stdio},
     sync::{
@@ -14,6 +16,7 @@ use std::{
 use recorder::tracer::{Event, Tracer, TracerConfig, mount_namespace_of};
 use recorder_common::{AT_FDCWD, EventKind};
 use recorder_tests::root::require_root;
+use std::os::unix::ffi::OsStrExt;
 
 struct Workload {
     dir: tempfile::TempDir,
@@ -51,7 +54,12 @@ async fn every_open_and_exec_of_the_target_arrives_and_nothing_else() {
     let files = workload_files();
     let dir = files.dir.path().to_str().unwrap().to_owned();
 
-    let mut tracer = Tracer::load(&TracerConfig::default()).expect("load the eBPF programs");
+    // As `recorder trace` runs it: with the path arguments too.
+    let config = TracerConfig {
+        arg_paths: true,
+        ..TracerConfig::default()
+    };
+    let mut tracer = Tracer::load(&config).expect("load the eBPF programs");
     let mut stream = tracer.take_events().unwrap().expect("first take");
     assert!(
         tracer.take_events().unwrap().is_none(),
@@ -218,14 +226,54 @@ async fn every_open_and_exec_of_the_target_arrives_and_nothing_else() {
     );
     assert!(long.ret >= 0);
 
-    let exec = find(&events, |e| e.kind == EventKind::Execve, "execve");
+    // A successful exec arrives once, from sched_process_exec: the kernel's copy of the name
+    // and the file it runs (/bin/true through the /bin symlink, as stat follows it).
+    let exec = find(&events, |e| e.kind == EventKind::Exec, "exec");
     assert_eq!(exec.path(), Path::new("/bin/true"));
     assert_eq!(exec.ret, 0);
     assert_eq!(exec.tgid, pid);
+    assert!(!exec.script, "/bin/true is no script");
     assert_eq!(
-        exec.comm, "tracer-workload",
-        "comm is the caller's, read at entry"
+        exec.comm, "true",
+        "the exec has happened: comm is the new program's"
     );
+    assert!(
+        !events.iter().any(|e| e.kind == EventKind::Execve),
+        "a successful execve is reported by sched_process_exec alone"
+    );
+
+    // Every successful call names the file the kernel produced: the same inode stat finds.
+    let same_file = |event: &Event, path: &str| {
+        let file = event
+            .file
+            .as_ref()
+            .unwrap_or_else(|| panic!("no file for {path}: {event:?}"));
+        let meta = std::fs::metadata(path).unwrap();
+        assert_eq!((file.dev, file.ino), (meta.dev(), meta.ino()), "{path}");
+        assert_eq!(file.mode, meta.mode(), "{path}");
+        assert!(
+            meta.is_dir()
+                || Path::new(path).ends_with(Path::new(std::ffi::OsStr::from_bytes(
+                    &file.path[file.path.iter().rposition(|&b| b == b'/').unwrap() + 1..]
+                ))),
+            "{path} named {:?}",
+            String::from_utf8_lossy(&file.path)
+        );
+    };
+    same_file(abs, &format!("{dir}/abs.txt"));
+    same_file(rel, &format!("{dir}/rel.txt"));
+    same_file(dir_open, &format!("{dir}/sub"));
+    assert!(dir_open.file.as_ref().unwrap().is_dir());
+    same_file(via_dirfd, &format!("{dir}/sub/viadirfd.txt"));
+    same_file(o2, &format!("{dir}/o2.txt"));
+    same_file(long, &format!("{dir}/{}", files.long_relative));
+    same_file(exec, "/bin/true");
+    assert_eq!(
+        proc_status.file.as_ref().unwrap().fs_type(),
+        Some("proc"),
+        "procfs is named as such"
+    );
+    assert!(missing.file.is_none(), "a failed open names no file");
     // After the exec the new program's own opens (its loader's) are traced too.
     assert!(
         events.iter().any(|e| e.comm == "true" && e.tgid == pid),
@@ -255,6 +303,7 @@ async fn every_open_and_exec_of_the_target_arrives_and_nothing_else() {
     assert_eq!(counters.in_flight_full, 0);
     assert_eq!(counters.recursion_misses, 0);
     assert_eq!(counters.path_read_failed, 0);
+    assert_eq!(counters.file_unresolved, 0);
     assert_eq!(
         counters.emitted,
         events.len() as u64,
@@ -283,11 +332,17 @@ async fn nothing_arrives_before_a_target_is_armed_or_after_it_is_removed() {
     tracer.add_target(own).unwrap();
     std::fs::read("/etc/hostname").unwrap();
     stream.drain(&mut events);
+    let hostname = std::fs::metadata("/etc/hostname").unwrap();
     assert!(
         events
             .iter()
-            .any(|e| e.path() == Path::new("/etc/hostname") && e.tid == nix_gettid()),
+            .any(|e| e.tid == nix_gettid()
+                && e.file.as_ref().is_some_and(|f| f.ino == hostname.ino())),
         "the armed namespace's open did not arrive"
+    );
+    assert!(
+        events.iter().all(|e| e.path.is_empty()),
+        "without arg_paths the path arguments are not read"
     );
 
     tracer.remove_target(own).unwrap();

@@ -34,6 +34,21 @@ pub enum MountsError {
 #[derive(Debug, Clone, Default)]
 pub struct MountTable {
     points: HashMap<Vec<u8>, Arc<str>>,
+    by_id: HashMap<u32, Arc<str>>,
+    root: Option<RootMount>,
+}
+
+/// The filesystem the container's root is on: the image's files are the ones on this device
+/// below `root`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootMount {
+    /// The device (`st_dev` encoding).
+    pub dev: u64,
+    /// Where the container's root lies inside that filesystem, relative, cleaned (empty for
+    /// the filesystem's own root, as for an overlay).
+    pub root: Vec<u8>,
+    /// The mount's id.
+    pub mnt_id: u32,
 }
 
 impl MountTable {
@@ -50,6 +65,8 @@ impl MountTable {
     /// Parses mountinfo text; `Err(line)` names the first malformed line (1-based).
     pub fn parse(text: &[u8]) -> Result<Self, usize> {
         let mut points = HashMap::new();
+        let mut by_id = HashMap::new();
+        let mut root_mount = None;
         for (i, line) in text.split(|&b| b == b'\n').enumerate() {
             if line.is_empty() {
                 continue;
@@ -65,7 +82,16 @@ impl MountTable {
             let fstype = fields.get(sep + 1).ok_or(i + 1)?;
             let (root, point) = (unescape(fields[3]), unescape(fields[4]));
             let point = path::clean(&point);
+            let id = parse_num::<u32>(fields[0]).ok_or(i + 1)?;
+            let dev = device(fields[2]).ok_or(i + 1)?;
             if point.is_empty() {
+                // Later lines are later mounts: the topmost one at the root wins.
+                root_mount = Some(RootMount {
+                    dev,
+                    root: path::clean(&root),
+                    mnt_id: id,
+                });
+                by_id.remove(&id);
                 continue;
             }
             let label: Arc<str> = if root == b"/" {
@@ -76,9 +102,24 @@ impl MountTable {
                 "bind".into()
             };
             // Later lines are later mounts: the topmost one at a point wins.
+            by_id.insert(id, label.clone());
             points.insert(point, label);
         }
-        Ok(Self { points })
+        Ok(Self {
+            points,
+            by_id,
+            root: root_mount,
+        })
+    }
+
+    /// The filesystem of the container's root, if a mount sits at `/`.
+    pub fn root(&self) -> Option<&RootMount> {
+        self.root.as_ref()
+    }
+
+    /// The label of the mount with this id, other than the root's.
+    pub fn label_of(&self, mnt_id: u32) -> Option<&Arc<str>> {
+        self.by_id.get(&mnt_id)
     }
 
     /// The label of the mount whose mount point is exactly `cleaned` (relative, no `/`).
@@ -95,6 +136,23 @@ impl MountTable {
     pub fn is_empty(&self) -> bool {
         self.points.is_empty()
     }
+}
+
+impl crate::image::MountPoints for MountTable {
+    fn mount_at(&self, cleaned: &[u8]) -> Option<&str> {
+        self.points.get(cleaned).map(|l| &**l)
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(field: &[u8]) -> Option<T> {
+    std::str::from_utf8(field).ok()?.parse().ok()
+}
+
+/// `MAJOR:MINOR` as `st_dev` encodes it.
+fn device(field: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(field).ok()?;
+    let (major, minor) = text.split_once(':')?;
+    Some(libc::makedev(major.parse().ok()?, minor.parse().ok()?))
 }
 
 /// Undoes the kernel's octal escapes (`\040` space, `\011` tab, `\012` newline, `\134` `\`).
@@ -145,6 +203,14 @@ mod tests {
         assert_eq!(label("data/my vol").as_deref(), Some("bind"));
         assert_eq!(label(""), None, "the root is the image, not an exclusion");
         assert_eq!(table.len(), 6);
+        let root = table.root().unwrap();
+        assert_eq!(
+            (root.dev, root.root.as_slice(), root.mnt_id),
+            (libc::makedev(0, 120), &b""[..], 1410)
+        );
+        assert_eq!(table.label_of(1415).map(|l| &**l), Some("bind"));
+        assert_eq!(table.label_of(1411).map(|l| &**l), Some("proc"));
+        assert_eq!(table.label_of(1410), None, "the root is not an exclusion");
     }
 
     #[test]

@@ -1,17 +1,21 @@
 //! Turning one traced event into a record decision: the image path and layer it read, or why
 //! it is not image content.
 //!
-//! The path is walked component by component the way the kernel walks it, against the
-//! container's real mounts and the image's merged view: a component that is a symlink in the
-//! image is followed before a later `..` applies, a component that is a mount point leaves the
-//! image (procfs, /dev, bind mounts), and `..` may climb back out of a mount.
+//! The kernel names every file a call produced by its identity: the device of its filesystem,
+//! the mount it was reached through and its path from the root of that filesystem. A file on
+//! the container root's filesystem, below the container's root, is the image file at that path,
+//! whatever route reached it (symlinks, `..`, magic links, `/proc/self/root`, bind mounts, a
+//! copy of the mount in a nested namespace); anything else is another filesystem, excluded
+//! under its mount's label. Only names the kernel gives as strings (a script run through its
+//! `#!` interpreter, the interpreters themselves) are walked through the image, with the one
+//! walker of [`MergedView::resolve_in`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::image::merged::MAX_LINKS;
-use crate::image::{EntryKind, Found, MergedView, Reason, path};
+use crate::image::{EntryKind, Found, MergedView, Reason};
 use crate::tracer::Event;
+use crate::tracer::event::{FileGap, OpenedFile, fs_type_name};
 
 use super::mounts::MountTable;
 
@@ -23,8 +27,8 @@ const O_PATH: u64 = libc::O_PATH as u64;
 pub enum Exclusion {
     /// The call opened a directory (fanotify-based recorders skip them too).
     Directory,
-    /// The path lies on a mount other than the image's root, labelled by type (`proc`,
-    /// `tmpfs`, `bind`, ...).
+    /// The file lies on a filesystem other than the image's root, labelled by its mount: the
+    /// type (`proc`, `tmpfs`, ...) or `bind` for part of a filesystem mounted elsewhere.
     Mount(Arc<str>),
     /// No layer has it: created at runtime.
     NotInImage,
@@ -44,6 +48,10 @@ pub enum Exclusion {
     UnreadablePath,
     /// An `O_PATH` open, which reads nothing.
     OPath,
+    /// The kernel program could not read the file of a successful call.
+    UnresolvedFile,
+    /// An io_uring open into a fixed-file slot, which has no fd to name the file by.
+    FixedSlot,
 }
 
 impl Exclusion {
@@ -61,6 +69,8 @@ impl Exclusion {
             Exclusion::UnresolvedRelative => "unresolved-relative",
             Exclusion::UnreadablePath => "unreadable-path",
             Exclusion::OPath => "o-path",
+            Exclusion::UnresolvedFile => "unresolved-file",
+            Exclusion::FixedSlot => "io-uring-fixed-slot",
         }
     }
 }
@@ -74,6 +84,7 @@ impl From<Reason> for Exclusion {
             Reason::NotADirectory { .. } => Exclusion::NotADirectory,
             Reason::SymlinkLoop { .. } | Reason::TooManyLinks => Exclusion::SymlinkLoop,
             Reason::Invalid(_) => Exclusion::InvalidPath,
+            Reason::Mounted { label, .. } => Exclusion::Mount(label.into()),
         }
     }
 }
@@ -92,15 +103,15 @@ pub enum Decision {
     Exclude(Exclusion),
 }
 
-/// Decides events against one image and one container's mounts, caching by path.
-///
-/// The kernel filter only passes the target mount namespace and the mounts are those of that
-/// namespace, so the absolute path alone keys the cache.
+/// Decides events against one image and one container's mounts, caching by file and by path.
 #[derive(Debug)]
 pub struct Resolver {
     view: Arc<MergedView>,
     mounts: MountTable,
-    cache: HashMap<Vec<u8>, Decision>,
+    /// By path string, for names the kernel gives as strings.
+    paths: HashMap<Vec<u8>, Decision>,
+    /// By (device, path from the filesystem's root), for files the kernel named.
+    files: HashMap<(u64, Vec<u8>), Decision>,
 }
 
 impl Resolver {
@@ -109,141 +120,123 @@ impl Resolver {
         Self {
             view,
             mounts,
-            cache: HashMap::new(),
+            paths: HashMap::new(),
+            files: HashMap::new(),
         }
     }
 
-    /// The decision for a successful event (callers count failed ones separately).
+    /// The decision for a successful event (callers count failed ones separately): the file
+    /// it produced, whatever path it was asked by.
     pub fn decide(&mut self, event: &Event) -> Decision {
-        if event.path_unreadable {
-            return Decision::Exclude(Exclusion::UnreadablePath);
-        }
         if !event.is_exec() && event.flags & O_PATH != 0 {
             return Decision::Exclude(Exclusion::OPath);
         }
-        let absolute;
-        let path: &[u8] = if event.path.first() == Some(&b'/') {
-            &event.path
-        } else {
-            match event.absolute_path() {
-                Some(p) => {
-                    absolute = p.into_os_string().into_encoded_bytes();
-                    &absolute
-                }
-                None => return Decision::Exclude(Exclusion::UnresolvedRelative),
-            }
-        };
-        self.decide_path(path).clone()
+        match (&event.file, event.file_gap) {
+            (Some(file), _) => self.decide_file(file).clone(),
+            (None, FileGap::FixedSlot) => Decision::Exclude(Exclusion::FixedSlot),
+            (None, _) => Decision::Exclude(Exclusion::UnresolvedFile),
+        }
     }
 
-    /// The decision for an absolute path inside the container's root.
-    pub fn decide_path(&mut self, path: &[u8]) -> &Decision {
-        if !self.cache.contains_key(path) {
-            let decision = walk(&self.view, &self.mounts, path);
-            self.cache.insert(path.to_vec(), decision);
+    /// For an exec through an interpreter (`event.script`): the script, named only by the
+    /// kernel's copy of the name it was run by, walked through the image from the directory the
+    /// kernel reported for a relative name.
+    pub fn decide_script(&mut self, event: &Event) -> Decision {
+        if event.path_unreadable {
+            return Decision::Exclude(Exclusion::UnreadablePath);
+        }
+        match event.absolute_path() {
+            Some(path) => self
+                .decide_path(&path.into_os_string().into_encoded_bytes())
+                .clone(),
+            None => Decision::Exclude(Exclusion::UnresolvedRelative),
+        }
+    }
+
+    /// The decision for a file the kernel named.
+    pub fn decide_file(&mut self, file: &OpenedFile) -> &Decision {
+        let key = (file.dev, file.path.clone());
+        if !self.files.contains_key(&key) {
+            let decision = self.file_decision(file);
+            self.files.insert(key.clone(), decision);
         }
         // Inserted just above when absent.
-        &self.cache[path]
+        &self.files[&key]
     }
 
-    /// Distinct paths decided so far.
-    pub fn cached(&self) -> usize {
-        self.cache.len()
-    }
-}
-
-/// The deepest mount whose mount point is a prefix of `cur` (or `cur` itself).
-fn innermost_mount(mounts: &MountTable, cur: &[Vec<u8>]) -> Option<(usize, Arc<str>)> {
-    (1..=cur.len())
-        .rev()
-        .find_map(|n| mounts.at(&cur[..n].join(&b'/')).map(|l| (n, l.clone())))
-}
-
-/// Walks `path` from the container's root as the kernel would.
-fn walk(view: &MergedView, mounts: &MountTable, path: &[u8]) -> Decision {
-    if path::check(path).is_err() {
-        return Decision::Exclude(Exclusion::InvalidPath);
-    }
-    // A stack of components still to walk, next on top.
-    let mut pending: Vec<Vec<u8>> = split_rev(path);
-    let mut cur: Vec<Vec<u8>> = Vec::new();
-    // The mount the walk is inside, with the depth of its mount point.
-    let mut mount: Option<(usize, Arc<str>)> = None;
-    let mut links = 0;
-    while let Some(component) = pending.pop() {
-        match &component[..] {
-            b"" | b"." => continue,
-            b".." => {
-                cur.pop();
-                if mount.as_ref().is_some_and(|(depth, _)| cur.len() < *depth) {
-                    mount = innermost_mount(mounts, &cur);
-                }
-                continue;
-            }
-            _ => cur.push(component),
+    fn file_decision(&self, file: &OpenedFile) -> Decision {
+        if file.is_dir() {
+            return Decision::Exclude(Exclusion::Directory);
         }
-        let joined = cur.join(&b'/');
-        if let Some(label) = mounts.at(&joined) {
-            mount = Some((cur.len(), label.clone()));
-            continue;
-        }
-        if mount.is_some() {
-            // Inside another filesystem the image says nothing; only `..` can lead back.
-            continue;
-        }
-        let last = pending.iter().all(|c| c.is_empty() || c == b".");
-        match view.which(&joined).result {
-            Ok(Found {
-                layer,
-                kind: EntryKind::Symlink,
-            }) => {
-                links += 1;
-                if links > MAX_LINKS {
-                    return Decision::Exclude(Exclusion::SymlinkLoop);
-                }
-                let target = view.layers()[layer]
-                    .get(&joined)
-                    .and_then(|info| info.target)
-                    .unwrap_or_default();
-                cur.pop();
-                if target.first() == Some(&b'/') {
-                    cur.clear();
-                }
-                pending.extend(split_rev(target));
-            }
-            Ok(Found {
-                kind: EntryKind::Dir,
-                ..
-            }) => {
-                if last {
-                    return Decision::Exclude(Exclusion::Directory);
-                }
-            }
-            Ok(Found { layer, .. }) if last => {
-                return Decision::Record {
-                    path: joined,
+        if let Some(root) = self.mounts.root()
+            && root.dev == file.dev
+            && let Some(inside) = below(&file.path, &root.root)
+        {
+            return match self.view.which(inside).result {
+                Ok(Found {
+                    kind: EntryKind::Dir,
+                    ..
+                }) => Decision::Exclude(Exclusion::Directory),
+                Ok(Found { layer, .. }) => Decision::Record {
+                    path: inside.to_vec(),
                     layer,
-                };
-            }
-            Ok(Found { .. }) => return Decision::Exclude(Exclusion::NotADirectory),
-            // An ancestor listed by no layer may still be an implicit directory (entries below
-            // it, none of its own); the full path decides.
-            Err(Reason::NotInImage) if !last => {}
-            Err(reason) => return Decision::Exclude(reason.into()),
+                },
+                Err(reason) => Decision::Exclude(reason.into()),
+            };
         }
+        // Another filesystem, or the root's filesystem outside the container's root (a bind
+        // mount of a host directory on the same disk): labelled by the mount it was reached
+        // through, or, in a namespace of its own, by its filesystem's type.
+        let label = match self.mounts.label_of(file.mnt_id) {
+            Some(label) => label.clone(),
+            None => fs_type_name(file.magic)
+                .unwrap_or("other-filesystem")
+                .into(),
+        };
+        Decision::Exclude(Exclusion::Mount(label))
     }
-    match mount {
-        Some((_, label)) => Decision::Exclude(Exclusion::Mount(label)),
-        // Ended on the root, or on a `.`/`..` after a directory: a directory was opened.
-        None => Decision::Exclude(Exclusion::Directory),
+
+    /// The decision for an absolute path inside the container's root, walked as the kernel
+    /// walks it.
+    pub fn decide_path(&mut self, path: &[u8]) -> &Decision {
+        if !self.paths.contains_key(path) {
+            let resolved = self.view.resolve_in(path, &self.mounts);
+            let decision = match resolved.result {
+                Ok(Found {
+                    kind: EntryKind::Dir,
+                    ..
+                }) => Decision::Exclude(Exclusion::Directory),
+                Ok(Found { layer, .. }) => Decision::Record {
+                    path: resolved.target,
+                    layer,
+                },
+                // The walk ended on the image's root.
+                Err(Reason::NotInImage) if resolved.target.is_empty() => {
+                    Decision::Exclude(Exclusion::Directory)
+                }
+                Err(reason) => Decision::Exclude(reason.into()),
+            };
+            self.paths.insert(path.to_vec(), decision);
+        }
+        // Inserted just above when absent.
+        &self.paths[path]
+    }
+
+    /// Distinct paths and files decided so far.
+    pub fn cached(&self) -> usize {
+        self.paths.len() + self.files.len()
     }
 }
 
-fn split_rev(path: &[u8]) -> Vec<Vec<u8>> {
-    path.split(|&b| b == b'/')
-        .rev()
-        .map(<[u8]>::to_vec)
-        .collect()
+/// `path` (from a filesystem's root, starting with `/`) relative to `root` (relative, cleaned,
+/// empty for the filesystem's root), if it lies below it.
+fn below<'a>(path: &'a [u8], root: &[u8]) -> Option<&'a [u8]> {
+    let path = path.strip_prefix(b"/").unwrap_or(path);
+    if root.is_empty() {
+        return Some(path);
+    }
+    let rest = path.strip_prefix(root)?;
+    rest.strip_prefix(b"/")
 }
 
 #[cfg(test)]
@@ -340,5 +333,104 @@ mod tests {
         let n = r.cached();
         assert_eq!(decide(&mut r, "/etc/passwd"), Ok(record("etc/passwd", 1)));
         assert_eq!(r.cached(), n, "a repeated path is answered from the cache");
+    }
+
+    fn file(dev: (u32, u32), mnt_id: u32, mode: u32, magic: u64, path: &str) -> OpenedFile {
+        OpenedFile {
+            path: path.as_bytes().to_vec(),
+            dev: libc::makedev(dev.0, dev.1),
+            ino: 1,
+            mnt_id,
+            mode,
+            magic,
+        }
+    }
+
+    #[test]
+    fn names_files_by_their_filesystem_and_place_in_it() {
+        const REG: u32 = libc::S_IFREG | 0o644;
+        const DIR: u32 = libc::S_IFDIR | 0o755;
+        const OVERLAY: u64 = 0x794c_7630;
+        let mut r = resolver();
+        let table = [
+            // The root's filesystem: the image, by the path from its root.
+            (
+                file((0, 1), 1, REG, OVERLAY, "/etc/passwd"),
+                Ok(record("etc/passwd", 1)),
+            ),
+            (
+                file((0, 1), 1, REG, OVERLAY, "/usr/lib/libc.so"),
+                Ok(record("usr/lib/libc.so", 0)),
+            ),
+            // Reached through another mount of the same filesystem (a bind mount inside the
+            // container, or a nested namespace's copy): still the image file.
+            (
+                file((0, 1), 77, REG, OVERLAY, "/usr/lib/libc.so"),
+                Ok(record("usr/lib/libc.so", 0)),
+            ),
+            (
+                file((0, 1), 1, REG, OVERLAY, "/etc/gone"),
+                Err(excluded("whiteout")),
+            ),
+            (
+                file((0, 1), 1, REG, OVERLAY, "/etc/new"),
+                Err(excluded("not-in-image")),
+            ),
+            (
+                file((0, 1), 1, DIR, OVERLAY, "/usr/lib"),
+                Err(excluded("directory")),
+            ),
+            (
+                file((0, 1), 1, DIR, OVERLAY, "/"),
+                Err(excluded("directory")),
+            ),
+            // Other filesystems, by the mount they were reached through.
+            (
+                file((0, 2), 2, REG, 0x9fa0, "/self/status"),
+                Err(excluded("proc")),
+            ),
+            (
+                file((8, 1), 3, REG, 0xef53, "/h/hosts"),
+                Err(excluded("bind")),
+            ),
+            (
+                file((0, 3), 4, REG, 0x0102_1994, "/x"),
+                Err(excluded("tmpfs")),
+            ),
+            // A mount of a nested namespace, unknown here: by its filesystem's type.
+            (
+                file((0, 9), 500, REG, 0x9fa0, "/1/maps"),
+                Err(excluded("proc")),
+            ),
+            (
+                file((0, 9), 500, REG, 0x1234, "/x"),
+                Err(excluded("other-filesystem")),
+            ),
+        ];
+        for (f, want) in table {
+            let got = match r.decide_file(&f).clone() {
+                Decision::Exclude(e) => Err(e.label().to_owned()),
+                d => Ok(d),
+            };
+            assert_eq!(got, want, "{:?}", String::from_utf8_lossy(&f.path));
+        }
+    }
+
+    #[test]
+    fn a_root_inside_a_filesystem_is_stripped() {
+        let table = [
+            ("/srv/c1/usr/bin/x", "srv/c1", Some("usr/bin/x")),
+            ("/srv/c1", "srv/c1", None),
+            ("/srv/c10/x", "srv/c1", None),
+            ("/usr/bin/x", "", Some("usr/bin/x")),
+            ("/", "", Some("")),
+        ];
+        for (path, root, want) in table {
+            assert_eq!(
+                below(path.as_bytes(), root.as_bytes()),
+                want.map(str::as_bytes),
+                "{path} below {root}"
+            );
+        }
     }
 }

@@ -18,11 +18,13 @@ use crate::image::{Image, IndexOptions, MergedView, Platform, index_image};
 use crate::record::{Extras, RecordBuilder};
 use crate::status::{State, StatusHandle};
 use crate::tracer::{Event, EventStream, Tracer};
+use recorder_common::EventKind;
 
 use super::AgentError;
 use super::commit::{CommitOptions, commit};
 use super::interp::ContainerRoot;
 use super::mounts::MountTable;
+use super::procs::{Namespaces, processes_in};
 use super::resolve::{Decision, Resolver};
 use super::source::ImageSource;
 use super::stop::StopReason;
@@ -320,10 +322,12 @@ pub struct Tracing {
     resolver: Resolver,
     record: RecordBuilder,
     start_ns: u64,
-    mntns: u32,
+    /// The armed namespace and those its tasks made.
+    namespaces: Namespaces,
     root: Option<ContainerRoot>,
-    // Held, never read: see Target::pin.
+    // Held, never read: see Target::pin. Nested namespaces are pinned the same way.
     _pin: Option<OwnedFd>,
+    nested_pins: Vec<OwnedFd>,
     /// Image files the kernel loads to exec an image file, by the executed file.
     interpreters: HashMap<Vec<u8>, Vec<(Vec<u8>, usize)>>,
     warnings: Vec<String>,
@@ -342,9 +346,10 @@ impl Tracing {
         Tracing {
             record: RecordBuilder::new(image.manifest_digest().to_string()),
             resolver: Resolver::new(view, target.mounts),
-            mntns: target.mntns,
+            namespaces: Namespaces::new(target.mntns),
             root: target.root,
             _pin: target.pin,
+            nested_pins: Vec::new(),
             interpreters: HashMap::new(),
             warnings: Vec::new(),
             status,
@@ -358,6 +363,12 @@ impl Tracing {
     /// The image being recorded.
     pub fn image(&self) -> &Arc<Image> {
         &self.image
+    }
+
+    /// The mount namespaces being recorded: the armed one, and every one its tasks make while
+    /// traced (for `--until-exit`).
+    pub fn namespaces(&self) -> Namespaces {
+        self.namespaces.clone()
     }
 
     /// Notes something that makes the record less trustworthy without failing it (e.g. the
@@ -394,7 +405,9 @@ impl Tracing {
             }
         };
         // Disarm first, so the ring only holds what came before the stop, then take it all.
-        self.tracer.remove_target(self.mntns)?;
+        for mntns in self.namespaces.to_vec() {
+            self.tracer.remove_target(mntns)?;
+        }
         self.events.drain(&mut batch);
         self.consume(&batch);
         let lost = self.tracer.counters()?.lost() + self.events.undecodable();
@@ -418,25 +431,53 @@ impl Tracing {
         let (mut recorded, mut failed) = (0, 0);
         let mut excluded: BTreeMap<String, u64> = BTreeMap::new();
         for event in batch {
+            if event.kind == EventKind::MntNs {
+                self.join_namespace(event);
+                continue;
+            }
             if !event.succeeded() {
                 failed += 1;
                 continue;
             }
+            let offset_ns = event.ts_ns.saturating_sub(self.start_ns);
+            let extras = |kind: &str| Extras {
+                offset_ns: Some(offset_ns),
+                pid: Some(event.tgid),
+                comm: Some(event.comm.clone()),
+                kind: Some(kind.to_owned()),
+            };
+            let mut exclude = |why: &super::Exclusion| {
+                let label = why.label();
+                match excluded.get_mut(label) {
+                    Some(n) => *n += 1,
+                    None => {
+                        excluded.insert(label.to_owned(), 1);
+                    }
+                }
+            };
+            // In the order the kernel opens them, as fanotify reports them: a script, the
+            // interpreter its `#!` names (the file the kernel runs), then that one's loader.
+            if event.script {
+                match self.resolver.decide_script(event) {
+                    Decision::Record { path, layer } => {
+                        if self.record.push_with(&path, Some(layer), extras("exec")) {
+                            recorded += 1;
+                        }
+                    }
+                    Decision::Exclude(why) => exclude(&why),
+                }
+            }
             match self.resolver.decide(event) {
                 Decision::Record { path, layer } => {
-                    let offset_ns = event.ts_ns.saturating_sub(self.start_ns);
-                    let extras = |kind: &str| Extras {
-                        offset_ns: Some(offset_ns),
-                        pid: Some(event.tgid),
-                        comm: Some(event.comm.clone()),
-                        kind: Some(kind.to_owned()),
+                    let kind = match (event.is_exec(), event.script) {
+                        (true, true) => "interpreter",
+                        (true, false) => "exec",
+                        (false, _) => "open",
                     };
-                    let kind = if event.is_exec() { "exec" } else { "open" };
                     if self.record.push_with(&path, Some(layer), extras(kind)) {
                         recorded += 1;
                     }
                     if event.is_exec() {
-                        // In the order the kernel opens them: the program, then its interpreters.
                         for (interp, layer) in self.interpreters_of(&path) {
                             if self
                                 .record
@@ -447,15 +488,7 @@ impl Tracing {
                         }
                     }
                 }
-                Decision::Exclude(why) => {
-                    let label = why.label();
-                    match excluded.get_mut(label) {
-                        Some(n) => *n += 1,
-                        None => {
-                            excluded.insert(label.to_owned(), 1);
-                        }
-                    }
-                }
+                Decision::Exclude(why) => exclude(&why),
             }
         }
         self.status.add_events(batch.len() as u64);
@@ -468,6 +501,39 @@ impl Tracing {
 }
 
 impl Tracing {
+    /// A traced task made mount namespace `event.mntns`, which the kernel has added to the
+    /// filter: pin it (a namespace that dies frees its inode number for reuse by an unrelated
+    /// one) through a task inside it, and count its processes for `--until-exit`. One that can
+    /// no longer be pinned is gone already, and leaves the filter.
+    fn join_namespace(&mut self, event: &Event) {
+        let mntns = event.mntns;
+        let pinned = std::iter::once(event.tgid)
+            .chain(processes_in(mntns).unwrap_or_default())
+            .find_map(|pid| {
+                let file = File::open(format!("/proc/{pid}/ns/mnt")).ok()?;
+                let ino = file.metadata().ok()?.ino();
+                (ino == u64::from(mntns)).then(|| OwnedFd::from(file))
+            });
+        match pinned {
+            Some(fd) => {
+                tracing::info!(
+                    mntns,
+                    from = event.ret,
+                    pid = event.tgid,
+                    "nested mount namespace traced"
+                );
+                self.nested_pins.push(fd);
+                self.namespaces.insert(mntns);
+            }
+            None => {
+                tracing::debug!(mntns, "nested mount namespace gone before it was pinned");
+                if let Err(error) = self.tracer.remove_target(mntns) {
+                    tracing::warn!(%error, mntns, "removing a vanished namespace from the filter");
+                }
+            }
+        }
+    }
+
     /// The image files the kernel loads to exec the image file `path`, cached per program.
     fn interpreters_of(&mut self, path: &[u8]) -> Vec<(Vec<u8>, usize)> {
         if let Some(known) = self.interpreters.get(path) {

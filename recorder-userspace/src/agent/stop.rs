@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::AgentError;
-use super::procs::processes_in;
+use super::procs::Namespaces;
 use crate::status::StopSignal;
 
 /// How often `--until-exit` looks for the target's processes.
@@ -111,8 +111,10 @@ impl Stops {
 pub struct StopConditions {
     /// Stop after this long.
     pub period: Option<Duration>,
-    /// Stop once no process of this mount namespace is left.
-    pub until_exit: Option<u32>,
+    /// Stop once no process of these mount namespaces is left (see [`Tracing::namespaces`]).
+    ///
+    /// [`Tracing::namespaces`]: super::Tracing::namespaces
+    pub until_exit: Option<Namespaces>,
 }
 
 impl StopConditions {
@@ -128,8 +130,8 @@ impl StopConditions {
             }
         };
         let exited = async {
-            match self.until_exit {
-                Some(mntns) => until_exit(mntns).await,
+            match &self.until_exit {
+                Some(namespaces) => until_exit(namespaces).await,
                 None => pending().await,
             }
         };
@@ -141,10 +143,11 @@ impl StopConditions {
     }
 }
 
-/// Completes once no process is left in mount namespace `mntns`.
-pub async fn until_exit(mntns: u32) -> StopReason {
+/// Completes once no process is left in any of the recording's mount namespaces (the armed
+/// one, and those its tasks made).
+pub async fn until_exit(namespaces: &Namespaces) -> StopReason {
     loop {
-        match processes_in(mntns) {
+        match namespaces.processes() {
             Ok(pids) if pids.is_empty() => return StopReason::TargetExited,
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "scanning /proc for the target's processes"),

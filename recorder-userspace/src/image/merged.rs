@@ -50,6 +50,30 @@ pub enum Reason {
     /// The path itself is refused.
     #[error("invalid path: {0}")]
     Invalid(NameError),
+    /// The walk left the image for another filesystem mounted in the container.
+    #[error("on the {label} mount at /{}", path::display(.point))]
+    Mounted {
+        /// The mount point, relative to the root.
+        point: Vec<u8>,
+        /// The mount's label (its filesystem type, or `bind`).
+        label: String,
+    },
+}
+
+/// The mount points of a container, for a walk that must leave the image where they are.
+pub trait MountPoints {
+    /// The label of the mount whose mount point is exactly `cleaned` (relative, no leading `/`).
+    fn mount_at(&self, cleaned: &[u8]) -> Option<&str>;
+}
+
+/// No mounts: the image alone, as `recorder image which --follow` sees it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoMounts;
+
+impl MountPoints for NoMounts {
+    fn mount_at(&self, _cleaned: &[u8]) -> Option<&str> {
+        None
+    }
 }
 
 /// The topmost layer that provides a path, with its entry's type.
@@ -228,6 +252,18 @@ impl MergedView {
     /// Resolves `path` through symlinks inside the image root: absolute targets restart at
     /// the image root, `..` stops there, at most [`MAX_LINKS`] links, loops reported.
     pub fn which_follow(&self, path: &[u8]) -> Resolution {
+        self.resolve_in(path, &NoMounts)
+    }
+
+    /// The one path walk of the project: resolves `path` as the kernel walks it inside a
+    /// container whose root is this image and whose other filesystems are `mounts`.
+    ///
+    /// Components stay unresolved until reached, so a `..` after a symlink applies to where the
+    /// symlink led; absolute targets restart at the root and `..` stops there; a component that
+    /// is a mount point leaves the image (a later `..` may climb back into it); more than
+    /// [`MAX_LINKS`] links fail as the kernel's `ELOOP` does, and a link met again with the same
+    /// remaining path is reported as the loop it is.
+    pub fn resolve_in(&self, path: &[u8], mounts: &dyn MountPoints) -> Resolution {
         let cleaned = path::clean(path);
         let mut res = Resolution {
             path: cleaned.clone(),
@@ -239,23 +275,34 @@ impl MergedView {
             res.result = Err(Reason::Invalid(e));
             return res;
         }
-        // Components stay unresolved until reached: `..` after a symlink applies to where the
-        // symlink led, not lexically.
         let mut pending: VecDeque<Vec<u8>> = split(path).collect();
         let mut cur: Vec<Vec<u8>> = Vec::new();
         let mut seen: HashSet<(Vec<u8>, Vec<Vec<u8>>)> = HashSet::new();
+        // The mount the walk is inside, with the depth of its mount point.
+        let mut mount: Option<(usize, Vec<u8>, String)> = None;
         while let Some(c) = pending.pop_front() {
             match &c[..] {
                 b"" | b"." => continue,
                 b".." => {
                     cur.pop();
+                    if mount.as_ref().is_some_and(|(depth, ..)| cur.len() < *depth) {
+                        mount = innermost_mount(mounts, &cur);
+                    }
                     continue;
                 }
                 _ => cur.push(c),
             }
-            let last = pending.iter().all(|p| p.is_empty() || p == b".");
             let comps: Vec<&[u8]> = cur.iter().map(Vec::as_slice).collect();
             res.target = comps.join(&b'/');
+            if let Some(label) = mounts.mount_at(&res.target) {
+                mount = Some((cur.len(), res.target.clone(), label.to_owned()));
+                continue;
+            }
+            if mount.is_some() {
+                // Inside another filesystem the image says nothing; only `..` can lead back.
+                continue;
+            }
+            let last = pending.iter().all(|p| p.is_empty() || p == b".");
             let (layer, node) = match self.probe(&comps) {
                 Probe::Found { layer, node } => (layer, node),
                 Probe::ImplicitDir if !last => continue,
@@ -289,10 +336,18 @@ impl MergedView {
                     cur.pop();
                     if target.starts_with(b"/") {
                         cur.clear();
+                        mount = None;
                     }
                     for t in split(&target).collect::<Vec<_>>().into_iter().rev() {
                         pending.push_front(t);
                     }
+                }
+                EntryKind::Dir if last => {
+                    res.result = Ok(Found {
+                        layer,
+                        kind: EntryKind::Dir,
+                    });
+                    return res;
                 }
                 EntryKind::Dir => {}
                 kind if last => {
@@ -307,16 +362,13 @@ impl MergedView {
                     return res;
                 }
             }
-            if last && info.kind == EntryKind::Dir {
-                res.result = Ok(Found {
-                    layer,
-                    kind: EntryKind::Dir,
-                });
-                return res;
-            }
         }
-        // Everything resolved away (e.g. "/", "a/.."): the answer is the root directory.
         res.target = cur.join(&b'/');
+        if let Some((_, point, label)) = mount {
+            res.result = Err(Reason::Mounted { point, label });
+            return res;
+        }
+        // Everything resolved away (e.g. "/", "a/.."): the answer is that directory.
         let comps: Vec<&[u8]> = cur.iter().map(Vec::as_slice).collect();
         res.result = match self.probe(&comps) {
             Probe::Found { layer, node } => Ok(Found {
@@ -328,6 +380,15 @@ impl MergedView {
         };
         res
     }
+}
+
+/// The deepest mount whose mount point is `cur` or one of its ancestors.
+fn innermost_mount(mounts: &dyn MountPoints, cur: &[Vec<u8>]) -> Option<(usize, Vec<u8>, String)> {
+    (1..=cur.len()).rev().find_map(|n| {
+        let point = cur[..n].join(&b'/');
+        let label = mounts.mount_at(&point)?.to_owned();
+        Some((n, point, label))
+    })
 }
 
 fn split(path: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {

@@ -19,7 +19,7 @@ pub use error::ImageError;
 pub use index::{EntryInfo, EntryKind, LayerIndex, LayerIndexBuilder, LayerStats};
 pub use layer::LayerReader;
 pub use media::Compression;
-pub use merged::{ChainLink, Found, Lookup, MergedView, Reason, Resolution};
+pub use merged::{ChainLink, Found, Lookup, MergedView, MountPoints, NoMounts, Reason, Resolution};
 pub use open::{Image, LayerInfo, RunConfig};
 pub use platform::Platform;
 pub use source::{BlobDir, BlobSource};

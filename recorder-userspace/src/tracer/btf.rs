@@ -286,8 +286,9 @@ pub struct KernelOffsets {
     pub nsproxy_mnt_ns: u64,
     /// `mnt_namespace.ns.inum`.
     pub mnt_ns_inum: u64,
-    /// `pt_regs.di`, `pt_regs.si`, `pt_regs.dx`: the first three syscall arguments on x86-64.
-    pub pt_regs_args: [u64; 3],
+    /// `pt_regs.di`, `pt_regs.si`, `pt_regs.dx`, `pt_regs.r8`: the first, second, third and fifth
+    /// syscall arguments on x86-64.
+    pub pt_regs_args: [u64; 4],
     /// `task_struct.comm`.
     pub task_comm: u64,
     /// Offsets the directory walk uses, indexed by `recorder_common::walk`.
@@ -310,6 +311,7 @@ impl KernelOffsets {
                 btf.offset_of("pt_regs", &["di"])? as u64,
                 btf.offset_of("pt_regs", &["si"])? as u64,
                 btf.offset_of("pt_regs", &["dx"])? as u64,
+                btf.offset_of("pt_regs", &["r8"])? as u64,
             ],
             task_comm: btf.offset_of("task_struct", &["comm"])? as u64,
             walk: walk_offsets(btf)?,
@@ -337,6 +339,35 @@ fn walk_offsets(btf: &Btf) -> Result<[u64; walk::COUNT], BtfError> {
     offsets[walk::MOUNT_MNT] = at("mount", &["mnt"])?;
     offsets[walk::MOUNT_PARENT] = at("mount", &["mnt_parent"])?;
     offsets[walk::MOUNT_MOUNTPOINT] = at("mount", &["mnt_mountpoint"])?;
+    offsets[walk::MOUNT_ID] = at("mount", &["mnt_id"])?;
+    offsets[walk::FILE_INODE] = at("file", &["f_inode"])?;
+    offsets[walk::FILE_FLAGS] = at("file", &["f_flags"])?;
+    offsets[walk::INODE_MODE] = at("inode", &["i_mode"])?;
+    offsets[walk::INODE_INO] = at("inode", &["i_ino"])?;
+    offsets[walk::INODE_SB] = at("inode", &["i_sb"])?;
+    offsets[walk::SB_DEV] = at("super_block", &["s_dev"])?;
+    offsets[walk::SB_MAGIC] = at("super_block", &["s_magic"])?;
+    offsets[walk::BPRM_FILE] = at("linux_binprm", &["file"])?;
+    offsets[walk::BPRM_FILENAME] = at("linux_binprm", &["filename"])?;
+    offsets[walk::BPRM_INTERP] = at("linux_binprm", &["interp"])?;
+    offsets[walk::TASK_TGID] = at("task_struct", &["tgid"])?;
+    offsets[walk::TASK_PID] = at("task_struct", &["pid"])?;
+    // A kernel built without io_uring has neither struct; its opens are then syscalls only, and
+    // the program that reads these never runs.
+    match (
+        at("io_kiocb", &["opcode"]),
+        at("io_kiocb", &["cmd"]),
+        at("io_open", &["file_slot"]),
+    ) {
+        (Ok(opcode), Ok(cmd), Ok(slot)) => {
+            offsets[walk::KIOCB_OPCODE] = opcode;
+            offsets[walk::KIOCB_OPEN_FILE_SLOT] = cmd + slot;
+        }
+        _ => {
+            offsets[walk::KIOCB_OPCODE] = 0;
+            offsets[walk::KIOCB_OPEN_FILE_SLOT] = u64::MAX;
+        }
+    }
     Ok(offsets)
 }
 
@@ -354,8 +385,8 @@ mod tests {
             "{offsets:?}"
         );
         assert!(offsets.mnt_ns_inum < 256, "{offsets:?}");
-        // The x86-64 register frame layout is ABI: di, si, dx at 112, 104, 96.
-        assert_eq!(offsets.pt_regs_args, [112, 104, 96]);
+        // The x86-64 register frame layout is ABI: di, si, dx, r8 at 112, 104, 96, 72.
+        assert_eq!(offsets.pt_regs_args, [112, 104, 96, 72]);
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::{
 };
 
 use recorder_common::{
-    DIR_OK, DIR_UNRESOLVED, EventHeader, EventKind, HEADER_LEN, PATH_READ_FAILED,
+    DIR_OK, DIR_UNRESOLVED, EXEC_SCRIPT, EventHeader, EventKind, FILE_FIXED_SLOT, FILE_OK,
+    FILE_UNRESOLVED, HEADER_LEN, PATH_READ_FAILED,
 };
 use serde::{Serialize, Serializer};
 use thiserror::Error;
@@ -17,7 +18,7 @@ pub use recorder_common::AT_FDCWD;
 /// A ring record that could not be decoded.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DecodeError {
-    /// Shorter than its header, or than the path its header announces.
+    /// Shorter than its header, or than the strings its header announces.
     #[error("record of {len} bytes is truncated")]
     Truncated {
         /// The record's length.
@@ -64,6 +65,117 @@ pub struct Event {
     /// The path is relative but its directory could not be resolved whole.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub dir_unresolved: bool,
+    /// What the kernel opened or executed, for a call that succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<OpenedFile>,
+    /// What became of the file of a successful call when `file` is `None`.
+    #[serde(skip_serializing_if = "FileGap::is_none")]
+    pub file_gap: FileGap,
+    /// For a successful exec: it went through an interpreter (`#!`), so `file` is the
+    /// interpreter and `path` the script.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub script: bool,
+}
+
+/// Why a successful call has no [`OpenedFile`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FileGap {
+    /// There is a file, or the call failed.
+    #[default]
+    None,
+    /// The kernel program could not read it (closed again at once, or deeper than the walk).
+    Unresolved,
+    /// An io_uring open into a fixed-file slot: no fd, so no file is named.
+    FixedSlot,
+}
+
+impl FileGap {
+    fn is_none(&self) -> bool {
+        *self == FileGap::None
+    }
+}
+
+/// The file a call produced, named by the kernel's own objects: which filesystem and inode, the
+/// mount it was reached through, and its path from the root of that filesystem.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenedFile {
+    /// The path from the root of its filesystem (not of the mount, nor of the process's root),
+    /// starting with `/`, through the link it was opened by.
+    #[serde(serialize_with = "path_lossy")]
+    pub path: Vec<u8>,
+    /// The filesystem's device, as `st_dev` encodes it (`makedev(major, minor)`).
+    #[serde(serialize_with = "dev_string")]
+    pub dev: u64,
+    /// The inode number.
+    pub ino: u64,
+    /// The id of the mount it was reached through (as in `/proc/PID/mountinfo`).
+    pub mnt_id: u32,
+    /// `st_mode`: type and permissions.
+    pub mode: u32,
+    /// The filesystem's type, from its superblock's magic number.
+    #[serde(serialize_with = "magic_name")]
+    pub magic: u64,
+}
+
+impl OpenedFile {
+    /// Whether it is a directory.
+    pub fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+
+    /// The filesystem type's name, from the magic number (`statfs(2)`'s list), or `None` for one
+    /// this build does not know.
+    pub fn fs_type(&self) -> Option<&'static str> {
+        fs_type_name(self.magic)
+    }
+}
+
+/// The name of a filesystem type by its superblock magic, for the ones a container meets.
+pub fn fs_type_name(magic: u64) -> Option<&'static str> {
+    Some(match magic {
+        0x794c_7630 => "overlay",
+        0xef53 => "ext4",
+        0x5846_5342 => "xfs",
+        0x9123_683e => "btrfs",
+        0x0102_1994 => "tmpfs",
+        0x9fa0 => "proc",
+        0x6265_6572 => "sysfs",
+        0x1cd1 => "devpts",
+        0x2724_3f3f | 0x0027_e0eb => "cgroup",
+        0x6367_7270 => "cgroup2",
+        0x7472_6163 => "tracefs",
+        0x6462_6720 => "debugfs",
+        0x1980_0202 => "mqueue",
+        0x6e73_6673 => "nsfs",
+        0x5050_4950 => "pipefs",
+        0x534f_434b => "sockfs",
+        0x0958_458f => "hugetlbfs",
+        0x6969 => "nfs",
+        0x6573_5546 => "fuse",
+        0x7363_6673 => "securityfs",
+        0xcafe_4a11 => "bpf",
+        0x2fc1_2fc1 => "zfs",
+        0xf15f => "ecryptfs",
+        0x0000_9660 => "iso9660",
+        0x7371_7368 => "squashfs",
+        0xde5e_81e4 => "efivarfs",
+        0x4244 => "hfs",
+        0x0123_4567 => "anon_inodefs",
+        _ => return None,
+    })
+}
+
+fn dev_string<S: Serializer>(dev: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{}:{}", libc::major(*dev), libc::minor(*dev)))
+}
+
+fn magic_name<S: Serializer>(magic: &u64, s: S) -> Result<S::Ok, S::Error> {
+    match fs_type_name(*magic) {
+        Some(name) => s.serialize_str(name),
+        None => s.serialize_str(&format!("{magic:#x}")),
+    }
 }
 
 fn dir_lossy<S: Serializer>(dir: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
@@ -91,8 +203,12 @@ impl Event {
             unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<EventHeader>()) };
         let path_end = HEADER_LEN + header.path_len as usize;
         let path = record.get(HEADER_LEN..path_end).ok_or(truncated)?;
+        let dir_end = path_end + header.dir_len as usize;
         let dir = record
-            .get(path_end..path_end + header.dir_len as usize)
+            .get(path_end..dir_end)
+            .ok_or(DecodeError::Truncated { len: record.len() })?;
+        let file_path = record
+            .get(dir_end..dir_end + header.file_len as usize)
             .ok_or(DecodeError::Truncated { len: record.len() })?;
         let kind = EventKind::from_u8(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
         let comm_len = header.comm.iter().position(|&b| b == 0).unwrap_or(16);
@@ -110,6 +226,20 @@ impl Event {
             path_unreadable: header.path_status == PATH_READ_FAILED,
             dir: (header.dir_status == DIR_OK).then(|| dir.to_vec()),
             dir_unresolved: header.dir_status == DIR_UNRESOLVED,
+            file: (header.file_status == FILE_OK).then(|| OpenedFile {
+                path: file_path.to_vec(),
+                dev: kernel_dev(header.dev),
+                ino: header.ino,
+                mnt_id: header.mnt_id,
+                mode: u32::from(header.mode),
+                magic: header.magic,
+            }),
+            file_gap: match header.file_status {
+                FILE_UNRESOLVED => FileGap::Unresolved,
+                FILE_FIXED_SLOT => FileGap::FixedSlot,
+                _ => FileGap::None,
+            },
+            script: header.exec_flags & EXEC_SCRIPT != 0,
         })
     }
 
@@ -134,10 +264,15 @@ impl Event {
         self.ret >= 0
     }
 
-    /// Whether this is an exec (execve or execveat).
+    /// Whether this is an exec (a successful one, or a failed execve or execveat).
     pub fn is_exec(&self) -> bool {
-        matches!(self.kind, EventKind::Execve | EventKind::Execveat)
+        self.kind.is_exec()
     }
+}
+
+/// The kernel's internal `dev_t` (major << 20 | minor) as userspace's `st_dev`.
+fn kernel_dev(dev: u32) -> u64 {
+    libc::makedev(dev >> 20, dev & 0xf_ffff)
 }
 
 #[cfg(test)]
@@ -163,7 +298,15 @@ mod tests {
             path_len: announced,
             dir_len: 0,
             dir_status: 0,
-            _pad: 0,
+            ino: 0,
+            magic: 0,
+            dev: 0,
+            mnt_id: 0,
+            file_status: 0,
+            file_len: 0,
+            mode: 0,
+            exec_flags: 0,
+            _pad: [0; 3],
         };
         // SAFETY: test-only view of a plain-old-data struct as bytes.
         let bytes = unsafe {

@@ -18,7 +18,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{ProgramError, TracePoint},
+    programs::{BtfTracePoint, ProgramError, TracePoint},
 };
 use recorder_common::globals;
 use thiserror::Error;
@@ -34,18 +34,23 @@ pub use self::{
 /// The eBPF object built by build.rs; empty when built with `AYA_BUILD_SKIP=1`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/recorder"));
 
-/// Tracepoints in the `syscalls` category, exits first so that no exec is parked at entry
-/// without a matching exit program. Open-family calls need no entry program: their exit program
-/// reads the arguments from the saved registers (see the eBPF crate's docs).
-const PROGRAMS: [&str; 7] = [
-    "sys_exit_open",
-    "sys_exit_openat",
-    "sys_exit_openat2",
-    "sys_exit_execve",
-    "sys_exit_execveat",
-    "sys_enter_execve",
-    "sys_enter_execveat",
+/// Tracepoints as (category, name), the program having the tracepoint's name. `unshare`'s exit
+/// comes before its entry, so no call is parked at entry without a program to take it out.
+/// Open-family calls need no entry program: their exit program reads the fd's file and, for
+/// `trace`, the arguments from the saved registers (see the eBPF crate's docs).
+const TRACEPOINTS: [(&str, &str); 8] = [
+    ("syscalls", "sys_exit_open"),
+    ("syscalls", "sys_exit_openat"),
+    ("syscalls", "sys_exit_openat2"),
+    ("syscalls", "sys_exit_execve"),
+    ("syscalls", "sys_exit_execveat"),
+    ("syscalls", "sys_exit_unshare"),
+    ("syscalls", "sys_enter_unshare"),
+    ("io_uring", "io_uring_complete"),
 ];
+
+/// BTF tracepoints (5.5+), the program having the tracepoint's name.
+const BTF_TRACEPOINTS: [&str; 2] = ["sched_process_exec", "sched_process_fork"];
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 
@@ -58,6 +63,13 @@ pub enum TracerError {
     /// Kernel offsets could not be computed.
     #[error(transparent)]
     Btf(#[from] BtfError),
+    /// The kernel's BTF could not be read for the BTF tracepoints.
+    #[error("reading the kernel's BTF for the BTF tracepoints failed")]
+    KernelBtf {
+        /// The cause.
+        #[source]
+        source: aya::BtfError,
+    },
     /// tracefs is needed to attach tracepoints.
     #[error("tracefs is not mounted and mounting it at {TRACEFS} failed: {0}")]
     Tracefs(nix::Error),
@@ -105,6 +117,9 @@ pub struct TracerConfig {
     pub wakeup_threshold: u64,
     /// How often the consumer looks at the ring when nothing woke it.
     pub poll_interval: Duration,
+    /// Also read each call's path argument and a relative path's directory (for
+    /// `recorder trace`); records name files by what the kernel opened and need neither.
+    pub arg_paths: bool,
 }
 
 impl Default for TracerConfig {
@@ -116,6 +131,7 @@ impl Default for TracerConfig {
             ring_bytes: 16 << 20,
             wakeup_threshold: 256 << 10,
             poll_interval: Duration::from_millis(5),
+            arg_paths: false,
         }
     }
 }
@@ -154,6 +170,7 @@ impl Tracer {
         ensure_tracefs()?;
         let offsets = KernelOffsets::from_sys_fs()?;
         debug!(?offsets, "kernel offsets from BTF");
+        let arg_paths = u64::from(config.arg_paths);
 
         let mut ebpf = EbpfLoader::new()
             .override_global(globals::TASK_NSPROXY, &offsets.task_nsproxy, true)
@@ -162,13 +179,15 @@ impl Tracer {
             .override_global(globals::PT_REGS_DI, &offsets.pt_regs_args[0], true)
             .override_global(globals::PT_REGS_SI, &offsets.pt_regs_args[1], true)
             .override_global(globals::PT_REGS_DX, &offsets.pt_regs_args[2], true)
+            .override_global(globals::PT_REGS_R8, &offsets.pt_regs_args[3], true)
+            .override_global(globals::ARG_PATHS, &arg_paths, true)
             .override_global(globals::TASK_COMM, &offsets.task_comm, true)
             .override_global(globals::WALK_OFFSETS, &offsets.walk, true)
             .override_global(globals::WAKEUP_THRESHOLD, &config.wakeup_threshold, true)
             .map_max_entries("EVENTS", config.ring_bytes)
             .load(EBPF_OBJECT)?;
 
-        for name in PROGRAMS {
+        for (category, name) in TRACEPOINTS {
             let program = ebpf.program_mut(name).ok_or(TracerError::Missing(name))?;
             let tracepoint: &mut TracePoint = program
                 .try_into()
@@ -177,7 +196,20 @@ impl Tracer {
                 .load()
                 .map_err(|source| TracerError::Program { name, source })?;
             tracepoint
-                .attach("syscalls", name)
+                .attach(category, name)
+                .map_err(|source| TracerError::Program { name, source })?;
+        }
+        let btf = aya::Btf::from_sys_fs().map_err(|source| TracerError::KernelBtf { source })?;
+        for name in BTF_TRACEPOINTS {
+            let program = ebpf.program_mut(name).ok_or(TracerError::Missing(name))?;
+            let tracepoint: &mut BtfTracePoint = program
+                .try_into()
+                .map_err(|source| TracerError::Program { name, source })?;
+            tracepoint
+                .load(name, &btf)
+                .map_err(|source| TracerError::Program { name, source })?;
+            tracepoint
+                .attach()
                 .map_err(|source| TracerError::Program { name, source })?;
         }
 
@@ -237,8 +269,10 @@ impl Tracer {
     /// Runs the kernel skipped because another tracing program was running on that CPU: the
     /// only way a call can escape the programs, so it is counted as lost.
     fn recursion_misses(&self) -> u64 {
-        PROGRAMS
+        TRACEPOINTS
             .iter()
+            .map(|(_, name)| *name)
+            .chain(BTF_TRACEPOINTS)
             .filter_map(|name| self.ebpf.program(name)?.fd().ok())
             .map(|fd| {
                 let path = format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd());

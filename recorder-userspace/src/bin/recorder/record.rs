@@ -549,7 +549,7 @@ async fn record(
     }
     let commit = common.commit_options(session, indexed.image().manifest_digest())?;
     let tracer = Tracer::load(&common.tracer_config())?;
-    let (tracing, mntns) = match found {
+    let tracing = match found {
         Found::Process { pid, mntns } => {
             let mount_pid = match pid {
                 Some(pid) => pid,
@@ -561,7 +561,7 @@ async fn record(
             };
             let pinned = Target::of_pid(mntns, mount_pid)
                 .map_err(|e| target_err(format!("the target process vanished: {e}")))?;
-            (indexed.arm(tracer, pinned)?, mntns)
+            indexed.arm(tracer, pinned)?
         }
         Found::Watching(mut watcher) => {
             tracing::info!(%target, "ready: waiting for a matching container to be created");
@@ -594,12 +594,12 @@ async fn record(
                     task.container_id
                 )),
             }
-            (tracing, task.mntns)
+            tracing
         }
     };
     let conditions = StopConditions {
         period: common.period,
-        until_exit: until_exit.then_some(mntns),
+        until_exit: until_exit.then(|| tracing.namespaces()),
     };
     let stopped = tracing.run(conditions.wait(stops)).await?;
     stopped.begin_commit().commit(&commit)
@@ -666,7 +666,7 @@ async fn record_pod(
     let commit = common.commit_options(Some(session), tracing.image().manifest_digest())?;
     let conditions = StopConditions {
         period: common.period,
-        until_exit: until_exit.then_some(task.mntns),
+        until_exit: until_exit.then(|| tracing.namespaces()),
     };
     let stopped = tracing.run(conditions.wait(stops)).await?;
     stopped.begin_commit().commit(&commit)

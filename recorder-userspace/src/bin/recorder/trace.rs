@@ -41,6 +41,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 async fn trace(args: Args, targets: Vec<u32>) -> anyhow::Result<()> {
     let config = TracerConfig {
         ring_bytes: args.ring_bytes,
+        arg_paths: true,
         ..TracerConfig::default()
     };
     let mut tracer = Tracer::load(&config)?;
@@ -83,11 +84,15 @@ async fn trace(args: Args, targets: Vec<u32>) -> anyhow::Result<()> {
 
     let counters = tracer.counters()?;
     eprintln!(
-        "emitted {} dropped {} path_read_failed {} in_flight_full {} recursion_misses {} undecodable {}",
+        "emitted {} dropped {} path_read_failed {} in_flight_full {} file_unresolved {} \
+         nested_namespaces {} targets_full {} recursion_misses {} undecodable {}",
         counters.emitted,
         counters.dropped,
         counters.path_read_failed,
         counters.in_flight_full,
+        counters.file_unresolved,
+        counters.nested_namespaces,
+        counters.targets_full,
         counters.recursion_misses,
         events.undecodable()
     );
@@ -106,9 +111,19 @@ fn write_batch(out: &mut impl Write, batch: &[Event], json: bool) -> io::Result<
             serde_json::to_writer(&mut *out, event)?;
             out.write_all(b"\n")?;
         } else {
+            // What was asked for, then what the kernel opened: `fstype:/path` from the root of
+            // the file's filesystem.
+            let opened = match &event.file {
+                Some(file) => format!(
+                    "  -> {}:{}",
+                    file.fs_type().unwrap_or("?"),
+                    String::from_utf8_lossy(&file.path)
+                ),
+                None => String::new(),
+            };
             writeln!(
                 out,
-                "{:<8} {:>7} {:>7} {:<16} {:>6} {:>5}  {}",
+                "{:<8} {:>7} {:>7} {:<16} {:>6} {:>5}  {}{opened}",
                 event.kind.name(),
                 event.tgid,
                 event.tid,
