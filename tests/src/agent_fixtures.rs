@@ -164,12 +164,22 @@ impl Expected {
     /// An exec of `/bin/PROGRAM`, then the dynamic loader the kernel maps for it, then the
     /// libraries the loader opens (all in layer 0).
     pub fn exec(&mut self, program: &str) -> &mut Self {
-        self.file(&format!("bin/{program}"), 0);
-        if let Some(loader) = loader(program) {
-            self.file(&loader, 0);
+        self.exec_binary(&format!("bin/{program}"), &which(program))
+    }
+
+    /// An exec of the image file `name`, a copy of host binary `host` in layer 0, with its loader
+    /// and libraries.
+    pub fn exec_binary(&mut self, name: &str, host: &Path) -> &mut Self {
+        self.file(name, 0);
+        let libs: Vec<String> = ldd(host)
+            .into_iter()
+            .map(|lib| lib.to_string_lossy().trim_start_matches('/').to_owned())
+            .collect();
+        if let Some(loader) = libs.iter().find(|lib| is_loader(lib)) {
+            self.file(loader, 0);
         }
-        for lib in libraries(program) {
-            self.file(&lib, 0);
+        for lib in libs.iter().filter(|lib| !is_loader(lib)) {
+            self.file(lib, 0);
         }
         self
     }

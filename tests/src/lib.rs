@@ -4,4 +4,5 @@ pub mod agent_fixtures;
 pub mod containerd;
 pub mod image_fixtures;
 pub mod root;
+pub mod routes_fixtures;
 pub mod sandbox_fixtures;

@@ -145,12 +145,20 @@ impl LayerBuilder {
     /// Adds host `programs` (found on PATH) at `/bin/NAME`, with every library `ldd` names at
     /// the path it names, so they run inside a root made of this layer.
     pub fn host_programs(&mut self, programs: &[&str]) -> &mut Self {
+        let binaries: Vec<(String, PathBuf)> = programs
+            .iter()
+            .map(|p| (format!("bin/{p}"), which(p)))
+            .collect();
+        self.host_binaries(&binaries)
+    }
+
+    /// Adds host binaries at the image paths given, with every library `ldd` names for them.
+    pub fn host_binaries(&mut self, binaries: &[(String, PathBuf)]) -> &mut Self {
         let mut libs = BTreeSet::new();
-        for program in programs {
-            let path = which(program);
-            let data = std::fs::read(&path).unwrap();
-            self.file(&format!("bin/{program}"), 0o755, &data);
-            libs.extend(ldd(&path));
+        for (name, path) in binaries {
+            let data = std::fs::read(path).unwrap();
+            self.file(name, 0o755, &data);
+            libs.extend(ldd(path));
         }
         for lib in libs {
             let data = std::fs::read(&lib).unwrap();

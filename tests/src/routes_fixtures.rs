@@ -1,0 +1,152 @@
+//! The capture fixture: an image whose workload (`routes-workload`) reaches each of its files by
+//! another route than a plain open of the file's path, and the exact record that must follow.
+
+use std::path::{Path, PathBuf};
+
+use crate::agent_fixtures::Expected;
+use crate::image_fixtures::{digest, oci_layout_with_config};
+use crate::sandbox_fixtures::{LayerBuilder, which};
+
+/// Host programs the image carries at `/bin/NAME`, for the routes that exec.
+pub const PROGRAMS: &[&str] = &["sh", "cat", "grep", "true"];
+
+/// Where the workload sits in the image.
+pub const WORKLOAD: &str = "bin/routes";
+
+/// The `#!` script of the `script` step: it reads a file with a shell builtin, so no further
+/// exec follows.
+pub const SCRIPT: &str = "#!/bin/sh\nread line < /routes/script-read.txt\nexit 0\n";
+
+/// Every step of the workload, in the order it runs them. The routes that make mount
+/// namespaces (`unshare`, `clone-newns`) need CAP_SYS_ADMIN in the container.
+pub const STEPS: &[&str] = &[
+    "thread",
+    "uring",
+    "uring-fixed",
+    "opath",
+    "procroot",
+    "chdir-symlink",
+    "dotdot",
+    "runtime-symlink",
+    "hardlink",
+    "fork-exec",
+    "fexecve",
+    "execveat",
+    "script",
+    "chroot",
+    "unshare",
+    "clone-newns",
+];
+
+/// The two layers, bottom first: 0 the programs, their libraries and the workload; 1 the files
+/// the routes reach (`linkdir -> routes/realdir` among them, and `routes/hard.txt`, a hard
+/// link to `routes/hard-target.txt`).
+pub fn layers(workload: &Path) -> Vec<Vec<u8>> {
+    let mut base = LayerBuilder::new();
+    let mut binaries: Vec<(String, PathBuf)> = PROGRAMS
+        .iter()
+        .map(|p| (format!("bin/{p}"), which(p)))
+        .collect();
+    binaries.push((WORKLOAD.to_owned(), workload.to_path_buf()));
+    base.dir("bin", 0o755)
+        .dir("lib", 0o755)
+        .dir("lib64", 0o755)
+        .dir("lib/x86_64-linux-gnu", 0o755)
+        .dir("usr", 0o755)
+        .dir("usr/lib", 0o755)
+        .dir("usr/lib/x86_64-linux-gnu", 0o755)
+        .dir("tmp", 0o1777)
+        .dir("mnt", 0o755)
+        .dir("dev", 0o755)
+        .dir("proc", 0o755)
+        .host_binaries(&binaries);
+    let mut routes = LayerBuilder::new();
+    routes.dir("routes", 0o755);
+    for file in [
+        "thread.txt",
+        "uring.txt",
+        "uring-fixed.txt",
+        "opath.txt",
+        "procroot.txt",
+        "dotdot.txt",
+        "symtarget.txt",
+        "hard-target.txt",
+        "fexecve.txt",
+        "execveat.txt",
+        "script-read.txt",
+        "nested.txt",
+        "cloned.txt",
+    ] {
+        routes.file(&format!("routes/{file}"), 0o644, file.as_bytes());
+    }
+    routes
+        .hardlink("routes/hard.txt", "routes/hard-target.txt")
+        .dir("routes/realdir", 0o755)
+        .file("routes/realdir/file.txt", 0o644, b"file")
+        .symlink("linkdir", "routes/realdir")
+        .file("routes/script.sh", 0o755, SCRIPT.as_bytes())
+        .dir("routes/jail", 0o755)
+        .file("routes/jail/inside.txt", 0o644, b"inside")
+        .dir("routes/bindsrc", 0o755)
+        .file("routes/bindsrc/bound.txt", 0o644, b"bound");
+    vec![base.finish(), routes.finish()]
+}
+
+/// Writes the image as an OCI layout at `root`, its config running the workload with `steps`;
+/// returns the manifest digest.
+pub fn write_image(root: &Path, name: &str, workload: &Path, steps: &[&str]) -> String {
+    let layers = layers(workload);
+    let diff_ids: Vec<String> = layers.iter().map(|l| digest(l)).collect();
+    let mut cmd = vec![format!("/{WORKLOAD}")];
+    cmd.extend(steps.iter().map(|s| (*s).to_owned()));
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Cmd": cmd, "Env": ["PATH=/bin"], "WorkingDir": "/"},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids}
+    }))
+    .unwrap();
+    let tar_type = "application/vnd.oci.image.layer.v1.tar";
+    let blobs: Vec<(String, Vec<u8>)> = layers
+        .into_iter()
+        .map(|l| (tar_type.to_owned(), l))
+        .collect();
+    oci_layout_with_config(root, name, &config, &blobs)
+}
+
+/// The exact record of the workload running `steps`: what fanotify reports for the same run,
+/// less the io_uring open into a fixed-file slot, which has no fd to name its file by.
+pub fn expected_record(workload: &Path, steps: &[&str]) -> Vec<(String, usize)> {
+    let mut e = Expected::default();
+    e.exec_binary(WORKLOAD, workload);
+    for step in steps {
+        match *step {
+            "thread" => e.file("routes/thread.txt", 1),
+            "uring" => e.file("routes/uring.txt", 1),
+            "uring-fixed" => &mut e,
+            "opath" => e.file("routes/opath.txt", 1),
+            "procroot" => e.file("routes/procroot.txt", 1),
+            "chdir-symlink" => e.file("routes/realdir/file.txt", 1),
+            "dotdot" => e.file("routes/dotdot.txt", 1),
+            "runtime-symlink" => e.file("routes/symtarget.txt", 1),
+            // Named by the link it was opened through, as fanotify names it.
+            "hardlink" => e.file("routes/hard.txt", 1),
+            "fork-exec" => e.exec("true"),
+            "fexecve" => e.exec("cat").file("routes/fexecve.txt", 1),
+            "execveat" => e.exec("grep").file("routes/execveat.txt", 1),
+            // The script, then the interpreter its #! names and that one's loader and libraries.
+            "script" => e
+                .file("routes/script.sh", 1)
+                .exec("sh")
+                .file("routes/script-read.txt", 1),
+            "chroot" => e.file("routes/jail/inside.txt", 1),
+            // The bind mount's file is named by its place in the image.
+            "unshare" => e
+                .file("routes/bindsrc/bound.txt", 1)
+                .file("routes/nested.txt", 1),
+            "clone-newns" => e.file("routes/cloned.txt", 1),
+            other => panic!("no step {other:?}"),
+        };
+    }
+    e.0
+}

@@ -1,0 +1,58 @@
+//! The record names what the kernel opened or executed, whatever route the workload took to it:
+//! `recorder run` on a workload that reaches each image file by another route (io_uring, magic
+//! links, `/proc/self/root`, fexecve, execveat, an exec of an unfaulted literal, symlinked
+//! directories, a runtime symlink, a hard link, a `#!` script, a thread, a chroot, and nested
+//! mount namespaces with a bind mount) records exactly the files the kernel opened, in order.
+
+use std::path::Path;
+use std::process::Command;
+
+use recorder::store::ContentStore;
+use recorder_tests::agent_fixtures::{record_entries, recorder_bin};
+use recorder_tests::root::require_root;
+use recorder_tests::routes_fixtures::{STEPS, expected_record, write_image};
+
+const WORKLOAD: &str = env!("CARGO_BIN_EXE_routes-workload");
+
+/// Runs `recorder run` on the routes image; returns its exit code, stderr and record entries.
+fn run(dir: &Path, steps: &[&str]) -> (Option<i32>, String, Vec<(String, usize)>) {
+    let (image, store) = (dir.join("image"), dir.join("store"));
+    let manifest = write_image(&image, "routes", Path::new(WORKLOAD), steps);
+    let record_out = dir.join("record.json");
+    let out = Command::new(recorder_bin())
+        .arg("run")
+        .args(["--image".as_ref(), image.as_os_str()])
+        .args(["--store".as_ref(), store.as_os_str()])
+        .args(["--record-out".as_ref(), record_out.as_os_str()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let bytes = std::fs::read(&record_out).unwrap_or_default();
+    if let Some(last) = String::from_utf8_lossy(&out.stdout).lines().last()
+        && let Ok(digest) = last.parse()
+    {
+        let stored = ContentStore::open(&store).unwrap().read(&digest).unwrap();
+        assert_eq!(
+            stored, bytes,
+            "--record-out differs from the committed record"
+        );
+    }
+    (out.status.code(), stderr, record_entries(&bytes, &manifest))
+}
+
+#[test]
+fn every_route_to_an_image_file_is_recorded_as_the_file_the_kernel_opened() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stderr, entries) = run(dir.path(), STEPS);
+    assert_eq!(code, Some(0), "stderr:\n{stderr}");
+    assert_eq!(
+        entries,
+        expected_record(Path::new(WORKLOAD), STEPS),
+        "stderr:\n{stderr}"
+    );
+    // The open into a fixed-file slot is not recorded, and not silently either.
+    assert!(stderr.contains("io-uring-fixed-slot=1"), "{stderr}");
+    // The O_PATH open that preceded the magic-link reopen is excluded as such.
+    assert!(stderr.contains("o-path="), "{stderr}");
+}
