@@ -103,8 +103,7 @@ pub const FILE_OK: u8 = 1;
 /// The call succeeded but its file could not be read whole (the fd was closed again before the
 /// program ran, or the path is deeper than the walk goes).
 pub const FILE_UNRESOLVED: u8 = 2;
-/// An io_uring open into a fixed-file slot: the result is a slot of the ring's table, not an fd,
-/// so the file is not named.
+/// An io_uring open into a fixed-file slot whose file could not be read from the ring's table.
 pub const FILE_FIXED_SLOT: u8 = 3;
 
 /// [`EventHeader::exec_flags`]: the exec went through an interpreter (`#!`, binfmt_misc), so the
@@ -266,8 +265,14 @@ pub mod walk {
     pub const TASK_TGID: usize = 30;
     /// `task_struct.pid`.
     pub const TASK_PID: usize = 31;
+    /// `io_ring_ctx.file_table.data.nr`: the size of a ring's fixed-file table.
+    pub const RING_FILES_NR: usize = 32;
+    /// `io_ring_ctx.file_table.data.nodes`: its slots (`io_rsrc_node *`).
+    pub const RING_FILES_NODES: usize = 33;
+    /// `io_rsrc_node.file_ptr`: a slot's file, flags in its two low bits.
+    pub const RSRC_NODE_FILE_PTR: usize = 34;
     /// Number of offsets.
-    pub const COUNT: usize = 32;
+    pub const COUNT: usize = 35;
     /// Most path components (and mount crossings) the walk follows before giving up.
     pub const MAX_DEPTH: usize = 64;
 }
@@ -301,6 +306,10 @@ pub mod globals {
 
 /// io_uring opcodes the programs follow (`include/uapi/linux/io_uring.h`).
 pub mod uring {
+    /// `IORING_FILE_INDEX_ALLOC`: the kernel picks the slot and returns it as the result.
+    pub const FILE_INDEX_ALLOC: u32 = u32::MAX;
+    /// The low bits of `io_rsrc_node.file_ptr` that are flags (`FFS_NOWAIT | FFS_ISREG`).
+    pub const FILE_PTR_FLAGS: u64 = 0x3;
     /// `IORING_OP_OPENAT`.
     pub const OP_OPENAT: u8 = 18;
     /// `IORING_OP_OPENAT2`.

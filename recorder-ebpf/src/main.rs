@@ -813,9 +813,27 @@ fn join(task: *const u8, member: *const u8, mntns: u32, parent: u32) {
     emit(buf);
 }
 
+/// The file in slot `index` of the fixed-file table of io_uring context `ring`.
+#[inline(always)]
+fn ring_file(ring: u64, index: u32) -> Option<u64> {
+    let nr = kread::<u32>(ring, walk::RING_FILES_NR)?;
+    if index >= nr {
+        return None;
+    }
+    let nodes = kread::<u64>(ring, walk::RING_FILES_NODES)?;
+    // SAFETY: see kread; the index was checked against the table size.
+    let node: u64 =
+        unsafe { bpf_probe_read_kernel((nodes + u64::from(index) * 8) as *const u64) }.ok()?;
+    if node == 0 {
+        return None;
+    }
+    let file = kread::<u64>(node, walk::RSRC_NODE_FILE_PTR)? & !uring::FILE_PTR_FLAGS;
+    (file != 0).then_some(file)
+}
+
 /// An io_uring completion: an `IORING_OP_OPENAT`/`OPENAT2` that succeeded installed an fd in the
-/// submitter's table (io-wq workers share it), or filled a fixed-file slot, which is reported as
-/// such rather than resolved.
+/// submitter's table (io-wq workers share it), or filled a slot of the ring's fixed-file table,
+/// read from there.
 #[tracepoint]
 pub fn io_uring_complete(ctx: TracePointContext) -> u32 {
     let task = current_task();
@@ -823,6 +841,7 @@ pub fn io_uring_complete(ctx: TracePointContext) -> u32 {
         return 0;
     };
     // Fields of io_uring/io_uring_complete: ctx at 8, req at 16, user_data at 24, res at 32.
+    let ring = arg::<u64>(&ctx, 8);
     let req = arg::<u64>(&ctx, 16);
     let res = i64::from(arg::<i32>(&ctx, 32));
     let kind = match kread::<u8>(req, walk::KIOCB_OPCODE) {
@@ -843,18 +862,30 @@ pub fn io_uring_complete(ctx: TracePointContext) -> u32 {
         } else {
             kread::<u32>(req, walk::KIOCB_OPEN_FILE_SLOT).unwrap_or(0)
         };
-        if slot != 0 {
-            buf.header.file_status = FILE_FIXED_SLOT;
+        let file = if slot == 0 {
+            fd_file(task as u64, res)
         } else {
-            match fd_file(task as u64, res) {
-                Some(file) => {
-                    buf.header.flags = u64::from(kread::<u32>(file, walk::FILE_FLAGS).unwrap_or(0));
-                    append_file(buf, file);
-                }
-                None => {
-                    buf.header.file_status = FILE_UNRESOLVED;
-                    count(Counter::FileUnresolved);
-                }
+            // file_slot is the slot + 1, or FILE_INDEX_ALLOC for a slot the kernel picked and
+            // returned as the result.
+            let index = if slot == uring::FILE_INDEX_ALLOC {
+                res as u32
+            } else {
+                slot - 1
+            };
+            ring_file(ring, index)
+        };
+        match file {
+            Some(file) => {
+                buf.header.flags = u64::from(kread::<u32>(file, walk::FILE_FLAGS).unwrap_or(0));
+                append_file(buf, file);
+            }
+            None => {
+                buf.header.file_status = if slot == 0 {
+                    FILE_UNRESOLVED
+                } else {
+                    FILE_FIXED_SLOT
+                };
+                count(Counter::FileUnresolved);
             }
         }
     }

@@ -50,7 +50,7 @@ pub enum Exclusion {
     OPath,
     /// The kernel program could not read the file of a successful call.
     UnresolvedFile,
-    /// An io_uring open into a fixed-file slot, which has no fd to name the file by.
+    /// An io_uring open into a fixed-file slot whose file could not be read from the ring.
     FixedSlot,
 }
 

@@ -354,20 +354,22 @@ fn walk_offsets(btf: &Btf) -> Result<[u64; walk::COUNT], BtfError> {
     offsets[walk::TASK_PID] = at("task_struct", &["pid"])?;
     // A kernel built without io_uring has neither struct; its opens are then syscalls only, and
     // the program that reads these never runs.
-    match (
-        at("io_kiocb", &["opcode"]),
-        at("io_kiocb", &["cmd"]),
-        at("io_open", &["file_slot"]),
-    ) {
-        (Ok(opcode), Ok(cmd), Ok(slot)) => {
-            offsets[walk::KIOCB_OPCODE] = opcode;
-            offsets[walk::KIOCB_OPEN_FILE_SLOT] = cmd + slot;
-        }
-        _ => {
-            offsets[walk::KIOCB_OPCODE] = 0;
-            offsets[walk::KIOCB_OPEN_FILE_SLOT] = u64::MAX;
-        }
-    }
+    let uring = (|| {
+        Ok::<_, BtfError>([
+            at("io_kiocb", &["opcode"])?,
+            at("io_kiocb", &["cmd"])? + at("io_open", &["file_slot"])?,
+            at("io_ring_ctx", &["file_table", "data", "nr"])?,
+            at("io_ring_ctx", &["file_table", "data", "nodes"])?,
+            at("io_rsrc_node", &["file_ptr"])?,
+        ])
+    })();
+    let [opcode, file_slot, files_nr, files_nodes, file_ptr] =
+        uring.unwrap_or([0, u64::MAX, 0, 0, 0]);
+    offsets[walk::KIOCB_OPCODE] = opcode;
+    offsets[walk::KIOCB_OPEN_FILE_SLOT] = file_slot;
+    offsets[walk::RING_FILES_NR] = files_nr;
+    offsets[walk::RING_FILES_NODES] = files_nodes;
+    offsets[walk::RSRC_NODE_FILE_PTR] = file_ptr;
     Ok(offsets)
 }
 
@@ -387,6 +389,17 @@ mod tests {
         assert!(offsets.mnt_ns_inum < 256, "{offsets:?}");
         // The x86-64 register frame layout is ABI: di, si, dx, r8 at 112, 104, 96, 72.
         assert_eq!(offsets.pt_regs_args, [112, 104, 96, 72]);
+        // This kernel has io_uring: its fixed-file table is found.
+        let btf = Btf::from_sys_fs().unwrap();
+        for path in [
+            &["file_table", "data", "nr"][..],
+            &["file_table", "data", "nodes"],
+        ] {
+            let at = btf.offset_of("io_ring_ctx", path);
+            assert!(matches!(at, Ok(o) if o > 0), "io_ring_ctx.{path:?}: {at:?}");
+        }
+        assert_ne!(offsets.walk[walk::RING_FILES_NODES], 0, "{offsets:?}");
+        assert_eq!(offsets.walk[walk::RSRC_NODE_FILE_PTR], 16, "{offsets:?}");
     }
 
     #[test]

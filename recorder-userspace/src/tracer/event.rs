@@ -86,7 +86,8 @@ pub enum FileGap {
     None,
     /// The kernel program could not read it (closed again at once, or deeper than the walk).
     Unresolved,
-    /// An io_uring open into a fixed-file slot: no fd, so no file is named.
+    /// An io_uring open into a fixed-file slot whose file the program could not read from the
+    /// ring's table.
     FixedSlot,
 }
 
