@@ -38,6 +38,22 @@ pub const STEPS: &[&str] = &[
     "clone-newns",
 ];
 
+/// The steps that make mount namespaces, which need CAP_SYS_ADMIN: not granted by containerd's
+/// default spec (ours under `recorder run --containerd`, and `ctr-remote image optimize`'s).
+pub const NAMESPACE_STEPS: &[&str] = &["unshare", "clone-newns"];
+
+/// [`STEPS`] less [`NAMESPACE_STEPS`].
+pub fn unprivileged_steps() -> Vec<&'static str> {
+    STEPS
+        .iter()
+        .copied()
+        .filter(|s| !NAMESPACE_STEPS.contains(s))
+        .collect()
+}
+
+/// The image's reference in the containerd tests.
+pub const IMAGE: &str = "docker.io/recorder/routes-test:1";
+
 /// The two layers, bottom first: 0 the programs, their libraries and the workload; 1 the files
 /// the routes reach (`linkdir -> routes/realdir` among them, and `routes/hard.txt`, a hard
 /// link to `routes/hard-target.txt`).

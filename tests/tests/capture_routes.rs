@@ -2,15 +2,19 @@
 //! `recorder run` on a workload that reaches each image file by another route (io_uring, magic
 //! links, `/proc/self/root`, fexecve, execveat, an exec of an unfaulted literal, symlinked
 //! directories, a runtime symlink, a hard link, a `#!` script, a thread, a chroot, and nested
-//! mount namespaces with a bind mount) records exactly the files the kernel opened, in order.
+//! mount namespaces with a bind mount) records exactly the files the kernel opened, in order;
+//! under `recorder run --containerd` too.
 
 use std::path::Path;
 use std::process::Command;
 
 use recorder::store::ContentStore;
 use recorder_tests::agent_fixtures::{record_entries, recorder_bin};
+use recorder_tests::containerd::{Daemon, assert_run_left_nothing, recorder_run};
 use recorder_tests::root::require_root;
-use recorder_tests::routes_fixtures::{STEPS, expected_record, write_image};
+use recorder_tests::routes_fixtures::{
+    IMAGE, STEPS, expected_record, unprivileged_steps, write_image,
+};
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_routes-workload");
 
@@ -57,4 +61,48 @@ fn every_route_to_an_image_file_is_recorded_as_the_file_the_kernel_opened() {
     );
     // The O_PATH open that preceded the magic-link reopen is excluded as such.
     assert!(stderr.contains("o-path="), "{stderr}");
+}
+
+/// Under containerd's default spec (no CAP_SYS_ADMIN) the steps that make mount namespaces
+/// cannot run; `recorder run` above covers them.
+#[test]
+fn under_containerd_every_route_is_recorded_as_well() {
+    let daemon = Daemon::start();
+    let steps = unprivileged_steps();
+    let layout = daemon.scratch().join("routes-layout");
+    let manifest = write_image(&layout, IMAGE, Path::new(WORKLOAD), &steps);
+    daemon.import_layout(&layout);
+    let record_out = daemon.scratch().join("record.json");
+    let out = recorder_run(
+        &daemon,
+        &[
+            "--image",
+            IMAGE,
+            "--period",
+            "60s",
+            "--record-out",
+            record_out.to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("workload exited (exit status 0)"),
+        "{stderr}"
+    );
+    let bytes = std::fs::read(&record_out).unwrap();
+    let digest = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(daemon.ctr_ok(&["content", "get", &digest]), bytes);
+    assert_eq!(
+        record_entries(&bytes, &manifest),
+        expected_record(Path::new(WORKLOAD), &steps),
+        "stderr:\n{stderr}"
+    );
+    assert_run_left_nothing(&daemon);
 }

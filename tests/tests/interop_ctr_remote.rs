@@ -13,6 +13,7 @@ use recorder_tests::containerd::{
     AGENT_IMAGE, Daemon, agent_daemon, assert_run_left_nothing, finish, recorder, recorder_run,
     wait_for_log,
 };
+use recorder_tests::routes_fixtures::{self, unprivileged_steps};
 
 const LANDMARK: &str = ".prefetch.landmark";
 const NO_PREFETCH_LANDMARK: &str = ".no.prefetch.landmark";
@@ -267,4 +268,70 @@ fn optimize_analyzer_and_our_containerd_runner_record_the_same_paths() {
         (vec!["etc/hosts"], Vec::<&str>::new()),
         "ours: {ours:?}\ntheirs: {theirs:?}"
     );
+}
+
+/// The routes workload (io_uring, magic links, fexecve, execveat, a `#!` script, ...: every
+/// route that needs no CAP_SYS_ADMIN, which neither spec grants) under `ctr-remote image
+/// optimize` and under `recorder run --containerd`: every file fanotify reported is in our
+/// record.
+#[test]
+fn optimize_analyzer_records_nothing_the_routes_workload_read_that_we_miss() {
+    require_ctr_remote();
+    let daemon = Daemon::start();
+    let workload = Path::new(env!("CARGO_BIN_EXE_routes-workload"));
+    let layout = daemon.scratch().join("routes-layout");
+    write_image_for_routes(&daemon, &layout, workload);
+
+    let out_file = daemon.scratch().join("ours-routes.json");
+    let out = recorder_run(
+        &daemon,
+        &[
+            "--image",
+            routes_fixtures::IMAGE,
+            "--period",
+            "30s",
+            "--record-out",
+            out_file.to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    let ours = paths(&std::fs::read(&out_file).unwrap());
+    assert_run_left_nothing(&daemon);
+
+    let theirs_file = daemon.scratch().join("theirs-routes.json");
+    ctr_remote(
+        &daemon,
+        &[
+            "image",
+            "optimize",
+            "--oci",
+            "--period",
+            "30",
+            "--record-out",
+            theirs_file.to_str().unwrap(),
+            routes_fixtures::IMAGE,
+            "docker.io/recorder/routes-test:opt",
+        ],
+    );
+    let theirs = paths(&std::fs::read(&theirs_file).unwrap());
+    let only_theirs: Vec<&str> = theirs.difference(&ours).map(String::as_str).collect();
+    let only_ours: Vec<&str> = ours.difference(&theirs).map(String::as_str).collect();
+    assert_eq!(
+        (only_theirs, only_ours),
+        (Vec::<&str>::new(), Vec::<&str>::new()),
+        "ours: {ours:?}\ntheirs: {theirs:?}"
+    );
+}
+
+fn write_image_for_routes(daemon: &Daemon, layout: &Path, workload: &Path) {
+    routes_fixtures::write_image(
+        layout,
+        routes_fixtures::IMAGE,
+        workload,
+        &unprivileged_steps(),
+    );
+    daemon.import_layout(layout);
 }
