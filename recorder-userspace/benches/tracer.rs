@@ -6,8 +6,15 @@
 //! other processes stay filtered out as they would in production.
 //!
 //! Per-call costs are medians over interleaved rounds: each round measures untraced (no program
-//! attached), filtered-out (programs attached, producer not a target) and emitted (producer is a
-//! target), one after another, so drift in the machine's speed hits all three alike.
+//! attached), filtered-out (programs attached and armed on another namespace, the producer not a
+//! target: what every other process on the machine pays while a recording runs) and emitted (the
+//! producer is the target), one after another, so drift in the machine's speed hits all three
+//! alike.
+//!
+//! The programs' own cost is read from the kernel's run-time accounting (`BPF_ENABLE_STATS`,
+//! enabled through an fd for the measurement only: no sysctl changes), split into its pieces by
+//! running the same call filtered out, emitted on a short and on a deep path (the difference is
+//! the dentry walk), and emitted with the path argument read too (as `recorder trace` runs).
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -16,6 +23,9 @@ use std::{
 };
 
 use recorder::tracer::{EventStream, Tracer, TracerConfig};
+
+/// Components below the root of the deep path of the walk-cost measurement.
+const DEEP: usize = 8;
 
 const ROUNDS: usize = 9;
 const CALLS_PER_SAMPLE: u64 = 200_000;
@@ -41,13 +51,16 @@ fn main() {
 
 // ---- producer side (child process) ----
 
-/// `producer MODE CALLS RATE`: unshare the mount namespace, say `ready <inode>`, wait for a line,
-/// make CALLS calls (paced to RATE per second when RATE > 0), then print the ns per call.
+/// `producer MODE CALLS RATE THREADS [PATH]`: unshare the mount namespace, say `ready <inode>`,
+/// wait for a line, make CALLS calls (paced to RATE per second when RATE > 0; `openat` on PATH,
+/// /etc/hostname by default), then print the ns per call.
 fn producer(args: &[String]) {
     let mode = args[0].clone();
     let calls: u64 = args[1].parse().expect("calls");
     let rate: f64 = args[2].parse().expect("rate");
     let threads: usize = args.get(3).map_or(1, |t| t.parse().expect("threads"));
+    let path =
+        std::ffi::CString::new(args.get(4).map_or("/etc/hostname", String::as_str)).expect("path");
     // SAFETY: single-threaded at this point.
     assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNS) }, 0, "unshare");
     let ino = std::fs::metadata("/proc/self/ns/mnt")
@@ -61,8 +74,8 @@ fn producer(args: &[String]) {
     let started = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|_| {
-            let mode = mode.clone();
-            std::thread::spawn(move || run_calls(&mode, calls, rate))
+            let (mode, path) = (mode.clone(), path.clone());
+            std::thread::spawn(move || run_calls(&mode, &path, calls, rate))
         })
         .collect();
     for h in handles {
@@ -72,8 +85,7 @@ fn producer(args: &[String]) {
     println!("{}", elapsed.as_nanos() as f64 / calls as f64);
 }
 
-fn run_calls(mode: &str, calls: u64, rate: f64) {
-    let path = c"/etc/hostname";
+fn run_calls(mode: &str, path: &std::ffi::CStr, calls: u64, rate: f64) {
     let missing = c"/nonexistent/bench";
     let started = Instant::now();
     for i in 0..calls {
@@ -87,8 +99,8 @@ fn run_calls(mode: &str, calls: u64, rate: f64) {
                 "enoent" => {
                     libc::openat(libc::AT_FDCWD, missing.as_ptr(), libc::O_RDONLY);
                 }
-                "getpid" => {
-                    libc::syscall(libc::SYS_getpid);
+                "getppid" => {
+                    libc::syscall(libc::SYS_getppid);
                 }
                 other => panic!("unknown mode {other}"),
             }
@@ -112,6 +124,16 @@ struct Producer {
 }
 
 fn spawn_producer(mode: &str, calls: u64, rate: f64, threads: usize) -> Producer {
+    spawn_producer_on(mode, calls, rate, threads, None)
+}
+
+fn spawn_producer_on(
+    mode: &str,
+    calls: u64,
+    rate: f64,
+    threads: usize,
+    path: Option<&std::path::Path>,
+) -> Producer {
     let mut child = Command::new(std::env::current_exe().expect("own path"))
         .args([
             "producer",
@@ -120,6 +142,7 @@ fn spawn_producer(mode: &str, calls: u64, rate: f64, threads: usize) -> Producer
             &rate.to_string(),
             &threads.to_string(),
         ])
+        .args(path)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -205,8 +228,13 @@ async fn per_call(mode: &str) -> Samples {
 
         let mut tracer = Tracer::load(&TracerConfig::default()).expect("load tracer");
         let mut stream = tracer.take_events().expect("stream").expect("first take");
+        // Armed, on another namespace: a recording is going on, the producer is not its target.
+        let elsewhere = spawn_producer(mode, 1, 0.0, 1);
+        tracer.add_target(elsewhere.mntns).expect("arm elsewhere");
         let p = spawn_producer(mode, CALLS_PER_SAMPLE, 0.0, 1);
         s.filtered.push(p.run(Some(&mut stream)).await);
+        tracer.remove_target(elsewhere.mntns).expect("disarm");
+        elsewhere.run(None).await;
 
         let p = spawn_producer(mode, CALLS_PER_SAMPLE, 0.0, 1);
         tracer.add_target(p.mntns).expect("arm");
@@ -264,11 +292,84 @@ async fn rate_step(target: f64, threads: usize) -> RateResult {
     }
 }
 
+/// The openat exit program's median ns per run in each configuration.
+struct ProgramCosts {
+    filtered: f64,
+    emitted_short: f64,
+    emitted_deep: f64,
+    trace_mode: f64,
+}
+
+/// ns per run of `sys_exit_openat` while a producer makes openat calls, from the kernel's
+/// run-time accounting.
+async fn program_ns(arg_paths: bool, target: bool, path: &std::path::Path) -> f64 {
+    let config = TracerConfig {
+        arg_paths,
+        ..TracerConfig::default()
+    };
+    let mut tracer = Tracer::load(&config).expect("load tracer");
+    let mut stream = tracer.take_events().expect("stream").expect("first take");
+    let elsewhere = spawn_producer("openat", 1, 0.0, 1);
+    tracer.add_target(elsewhere.mntns).expect("arm elsewhere");
+    let p = spawn_producer_on("openat", CALLS_PER_SAMPLE, 0.0, 1, Some(path));
+    if target {
+        tracer.add_target(p.mntns).expect("arm");
+    }
+    let openat = |t: &Tracer| {
+        t.program_stats()
+            .into_iter()
+            .find(|s| s.name == "sys_exit_openat")
+            .expect("sys_exit_openat stats")
+    };
+    let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF_ENABLE_STATS");
+    let before = openat(&tracer);
+    p.run(Some(&mut stream)).await;
+    let after = openat(&tracer);
+    drop(stats);
+    elsewhere.run(None).await;
+    let runs = after.runs - before.runs;
+    (after.run_time - before.run_time).as_nanos() as f64 / runs.max(1) as f64
+}
+
+async fn program_costs() -> ProgramCosts {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut deep = dir.path().to_path_buf();
+    for i in 0..DEEP - 1 {
+        deep.push(format!("d{i}"));
+    }
+    std::fs::create_dir_all(&deep).expect("deep dirs");
+    deep.push("file");
+    std::fs::write(&deep, b"x").expect("deep file");
+    let short = std::path::Path::new("/etc/hostname");
+    let mut c = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        c.0.push(program_ns(false, false, short).await);
+        c.1.push(program_ns(false, true, short).await);
+        c.2.push(program_ns(false, true, &deep).await);
+        c.3.push(program_ns(true, true, short).await);
+        eprintln!(
+            "  program round {}/{ROUNDS}: filtered {:.0} ns, emitted {:.0} ns, deep {:.0} ns, trace mode {:.0} ns",
+            round + 1,
+            c.0[round],
+            c.1[round],
+            c.2[round],
+            c.3[round]
+        );
+    }
+    ProgramCosts {
+        filtered: median(c.0),
+        emitted_short: median(c.1),
+        emitted_deep: median(c.2),
+        trace_mode: median(c.3),
+    }
+}
+
 async fn bench() {
     let machine = machine();
     eprintln!("tracer benchmark on {machine}");
     let open = per_call("openat").await;
-    let getpid = per_call("getpid").await;
+    let getpid = per_call("getppid").await;
+    let costs = program_costs().await;
 
     let (ou, of, oe) = (
         median(open.untraced),
@@ -309,7 +410,7 @@ async fn bench() {
     println!(
         "Machine: {machine}. Medians of {ROUNDS} interleaved rounds of {CALLS_PER_SAMPLE} calls.\n"
     );
-    println!("| call | untraced | filtered out | traced and emitted |");
+    println!("| call | untraced | filtered out (armed elsewhere) | traced and emitted |");
     println!("| --- | --- | --- | --- |");
     println!(
         "| openat+close | {ou:.0} ns (1.00×) | {of:.0} ns ({:.2}×) | {oe:.0} ns ({:.2}×) |",
@@ -317,9 +418,33 @@ async fn bench() {
         oe / ou
     );
     println!(
-        "| getpid | {gu:.0} ns (1.00×) | {gf:.0} ns ({:.2}×) | {ge:.0} ns ({:.2}×) |",
+        "| getppid | {gu:.0} ns (1.00×) | {gf:.0} ns ({:.2}×) | {ge:.0} ns ({:.2}×) |",
         gf / gu,
         ge / gu
+    );
+    println!();
+    let shallow = 2.0;
+    let walk = (costs.emitted_deep - costs.emitted_short) / (DEEP as f64 - shallow);
+    println!(
+        "The openat exit program's own time per run (kernel run-time accounting, medians of \
+         {ROUNDS} rounds; the accounting adds its own clock reads):\n"
+    );
+    println!("| piece | ns per run |");
+    println!("| --- | --- |");
+    println!("| filter only (not a target) | {:.0} |", costs.filtered);
+    println!(
+        "| emitted, /etc/hostname (2 components) | {:.0} |",
+        costs.emitted_short
+    );
+    println!("| emitted, {DEEP} components | {:.0} |", costs.emitted_deep);
+    println!("| dentry walk, per component | {walk:.0} |");
+    println!(
+        "| fd → file, identity, header and ring (emitted at 2 components less the filter and the walk) | {:.0} |",
+        costs.emitted_short - costs.filtered - shallow * walk
+    );
+    println!(
+        "| emitted with the path argument and its directory (recorder trace) | {:.0} |",
+        costs.trace_mode
     );
     println!();
     println!("Sustained rate (failed openat, one event each, paced; 1 s per step):\n");

@@ -92,6 +92,7 @@ pub fn layers(workload: &Path) -> Vec<Vec<u8>> {
         "script-read.txt",
         "nested.txt",
         "cloned.txt",
+        "late.txt",
     ] {
         routes.file(&format!("routes/{file}"), 0o644, file.as_bytes());
     }
@@ -161,6 +162,7 @@ pub fn expected_record(workload: &Path, steps: &[&str]) -> Vec<(String, usize)> 
                 .file("routes/bindsrc/bound.txt", 1)
                 .file("routes/nested.txt", 1),
             "clone-newns" => e.file("routes/cloned.txt", 1),
+            "late" => e.file("routes/late.txt", 1),
             other => panic!("no step {other:?}"),
         };
     }

@@ -5,15 +5,18 @@
 //! mount namespaces with a bind mount) records exactly the files the kernel opened, in order;
 //! under `recorder run --containerd` too.
 
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use recorder::sandbox::{ProcessSpec, Sandbox, unpack_layer};
+use recorder::status::{State, client};
 use recorder::store::ContentStore;
 use recorder_tests::agent_fixtures::{record_entries, recorder_bin};
 use recorder_tests::containerd::{Daemon, assert_run_left_nothing, recorder_run};
 use recorder_tests::root::require_root;
 use recorder_tests::routes_fixtures::{
-    IMAGE, STEPS, expected_record, unprivileged_steps, write_image,
+    IMAGE, STEPS, expected_record, layers, unprivileged_steps, write_image,
 };
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_routes-workload");
@@ -105,4 +108,76 @@ fn under_containerd_every_route_is_recorded_as_well() {
         "stderr:\n{stderr}"
     );
     assert_run_left_nothing(&daemon);
+}
+
+/// `record --until-exit` waits for the namespaces the target's tasks made too: the workload
+/// moves itself into a mount namespace of its own, so none of its processes is left in the one
+/// that was armed, and reads a file half a second later, which must be in the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn until_exit_waits_for_the_namespaces_the_target_made() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let workload = Path::new(WORKLOAD);
+    let (image, store, socket) = (
+        dir.path().join("image"),
+        dir.path().join("store"),
+        dir.path().join("status.sock"),
+    );
+    let manifest = write_image(&image, "routes", workload, &[]);
+    let lowerdirs: Vec<PathBuf> = layers(workload)
+        .iter()
+        .enumerate()
+        .map(|(i, tar)| {
+            let d = dir.path().join(format!("layer{i}"));
+            std::fs::create_dir(&d).unwrap();
+            unpack_layer(tar.as_slice(), &d).unwrap();
+            d
+        })
+        .collect();
+    let spec = ProcessSpec {
+        args: vec!["/bin/routes".into(), "late".into()],
+        env: vec!["PATH=/bin".into()],
+        cwd: "/".into(),
+        ..ProcessSpec::default()
+    };
+    let pending = Sandbox::new(lowerdirs, dir.path().join("scratch"), spec)
+        .start()
+        .unwrap();
+    let recorder = Command::new(recorder_bin())
+        .arg("record")
+        .args(["--image".as_ref(), image.as_os_str()])
+        .args(["--store".as_ref(), store.as_os_str()])
+        .args(["--target", &format!("pid:{}", pending.pid())])
+        .args(["--until-exit", "--period", "1h"])
+        .args(["--status-socket".as_ref(), socket.as_os_str()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    client::wait_for(
+        &socket,
+        State::Tracing,
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+    )
+    .await
+    .unwrap();
+    let status = pending.release().unwrap().wait().await.unwrap();
+    assert!(status.success(), "workload: {status}");
+    let out = recorder.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    assert!(stderr.contains("every target process exited"), "{stderr}");
+    let digest = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .parse()
+        .unwrap();
+    let bytes = ContentStore::open(&store).unwrap().read(&digest).unwrap();
+    assert_eq!(
+        record_entries(&bytes, &manifest),
+        expected_record(workload, &["late"]),
+        "stderr:\n{stderr}"
+    );
 }

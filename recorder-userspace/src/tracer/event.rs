@@ -115,8 +115,9 @@ pub struct OpenedFile {
     pub mnt_id: u32,
     /// `st_mode`: type and permissions.
     pub mode: u32,
-    /// The filesystem's type, from its superblock's magic number.
-    #[serde(serialize_with = "magic_name")]
+    /// The filesystem's superblock magic number; serialized as `fsType`, its name (or the
+    /// number in hex for a type this build does not know).
+    #[serde(rename = "fsType", serialize_with = "magic_name")]
     pub magic: u64,
 }
 

@@ -266,6 +266,25 @@ impl Tracer {
         Ok(counters)
     }
 
+    /// Each program's run count and run time so far, as the kernel accounts them while run-time
+    /// statistics are enabled (`aya::sys::enable_stats`, which lasts as long as its fd and
+    /// changes no sysctl); both stay 0 otherwise. For benchmarks.
+    pub fn program_stats(&self) -> Vec<ProgramStats> {
+        TRACEPOINTS
+            .iter()
+            .map(|(_, name)| *name)
+            .chain(BTF_TRACEPOINTS)
+            .filter_map(|name| {
+                let info = self.ebpf.program(name)?.info().ok()?;
+                Some(ProgramStats {
+                    name,
+                    runs: info.run_count(),
+                    run_time: info.run_time(),
+                })
+            })
+            .collect()
+    }
+
     /// Runs the kernel skipped because another tracing program was running on that CPU: the
     /// only way a call can escape the programs, so it is counted as lost.
     fn recursion_misses(&self) -> u64 {
@@ -287,6 +306,17 @@ impl Tracer {
             })
             .sum()
     }
+}
+
+/// A program's accounted runs (see [`Tracer::program_stats`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProgramStats {
+    /// The program's (and its tracepoint's) name.
+    pub name: &'static str,
+    /// Runs accounted.
+    pub runs: u64,
+    /// Time spent in them.
+    pub run_time: Duration,
 }
 
 fn take_map<T>(

@@ -173,6 +173,13 @@ fn run(step: &str) -> std::io::Result<()> {
                 pid => wait(pid as libc::pid_t),
             }
         }
+        // Not in STEPS: this process itself moves to a mount namespace of its own, leaving the
+        // one it started in empty, and reads a file only after a while.
+        "late" => {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            read("/routes/late.txt")
+        }
         other => Err(std::io::Error::other(format!("no step {other:?}"))),
     }
 }
