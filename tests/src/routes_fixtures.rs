@@ -21,6 +21,8 @@ pub const SCRIPT: &str = "#!/bin/sh\nread line < /routes/script-read.txt\nexit 0
 /// namespaces (`unshare`, `clone-newns`) need CAP_SYS_ADMIN in the container.
 pub const STEPS: &[&str] = &[
     "thread",
+    "dirfd",
+    "opaque",
     "uring",
     "uring-fixed",
     "opath",
@@ -54,9 +56,10 @@ pub fn unprivileged_steps() -> Vec<&'static str> {
 /// The image's reference in the containerd tests.
 pub const IMAGE: &str = "docker.io/recorder/routes-test:1";
 
-/// The two layers, bottom first: 0 the programs, their libraries and the workload; 1 the files
-/// the routes reach (`linkdir -> routes/realdir` among them, and `routes/hard.txt`, a hard
-/// link to `routes/hard-target.txt`).
+/// The two layers, bottom first: 0 the programs, their libraries, the workload and
+/// `routes/opq/old.txt`; 1 the files the routes reach (`linkdir -> routes/realdir` among them,
+/// `routes/hard.txt`, a hard link to `routes/hard-target.txt`, and `routes/opq`, opaque, with
+/// `new.txt`).
 pub fn layers(workload: &Path) -> Vec<Vec<u8>> {
     let mut base = LayerBuilder::new();
     let mut binaries: Vec<(String, PathBuf)> = PROGRAMS
@@ -75,11 +78,15 @@ pub fn layers(workload: &Path) -> Vec<Vec<u8>> {
         .dir("mnt", 0o755)
         .dir("dev", 0o755)
         .dir("proc", 0o755)
+        .dir("routes", 0o755)
+        .dir("routes/opq", 0o755)
+        .file("routes/opq/old.txt", 0o644, b"hidden above")
         .host_binaries(&binaries);
     let mut routes = LayerBuilder::new();
     routes.dir("routes", 0o755);
     for file in [
         "thread.txt",
+        "dirfd.txt",
         "uring.txt",
         "uring-fixed.txt",
         "opath.txt",
@@ -97,6 +104,9 @@ pub fn layers(workload: &Path) -> Vec<Vec<u8>> {
         routes.file(&format!("routes/{file}"), 0o644, file.as_bytes());
     }
     routes
+        .dir("routes/opq", 0o755)
+        .file("routes/opq/.wh..wh..opq", 0o644, b"")
+        .file("routes/opq/new.txt", 0o644, b"new")
         .hardlink("routes/hard.txt", "routes/hard-target.txt")
         .dir("routes/realdir", 0o755)
         .file("routes/realdir/file.txt", 0o644, b"file")
@@ -138,6 +148,9 @@ pub fn expected_record(workload: &Path, steps: &[&str]) -> Vec<(String, usize)> 
     for step in steps {
         match *step {
             "thread" => e.file("routes/thread.txt", 1),
+            "dirfd" => e.file("routes/dirfd.txt", 1),
+            // The lower file is hidden (the failed open is not recorded), the upper one read.
+            "opaque" => e.file("routes/opq/new.txt", 1),
             "uring" => e.file("routes/uring.txt", 1),
             // Read from the ring's fixed-file table: a slot is not an fd.
             "uring-fixed" => e.file("routes/uring-fixed.txt", 1),

@@ -21,6 +21,8 @@ static TRUE_PATH: &[u8] = b"/bin/true\0";
 
 const STEPS: &[&str] = &[
     "thread",
+    "dirfd",
+    "opaque",
     "uring",
     "uring-fixed",
     "opath",
@@ -58,6 +60,23 @@ fn run(step: &str) -> std::io::Result<()> {
         "thread" => std::thread::spawn(|| read("/routes/thread.txt"))
             .join()
             .map_err(|_| std::io::Error::other("the thread panicked"))?,
+        "dirfd" => {
+            let dir = open(c"/routes", libc::O_RDONLY | libc::O_DIRECTORY)?;
+            // SAFETY: a valid dirfd and C string; the fd returned is ours.
+            let fd =
+                unsafe { libc::openat(dir.as_raw_fd(), c"dirfd.txt".as_ptr(), libc::O_RDONLY) };
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: just returned by openat.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+            Ok(())
+        }
+        // The upper layer made routes/opq opaque: the lower layer's file is gone.
+        "opaque" => match read("/routes/opq/old.txt") {
+            Ok(()) => Err(std::io::Error::other("routes/opq/old.txt is visible")),
+            Err(_) => read("/routes/opq/new.txt"),
+        },
         "uring" => uring_open("/routes/uring.txt", false),
         "uring-fixed" => uring_open("/routes/uring-fixed.txt", true),
         "opath" => {
