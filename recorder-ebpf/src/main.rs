@@ -266,6 +266,19 @@ fn fd_file(task: u64, fd: i64) -> Option<u64> {
     (file != 0).then_some(file)
 }
 
+/// One step up a dentry chain: the parent, and this dentry's name (length, pointer).
+///
+/// `d_parent` and `d_name` (`hash`, `len`, `name`) are adjacent in `struct dentry` (userspace
+/// checks this against BTF before loading), so one 24-byte read serves a whole step where
+/// three reads did: per component, the walk is this read and the copy of the name.
+#[inline(always)]
+fn dentry_step(dentry: u64) -> Option<(u64, usize, u64)> {
+    // [d_parent, d_name.hash | d_name.len << 32, d_name.name]
+    let [parent, hash_len, name] = kread::<[u64; 3]>(dentry, walk::DENTRY_PARENT)?;
+    // A name is at most NAME_MAX (255) bytes; the mask also shows the verifier the bound.
+    Some((parent, ((hash_len >> 32) & 0xff) as usize, name))
+}
+
 /// Where a relative path starts: the working directory, or the directory open at `dirfd`.
 #[inline(always)]
 fn start_of_walk(task: u64, dirfd: i32) -> Option<(u64, u64)> {
@@ -340,21 +353,13 @@ fn append_dir(buf: &mut EventBuf, task: *const u8, dirfd: i32) {
                 break;
             }
         }
-        let Some(parent) = kread::<u64>(dentry, walk::DENTRY_PARENT) else {
+        let Some((parent, len, name)) = dentry_step(dentry) else {
             break;
         };
         if parent == dentry {
             done = true;
             break;
         }
-        let (Some(len), Some(name)) = (
-            kread::<u32>(dentry, walk::DENTRY_NAME_LEN),
-            kread::<u64>(dentry, walk::DENTRY_NAME),
-        ) else {
-            break;
-        };
-        // A name is at most NAME_MAX (255) bytes; the mask also shows the verifier the bound.
-        let len = (len & 0xff) as usize;
         if len + 1 > pos {
             break;
         }
@@ -454,7 +459,7 @@ fn read_file(buf: &mut EventBuf, file: u64) -> bool {
     let mut pos = PATH_MAX;
     let mut done = false;
     for _ in 0..walk::MAX_DEPTH {
-        let Some(parent) = kread::<u64>(dentry, walk::DENTRY_PARENT) else {
+        let Some((parent, len, name)) = dentry_step(dentry) else {
             break;
         };
         if parent == dentry || parent == 0 {
@@ -462,13 +467,6 @@ fn read_file(buf: &mut EventBuf, file: u64) -> bool {
             done = true;
             break;
         }
-        let (Some(len), Some(name)) = (
-            kread::<u32>(dentry, walk::DENTRY_NAME_LEN),
-            kread::<u64>(dentry, walk::DENTRY_NAME),
-        ) else {
-            break;
-        };
-        let len = (len & 0xff) as usize;
         if len + 1 > pos {
             break;
         }

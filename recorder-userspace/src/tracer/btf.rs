@@ -71,6 +71,9 @@ pub enum BtfError {
     /// The member is a bitfield or not byte-aligned.
     #[error("member {0} is not byte-aligned")]
     Bitfield(String),
+    /// Members the programs read together are not laid out as they expect.
+    #[error("unexpected kernel struct layout: {0}")]
+    Layout(&'static str),
 }
 
 #[derive(Clone, Copy)]
@@ -335,6 +338,14 @@ fn walk_offsets(btf: &Btf) -> Result<[u64; walk::COUNT], BtfError> {
     offsets[walk::DENTRY_PARENT] = at("dentry", &["d_parent"])?;
     offsets[walk::DENTRY_NAME_LEN] = at("dentry", &["d_name", "len"])?;
     offsets[walk::DENTRY_NAME] = at("dentry", &["d_name", "name"])?;
+    // The walk reads d_parent and d_name in one go (see the eBPF crate's dentry_step).
+    if offsets[walk::DENTRY_NAME_LEN] != offsets[walk::DENTRY_PARENT] + 12
+        || offsets[walk::DENTRY_NAME] != offsets[walk::DENTRY_PARENT] + 16
+    {
+        return Err(BtfError::Layout(
+            "struct dentry: d_name (hash, len, name) does not directly follow d_parent",
+        ));
+    }
     offsets[walk::VFSMOUNT_ROOT] = at("vfsmount", &["mnt_root"])?;
     offsets[walk::MOUNT_MNT] = at("mount", &["mnt"])?;
     offsets[walk::MOUNT_PARENT] = at("mount", &["mnt_parent"])?;
