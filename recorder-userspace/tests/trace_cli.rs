@@ -83,6 +83,10 @@ fn json_lines_have_the_documented_keys_and_sigint_prints_counters() {
             .collect();
         got.sort_unstable();
         let mut want = keys.to_vec();
+        // A call that succeeded also names the file the kernel produced.
+        if event["ret"].as_i64().is_some_and(|r| r >= 0) {
+            want.push("file");
+        }
         want.sort_unstable();
         assert_eq!(got, want, "keys of {line}");
         // And in the documented order.
@@ -102,8 +106,24 @@ fn json_lines_have_the_documented_keys_and_sigint_prints_counters() {
     assert!(
         events
             .iter()
-            .any(|e| e["kind"] == "execve" && e["path"] == "/bin/true" && e["ret"] == 0),
-        "no execve of /bin/true"
+            .any(|e| e["kind"] == "exec" && e["path"] == "/bin/true" && e["ret"] == 0),
+        "no exec of /bin/true"
     );
+    // What was asked, and what the kernel opened: the same inode as stat finds.
+    let hostname = std::fs::metadata("/etc/hostname").unwrap();
+    let opened = events
+        .iter()
+        .find(|e| e["kind"] == "openat" && e["path"] == "/etc/hostname")
+        .unwrap();
+    assert_eq!(
+        opened["file"]["ino"],
+        std::os::unix::fs::MetadataExt::ino(&hostname)
+    );
+    for key in ["path", "dev", "ino", "mntId", "mode", "fsType"] {
+        assert!(
+            opened["file"].get(key).is_some(),
+            "no file.{key} in {opened}"
+        );
+    }
     assert!(events.iter().all(|e| e["mntns"] == target));
 }

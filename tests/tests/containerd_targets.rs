@@ -131,9 +131,14 @@ fn container_name_pattern_arms_the_tracer_before_the_entrypoint_runs() {
         .iter()
         .position(|e| e.is_exec() && e.path() == std::path::Path::new("/bin/cat"))
         .unwrap_or_else(|| panic!("no execve of the entrypoint:\n{}", describe(&events)));
+    // Named by the file the kernel opened (path arguments are read only for `recorder trace`).
     let opened = |suffix: &str| {
         events.iter().position(|e| {
-            !e.is_exec() && e.succeeded() && e.path().to_string_lossy().ends_with(suffix)
+            !e.is_exec()
+                && e.succeeded()
+                && e.file
+                    .as_ref()
+                    .is_some_and(|f| f.path.ends_with(suffix.as_bytes()))
         })
     };
     let libc = opened("libc.so.6").unwrap_or_else(|| {
