@@ -127,6 +127,18 @@ pub fn commit(record: &RecordBuilder, opts: &CommitOptions) -> Result<Committed,
         .as_deref()
         .map(|path| write_atomically(path, &bytes).map(|()| path.to_owned()));
     let companion_bytes = record.companion_bytes();
+    // The companion goes next to --record-out (`FILE.companion`): `record show`, `report` and
+    // `merge` read times from it. Losing it loses no record entry, so a failure only warns.
+    if let (Some(path), Some(Ok(_)), false) = (
+        opts.record_out.as_deref(),
+        out_result.as_ref(),
+        companion_bytes.is_empty(),
+    ) {
+        let sidecar = crate::record::companion::sidecar_path(path);
+        if let Err(e) = write_atomically(&sidecar, &companion_bytes) {
+            tracing::warn!(path = %sidecar.display(), error = %e, "writing the companion failed");
+        }
+    }
     let stored = match &opts.store {
         RecordSink::Local(dir) => put_local(dir, &bytes, &companion_bytes).map_err(SinkError::from),
         RecordSink::Containerd(sink) => put_containerd(sink, &bytes, &companion_bytes),
