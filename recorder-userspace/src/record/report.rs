@@ -255,7 +255,7 @@ fn chart(needs: &Needs) -> Result<String, ReportError> {
             let colour = COLOURS[k % COLOURS.len()];
             let scaled: Vec<(f64, f64)> = points.iter().map(|&(x, y)| (x, y / scale)).collect();
             chart
-                .draw_series(AreaSeries::new(scaled, 0.0, colour.mix(0.85)).border_style(colour))
+                .draw_series(AreaSeries::new(scaled, 0.0, colour).border_style(colour))
                 .map_err(|e| err(&e))?
                 .label(format!("layer {k}"))
                 .legend(move |(x, y)| {
