@@ -27,13 +27,13 @@ pub struct ViewArgs {
     pub source: ImageArgs,
     /// The record's companion (times of first access): a file, or `sha256:...` in --store.
     /// Default: RECORD.companion next to a record file, if there is one.
-    #[arg(long)]
+    #[arg(long, requires = "image")]
     pub companion: Option<String>,
     /// Print everything as one JSON object.
-    #[arg(long)]
+    #[arg(long, requires = "image")]
     pub json: bool,
     /// How many of the largest files read to list.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, requires = "image")]
     pub largest: usize,
 }
 
