@@ -242,8 +242,9 @@ fn read_stargz(bytes: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// nydus-image's prefetch patterns (`get_patterns`: stdin read line by line, each line one
-/// absolute path, its newline stripped).
+/// nydus-image's prefetch patterns (`get_patterns`/`generate_patterns`: stdin read line by
+/// line, each line trimmed, relative ones skipped). Stricter here: every line must end in a
+/// newline, be absolute and need no trimming.
 fn read_paths(bytes: &[u8]) -> Vec<String> {
     let mut reader = bytes;
     let mut out = Vec::new();
@@ -256,6 +257,7 @@ fn read_paths(bytes: &[u8]) -> Vec<String> {
             .strip_suffix('\n')
             .expect("every line ends in a newline");
         assert!(path.starts_with('/'), "not absolute: {path:?}");
+        assert_eq!(path.trim(), path, "would be trimmed");
         out.push(path.to_owned());
     }
 }

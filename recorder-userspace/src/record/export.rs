@@ -6,9 +6,10 @@
 //!   convert --estargz-record-in` (`cmd/ctr-remote/commands/convert.go`).
 //! - `paths`: one absolute path per line. nydus `nydus-image` gathers prefetch patterns "from
 //!   STDIN line by line" (`src/bin/nydus-image/core/prefetch.rs`, `get_patterns`, input
-//!   `printf "/path/1\n/path/2"`), which `nydusify convert --prefetch-patterns` feeds it;
-//!   stargz-snapshotter's `--prefetch-list` and nydus-snapshotter's optimizer result files have
-//!   the same shape. A newline inside a path cannot be written in it.
+//!   `printf "/path/1\n/path/2"`; `generate_patterns` trims each line and skips relative
+//!   ones), which `nydusify convert --prefetch-patterns` feeds it; stargz-snapshotter's
+//!   `--prefetch-list` and nydus-snapshotter's optimizer result files have the same shape. A
+//!   newline inside a path cannot be written in it, nor white space around one.
 //! - `nydus-optimize`: `{"version":"v1","files":[{"path":"/abs"}...]}`, the `PrefetchJson` /
 //!   `PrefetchFileJson` (`path`, optional `ranges`) that nydus-builder's `optimize_prefetch.rs`
 //!   deserialises for `nydusify optimize --prefetch-files`.
@@ -100,7 +101,8 @@ pub enum ExportError {
     },
     /// The consumer trims white space around each path.
     #[error(
-        "exporting as {format}: path {path:?} begins or ends with white space, which soci trims"
+        "exporting as {format}: path {path:?} begins or ends with white space, which the \
+         format's readers trim"
     )]
     Whitespace {
         /// The format.
@@ -169,7 +171,7 @@ fn absolute_paths(entries: &[RecordEntry], format: Format) -> Result<Vec<String>
                 format,
                 path: shown,
             })?;
-            if format == Format::Soci && text.trim() != text {
+            if matches!(format, Format::Soci | Format::Paths) && text.trim() != text {
                 return Err(ExportError::Whitespace { format, path: text });
             }
             Ok(format!("/{text}"))
@@ -221,6 +223,7 @@ mod tests {
             (b"a\nb", Format::Soci, "newline"),
             (b"bad\xff", Format::NydusOptimize, "not UTF-8"),
             (b"tail ", Format::Soci, "white space"),
+            (b"tail\t", Format::Paths, "white space"),
         ];
         for (p, format, what) in cases {
             let err = export(&entries(&[b"ok", p]), *format)
@@ -228,7 +231,7 @@ mod tests {
                 .to_string();
             assert!(err.contains(what), "{err}");
             assert!(
-                err.contains(&path::display(p).replace('\n', "\\n")),
+                err.contains(&path::display(p).escape_debug().to_string()),
                 "{err}"
             );
         }
