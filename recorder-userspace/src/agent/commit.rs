@@ -302,5 +302,34 @@ mod tests {
         let store = ContentStore::open(dir.path().join("store")).unwrap();
         assert_eq!(store.read(&committed.record).unwrap(), record.to_bytes());
         assert_eq!(committed.companion, None);
+        // No extras, no companion file.
+        assert!(!crate::record::companion::sidecar_path(&out).exists());
+    }
+
+    #[test]
+    fn keeps_the_companion_next_to_record_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut record = RecordBuilder::new("sha256:abc");
+        let extras = crate::record::Extras {
+            offset_ns: Some(7),
+            ..Default::default()
+        };
+        record.push_with(b"bin/sh", Some(0), extras);
+        let out = dir.path().join("record.json");
+        let committed = commit(
+            &record,
+            &CommitOptions {
+                store: dir.path().join("store").into(),
+                record_out: Some(out.clone()),
+                fallback_dir: dir.path().to_owned(),
+            },
+        )
+        .unwrap();
+        let sidecar = crate::record::companion::sidecar_path(&out);
+        assert_eq!(sidecar, dir.path().join("record.json.companion"));
+        assert_eq!(std::fs::read(&sidecar).unwrap(), record.companion_bytes());
+        let store = ContentStore::open(dir.path().join("store")).unwrap();
+        let stored = store.read(&committed.companion.unwrap()).unwrap();
+        assert_eq!(stored, record.companion_bytes());
     }
 }
