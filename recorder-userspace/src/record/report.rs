@@ -93,10 +93,11 @@ pub fn render(needs: &Needs, title: &str) -> Result<String, ReportError> {
         let _ = writeln!(
             h,
             "<tr><td><span class=\"key\" style=\"background:rgb({r},{g},{b})\"></span>{}</td>\
-             <td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{:.1}</td></tr>",
+             <td><code title=\"{}\">{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td><td>{:.1}</td></tr>",
             l.index,
             escape(&l.digest),
+            escape(l.digest.get(..19).unwrap_or(&l.digest)),
             human_bytes(l.blob_bytes),
             l.entries,
             l.read.files,
@@ -143,8 +144,8 @@ pub fn render(needs: &Needs, title: &str) -> Result<String, ReportError> {
 
 const CSS: &str = "body{font-family:sans-serif;margin:2em;color:#222;max-width:1100px}\
 code{font-size:90%}table{border-collapse:collapse;margin:1em 0}\
-td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}\
-td:last-child,th:last-child{text-align:left}.sub{color:#555}\
+td,th{border:1px solid #ccc;padding:2px 8px;text-align:right;white-space:nowrap}\
+td:last-child,th:last-child{text-align:left;white-space:normal;word-break:break-all}.sub{color:#555}\
 .key{display:inline-block;width:.8em;height:.8em;margin-right:.4em}\
 tr.total{font-weight:bold}figure{margin:0}\n";
 
@@ -248,6 +249,7 @@ fn chart(needs: &Needs) -> Result<String, ReportError> {
                 "files opened, in order"
             })
             .y_desc(format!("bytes needed ({unit})"))
+            .light_line_style(WHITE)
             .draw()
             .map_err(|e| err(&e))?;
         // Top of the stack first, so that each lower layer's area is drawn over it.
