@@ -310,7 +310,7 @@ fn convert_accepts_a_merged_record_of_three_runs() {
     assert_eq!(v["layers"].as_array().unwrap().len(), 3);
     assert_eq!(v["entries"], entries.len());
     assert!(v["read"]["bytes"].as_u64().unwrap() > 0, "{v}");
-    assert!(v["last_access_ns"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["lastAccessNs"].as_u64().unwrap() > 0, "{v}");
     assert!(
         v["files"]
             .as_array()

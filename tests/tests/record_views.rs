@@ -482,7 +482,7 @@ fn show_json_equals_sums_from_the_tar_listing() {
                 .collect();
             assert_eq!(l["read"]["files"], read.len() as u64, "layer {i}");
             assert_eq!(l["read"]["bytes"], read.iter().sum::<u64>(), "layer {i}");
-            assert_eq!(l["blob_bytes"], layers()[i].len() as u64, "layer {i}");
+            assert_eq!(l["blobBytes"], layers()[i].len() as u64, "layer {i}");
             read_total.0 += read.len() as u64;
             read_total.1 += read.iter().sum::<u64>();
             all_total.0 += files;
@@ -501,7 +501,7 @@ fn show_json_equals_sums_from_the_tar_listing() {
             (v["entries"].as_u64(), v["outside"].as_u64()),
             (Some(9), Some(1))
         );
-        assert_eq!(v["last_access_ns"], 9_600_000);
+        assert_eq!(v["lastAccessNs"], 9_600_000);
         // The largest file read is the shell (or what it links to), from layer 0.
         let largest = v["largest"][0]["bytes"].as_u64().unwrap();
         let max = recorded

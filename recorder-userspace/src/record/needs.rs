@@ -52,6 +52,7 @@ impl Amount {
 
 /// One layer: what was read of it, and what it holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct LayerNeeds {
     /// Position in the manifest (0 is the base).
     pub index: usize,
@@ -69,6 +70,7 @@ pub struct LayerNeeds {
 
 /// One file the record names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct FileRead {
     /// Absolute path in the image (lossy text).
     pub path: String,
@@ -86,6 +88,7 @@ pub struct FileRead {
 
 /// Everything `record show` tells.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Needs {
     /// The image's manifest digest.
     pub manifest: String,
