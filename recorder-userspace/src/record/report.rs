@@ -353,5 +353,19 @@ mod tests {
         assert_eq!(s[0].last(), Some(&(0.002, 5.0)));
         assert_eq!(s[1].last(), Some(&(0.002, 10.0)));
         assert_eq!(s[1][2], (0.001, 5.0));
+        // Without companion times, the x axis is the order of first access.
+        let mut untimed = needs();
+        for f in &mut untimed.files {
+            f.offset_ns = None;
+        }
+        let (s, timed) = series(&untimed);
+        assert!(!timed);
+        assert_eq!(s[1].last(), Some(&(2.0, 10.0)));
+        assert_eq!(s[0][1..], [(1.0, 0.0), (1.0, 0.0), (2.0, 0.0), (2.0, 5.0)]);
+        assert!(
+            render(&untimed, "t")
+                .unwrap()
+                .contains("files opened, in order")
+        );
     }
 }
