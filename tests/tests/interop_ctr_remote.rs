@@ -47,14 +47,20 @@ fn ctr_remote(daemon: &Daemon, args: &[&str]) -> Output {
 /// Records the image's own workload under `ctr run`; returns the record's bytes (from
 /// `--record-out`, checked equal to containerd's copy).
 fn our_record(daemon: &Daemon) -> Vec<u8> {
-    let out_file = daemon.scratch().join("ours.json");
+    our_record_named(daemon, "ours")
+}
+
+/// As [`our_record`], the container and the `--record-out` file (`NAME.json`, its companion
+/// next to it) named `name`.
+fn our_record_named(daemon: &Daemon, name: &str) -> Vec<u8> {
+    let out_file = daemon.scratch().join(format!("{name}.json"));
     let mut child = recorder(
         daemon,
         &[
             "--image",
             AGENT_IMAGE,
             "--target",
-            "container-name:ours",
+            &format!("container-name:{name}"),
             "--until-exit",
             "--record-out",
             out_file.to_str().unwrap(),
@@ -63,7 +69,7 @@ fn our_record(daemon: &Daemon) -> Vec<u8> {
     .spawn()
     .unwrap();
     let stderr = wait_for_log(&mut child, "waiting for a matching container");
-    daemon.ctr_ok(&["run", "--rm", "--null-io", AGENT_IMAGE, "ours"]);
+    daemon.ctr_ok(&["run", "--rm", "--null-io", AGENT_IMAGE, name]);
     let (code, digest, stderr) = finish(child, stderr);
     assert_eq!(code, Some(0), "stderr:\n{stderr}");
     let bytes = std::fs::read(&out_file).unwrap();
@@ -170,10 +176,19 @@ fn convert_with_our_record_prefetches_every_recorded_file() {
     assert!(!entries.is_empty());
     let record = daemon.scratch().join("record.json");
     std::fs::write(&record, &bytes).unwrap();
-
-    let converted = "docker.io/recorder/agent-test:esgz";
-    ctr_remote(
+    convert_and_check(
         &daemon,
+        &record,
+        &entries,
+        "docker.io/recorder/agent-test:esgz",
+    );
+}
+
+/// `ctr-remote image convert --oci --estargz --estargz-record-in RECORD` of the agent image to
+/// `converted`; checks that every entry of the record is ahead of its layer's prefetch landmark.
+fn convert_and_check(daemon: &Daemon, record: &Path, entries: &[(String, usize)], converted: &str) {
+    ctr_remote(
+        daemon,
         &[
             "image",
             "convert",
@@ -185,11 +200,11 @@ fn convert_with_our_record_prefetches_every_recorded_file() {
             converted,
         ],
     );
-    let manifest = manifest_of(&daemon, converted);
+    let manifest = manifest_of(daemon, converted);
     let layers = manifest["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 3, "{manifest}");
     let mut by_layer: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
-    for (path, layer) in &entries {
+    for (path, layer) in entries {
         by_layer.entry(*layer).or_default().push(path);
     }
     for (index, layer) in layers.iter().enumerate() {
@@ -217,6 +232,94 @@ fn convert_with_our_record_prefetches_every_recorded_file() {
             );
         }
     }
+}
+
+#[test]
+fn convert_accepts_a_merged_record_of_three_runs() {
+    require_ctr_remote();
+    let (daemon, manifest) = agent_daemon();
+    let mut files = Vec::new();
+    for run in 0..3 {
+        let name = format!("run{run}");
+        our_record_named(&daemon, &name);
+        let file = daemon.scratch().join(format!("{name}.json"));
+        assert!(
+            recorder::record::companion::sidecar_path(&file).is_file(),
+            "--record-out wrote no companion next to {}",
+            file.display()
+        );
+        files.push(file.to_str().unwrap().to_owned());
+    }
+    let merged = daemon.scratch().join("merged.json");
+    let mut args = vec![
+        "record",
+        "merge",
+        "--min-runs",
+        "2",
+        "--out",
+        merged.to_str().unwrap(),
+    ];
+    args.extend(files.iter().map(String::as_str));
+    let out = Command::new(recorder_tests::agent_fixtures::recorder_bin())
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&merged).unwrap();
+    let entries = record_entries(&bytes, &manifest);
+    assert!(!entries.is_empty());
+    // Every merged file is one some run recorded.
+    let recorded: BTreeSet<String> = files
+        .iter()
+        .flat_map(|f| paths(&std::fs::read(f).unwrap()))
+        .collect();
+    assert!(
+        entries.iter().all(|(p, _)| recorded.contains(p)),
+        "{entries:?}"
+    );
+    convert_and_check(
+        &daemon,
+        &merged,
+        &entries,
+        "docker.io/recorder/agent-test:merged",
+    );
+
+    // `record show` reads the image from containerd too, and the merged companion's times.
+    let out = Command::new(recorder_tests::agent_fixtures::recorder_bin())
+        .args([
+            "record",
+            "show",
+            merged.to_str().unwrap(),
+            "--image",
+            AGENT_IMAGE,
+        ])
+        .arg(format!("--containerd={}", daemon.socket().display()))
+        .args(["--namespace", daemon.namespace(), "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["manifest"], manifest.as_str());
+    assert_eq!(v["layers"].as_array().unwrap().len(), 3);
+    assert_eq!(v["entries"], entries.len());
+    assert!(v["read"]["bytes"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["lastAccessNs"].as_u64().unwrap() > 0, "{v}");
+    assert!(
+        v["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["runs"].as_u64() >= Some(2)),
+        "{v}"
+    );
 }
 
 /// The deduplicated paths of a record.

@@ -1,5 +1,6 @@
 //! `cargo xtask demo`: the README's main command. Builds a small multi-layer OCI image from
-//! programs on this machine, runs the workload in it under `recorder run`, and shows the record.
+//! programs on this machine, runs the workload in it under `recorder run`, shows the record,
+//! what the workload needed of each layer (`record show --image`), and writes the HTML report.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -76,6 +77,31 @@ pub fn run(_args: Args) -> anyhow::Result<()> {
     let record = fs::read_to_string(&paths.record)
         .with_context(|| format!("reading {}", paths.record.display()))?;
     print!("{record}");
+
+    heading("recorder record show --image: what the workload needed, per layer");
+    cmd::run(
+        Command::new(&paths.recorder)
+            .args(["record", "show"])
+            .arg(&paths.record)
+            .arg("--image")
+            .arg(&paths.image),
+    )?;
+
+    let report = paths.record.with_file_name("report.html");
+    heading(&format!(
+        "recorder record report --out {}",
+        report.display()
+    ));
+    cmd::run(
+        Command::new(&paths.recorder)
+            .args(["record", "report"])
+            .arg(&paths.record)
+            .arg("--image")
+            .arg(&paths.image)
+            .arg("--out")
+            .arg(&report),
+    )?;
+    println!("open file://{} in a browser", report.display());
     Ok(())
 }
 

@@ -22,6 +22,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "runc",
     "protobuf-compiler",
     "stargz-snapshotter",
+    // Headless browser for the `record report` page test.
+    "chromium",
 ];
 
 #[derive(clap::Args)]

@@ -127,6 +127,18 @@ pub fn commit(record: &RecordBuilder, opts: &CommitOptions) -> Result<Committed,
         .as_deref()
         .map(|path| write_atomically(path, &bytes).map(|()| path.to_owned()));
     let companion_bytes = record.companion_bytes();
+    // The companion goes next to --record-out (`FILE.companion`): `record show`, `report` and
+    // `merge` read times from it. Losing it loses no record entry, so a failure only warns.
+    if let (Some(path), Some(Ok(_)), false) = (
+        opts.record_out.as_deref(),
+        out_result.as_ref(),
+        companion_bytes.is_empty(),
+    ) {
+        let sidecar = crate::record::companion::sidecar_path(path);
+        if let Err(e) = write_atomically(&sidecar, &companion_bytes) {
+            tracing::warn!(path = %sidecar.display(), error = %e, "writing the companion failed");
+        }
+    }
     let stored = match &opts.store {
         RecordSink::Local(dir) => put_local(dir, &bytes, &companion_bytes).map_err(SinkError::from),
         RecordSink::Containerd(sink) => put_containerd(sink, &bytes, &companion_bytes),
@@ -290,5 +302,34 @@ mod tests {
         let store = ContentStore::open(dir.path().join("store")).unwrap();
         assert_eq!(store.read(&committed.record).unwrap(), record.to_bytes());
         assert_eq!(committed.companion, None);
+        // No extras, no companion file.
+        assert!(!crate::record::companion::sidecar_path(&out).exists());
+    }
+
+    #[test]
+    fn keeps_the_companion_next_to_record_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut record = RecordBuilder::new("sha256:abc");
+        let extras = crate::record::Extras {
+            offset_ns: Some(7),
+            ..Default::default()
+        };
+        record.push_with(b"bin/sh", Some(0), extras);
+        let out = dir.path().join("record.json");
+        let committed = commit(
+            &record,
+            &CommitOptions {
+                store: dir.path().join("store").into(),
+                record_out: Some(out.clone()),
+                fallback_dir: dir.path().to_owned(),
+            },
+        )
+        .unwrap();
+        let sidecar = crate::record::companion::sidecar_path(&out);
+        assert_eq!(sidecar, dir.path().join("record.json.companion"));
+        assert_eq!(std::fs::read(&sidecar).unwrap(), record.companion_bytes());
+        let store = ContentStore::open(dir.path().join("store")).unwrap();
+        let stored = store.read(&committed.companion.unwrap()).unwrap();
+        assert_eq!(stored, record.companion_bytes());
     }
 }

@@ -38,4 +38,59 @@ pub struct CompanionLine {
     /// The extras.
     #[serde(flatten)]
     pub extras: Extras,
+    /// In a merged record: how many of the merged runs read the file.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub runs: Option<u32>,
+    /// In a merged record: the first-access offsets (ns) of the runs that read the file and
+    /// knew when, in the order the runs were given; `offsetNs` is then their mean.
+    #[serde(rename = "offsetsNs", skip_serializing_if = "Option::is_none", default)]
+    pub offsets_ns: Option<Vec<u64>>,
+}
+
+/// Suffix of the file a record file's companion is kept in (`record.json` ->
+/// `record.json.companion`), as `--record-out` and `record merge --out` write it.
+pub const SIDECAR_SUFFIX: &str = ".companion";
+
+/// Where the companion of the record file `record` is kept.
+pub fn sidecar_path(record: &std::path::Path) -> std::path::PathBuf {
+    let mut name = record.as_os_str().to_owned();
+    name.push(SIDECAR_SUFFIX);
+    name.into()
+}
+
+/// Parses a companion blob against its record's `entries`: the line of each entry (`None`
+/// where the companion has none). A line naming an entry the record does not have, or
+/// another path than the record's at that position, is refused.
+pub fn parse(
+    bytes: &[u8],
+    entries: &[super::RecordEntry],
+) -> Result<Vec<Option<CompanionLine>>, super::RecordError> {
+    let mut lines = vec![None; entries.len()];
+    for (i, l) in bytes.split(|&b| b == b'\n').enumerate() {
+        if l.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let bad = |message: String| super::RecordError::BadCompanionLine {
+            line: i + 1,
+            message,
+        };
+        let c: CompanionLine = serde_json::from_slice(l).map_err(|e| bad(e.to_string()))?;
+        let entry = entries.get(c.index).ok_or_else(|| {
+            bad(format!(
+                "index {} but the record has {} entries",
+                c.index,
+                entries.len()
+            ))
+        })?;
+        let path = crate::image::path::display(&entry.path);
+        if path != c.path {
+            return Err(bad(format!(
+                "index {} is {:?} in the companion but {path:?} in the record",
+                c.index, c.path
+            )));
+        }
+        let index = c.index;
+        lines[index] = Some(c);
+    }
+    Ok(lines)
 }

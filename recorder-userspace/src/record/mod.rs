@@ -2,7 +2,11 @@
 //! serialised exactly as stargz-snapshotter's recorder does.
 
 pub mod companion;
+pub mod export;
 pub mod gojson;
+pub mod merge;
+pub mod needs;
+pub mod report;
 
 use std::collections::HashSet;
 
@@ -22,6 +26,14 @@ pub enum RecordError {
         /// 1-based line number.
         line: usize,
         /// The parser's message.
+        message: String,
+    },
+    /// A companion line is not one of this record's entries.
+    #[error("companion line {line}: {message}")]
+    BadCompanionLine {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
         message: String,
     },
 }
@@ -137,6 +149,8 @@ impl RecordBuilder {
                 index,
                 path: path::display(&e.path),
                 extras: x.clone(),
+                runs: None,
+                offsets_ns: None,
             };
             // Serialising plain strings and integers cannot fail.
             if let Ok(mut v) = serde_json::to_vec(&line) {

@@ -87,7 +87,7 @@ fn open(source: Option<PathBuf>, src: &SourceArgs) -> anyhow::Result<OpenedImage
 }
 
 /// Indexes the image, drawing progress on stderr when it is a terminal.
-fn index(image: &Image, threads: usize) -> anyhow::Result<(MergedView, Duration)> {
+pub fn index(image: &Image, threads: usize) -> anyhow::Result<(MergedView, Duration)> {
     let total: u64 = image.layers().iter().map(|l| l.size).sum();
     let counter = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));

@@ -1,44 +1,71 @@
-//! `recorder record show`: a per-layer summary of a record.
+//! `recorder record show|merge|export|report`: what a record says.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use recorder::image::BlobDigest;
 use recorder::record;
 use recorder::store::ContentStore;
 
+use crate::record_view;
+
 /// `recorder record show ...` (the recording itself is `recorder record --image ...`).
 #[derive(clap::Subcommand, Debug)]
 pub enum Sub {
-    /// Entries per layer of a record given as a file or as a digest in --store.
+    /// Entries per layer of a record given as a file or as a digest in --store; with --image,
+    /// what the workload needed of the image: per layer the files read and their bytes
+    /// against the layer's totals, the whole image, the time to the last first access and
+    /// the largest files read.
     Show {
         /// A record file, or `sha256:...` of a record blob in --store.
         record: String,
         /// Content store holding record blobs.
         #[arg(long)]
         store: Option<PathBuf>,
+        #[command(flatten)]
+        view: Box<record_view::ViewArgs>,
     },
+    /// Merge the records of several runs of one image into one prefetch order: by mean rank
+    /// over the runs that read each file.
+    Merge(Box<record_view::MergeArgs>),
+    /// Write a record in the input format of a lazy-pulling converter.
+    Export(Box<record_view::ExportArgs>),
+    /// Write one self-contained HTML page of what the workload needed of the image.
+    Report(Box<record_view::ReportArgs>),
 }
 
 /// Runs a `recorder record` subcommand.
 pub fn run(sub: Sub) -> anyhow::Result<()> {
     match sub {
-        Sub::Show { record, store } => show(&record, store),
+        Sub::Show {
+            record,
+            store,
+            view,
+        } if view.image.is_some() => record_view::show(&record, store.as_deref(), &view),
+        Sub::Show { record, store, .. } => show(&record, store),
+        Sub::Merge(args) => record_view::merge(&args),
+        Sub::Export(args) => record_view::export(&args),
+        Sub::Report(args) => record_view::report(&args),
     }
 }
 
-fn show(record: &str, store: Option<PathBuf>) -> anyhow::Result<()> {
-    let bytes = match (record.parse::<BlobDigest>(), store) {
-        (Ok(d), Some(dir)) => ContentStore::open(&dir)?
+/// The bytes of `record`: a file, or a digest in the content store `store`.
+pub fn read_record(record: &str, store: Option<&Path>) -> anyhow::Result<Vec<u8>> {
+    Ok(match (record.parse::<BlobDigest>(), store) {
+        (Ok(d), Some(dir)) => ContentStore::open(dir)?
             .read(&d)
             .with_context(|| format!("reading record {d} from {}", dir.display()))?,
-        (Ok(d), None) if !std::path::Path::new(record).exists() => {
+        (Ok(d), None) if !Path::new(record).exists() => {
             anyhow::bail!("{d} is a digest: give --store DIR to read it from a content store")
         }
         _ => std::fs::read(record).with_context(|| format!("reading {record}"))?,
-    };
-    let entries = record::parse(&bytes)?;
+    })
+}
+
+fn show(record: &str, store: Option<PathBuf>) -> anyhow::Result<()> {
+    let bytes = read_record(record, store.as_deref())?;
+    let entries = record::parse(&bytes).with_context(|| format!("reading {record}"))?;
     let mut manifests: BTreeMap<&str, usize> = BTreeMap::new();
     let mut layers: BTreeMap<Option<usize>, (usize, &[u8])> = BTreeMap::new();
     for e in &entries {
