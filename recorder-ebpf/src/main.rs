@@ -251,16 +251,33 @@ fn kread<T>(base: u64, offset: usize) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + walk_offset(offset)) as *const T) }.ok()
 }
 
-/// The `struct file` open at `fd` in `task`'s descriptor table.
+/// The `struct file` open at `fd` in `task`'s descriptor table (`task` a BTF task pointer:
+/// the current task's, or a tracepoint's).
+///
+/// `task→files→fdt` and the table's size and array are typed loads through BTF pointers, as in
+/// `target_mntns`: plain loads the verifier makes fault-tolerant, where helper calls cost more.
+/// The slot itself is a `struct file **` element the verifier cannot type, read by the helper.
 #[inline(always)]
 fn fd_file(task: u64, fd: i64) -> Option<u64> {
-    let files: u64 = kread(task, walk::TASK_FILES)?;
-    let fdt: u64 = kread(files, walk::FILES_FDT)?;
-    let max_fds: u32 = kread(fdt, walk::FDT_MAX_FDS)?;
+    // SAFETY: task is a BTF task pointer; files and fdt are the BTF pointers its fields hold; the
+    // offsets are those fields' (see load).
+    let (max_fds, fds) = unsafe {
+        let files: *const u8 = load(task as *const u8, walk_offset(walk::TASK_FILES) as usize);
+        if files.is_null() {
+            return None;
+        }
+        let fdt: *const u8 = load(files, walk_offset(walk::FILES_FDT) as usize);
+        if fdt.is_null() {
+            return None;
+        }
+        (
+            load::<u32>(fdt, walk_offset(walk::FDT_MAX_FDS) as usize),
+            load::<u64>(fdt, walk_offset(walk::FDT_FD) as usize),
+        )
+    };
     if fd < 0 || fd >= i64::from(max_fds) {
         return None;
     }
-    let fds: u64 = kread(fdt, walk::FDT_FD)?;
     // SAFETY: see kread; the slot index was checked against the table size.
     let file: u64 = unsafe { bpf_probe_read_kernel((fds + fd as u64 * 8) as *const u64) }.ok()?;
     (file != 0).then_some(file)
