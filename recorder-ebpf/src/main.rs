@@ -439,33 +439,67 @@ fn append_file(buf: &mut EventBuf, file: u64) {
     }
 }
 
+/// Words of one kernel struct at `base`, the fields' offsets being `WALK_OFFSETS[fields[i]]`,
+/// each shifted down to its field (a narrower field is in the low bits: x86-64 is little
+/// endian). Fields within [`SPAN_WORDS`] words of the first come from one helper read instead
+/// of one each; any other layout falls back to one read per field.
+#[inline(always)]
+fn kread_fields<const N: usize>(base: u64, fields: [usize; N]) -> Option<[u64; N]> {
+    let offsets = fields.map(walk_offset);
+    let mut lo = u64::MAX;
+    let mut hi = 0;
+    for offset in offsets {
+        lo = lo.min(offset & !7);
+        hi = hi.max(offset);
+    }
+    let mut out = [0u64; N];
+    if hi - lo < (SPAN_WORDS as u64 - 1) * 8 {
+        // SAFETY: the helper validates the address; a bad one is an error, not a fault.
+        let block: [u64; SPAN_WORDS] =
+            unsafe { bpf_probe_read_kernel((base + lo) as *const [u64; SPAN_WORDS]) }.ok()?;
+        for i in 0..N {
+            let at = offsets[i] - lo;
+            // The index is below SPAN_WORDS by the check above; the mask shows the verifier.
+            let word = block[(at / 8) as usize & (SPAN_WORDS - 1)];
+            out[i] = word >> ((at % 8) * 8);
+        }
+    } else {
+        for i in 0..N {
+            // SAFETY: as above.
+            out[i] = unsafe { bpf_probe_read_kernel((base + offsets[i]) as *const u64) }.ok()?;
+        }
+    }
+    Some(out)
+}
+
+/// Words one span read of [`kread_fields`] covers.
+const SPAN_WORDS: usize = 16;
+
 #[inline(always)]
 fn read_file(buf: &mut EventBuf, file: u64) -> bool {
-    let path = file + walk_offset(walk::FILE_PATH);
-    let (Some(mnt), Some(mut dentry), Some(inode)) = (
-        kread::<u64>(path, walk::PATH_MNT),
-        kread::<u64>(path, walk::PATH_DENTRY),
-        kread::<u64>(file, walk::FILE_INODE),
-    ) else {
+    // f_path is a struct path {mnt, dentry}: two adjacent words (userspace checks).
+    let Some([mnt, mut dentry]) =
+        kread::<[u64; 2]>(file + walk_offset(walk::FILE_PATH), walk::PATH_MNT)
+    else {
         return false;
     };
-    let (Some(mode), Some(ino), Some(sb)) = (
-        kread::<u16>(inode, walk::INODE_MODE),
-        kread::<u64>(inode, walk::INODE_INO),
-        kread::<u64>(inode, walk::INODE_SB),
-    ) else {
+    let Some(inode) = kread::<u64>(file, walk::FILE_INODE) else {
         return false;
     };
-    let (Some(dev), Some(magic), Some(mnt_id)) = (
-        kread::<u32>(sb, walk::SB_DEV),
-        kread::<u64>(sb, walk::SB_MAGIC),
+    let Some([mode, ino, sb]) =
+        kread_fields(inode, [walk::INODE_MODE, walk::INODE_INO, walk::INODE_SB])
+    else {
+        return false;
+    };
+    let (Some([dev, magic]), Some(mnt_id)) = (
+        kread_fields(sb, [walk::SB_DEV, walk::SB_MAGIC]),
         kread::<i32>(mnt - walk_offset(walk::MOUNT_MNT), walk::MOUNT_ID),
     ) else {
         return false;
     };
-    buf.header.mode = mode;
+    buf.header.mode = mode as u16;
     buf.header.ino = ino;
-    buf.header.dev = dev;
+    buf.header.dev = dev as u32;
     buf.header.magic = magic;
     buf.header.mnt_id = mnt_id as u32;
     let Some(out) = WALK.get_ptr_mut(0) else {

@@ -338,6 +338,12 @@ fn walk_offsets(btf: &Btf) -> Result<[u64; walk::COUNT], BtfError> {
     offsets[walk::DENTRY_PARENT] = at("dentry", &["d_parent"])?;
     offsets[walk::DENTRY_NAME_LEN] = at("dentry", &["d_name", "len"])?;
     offsets[walk::DENTRY_NAME] = at("dentry", &["d_name", "name"])?;
+    // A file's f_path is read as {mnt, dentry} in one go.
+    if offsets[walk::PATH_DENTRY] != offsets[walk::PATH_MNT] + 8 {
+        return Err(BtfError::Layout(
+            "struct path: dentry does not directly follow mnt",
+        ));
+    }
     // The walk reads d_parent and d_name in one go (see the eBPF crate's dentry_step).
     if offsets[walk::DENTRY_NAME_LEN] != offsets[walk::DENTRY_PARENT] + 12
         || offsets[walk::DENTRY_NAME] != offsets[walk::DENTRY_PARENT] + 16
