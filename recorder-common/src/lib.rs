@@ -109,6 +109,11 @@ pub const FILE_FIXED_SLOT: u8 = 3;
 /// [`EventHeader::exec_flags`]: the exec went through an interpreter (`#!`, binfmt_misc), so the
 /// file is the interpreter and the path names the script.
 pub const EXEC_SCRIPT: u8 = 1;
+/// [`EventHeader::exec_flags`]: this record names the script itself, found through the fd its
+/// name (`/dev/fd/N`, `/proc/self/fd/N`) designates; the exec's own record follows.
+pub const EXEC_SCRIPT_FILE: u8 = 2;
+/// [`EventHeader::exec_flags`]: the script of this exec was named by the record before it.
+pub const EXEC_SCRIPT_NAMED: u8 = 4;
 
 /// Fixed part of every ring-buffer record.
 ///

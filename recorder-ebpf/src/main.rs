@@ -34,9 +34,10 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use recorder_common::{
-    AT_FDCWD, COUNTER_COUNT, Counter, DIR_NONE, DIR_OK, DIR_UNRESOLVED, EXEC_SCRIPT, EventBuf,
-    EventHeader, EventKind, FILE_FIXED_SLOT, FILE_NONE, FILE_OK, FILE_UNRESOLVED, HEADER_LEN,
-    MAX_IN_FLIGHT, MAX_TARGETS, PATH_MAX, PATH_OK, PATH_READ_FAILED, uring, walk,
+    AT_FDCWD, COUNTER_COUNT, Counter, DIR_NONE, DIR_OK, DIR_UNRESOLVED, EXEC_SCRIPT,
+    EXEC_SCRIPT_FILE, EXEC_SCRIPT_NAMED, EventBuf, EventHeader, EventKind, FILE_FIXED_SLOT,
+    FILE_NONE, FILE_OK, FILE_UNRESOLVED, HEADER_LEN, MAX_IN_FLIGHT, MAX_TARGETS, PATH_MAX, PATH_OK,
+    PATH_READ_FAILED, uring, walk,
 };
 
 // Kernel struct offsets, patched by userspace from /sys/kernel/btf/vmlinux before load. They
@@ -765,13 +766,59 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
         }
     }
     // A relative name (execve("./x")) resolves against the working directory, which the exec
-    // has not changed; the script of a `#!` exec is only known by that name.
+    // has not changed; the script of a `#!` exec is only known by that name...
     if path_is_relative(buf) {
         append_dir(buf, task, AT_FDCWD);
+    }
+    // ...unless the name is an fd's (fexecve, execveat with AT_EMPTY_PATH, /proc/self/fd/N):
+    // then the fd is still open (the kernel refuses a script behind a close-on-exec fd) and
+    // holds the script's file, named first, as the kernel opened it first.
+    if buf.header.exec_flags == EXEC_SCRIPT
+        && let Some(fd) = fd_of_name(buf)
+        && let Some(script) = fd_file(task as u64, fd)
+    {
+        buf.header.exec_flags = EXEC_SCRIPT | EXEC_SCRIPT_FILE;
+        append_file(buf, script);
+        emit(buf);
+        buf.header.exec_flags = EXEC_SCRIPT | EXEC_SCRIPT_NAMED;
+        buf.header.file_len = 0;
+        buf.header.file_status = FILE_NONE;
     }
     append_file(buf, file);
     emit(buf);
     0
+}
+
+/// The fd a name of the form `/dev/fd/N` or `/proc/self/fd/N` designates (the name the kernel
+/// gives an fd-relative exec, or one a process wrote itself).
+#[inline(always)]
+fn fd_of_name(buf: &EventBuf) -> Option<i64> {
+    const DEV_FD: &[u8; 8] = b"/dev/fd/";
+    const PROC_FD: &[u8; 14] = b"/proc/self/fd/";
+    let len = buf.header.path_len as usize;
+    let start = if buf.strings[..8] == DEV_FD[..] {
+        8
+    } else if buf.strings[..14] == PROC_FD[..] {
+        14
+    } else {
+        return None;
+    };
+    // An fd has at most 7 digits here (the kernel's limit on open files is 2^20).
+    let mut fd: i64 = 0;
+    let mut end = start;
+    for i in 0..7 {
+        let at = start + i;
+        if at >= len {
+            break;
+        }
+        let c = buf.strings[at];
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        fd = fd * 10 + i64::from(c - b'0');
+        end = at + 1;
+    }
+    (end > start && end == len).then_some(fd)
 }
 
 #[tracepoint]

@@ -17,6 +17,9 @@ pub const WORKLOAD: &str = "bin/routes";
 /// exec follows.
 pub const SCRIPT: &str = "#!/bin/sh\nread line < /routes/script-read.txt\nexit 0\n";
 
+/// The `#!` script of the `fexecve-script` step, run through an fd.
+pub const FD_SCRIPT: &str = "#!/bin/sh\nread line < /routes/fd-script-read.txt\nexit 0\n";
+
 /// Every step of the workload, in the order it runs them. The routes that make mount
 /// namespaces (`unshare`, `clone-newns`) need CAP_SYS_ADMIN in the container.
 pub const STEPS: &[&str] = &[
@@ -34,6 +37,7 @@ pub const STEPS: &[&str] = &[
     "fork-exec",
     "fexecve",
     "execveat",
+    "fexecve-script",
     "script",
     "chroot",
     "unshare",
@@ -97,6 +101,7 @@ pub fn layers(workload: &Path) -> Vec<Vec<u8>> {
         "fexecve.txt",
         "execveat.txt",
         "script-read.txt",
+        "fd-script-read.txt",
         "nested.txt",
         "cloned.txt",
         "late.txt",
@@ -112,6 +117,7 @@ pub fn layers(workload: &Path) -> Vec<Vec<u8>> {
         .file("routes/realdir/file.txt", 0o644, b"file")
         .symlink("linkdir", "routes/realdir")
         .file("routes/script.sh", 0o755, SCRIPT.as_bytes())
+        .file("routes/fd-script.sh", 0o755, FD_SCRIPT.as_bytes())
         .dir("routes/jail", 0o755)
         .file("routes/jail/inside.txt", 0o644, b"inside")
         .dir("routes/bindsrc", 0o755)
@@ -169,6 +175,11 @@ pub fn expected_record(workload: &Path, steps: &[&str]) -> Vec<(String, usize)> 
                 .file("routes/script.sh", 1)
                 .exec("sh")
                 .file("routes/script-read.txt", 1),
+            // Named by the fd it was run through; the interpreter is known by then.
+            "fexecve-script" => e
+                .file("routes/fd-script.sh", 1)
+                .exec("sh")
+                .file("routes/fd-script-read.txt", 1),
             "chroot" => e.file("routes/jail/inside.txt", 1),
             // The bind mount's file is named by its place in the image.
             "unshare" => e

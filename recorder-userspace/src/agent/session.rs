@@ -457,7 +457,19 @@ impl Tracing {
             };
             // In the order the kernel opens them, as fanotify reports them: a script, the
             // interpreter its `#!` names (the file the kernel runs), then that one's loader.
-            if event.script {
+            if event.script_file {
+                // The script, named by the kernel through the fd it was run by.
+                match self.resolver.decide(event) {
+                    Decision::Record { path, layer } => {
+                        if self.record.push_with(&path, Some(layer), extras("exec")) {
+                            recorded += 1;
+                        }
+                    }
+                    Decision::Exclude(why) => exclude(&why),
+                }
+                continue;
+            }
+            if event.script && !event.script_named {
                 match self.resolver.decide_script(event) {
                     Decision::Record { path, layer } => {
                         if self.record.push_with(&path, Some(layer), extras("exec")) {

@@ -7,8 +7,8 @@ use std::{
 };
 
 use recorder_common::{
-    DIR_OK, DIR_UNRESOLVED, EXEC_SCRIPT, EventHeader, EventKind, FILE_FIXED_SLOT, FILE_OK,
-    FILE_UNRESOLVED, HEADER_LEN, PATH_READ_FAILED,
+    DIR_OK, DIR_UNRESOLVED, EXEC_SCRIPT, EXEC_SCRIPT_FILE, EXEC_SCRIPT_NAMED, EventHeader,
+    EventKind, FILE_FIXED_SLOT, FILE_OK, FILE_UNRESOLVED, HEADER_LEN, PATH_READ_FAILED,
 };
 use serde::{Serialize, Serializer};
 use thiserror::Error;
@@ -75,6 +75,13 @@ pub struct Event {
     /// interpreter and `path` the script.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub script: bool,
+    /// This record names the script itself (`file`), found through the fd its name designates;
+    /// the exec's own record follows.
+    #[serde(rename = "scriptFile", skip_serializing_if = "std::ops::Not::not")]
+    pub script_file: bool,
+    /// The script of this exec was named by the record before it.
+    #[serde(rename = "scriptNamed", skip_serializing_if = "std::ops::Not::not")]
+    pub script_named: bool,
 }
 
 /// Why a successful call has no [`OpenedFile`].
@@ -242,6 +249,8 @@ impl Event {
                 _ => FileGap::None,
             },
             script: header.exec_flags & EXEC_SCRIPT != 0,
+            script_file: header.exec_flags & EXEC_SCRIPT_FILE != 0,
+            script_named: header.exec_flags & EXEC_SCRIPT_NAMED != 0,
         })
     }
 

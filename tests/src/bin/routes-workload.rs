@@ -34,6 +34,7 @@ const STEPS: &[&str] = &[
     "fork-exec",
     "fexecve",
     "execveat",
+    "fexecve-script",
     "script",
     "chroot",
     "unshare",
@@ -144,6 +145,20 @@ fn run(step: &str) -> std::io::Result<()> {
             unsafe { libc::execv(c"/routes/script.sh".as_ptr(), argv.as_ptr()) };
             Err(std::io::Error::last_os_error())
         }),
+        // A #! script run through an fd: its only name is /dev/fd/N.
+        "fexecve-script" => {
+            // O_PATH: this open reads nothing (and is not recorded); the exec does.
+            let fd = open(c"/routes/fd-script.sh", libc::O_PATH)?;
+            in_child(move || {
+                let args = [c"fd-script.sh"];
+                let argv = argv(&args);
+                let envp = [std::ptr::null()];
+                // SAFETY: a valid fd (not close-on-exec: a script needs its name to stay
+                // openable) and NULL-terminated argv and envp.
+                unsafe { libc::fexecve(fd.as_raw_fd(), argv.as_ptr(), envp.as_ptr()) };
+                Err(std::io::Error::last_os_error())
+            })
+        }
         "chroot" => in_child(|| {
             nix::unistd::chroot("/routes/jail")?;
             std::env::set_current_dir("/")?;
