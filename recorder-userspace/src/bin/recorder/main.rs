@@ -4,6 +4,7 @@ mod image;
 mod k8s;
 mod record;
 mod record_show;
+mod registry;
 mod run;
 mod source;
 mod status;

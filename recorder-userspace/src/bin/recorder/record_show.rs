@@ -19,12 +19,18 @@ pub enum Sub {
         #[arg(long)]
         store: Option<PathBuf>,
     },
+    /// Push a record to a registry, as an OCI artifact referring to its image's manifest.
+    Push(Box<crate::registry::PushArgs>),
+    /// Pull the newest record referring to an image from a registry (or list them, --all).
+    Pull(Box<crate::registry::PullArgs>),
 }
 
 /// Runs a `recorder record` subcommand.
 pub fn run(sub: Sub) -> anyhow::Result<()> {
     match sub {
         Sub::Show { record, store } => show(&record, store),
+        Sub::Push(args) => crate::registry::push(*args),
+        Sub::Pull(args) => crate::registry::pull(*args),
     }
 }
 
