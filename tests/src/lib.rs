@@ -3,5 +3,6 @@
 pub mod agent_fixtures;
 pub mod containerd;
 pub mod image_fixtures;
+pub mod registry;
 pub mod root;
 pub mod sandbox_fixtures;

@@ -22,6 +22,11 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "runc",
     "protobuf-compiler",
     "stargz-snapshotter",
+    // A real registry (distribution 2.8), skopeo to put images in it, and htpasswd for its
+    // basic auth: the registry push/pull tests.
+    "docker-registry",
+    "skopeo",
+    "apache2-utils",
 ];
 
 #[derive(clap::Args)]
