@@ -24,7 +24,7 @@ use crate::source::{ContainerdArgs, ContainerdSession, connect_containerd};
 pub struct RegistryArgs {
     /// Registry credentials: a docker config.json (default: $DOCKER_CONFIG/config.json, else
     /// ~/.docker/config.json; `auths`, `credsStore` and `credHelpers` are honoured).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "RECORDER_REGISTRY_CONFIG")]
     pub registry_config: Option<PathBuf>,
     /// Plain HTTP to the registry (default: only for localhost and 127.0.0.1).
     #[arg(long)]
@@ -286,7 +286,7 @@ pub struct PushOption {
     /// After the commit, push the record (and companion) to this repository, HOST[:PORT]/NAME,
     /// as an OCI artifact referring to the image's manifest (which must be there). A failed
     /// push exits 1; the record stays committed.
-    #[arg(long, value_name = "REF")]
+    #[arg(long, value_name = "REF", env = "RECORDER_PUSH")]
     pub push: Option<String>,
     #[command(flatten)]
     pub registry: RegistryArgs,
