@@ -2,18 +2,23 @@
 //! record next to its image in a real registry (distribution 2.8, started by the test),
 //! `recorder record pull` gets the same bytes back by the image's reference, and
 //! `ctr-remote image convert --estargz-record-in` puts every recorded file ahead of the
-//! prefetch landmark. A push that fails exits 1 and leaves the record committed.
+//! prefetch landmark. A push that fails exits 1 and leaves the record committed. The
+//! Kubernetes sidecar's flow pushes with the credentials of a mounted Secret.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
 
 use recorder::image::BlobDigest;
 use recorder::store::ContentStore;
-use recorder_tests::agent_fixtures::{record_entries, recorder_bin, write_image};
+use recorder_tests::agent_fixtures::{
+    expected_record, record_entries, recorder_bin, write_image, write_image_named,
+};
 use recorder_tests::containerd::{
-    AGENT_IMAGE, agent_daemon, assert_run_left_nothing, recorder_run,
+    AGENT_IMAGE, Daemon, agent_daemon, assert_run_left_nothing, recorder as recorder_record,
+    recorder_run,
 };
 use recorder_tests::estargz::assert_prefetched;
-use recorder_tests::registry::{Registry, free_port, read};
+use recorder_tests::registry::{Registry, docker_config, free_port, read};
 use recorder_tests::root::require_root;
 
 #[test]
@@ -141,4 +146,135 @@ fn a_failed_push_exits_1_and_leaves_the_record_committed() {
         stderr.contains(&format!("registry {unreachable} is unreachable")),
         "{stderr}"
     );
+}
+
+/// The sidecar's flow as `recorder k8s job --push REF --registry-secret NAME` renders it
+/// (RECORDER_PUSH, RECORDER_REGISTRY_CONFIG on the mounted Secret's config.json), with this
+/// test playing the kubelet as tests/k8s_kubelet.rs does, against a registry with basic auth:
+/// the record is pushed after the commit, and the termination message is the artifact's
+/// reference, from which `recorder record pull` gets the committed bytes.
+#[test]
+fn sidecar_pushes_with_the_mounted_secret_and_reports_the_artifact() {
+    const POD_UID: &str = "3c1e9a57-2b4d-4f6e-8a0c-5d7b9e1f3a2c";
+    let registry = Registry::start_with_basic_auth("pusher", "pa55");
+    let daemon = Daemon::start();
+    let socket = daemon.scratch().join("status.sock");
+    let termination = daemon.scratch().join("termination-log");
+    let work = daemon.scratch().join("work");
+    std::fs::create_dir(&work).unwrap();
+    // The Secret's .dockerconfigjson, as the volume projects it to config.json.
+    let secret_dir = daemon.scratch().join("secret");
+    std::fs::create_dir(&secret_dir).unwrap();
+    let config = docker_config(&secret_dir, &registry.host(), "pusher", "pa55");
+    let repository = format!("{}/recorder/agent-test", registry.host());
+
+    let target = format!("k8s:{POD_UID}/workload");
+    let mut child = recorder_record(
+        &daemon,
+        &[
+            "--image",
+            AGENT_IMAGE,
+            "--target",
+            &target,
+            "--until-exit",
+            "--status-socket",
+            socket.to_str().unwrap(),
+            "--work-dir",
+            work.to_str().unwrap(),
+            "--termination-message-path",
+            termination.to_str().unwrap(),
+            "--linger-until-signal",
+        ],
+    )
+    .env("RECORDER_PUSH", &repository)
+    .env("RECORDER_REGISTRY_CONFIG", &config)
+    // Nothing else to fall back on.
+    .env("DOCKER_CONFIG", daemon.scratch().join("no-docker-config"))
+    .spawn()
+    .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut all = String::new();
+        let _ = stderr.read_to_string(&mut all);
+        all
+    });
+    let probe = Command::new(recorder_bin())
+        .args(["status", "--socket", socket.to_str().unwrap()])
+        .args(["--wait", "tracing", "--timeout", "120"])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        probe.status.success(),
+        "probe failed: {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+
+    // The kubelet pulls the image (the registry has it) and runs the pod's workload.
+    let layout = daemon.scratch().join("agent-layout");
+    let manifest = write_image_named(&layout, AGENT_IMAGE);
+    registry.push_layout(&layout, AGENT_IMAGE, "recorder/agent-test:1");
+    daemon.import_layout(&layout);
+    let uid_label = format!("io.kubernetes.pod.uid={POD_UID}");
+    daemon.ctr_ok(&[
+        "run",
+        "--rm",
+        "--null-io",
+        "--label",
+        &uid_label,
+        "--label",
+        "io.kubernetes.container.name=workload",
+        AGENT_IMAGE,
+        "workload-1",
+    ]);
+
+    let stdout = child.stdout.take().unwrap();
+    let digest = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("record: ").map(str::to_owned))
+        .expect("the recorder closed stdout before printing `record: `");
+    let message = std::fs::read_to_string(&termination).unwrap();
+    assert!(
+        message.starts_with(&format!("{repository}@sha256:")),
+        "termination message {message:?}"
+    );
+    // SAFETY: kill has no memory preconditions; the pid is the recorder this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let stderr = stderr.join().unwrap();
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+
+    let committed = daemon.ctr_ok(&["content", "get", &digest]);
+    assert_eq!(record_entries(&committed, &manifest), expected_record(true));
+    // The artifact the message names, pulled by the image's reference with the same Secret.
+    let out = Command::new(recorder_bin())
+        .args([
+            "record",
+            "pull",
+            &format!("{repository}:1"),
+            "--all",
+            "--json",
+        ])
+        .arg("--registry-config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(
+        Some(listed["records"][0]["digest"].as_str().unwrap()),
+        message.rsplit('@').next()
+    );
+    assert_eq!(
+        listed["records"][0]["annotations"]["dev.recorder.image"],
+        AGENT_IMAGE
+    );
+    let pulled = Command::new(recorder_bin())
+        .args(["record", "pull", &format!("{repository}:1")])
+        .arg("--registry-config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(pulled.stdout, committed);
 }
