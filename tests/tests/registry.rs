@@ -197,6 +197,51 @@ fn push_then_pull_round_trips_through_the_referrers_tag() {
         .collect();
     assert_eq!(digests, [artifact2.as_str(), artifact.as_str()]);
     assert_eq!(listed["subject"], manifest.as_str());
+
+    // An index naming the image for linux/amd64: pulled through it by platform.
+    let image_size = registry.get(&format!("{REPO}/manifests/{manifest}")).len();
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest,
+            "size": image_size,
+            "platform": {"os": "linux", "architecture": "amd64"},
+        }],
+    }))
+    .unwrap();
+    registry.put_manifest(
+        REPO,
+        "multi",
+        "application/vnd.oci.image.index.v1+json",
+        &index,
+    );
+    let pulled = ok(recorder(
+        &config_dir,
+        &[
+            "record",
+            "pull",
+            &format!("{repository}:multi"),
+            "--platform",
+            "linux/amd64",
+        ],
+    ));
+    assert_eq!(pulled.as_bytes(), second.as_slice());
+    let stderr = failed(recorder(
+        &config_dir,
+        &[
+            "record",
+            "pull",
+            &format!("{repository}:multi"),
+            "--platform",
+            "linux/arm64",
+        ],
+    ));
+    assert!(
+        stderr.contains("is an image index with no manifest for platform linux/arm64"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -76,6 +76,38 @@ fn run_push_then_pull_by_image_reference_then_convert() {
     );
     assert_eq!(read(&pulled), committed);
     let entries = record_entries(&committed, &manifest);
+
+    // The same record pushed again from containerd's content store, by digest: a second
+    // artifact (its annotations differ), and the record's bytes still the same.
+    let out = Command::new(recorder_bin())
+        .env("DOCKER_CONFIG", &docker_config)
+        .args(["record", "push", digest, &repository])
+        .arg(format!("--containerd={}", daemon.socket().display()))
+        .args(["--namespace", daemon.namespace()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    let again = Command::new(recorder_bin())
+        .env("DOCKER_CONFIG", &docker_config)
+        .args([
+            "record",
+            "pull",
+            &format!("{repository}:1"),
+            "--all",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(listed["records"].as_array().unwrap().len(), 2, "{listed}");
+    // The one --push made carries what was known of the workload.
+    let annotations = &listed["records"][1]["annotations"];
+    assert_eq!(annotations["dev.recorder.image"], AGENT_IMAGE, "{listed}");
+    assert_eq!(
+        annotations["dev.recorder.workload.period"], "30s",
+        "{listed}"
+    );
     assert!(!entries.is_empty());
 
     let converted = "docker.io/recorder/agent-test:esgz";
