@@ -51,9 +51,25 @@ impl Registry {
         Registry::start_with(Some((user, password)))
     }
 
-    fn start_with(auth: Option<(&str, &str)>) -> Registry {
-        require_registry_tools();
+    /// Over HTTPS, with a certificate for 127.0.0.1 issued by a CA of its own
+    /// ([`Registry::ca_file`]).
+    pub fn start_with_tls() -> Registry {
         let dir = tempfile::tempdir().unwrap();
+        write_ca_and_certificate(dir.path());
+        Registry::start_in(dir, None, true)
+    }
+
+    /// The PEM file of the CA that issued a TLS registry's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn start_with(auth: Option<(&str, &str)>) -> Registry {
+        Registry::start_in(tempfile::tempdir().unwrap(), auth, false)
+    }
+
+    fn start_in(dir: tempfile::TempDir, auth: Option<(&str, &str)>, tls: bool) -> Registry {
+        require_registry_tools();
         let port = free_port();
         let mut config = format!(
             "version: 0.1\n\
@@ -62,6 +78,13 @@ impl Registry {
              http:\n  addr: 127.0.0.1:{port}\n  secret: recorder-tests\n",
             dir.path().join("storage").display()
         );
+        if tls {
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                dir.path().join("cert.pem").display(),
+                dir.path().join("key.pem").display()
+            ));
+        }
         if let Some((user, password)) = auth {
             let out = Command::new("htpasswd")
                 .args(["-Bbn", user, password])
@@ -256,6 +279,80 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `openssl` with `args` in `dir`, failing the test on an error.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("running openssl");
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+}
+
+/// A CA (`ca.pem`, `ca-key.pem`) in `dir`, and a certificate for 127.0.0.1 it issued
+/// (`cert.pem`, `key.pem`): rustls refuses a self-signed CA certificate as a server's.
+pub fn write_ca_and_certificate(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=recorder tests CA",
+            "-keyout",
+            "ca-key.pem",
+            "-out",
+            "ca.pem",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.csr",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         extendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "cert.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "cert.pem",
+        ],
+    );
 }
 
 /// A docker `config.json` in `dir` with `user`/`password` for `host`; returns its path.

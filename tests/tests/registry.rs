@@ -515,3 +515,62 @@ fn basic_auth_with_docker_config_files() {
         "{stderr}"
     );
 }
+
+#[test]
+fn tls_with_a_private_ca_needs_ca_file() {
+    let registry = Registry::start_with_tls();
+    let dir = tempfile::tempdir().unwrap();
+    let config_dir = dir.path().join("docker");
+    let manifest = image_in(&registry, dir.path());
+    let host = registry.host();
+    let repository = format!("{host}/{REPO}");
+    let record = dir.path().join("record.json");
+    let bytes = record_of(&manifest, 2);
+    std::fs::write(&record, &bytes).unwrap();
+    let ca = registry.ca_file();
+
+    // Another CA: the handshake fails, and the message says what to give.
+    let other = dir.path().join("other-ca");
+    std::fs::create_dir(&other).unwrap();
+    recorder_tests::registry::write_ca_and_certificate(&other);
+    let stderr = failed(recorder(
+        &config_dir,
+        &[
+            "record",
+            "push",
+            record.to_str().unwrap(),
+            &repository,
+            "--ca-file",
+            other.join("ca.pem").to_str().unwrap(),
+        ],
+    ));
+    assert!(
+        stderr.contains(&format!("TLS with registry {host} failed")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--ca-file"), "{stderr}");
+
+    // Its own CA: pushed and pulled over HTTPS.
+    ok(recorder(
+        &config_dir,
+        &[
+            "record",
+            "push",
+            record.to_str().unwrap(),
+            &repository,
+            "--ca-file",
+            ca.to_str().unwrap(),
+        ],
+    ));
+    let pulled = ok(recorder(
+        &config_dir,
+        &[
+            "record",
+            "pull",
+            &format!("{repository}:1"),
+            "--ca-file",
+            ca.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(pulled.as_bytes(), bytes.as_slice());
+}

@@ -116,6 +116,11 @@ impl Registry {
     ) -> RegistryError {
         let op = op.into();
         match kind(&source) {
+            Kind::Tls => RegistryError::Tls {
+                registry: self.host.clone(),
+                op,
+                source: Box::new(source),
+            },
             Kind::Unreachable => RegistryError::Unreachable {
                 registry: self.host.clone(),
                 op,

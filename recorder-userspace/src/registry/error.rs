@@ -56,6 +56,20 @@ pub enum RegistryError {
         #[source]
         source: Box<OciDistributionError>,
     },
+    /// The TLS handshake failed (an unknown CA, a name mismatch, plain HTTP on the other end).
+    #[error(
+        "TLS with registry {registry} failed while {op} (a registry with a private CA needs \
+         --ca-file; one without TLS needs --insecure)"
+    )]
+    Tls {
+        /// The registry host.
+        registry: String,
+        /// What was being done.
+        op: String,
+        /// The cause.
+        #[source]
+        source: Box<OciDistributionError>,
+    },
     /// 401 or 403.
     #[error(
         "registry {registry} refused {op}: authentication failed or access denied \
@@ -176,6 +190,7 @@ pub enum RegistryError {
 
 /// How an `oci-client` error reads to a user.
 pub(crate) enum Kind {
+    Tls,
     Unreachable,
     Unauthorized,
     NotFound,
@@ -184,6 +199,9 @@ pub(crate) enum Kind {
 
 /// Classifies an `oci-client` error: it reports status codes in several shapes.
 pub(crate) fn kind(e: &OciDistributionError) -> Kind {
+    if is_tls(e) {
+        return Kind::Tls;
+    }
     match e {
         OciDistributionError::RequestError(r) if r.is_connect() || r.is_timeout() => {
             Kind::Unreachable
@@ -223,4 +241,23 @@ pub(crate) fn kind(e: &OciDistributionError) -> Kind {
         }
         _ => Kind::Other,
     }
+}
+
+/// Whether a rustls error is among the causes. tokio-rustls reports it inside (nested)
+/// `io::Error`s, whose `source()` skips the error they wrap, so those are opened instead.
+fn is_tls(e: &OciDistributionError) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<rustls::Error>() {
+            return true;
+        }
+        cause = match c
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => c.source(),
+        };
+    }
+    false
 }
