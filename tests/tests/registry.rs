@@ -573,4 +573,20 @@ fn tls_with_a_private_ca_needs_ca_file() {
         ],
     ));
     assert_eq!(pulled.as_bytes(), bytes.as_slice());
+
+    // Or from a containerd-style certs.d directory: DIR/HOST:PORT/ca.crt.
+    let certs = dir.path().join("certs.d");
+    std::fs::create_dir_all(certs.join(&host)).unwrap();
+    std::fs::copy(&ca, certs.join(&host).join("ca.crt")).unwrap();
+    let pulled = ok(recorder(
+        &config_dir,
+        &[
+            "record",
+            "pull",
+            &format!("{repository}:1"),
+            "--certs-dir",
+            certs.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(pulled.as_bytes(), bytes.as_slice());
 }

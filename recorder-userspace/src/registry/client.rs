@@ -18,8 +18,45 @@ pub struct RegistryOptions {
     pub insecure: bool,
     /// A PEM file of CA certificates to trust besides the system's.
     pub ca_file: Option<PathBuf>,
+    /// Directories of per-registry CA certificates, `DIR/HOST[:PORT]/*.crt`, as containerd's
+    /// and docker's `certs.d`; empty: [`DEFAULT_CERTS_DIRS`].
+    pub certs_dirs: Vec<PathBuf>,
     /// Where credentials come from.
     pub credentials: CredentialSource,
+}
+
+/// Where containerd and docker keep per-registry CA certificates.
+pub const DEFAULT_CERTS_DIRS: &[&str] = &["/etc/containerd/certs.d", "/etc/docker/certs.d"];
+
+/// The `*.crt` files of `DIR/HOST/` in each certs.d directory, sorted.
+fn host_certificates(options: &RegistryOptions, host: &str) -> Result<Vec<PathBuf>, RegistryError> {
+    let dirs: Vec<PathBuf> = if options.certs_dirs.is_empty() {
+        DEFAULT_CERTS_DIRS.iter().map(PathBuf::from).collect()
+    } else {
+        options.certs_dirs.clone()
+    };
+    let mut found = Vec::new();
+    for dir in dirs {
+        let host_dir = dir.join(host);
+        let entries = match std::fs::read_dir(&host_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => {
+                return Err(RegistryError::CaFile {
+                    path: host_dir,
+                    source,
+                });
+            }
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "crt"))
+            .collect();
+        files.sort();
+        found.extend(files);
+    }
+    Ok(found)
 }
 
 /// Parses an image reference (`HOST[:PORT]/REPO[:TAG|@DIGEST]`; Docker Hub names expand as
@@ -49,8 +86,9 @@ fn is_loopback(host: &str) -> bool {
 }
 
 impl Registry {
-    /// Connects to the registry of `reference`: reads the credentials and the CA file, and
-    /// picks HTTPS (plain HTTP for loopback hosts without --ca-file, or with --insecure).
+    /// Connects to the registry of `reference`: reads the credentials and the CA files
+    /// (--ca-file and the host's certs.d), and picks HTTPS (plain HTTP for loopback hosts with
+    /// no CA file, or with --insecure).
     pub async fn connect(
         reference: &Reference,
         options: &RegistryOptions,
@@ -63,13 +101,16 @@ impl Registry {
             user_agent: concat!("recorder/", env!("CARGO_PKG_VERSION")),
             ..ClientConfig::default()
         };
-        let plain = options.insecure || (is_loopback(&host) && options.ca_file.is_none());
+        let mut ca_files: Vec<PathBuf> = options.ca_file.iter().cloned().collect();
+        ca_files.extend(host_certificates(options, reference.registry())?);
+        let plain = options.insecure || (is_loopback(&host) && ca_files.is_empty());
         config.protocol = if plain {
             ClientProtocol::Http
         } else {
             ClientProtocol::Https
         };
-        if let Some(path) = &options.ca_file {
+        for path in &ca_files {
+            tracing::debug!(path = %path.display(), "trusting CA certificates");
             let data = std::fs::read(path).map_err(|source| RegistryError::CaFile {
                 path: path.clone(),
                 source,

@@ -18,8 +18,8 @@ pub enum RegistryError {
         #[source]
         source: oci_client::ParseError,
     },
-    /// The CA file could not be read or holds no certificate.
-    #[error("reading --ca-file {path}")]
+    /// A CA file or certs.d directory could not be read.
+    #[error("reading CA certificates {path}")]
     CaFile {
         /// The file.
         path: PathBuf,

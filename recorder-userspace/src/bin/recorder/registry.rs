@@ -32,6 +32,11 @@ pub struct RegistryArgs {
     /// PEM file of CA certificates to trust for the registry, besides the system's.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// A containerd/docker-style certs.d directory: the `*.crt` files of DIR/HOST[:PORT]/ are
+    /// trusted for that registry (repeatable; default: /etc/containerd/certs.d and
+    /// /etc/docker/certs.d).
+    #[arg(long, value_name = "DIR")]
+    pub certs_dir: Vec<PathBuf>,
 }
 
 impl RegistryArgs {
@@ -39,6 +44,7 @@ impl RegistryArgs {
         RegistryOptions {
             insecure: self.insecure,
             ca_file: self.ca_file.clone(),
+            certs_dirs: self.certs_dir.clone(),
             credentials: match &self.registry_config {
                 Some(path) => CredentialSource::File(path.clone()),
                 None => CredentialSource::DockerConfig,
