@@ -4,6 +4,9 @@
 //! lists referrers itself (OCI distribution 1.1), `record push` leaves the referrers tag alone
 //! and `record pull` finds the record through `GET /v2/<name>/referrers/<digest>`.
 //!
+//! Bearer-token auth is checked against it too: distribution 2.8 does it only with an external
+//! token server, which is not packaged here.
+//!
 //! The double speaks just enough of the distribution API over HTTP/1.1: ping, chunked and
 //! monolithic blob uploads, manifests by tag or digest, and the referrers API computed from the
 //! stored manifests' `subject`, as a 1.1 registry does.
@@ -29,7 +32,13 @@ struct State {
     /// `METHOD PATH` of every request, in order.
     requests: Vec<String>,
     next_upload: u64,
+    /// Bearer-token auth, as registries with a token server do: (this registry's address,
+    /// the `Authorization: Basic` value the token endpoint wants).
+    bearer: Option<(String, String)>,
 }
+
+/// The token the double's token endpoint issues.
+const TOKEN: &str = "double-issued-token";
 
 struct Response {
     status: u16,
@@ -59,10 +68,47 @@ impl Response {
     }
 }
 
-fn handle(state: &Mutex<State>, method: &str, target: &str, body: Vec<u8>, ct: &str) -> Response {
+/// A request, as the double needs it.
+struct Request {
+    method: String,
+    target: String,
+    content_type: String,
+    authorization: String,
+    body: Vec<u8>,
+}
+
+fn handle(state: &Mutex<State>, request: Request) -> Response {
+    let Request {
+        method,
+        target,
+        content_type,
+        authorization,
+        body,
+    } = request;
+    let (method, target, ct) = (method.as_str(), target.as_str(), content_type.as_str());
     let mut s = state.lock().unwrap();
     s.requests.push(format!("{method} {target}"));
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    if let Some((host, basic)) = &s.bearer {
+        if path == "/token" {
+            return if authorization == format!("Basic {basic}") {
+                assert!(query.contains("scope=repository"), "no scope in {query}");
+                let token = format!("{{\"token\":\"{TOKEN}\",\"expires_in\":300}}");
+                Response::new(200).body("application/json", token.into_bytes())
+            } else {
+                Response::new(401).body("application/json", b"{}".to_vec())
+            };
+        }
+        if authorization != format!("Bearer {TOKEN}") {
+            let challenge = format!(
+                "Bearer realm=\"http://{host}/token\",service=\"double\",scope=\"repository:app:pull\""
+            );
+            let body = b"{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"token\"}]}";
+            return Response::new(401)
+                .header("WWW-Authenticate", &challenge)
+                .body("application/json", body.to_vec());
+        }
+    }
     if path == "/v2/" || path == "/v2" {
         return Response::new(200).body("application/json", b"{}".to_vec());
     }
@@ -184,7 +230,8 @@ fn serve(state: Arc<Mutex<State>>, stream: TcpStream) {
             parts.next().unwrap_or("").to_owned(),
             parts.next().unwrap_or("").to_owned(),
         );
-        let (mut length, mut content_type) = (0usize, String::new());
+        let (mut length, mut content_type, mut authorization) =
+            (0usize, String::new(), String::new());
         loop {
             let mut h = String::new();
             reader.read_line(&mut h).unwrap();
@@ -196,13 +243,24 @@ fn serve(state: Arc<Mutex<State>>, stream: TcpStream) {
                 match k.to_ascii_lowercase().as_str() {
                     "content-length" => length = v.trim().parse().unwrap(),
                     "content-type" => content_type = v.trim().to_owned(),
+                    "authorization" => authorization = v.trim().to_owned(),
                     _ => {}
                 }
             }
         }
         let mut body = vec![0; length];
         reader.read_exact(&mut body).unwrap();
-        let r = handle(&state, &method, &target, body, &content_type);
+        let head_only = method == "HEAD";
+        let r = handle(
+            &state,
+            Request {
+                method,
+                target,
+                content_type,
+                authorization,
+                body,
+            },
+        );
         let mut head = format!(
             "HTTP/1.1 {} X\r\nContent-Length: {}\r\n",
             r.status,
@@ -213,17 +271,21 @@ fn serve(state: Arc<Mutex<State>>, stream: TcpStream) {
         }
         head.push_str("\r\n");
         writer.write_all(head.as_bytes()).unwrap();
-        if method != "HEAD" {
+        if !head_only {
             writer.write_all(&r.body).unwrap();
         }
     }
 }
 
-/// Starts the double with image `app:1` (a manifest) in it; its address and state.
-fn start() -> (String, Arc<Mutex<State>>, String) {
+/// Starts the double with image `app:1` (a manifest) in it; its address and state. With
+/// `basic` (base64 of `user:password`), it wants bearer tokens from its token endpoint.
+fn start(basic: Option<&str>) -> (String, Arc<Mutex<State>>, String) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let host = listener.local_addr().unwrap().to_string();
-    let state = Arc::new(Mutex::new(State::default()));
+    let state = Arc::new(Mutex::new(State {
+        bearer: basic.map(|b| (host.clone(), b.to_owned())),
+        ..State::default()
+    }));
     let image = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": MANIFEST,
@@ -251,8 +313,12 @@ fn start() -> (String, Arc<Mutex<State>>, String) {
 
 fn recorder(args: &[&str]) -> Output {
     let config = tempfile::tempdir().unwrap();
+    recorder_with(config.path(), args)
+}
+
+fn recorder_with(docker_config: &std::path::Path, args: &[&str]) -> Output {
     Command::new(recorder_bin())
-        .env("DOCKER_CONFIG", config.path())
+        .env("DOCKER_CONFIG", docker_config)
         .env("RUST_BACKTRACE", "0")
         .args(args)
         .output()
@@ -261,7 +327,7 @@ fn recorder(args: &[&str]) -> Output {
 
 #[test]
 fn with_a_referrers_api_the_tag_schema_is_neither_written_nor_read() {
-    let (host, state, image) = start();
+    let (host, state, image) = start(None);
     let dir = tempfile::tempdir().unwrap();
     let record = dir.path().join("record.json");
     let bytes =
@@ -300,5 +366,48 @@ fn with_a_referrers_api_the_tag_schema_is_neither_written_nor_read() {
     assert!(
         !requests.iter().any(|r| r.contains(&tag)),
         "the referrers tag was used: {requests:#?}"
+    );
+}
+
+#[test]
+fn bearer_token_auth_with_credentials_from_docker_config() {
+    // base64("robot:t0ken"), as the token endpoint wants it.
+    let (host, state, image) = start(Some("cm9ib3Q6dDBrZW4="));
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("record.json");
+    let bytes =
+        format!("{{\"path\":\"etc/hello\",\"manifestDigest\":\"{image}\",\"layerIndex\":0}}\n");
+    std::fs::write(&record, &bytes).unwrap();
+    let repository = format!("{host}/app");
+
+    // Anonymous: no token, refused.
+    let out = recorder(&["record", "push", record.to_str().unwrap(), &repository]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains(&format!("registry {host} refused")),
+        "{stderr}"
+    );
+
+    // With credentials: a token from the realm, then every request with it.
+    recorder_tests::registry::docker_config(dir.path(), &host, "robot", "t0ken");
+    let out = recorder_with(
+        dir.path(),
+        &["record", "push", record.to_str().unwrap(), &repository],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    let out = recorder_with(dir.path(), &["record", "pull", &format!("{repository}:1")]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), bytes);
+    let requests = state.lock().unwrap().requests.clone();
+    assert!(
+        requests.iter().any(|r| r.starts_with("GET /token?")),
+        "{requests:#?}"
     );
 }

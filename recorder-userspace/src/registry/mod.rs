@@ -70,6 +70,10 @@ pub const ANNOTATION_STOPPED: &str = "dev.recorder.workload.stopped";
 /// The image reference the record was made from, when it was one.
 pub const ANNOTATION_IMAGE: &str = "dev.recorder.image";
 
+/// `true` when every event of the target reached the recorder, `false` when the kernel
+/// dropped some (the record is then incomplete), when known.
+pub const ANNOTATION_COMPLETE: &str = "dev.recorder.complete";
+
 /// Number of entries in the record.
 pub const ANNOTATION_ENTRIES: &str = "dev.recorder.entries";
 

@@ -10,9 +10,9 @@ use recorder::agent::Summary;
 use recorder::containerd::ContainerdSource;
 use recorder::image::{BlobDigest, BlobSource, Platform};
 use recorder::registry::{
-    ANNOTATION_COMMAND, ANNOTATION_IMAGE, ANNOTATION_PERIOD, ANNOTATION_STOPPED, CredentialSource,
-    Discovery, Pushed, RecordArtifact, Registry, RegistryOptions, newest, parse_reference,
-    pull_record, push_record, records_of,
+    ANNOTATION_COMMAND, ANNOTATION_COMPLETE, ANNOTATION_IMAGE, ANNOTATION_PERIOD,
+    ANNOTATION_STOPPED, CredentialSource, Discovery, Pushed, RecordArtifact, Registry,
+    RegistryOptions, newest, parse_reference, pull_record, push_record, records_of,
 };
 use recorder::store::ContentStore;
 
@@ -315,6 +315,10 @@ pub fn workload_annotations(
         a.insert(ANNOTATION_IMAGE.to_owned(), image.clone());
     }
     a.insert(ANNOTATION_STOPPED.to_owned(), summary.stopped.to_string());
+    a.insert(
+        ANNOTATION_COMPLETE.to_owned(),
+        summary.complete().to_string(),
+    );
     a
 }
 
