@@ -14,13 +14,13 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Fails the test unless the registry and skopeo are installed.
 pub fn require_registry_tools() {
-    for tool in ["docker-registry", "skopeo", "htpasswd", "curl"] {
+    for tool in ["docker-registry", "skopeo", "htpasswd", "openssl", "curl"] {
         let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
             .any(|d| d.join(tool).is_file());
         assert!(
             found,
             "{tool} is not installed; `cargo xtask setup` installs docker-registry, skopeo, \
-             apache2-utils and curl"
+             apache2-utils, openssl and curl"
         );
     }
 }

@@ -22,11 +22,12 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "runc",
     "protobuf-compiler",
     "stargz-snapshotter",
-    // A real registry (distribution 2.8), skopeo to put images in it, and htpasswd for its
-    // basic auth: the registry push/pull tests.
+    // A real registry (distribution 2.8), skopeo to put images in it, htpasswd for its basic
+    // auth and openssl for its TLS certificates: the registry push/pull tests.
     "docker-registry",
     "skopeo",
     "apache2-utils",
+    "openssl",
 ];
 
 #[derive(clap::Args)]
