@@ -246,7 +246,11 @@ pub(crate) fn kind(e: &OciDistributionError) -> Kind {
 /// Whether a rustls error is among the causes. tokio-rustls reports it inside (nested)
 /// `io::Error`s, whose `source()` skips the error they wrap, so those are opened instead.
 fn is_tls(e: &OciDistributionError) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    // Its `IoError` is transparent: its `source()` would skip the io::Error too.
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = match e {
+        OciDistributionError::IoError(io) => Some(io),
+        e => Some(e),
+    };
     while let Some(c) = cause {
         if c.is::<rustls::Error>() {
             return true;
@@ -260,4 +264,76 @@ fn is_tls(e: &OciDistributionError) -> bool {
         };
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use oci_client::errors::{OciEnvelope, OciError};
+
+    use super::*;
+
+    fn envelope(code: OciErrorCode) -> OciDistributionError {
+        OciDistributionError::RegistryError {
+            envelope: OciEnvelope {
+                errors: vec![OciError {
+                    code,
+                    message: String::new(),
+                    detail: serde_json::Value::Null,
+                }],
+            },
+            url: "http://r/v2/x".into(),
+        }
+    }
+
+    fn server(code: u16) -> OciDistributionError {
+        OciDistributionError::ServerError {
+            code,
+            url: "http://r/v2/x".into(),
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn classification_table() {
+        let cases: Vec<(OciDistributionError, &str)> = vec![
+            (
+                OciDistributionError::UnauthorizedError { url: "u".into() },
+                "unauthorized",
+            ),
+            (
+                OciDistributionError::AuthenticationFailure("no".into()),
+                "unauthorized",
+            ),
+            (server(401), "unauthorized"),
+            (server(403), "unauthorized"),
+            (envelope(OciErrorCode::Denied), "unauthorized"),
+            (envelope(OciErrorCode::Unauthorized), "unauthorized"),
+            (server(404), "not found"),
+            (
+                OciDistributionError::ImageManifestNotFoundError("x".into()),
+                "not found",
+            ),
+            (envelope(OciErrorCode::ManifestUnknown), "not found"),
+            (envelope(OciErrorCode::NameUnknown), "not found"),
+            (envelope(OciErrorCode::BlobUnknown), "not found"),
+            (server(500), "other"),
+            (envelope(OciErrorCode::ManifestInvalid), "other"),
+            (
+                OciDistributionError::IoError(std::io::Error::other(rustls::Error::General(
+                    "handshake".into(),
+                ))),
+                "tls",
+            ),
+        ];
+        for (error, want) in cases {
+            let got = match kind(&error) {
+                Kind::Tls => "tls",
+                Kind::Unreachable => "unreachable",
+                Kind::Unauthorized => "unauthorized",
+                Kind::NotFound => "not found",
+                Kind::Other => "other",
+            };
+            assert_eq!(got, want, "{error:?}");
+        }
+    }
 }
