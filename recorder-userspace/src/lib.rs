@@ -6,6 +6,7 @@ pub mod containerd;
 pub mod image;
 pub mod k8s;
 pub mod record;
+pub mod registry;
 pub mod sandbox;
 pub mod status;
 pub mod store;

@@ -2,7 +2,9 @@
 
 pub mod agent_fixtures;
 pub mod containerd;
+pub mod estargz;
 pub mod image_fixtures;
+pub mod registry;
 pub mod root;
 pub mod routes_fixtures;
 pub mod sandbox_fixtures;

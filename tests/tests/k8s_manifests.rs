@@ -308,6 +308,74 @@ fn example_overlay_sets_workload_and_recorder_images() {
         job["metadata"]["name"].as_str(),
         Some("example-recorder-profile")
     );
+    check_push_wiring(job, "docker.io/library/python", Some("registry-push"));
+}
+
+/// The sidecar pushes to `repository`, with the credentials of Secret `secret` (when given)
+/// mounted read-only where RECORDER_REGISTRY_CONFIG points, and mounted in no other container.
+fn check_push_wiring(job: &Value, repository: &str, secret: Option<&str>) {
+    let pod = &job["spec"]["template"]["spec"];
+    let recorder = &pod["initContainers"][0];
+    assert_eq!(
+        env(recorder, "RECORDER_PUSH")["value"].as_str(),
+        Some(repository)
+    );
+    let volumes = pod["volumes"].as_sequence().unwrap();
+    let secret_volumes: Vec<&Value> = volumes
+        .iter()
+        .filter(|v| v.get("secret").is_some())
+        .collect();
+    let Some(secret) = secret else {
+        assert!(secret_volumes.is_empty(), "{secret_volumes:?}");
+        return;
+    };
+    assert_eq!(secret_volumes.len(), 1, "{volumes:?}");
+    let volume = secret_volumes[0];
+    assert_eq!(volume["secret"]["secretName"].as_str(), Some(secret));
+    assert_eq!(
+        volume["secret"]["items"][0]["key"].as_str(),
+        Some(".dockerconfigjson")
+    );
+    let file = volume["secret"]["items"][0]["path"].as_str().unwrap();
+    let name = volume["name"].as_str().unwrap();
+    let mount = recorder["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"].as_str() == Some(name))
+        .expect("the Secret is mounted in the recorder");
+    assert_eq!(mount["readOnly"].as_bool(), Some(true));
+    let config = env(recorder, "RECORDER_REGISTRY_CONFIG")["value"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        config,
+        format!("{}/{file}", mount["mountPath"].as_str().unwrap())
+    );
+    let others = pod["containers"].as_sequence().unwrap();
+    for c in others {
+        assert!(
+            !format!("{c:?}").contains(name),
+            "the Secret leaks to {c:?}"
+        );
+    }
+}
+
+#[test]
+fn rendered_job_with_push_validates_and_mounts_the_secret() {
+    for secret in [Some("registry-push"), None] {
+        let yaml = render_job(&JobRequest {
+            image: "quay.io/acme/api:2.4.1".into(),
+            push: Some("quay.io/acme/api".into()),
+            registry_secret: secret.map(str::to_owned),
+            ..JobRequest::default()
+        })
+        .unwrap();
+        validate(&yaml);
+        let docs = documents(&yaml);
+        check_profiling_job(&docs[0]);
+        check_push_wiring(&docs[0], "quay.io/acme/api", secret);
+    }
 }
 
 #[test]
@@ -318,6 +386,7 @@ fn rendered_job_validates_and_is_a_profiling_job() {
         name: Some("profile-api".into()),
         namespace: Some("perf".into()),
         recorder_image: Some("registry.example.com/tools/recorder:0.1.0".into()),
+        ..JobRequest::default()
     })
     .unwrap();
     validate(&yaml);

@@ -24,6 +24,12 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "stargz-snapshotter",
     // Headless browser for the `record report` page test.
     "chromium",
+    // A real registry (distribution 2.8), skopeo to put images in it, htpasswd for its basic
+    // auth and openssl for its TLS certificates: the registry push/pull tests.
+    "docker-registry",
+    "skopeo",
+    "apache2-utils",
+    "openssl",
 ];
 
 #[derive(clap::Args)]

@@ -1,7 +1,12 @@
 //! Renders the profiling-run Job for one image and command from the embedded base manifest.
 
-use super::manifest::Job;
-use super::{BASE_JOB_YAML, RECORDER_CONTAINER, WORKLOAD_CONTAINER, WORKLOAD_IMAGE_ENV};
+use serde_norway::{Mapping, Value};
+
+use super::manifest::{EnvVar, Job};
+use super::{
+    BASE_JOB_YAML, PUSH_ENV, RECORDER_CONTAINER, REGISTRY_CONFIG_ENV, REGISTRY_CONFIG_PATH,
+    REGISTRY_VOLUME, WORKLOAD_CONTAINER, WORKLOAD_IMAGE_ENV,
+};
 
 /// What `recorder k8s job` renders: the workload to profile and where the Job goes.
 #[derive(Debug, Clone, Default)]
@@ -16,6 +21,11 @@ pub struct JobRequest {
     pub namespace: Option<String>,
     /// The recorder's image; default: the base's placeholder.
     pub recorder_image: Option<String>,
+    /// Push the record to this repository after the commit (the sidecar's `--push`).
+    pub push: Option<String>,
+    /// A `kubernetes.io/dockerconfigjson` Secret with the registry credentials, mounted
+    /// read-only into the sidecar (with `push`).
+    pub registry_secret: Option<String>,
 }
 
 /// Why a Job could not be rendered.
@@ -38,6 +48,9 @@ pub enum K8sError {
         /// The value given.
         value: String,
     },
+    /// `--registry-secret` without `--push`.
+    #[error("--registry-secret {0:?} needs --push: the credentials are for pushing the record")]
+    SecretWithoutPush(String),
     /// A name Kubernetes would refuse.
     #[error(
         "{what} {value:?} is not a DNS-1123 label (at most 63 of a-z, 0-9 and '-', \
@@ -77,6 +90,15 @@ fn patched_job(request: &JobRequest) -> Result<Job, K8sError> {
     if let Some(namespace) = &request.namespace {
         check_label("--namespace", namespace)?;
     }
+    if let Some(push) = &request.push {
+        check_image("--push", push)?;
+    }
+    if let Some(secret) = &request.registry_secret {
+        if request.push.is_none() {
+            return Err(K8sError::SecretWithoutPush(secret.clone()));
+        }
+        check_subdomain("--registry-secret", secret)?;
+    }
 
     let mut job = base_job()?;
     if let Some(name) = &request.name {
@@ -104,7 +126,76 @@ fn patched_job(request: &JobRequest) -> Result<Job, K8sError> {
             "WORKLOAD_IMAGE env var on the recorder",
         ))?
         .value = Some(request.image.clone());
+    if let Some(push) = &request.push {
+        // Through the environment, so that the base's args stay as they are and a kustomize
+        // patch can add the same (env lists merge by name; args would be replaced whole).
+        recorder.env.push(literal_env(PUSH_ENV, push));
+    }
+    if let Some(secret) = &request.registry_secret {
+        recorder
+            .env
+            .push(literal_env(REGISTRY_CONFIG_ENV, REGISTRY_CONFIG_PATH));
+        let dir = REGISTRY_CONFIG_PATH
+            .rsplit_once('/')
+            .map_or(REGISTRY_CONFIG_PATH, |(dir, _)| dir);
+        let mount = mapping(&[
+            ("name", Value::from(REGISTRY_VOLUME)),
+            ("mountPath", Value::from(dir)),
+            ("readOnly", Value::from(true)),
+        ]);
+        push_to_sequence(&mut recorder.rest, "volumeMounts", mount);
+        // The Secret users already have for imagePullSecrets: its one key is the docker
+        // config.json, which is what --registry-config reads.
+        let volume = mapping(&[
+            ("name", Value::from(REGISTRY_VOLUME)),
+            (
+                "secret",
+                mapping(&[
+                    ("secretName", Value::from(secret.as_str())),
+                    (
+                        "items",
+                        Value::Sequence(vec![mapping(&[
+                            ("key", Value::from(".dockerconfigjson")),
+                            ("path", Value::from("config.json")),
+                        ])]),
+                    ),
+                ]),
+            ),
+        ]);
+        push_to_sequence(pod_volumes(&mut job), "volumes", volume);
+    }
     Ok(job)
+}
+
+fn pod_volumes(job: &mut Job) -> &mut Mapping {
+    &mut job.pod_spec_mut().rest
+}
+
+fn literal_env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.to_owned()),
+        rest: Mapping::new(),
+    }
+}
+
+fn mapping(entries: &[(&str, Value)]) -> Value {
+    Value::Mapping(
+        entries
+            .iter()
+            .map(|(k, v)| (Value::from(*k), v.clone()))
+            .collect(),
+    )
+}
+
+/// Appends `item` to the sequence at `key` of `map`, creating it if absent.
+fn push_to_sequence(map: &mut Mapping, key: &str, item: Value) {
+    match map.get_mut(key) {
+        Some(Value::Sequence(items)) => items.push(item),
+        _ => {
+            map.insert(Value::from(key), Value::Sequence(vec![item]));
+        }
+    }
 }
 
 fn check_image(what: &'static str, value: &str) -> Result<(), K8sError> {
@@ -115,6 +206,23 @@ fn check_image(what: &'static str, value: &str) -> Result<(), K8sError> {
         });
     }
     Ok(())
+}
+
+/// A DNS-1123 subdomain (Secret names): dot-separated labels, at most 253 characters.
+fn check_subdomain(what: &'static str, value: &str) -> Result<(), K8sError> {
+    if value.len() > 253 {
+        return Err(K8sError::BadName {
+            what,
+            value: value.to_owned(),
+        });
+    }
+    value
+        .split('.')
+        .try_for_each(|label| check_label(what, label))
+        .map_err(|_| K8sError::BadName {
+            what,
+            value: value.to_owned(),
+        })
 }
 
 fn check_label(what: &'static str, value: &str) -> Result<(), K8sError> {
@@ -249,5 +357,64 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn push_wires_the_env_and_the_secret_read_only() {
+        let mut req = request("quay.io/a/b:1", &[]);
+        req.push = Some("quay.io/a/b".into());
+        req.registry_secret = Some("pull-secret".into());
+        let job = rendered(&req);
+        let recorder = container(&job, "initContainers", "recorder");
+        let env = |name: &str| {
+            recorder["env"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"].as_str() == Some(name))
+                .map(|e| e["value"].as_str().unwrap().to_owned())
+        };
+        assert_eq!(env("RECORDER_PUSH").as_deref(), Some("quay.io/a/b"));
+        assert_eq!(
+            env("RECORDER_REGISTRY_CONFIG").as_deref(),
+            Some("/etc/recorder/registry/config.json")
+        );
+        let mount = recorder["volumeMounts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"].as_str() == Some("registry-credentials"))
+            .unwrap();
+        assert_eq!(mount["mountPath"].as_str(), Some("/etc/recorder/registry"));
+        assert_eq!(mount["readOnly"].as_bool(), Some(true));
+        let volume = job["spec"]["template"]["spec"]["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"].as_str() == Some("registry-credentials"))
+            .unwrap();
+        assert_eq!(volume["secret"]["secretName"].as_str(), Some("pull-secret"));
+        assert_eq!(
+            volume["secret"]["items"][0]["key"].as_str(),
+            Some(".dockerconfigjson")
+        );
+
+        // Push alone: the env, no Secret.
+        req.registry_secret = None;
+        let job = rendered(&req);
+        let recorder = container(&job, "initContainers", "recorder");
+        assert!(!format!("{recorder:?}").contains("registry-credentials"));
+        assert!(format!("{recorder:?}").contains("RECORDER_PUSH"));
+
+        // Refused: a Secret without push, a bad Secret name.
+        let mut bad = request("quay.io/a/b:1", &[]);
+        bad.registry_secret = Some("s".into());
+        assert!(matches!(
+            render_job(&bad),
+            Err(K8sError::SecretWithoutPush(_))
+        ));
+        bad.push = Some("quay.io/a/b".into());
+        bad.registry_secret = Some("Bad_Name".into());
+        assert!(matches!(render_job(&bad), Err(K8sError::BadName { .. })));
     }
 }

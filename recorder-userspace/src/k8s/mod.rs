@@ -23,3 +23,17 @@ pub const RECORDER_CONTAINER: &str = "recorder";
 
 /// Env var of the recorder container holding the workload's image (its `--image`).
 pub const WORKLOAD_IMAGE_ENV: &str = "WORKLOAD_IMAGE";
+
+/// Env var of the recorder container naming the repository to push the record to (read by
+/// `--push`).
+pub const PUSH_ENV: &str = "RECORDER_PUSH";
+
+/// Env var of the recorder container naming the registry credentials file (read by
+/// `--registry-config`).
+pub const REGISTRY_CONFIG_ENV: &str = "RECORDER_REGISTRY_CONFIG";
+
+/// Where the registry Secret's docker config.json is mounted in the recorder container.
+pub const REGISTRY_CONFIG_PATH: &str = "/etc/recorder/registry/config.json";
+
+/// Name of the volume holding the registry Secret.
+pub const REGISTRY_VOLUME: &str = "registry-credentials";

@@ -9,7 +9,7 @@ mod metrics;
 mod report;
 mod server;
 mod stop;
-mod time;
+pub(crate) mod time;
 
 pub use report::{Counters, State, StateChange, StatusHandle, StatusReport, UnknownState};
 pub use server::{ServeError, ServerHandle, serve};

@@ -33,6 +33,14 @@ struct JobArgs {
     /// The recorder's image (default: a placeholder, ghcr.io/example/recorder:latest).
     #[arg(long, value_name = "REF")]
     recorder_image: Option<String>,
+    /// The sidecar pushes the record to this repository (the workload image's) after the
+    /// commit; the termination message then carries the artifact's reference.
+    #[arg(long, value_name = "REF")]
+    push: Option<String>,
+    /// A Secret of type kubernetes.io/dockerconfigjson with the registry credentials (e.g. the
+    /// one of imagePullSecrets), mounted read-only into the sidecar.
+    #[arg(long, value_name = "NAME", requires = "push")]
+    registry_secret: Option<String>,
     /// Write the Job here instead of stdout.
     #[arg(long, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -54,6 +62,8 @@ fn render(args: JobArgs) -> anyhow::Result<()> {
         name: args.name,
         namespace: args.namespace,
         recorder_image: args.recorder_image,
+        push: args.push,
+        registry_secret: args.registry_secret,
     })?;
     match args.output {
         Some(path) => {

@@ -5,6 +5,7 @@ mod k8s;
 mod record;
 mod record_show;
 mod record_view;
+mod registry;
 mod run;
 mod source;
 mod status;

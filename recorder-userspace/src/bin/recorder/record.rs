@@ -23,6 +23,7 @@ use recorder::status::{ServerHandle, StatusHandle, StopSignal, serve};
 use recorder::tracer::{Tracer, TracerConfig, mount_namespace_of};
 
 use crate::record_show;
+use crate::registry::{PushOption, push_committed, push_failed, workload_annotations};
 use crate::source::{ContainerdArgs, ContainerdSession, connect_containerd, open_containerd};
 
 /// `recorder record --image ... --target ...`, or `recorder record show ...`.
@@ -94,6 +95,8 @@ pub struct CommonArgs {
     /// Ring buffer size in bytes (a power of two, a multiple of the page size).
     #[arg(long, value_name = "BYTES", default_value_t = TracerConfig::default().ring_bytes)]
     pub ring_bytes: u32,
+    #[command(flatten)]
+    pub push: PushOption,
 }
 
 /// The image to index: named on the command line, or already opened from containerd.
@@ -319,7 +322,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let outcome = runtime()?.block_on(async {
         let (status, stops, server) = start_status(&args.common)?;
         let result = record(plan, session.as_ref(), &args.common, &status, &stops).await;
-        conclude_to(result, &status, server, &stops, &output).await
+        let pushed = push_if_asked(&result, &args.common, session.as_ref(), None).await;
+        conclude_to(result, pushed, &status, server, &stops, &output).await
     });
     // Out of the async context: the connection's runtime cannot be dropped inside one.
     drop(session);
@@ -343,7 +347,8 @@ fn run_pod(pod: PodPlan, common: &CommonArgs, output: &Output) -> anyhow::Result
     let outcome = runtime()?.block_on(async {
         let (status, stops, server) = start_status(common)?;
         let result = record_pod(pod, &session, common, &status, &stops).await;
-        conclude_to(result, &status, server, &stops, output).await
+        let pushed = push_if_asked(&result, common, Some(&session), None).await;
+        conclude_to(result, pushed, &status, server, &stops, output).await
     });
     // Out of the async context: the connection's runtime cannot be dropped inside one.
     drop(session);
@@ -419,26 +424,73 @@ pub async fn conclude(
     outcome
 }
 
-/// As [`conclude`], and also: `record: <digest>` on stdout and the digest (or the error)
-/// in the termination message file; with --linger-until-signal, waits for SIGTERM/SIGINT
-/// (the status socket still answering `done` or `failed`) before returning the same outcome.
+/// What `--push` did: nothing asked, the artifact's reference, or why it failed.
+pub enum PushOutcome {
+    /// No --push, or nothing committed to push.
+    NotAsked,
+    /// Pushed: `HOST/REPOSITORY@DIGEST` of the artifact.
+    Pushed(String),
+    /// The push failed; the record is committed (the message says where).
+    Failed(anyhow::Error),
+}
+
+/// Pushes the committed record when `--push` asks; `command` is the workload's, when known.
+pub async fn push_if_asked(
+    result: &Result<Summary, AgentError>,
+    common: &CommonArgs,
+    session: Option<&ContainerdSession>,
+    command: Option<String>,
+) -> PushOutcome {
+    let Ok(summary) = result else {
+        return PushOutcome::NotAsked;
+    };
+    let annotations = workload_annotations(common, command, summary);
+    match push_committed(common, session, summary, annotations).await {
+        Ok(Some(pushed)) => PushOutcome::Pushed(pushed.reference),
+        Ok(None) => PushOutcome::NotAsked,
+        Err(e) => PushOutcome::Failed(e.context(push_failed(common, summary))),
+    }
+}
+
+/// As [`conclude`], after a `--push`: a failed push is printed after the summary and exits 1
+/// (the record is committed).
+pub async fn conclude_pushed(
+    result: Result<Summary, AgentError>,
+    pushed: PushOutcome,
+    status: &StatusHandle,
+    server: Option<ServerHandle>,
+) -> anyhow::Result<ExitCode> {
+    let outcome = conclude(result, status, server).await;
+    match pushed {
+        PushOutcome::Failed(e) => Err(e),
+        PushOutcome::NotAsked | PushOutcome::Pushed(_) => outcome,
+    }
+}
+
+/// As [`conclude`], and also: `record: <digest>` on stdout and the digest (or, after
+/// `--push`, the artifact's reference; or the error) in the termination message file; with
+/// --linger-until-signal, waits for SIGTERM/SIGINT (the status socket still answering `done`
+/// or `failed`) before returning the same outcome.
 async fn conclude_to(
     result: Result<Summary, AgentError>,
+    pushed: PushOutcome,
     status: &StatusHandle,
     server: Option<ServerHandle>,
     stops: &Stops,
     output: &Output,
 ) -> anyhow::Result<ExitCode> {
     let Some(path) = &output.termination_message_path else {
-        let outcome = conclude(result, status, server).await;
+        let outcome = conclude_pushed(result, pushed, status, server).await;
         if output.linger_until_signal {
             linger(stops).await;
         }
         return outcome;
     };
-    let message = match &result {
-        Ok(summary) => summary.committed.record.to_string(),
-        Err(error) => format!("recorder failed: {error}"),
+    let message = match (&result, &pushed) {
+        (Ok(_), PushOutcome::Pushed(reference)) => reference.clone(),
+        (Ok(_), PushOutcome::Failed(e)) => format!("recorder failed: {e:#}"),
+        (Ok(summary), PushOutcome::NotAsked) => summary.committed.record.to_string(),
+        (Err(error), _) => format!("recorder failed: {error}"),
     };
     // Written first, before lingering and before the log line that announces the result: the
     // kubelet reads it once the container has exited, whenever that is.
@@ -450,7 +502,12 @@ async fn conclude_to(
         Ok(summary) => {
             eprintln!("{summary}");
             println!("record: {}", summary.committed.record);
-            Ok(ExitCode::from(summary.exit_status()))
+            match pushed {
+                PushOutcome::Failed(e) => Err(e),
+                PushOutcome::NotAsked | PushOutcome::Pushed(_) => {
+                    Ok(ExitCode::from(summary.exit_status()))
+                }
+            }
         }
         Err(error) => {
             status.fail(&error);

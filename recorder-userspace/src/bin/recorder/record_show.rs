@@ -33,6 +33,10 @@ pub enum Sub {
     Export(Box<record_view::ExportArgs>),
     /// Write one self-contained HTML page of what the workload needed of the image.
     Report(Box<record_view::ReportArgs>),
+    /// Push a record to a registry, as an OCI artifact referring to its image's manifest.
+    Push(Box<crate::registry::PushArgs>),
+    /// Pull the newest record referring to an image from a registry (or list them, --all).
+    Pull(Box<crate::registry::PullArgs>),
 }
 
 /// Runs a `recorder record` subcommand.
@@ -47,6 +51,8 @@ pub fn run(sub: Sub) -> anyhow::Result<()> {
         Sub::Merge(args) => record_view::merge(&args),
         Sub::Export(args) => record_view::export(&args),
         Sub::Report(args) => record_view::report(&args),
+        Sub::Push(args) => crate::registry::push(*args),
+        Sub::Pull(args) => crate::registry::pull(*args),
     }
 }
 

@@ -27,7 +27,9 @@ use recorder::status::StatusHandle;
 use recorder::tracer::{Tracer, mount_namespace_of};
 use tokio::task::JoinHandle;
 
-use crate::record::{CommonArgs, ImageInput, conclude, runtime, start_status};
+use crate::record::{
+    CommonArgs, ImageInput, conclude_pushed, push_if_asked, runtime, start_status,
+};
 use crate::source::ContainerdSession;
 
 /// `recorder run --image ... --store ... [-- CMD ARGS...]`.
@@ -38,6 +40,13 @@ pub struct Args {
     /// Command to run instead of the image's Cmd (its Entrypoint is kept, as `docker run`).
     #[arg(last = true)]
     cmd: Vec<String>,
+}
+
+impl Args {
+    /// The command given instead of the image's Cmd, for the pushed record's annotations.
+    fn command(&self) -> Option<String> {
+        (!self.cmd.is_empty()).then(|| self.cmd.join(" "))
+    }
 }
 
 /// Runs `recorder run`.
@@ -51,7 +60,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let (status, stops, server) = start_status(&args.common)?;
         let result = profile(&args, source, platform, &commit, &status, &stops).await;
-        conclude(result, &status, server).await
+        let pushed = push_if_asked(&result, &args.common, None, args.command()).await;
+        conclude_pushed(result, pushed, &status, server).await
     })
 }
 
@@ -63,7 +73,8 @@ fn run_containerd(args: Args) -> anyhow::Result<ExitCode> {
     let outcome = runtime()?.block_on(async {
         let (status, stops, server) = start_status(&args.common)?;
         let result = profile_containerd(&args, input, platform, &session, &status, &stops).await;
-        conclude(result, &status, server).await
+        let pushed = push_if_asked(&result, &args.common, Some(&session), args.command()).await;
+        conclude_pushed(result, pushed, &status, server).await
     });
     // Out of the async context: the connection's runtime cannot be dropped inside one.
     drop(session);
