@@ -22,7 +22,7 @@ use recorder::agent::{
 };
 use recorder::containerd::{ContainerRun, RunRequest};
 use recorder::image::{BlobDigest, Platform};
-use recorder::sandbox::{ImageProcess, Sandbox};
+use recorder::sandbox::{Confinement, DEFAULT_PIDS_LIMIT, ImageProcess, Sandbox};
 use recorder::status::StatusHandle;
 use recorder::tracer::{Tracer, mount_namespace_of};
 use tokio::task::JoinHandle;
@@ -35,34 +35,99 @@ use crate::source::ContainerdSession;
 pub struct Args {
     #[command(flatten)]
     common: CommonArgs,
+    #[command(flatten)]
+    confine: ConfineArgs,
     /// Command to run instead of the image's Cmd (its Entrypoint is kept, as `docker run`).
     #[arg(last = true)]
     cmd: Vec<String>,
 }
 
+/// How the workload is contained (see `docs/containment.md`).
+#[derive(clap::Args, Debug)]
+pub struct ConfineArgs {
+    /// Run the workload unconfined: every capability, no seccomp filter, no masked or
+    /// read-only paths, writable /sys, privileges may be gained. Only for trusted images.
+    #[arg(long)]
+    privileged: bool,
+    /// Seccomp profile: `default` (the project's, see docs/containment.md) or `unconfined`.
+    #[arg(long, value_name = "PROFILE", default_value = "default", value_parser = ["default", "unconfined"])]
+    seccomp: String,
+    /// Share the host's network namespace (default: a new one with only loopback).
+    #[arg(long)]
+    net_host: bool,
+    /// Memory limit of the workload (e.g. 512M, 2G).
+    #[arg(long, value_name = "SIZE", value_parser = crate::record::parse_size)]
+    memory: Option<u64>,
+    /// Most processes and threads the workload may have; 0 for no limit.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_PIDS_LIMIT)]
+    pids_limit: i64,
+}
+
+impl ConfineArgs {
+    fn confinement(&self) -> anyhow::Result<Confinement> {
+        if self.privileged {
+            eprintln!(
+                "WARNING: --privileged: the workload runs with every capability, no seccomp \
+                 filter, writable /proc/sys and /sys, and may gain privileges; an untrusted \
+                 image can take over this host"
+            );
+        }
+        let memory_bytes = self
+            .memory
+            .map(|m| i64::try_from(m).context("--memory is too large"))
+            .transpose()?;
+        Ok(Confinement {
+            privileged: self.privileged,
+            seccomp: self.seccomp == "default",
+            net_host: self.net_host,
+            memory_bytes,
+            pids_limit: (self.pids_limit > 0).then_some(self.pids_limit),
+        })
+    }
+}
+
 /// Runs `recorder run`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let confinement = args.confine.confinement()?;
     if args.common.ctrd.containerd.is_some() {
-        return run_containerd(args);
+        return run_containerd(args, confinement);
     }
     let source = args.common.source()?;
     let platform = args.common.platform()?;
     let commit = args.common.commit_options(None, &BlobDigest::of(b""))?;
     runtime()?.block_on(async {
         let (status, stops, server) = start_status(&args.common)?;
-        let result = profile(&args, source, platform, &commit, &status, &stops).await;
+        let result = profile(
+            &args,
+            source,
+            platform,
+            &commit,
+            confinement,
+            &status,
+            &stops,
+        )
+        .await;
         conclude(result, &status, server).await
     })
 }
 
 /// `recorder run --containerd`: the container is created and started through containerd.
-fn run_containerd(args: Args) -> anyhow::Result<ExitCode> {
+fn run_containerd(args: Args, confinement: Confinement) -> anyhow::Result<ExitCode> {
     let (input, session) = args.common.input()?;
     let session = session.context("--containerd gave no containerd connection")?;
     let platform = args.common.platform()?;
     let outcome = runtime()?.block_on(async {
         let (status, stops, server) = start_status(&args.common)?;
-        let result = profile_containerd(&args, input, platform, &session, &status, &stops).await;
+        let result = profile_containerd(
+            &args,
+            input,
+            platform,
+            &session,
+            confinement,
+            &status,
+            &stops,
+        )
+        .await;
         conclude(result, &status, server).await
     });
     // Out of the async context: the connection's runtime cannot be dropped inside one.
@@ -75,6 +140,7 @@ async fn profile_containerd(
     input: ImageInput,
     platform: Platform,
     session: &ContainerdSession,
+    confinement: Confinement,
     status: &StatusHandle,
     stops: &Stops,
 ) -> Result<Summary, AgentError> {
@@ -93,6 +159,7 @@ async fn profile_containerd(
         reference: &session.reference,
         cmd: (!args.cmd.is_empty()).then_some(args.cmd.as_slice()),
         io_dir: work.path(),
+        confinement,
     };
     let run = session.client.create_run(&request).await?;
     let result = trace_run(args, indexed, &run, stops).await;
@@ -145,6 +212,7 @@ async fn profile(
     source: ImageSource,
     platform: Platform,
     commit: &CommitOptions,
+    confinement: Confinement,
     status: &StatusHandle,
     stops: &Stops,
 ) -> Result<Summary, AgentError> {
@@ -174,7 +242,9 @@ async fn profile(
     let spec = process.to_spec(cmd, &lowerdirs)?;
     // Loaded before the workload exists, so it is held before exec as briefly as possible.
     let tracer = Tracer::load(&args.common.tracer_config())?;
-    let pending = Sandbox::new(lowerdirs, work.scratch(), spec).start()?;
+    let pending = Sandbox::new(lowerdirs, work.scratch(), spec)
+        .confinement(confinement)
+        .start()?;
     let mntns = u32::try_from(pending.mntns_inode()).map_err(|_| AgentError::Target {
         target: format!("pid:{}", pending.pid()),
         message: "mount namespace inode does not fit in 32 bits".into(),
