@@ -1,10 +1,15 @@
 //! The scratch space of `recorder run`: a directory of its own holding the unpacked layers
-//! and the sandbox's upper dir, removed on every way out.
+//! and the sandbox's upper dir, removed on every way out, by a [`Watchdog`] if the recorder
+//! is killed.
+//!
+//! The directory is 0700 under an unpredictable name (`tempfile`): the image's files, its
+//! setuid binaries and device nodes included, are reachable by root only, and nobody can plant
+//! the directory (or a symlink in its place) before the run.
 
 use std::path::{Path, PathBuf};
 
 use crate::image::Image;
-use crate::sandbox::unpack_layer;
+use crate::sandbox::{Watchdog, unpack_layer};
 
 use super::AgentError;
 
@@ -12,17 +17,39 @@ use super::AgentError;
 #[derive(Debug)]
 pub struct WorkDir {
     path: PathBuf,
+    watchdog: Watchdog,
 }
 
 impl WorkDir {
-    /// Creates `recorder-run-<pid>` under `base` (which must exist).
+    /// Creates `recorder-run-XXXXXX` (0700) under `base` (which must exist), and its watchdog.
     pub fn create(base: &Path) -> Result<Self, AgentError> {
-        let path = base.join(format!("recorder-run-{}", std::process::id()));
-        std::fs::create_dir(&path).map_err(|source| AgentError::Io {
-            op: format!("creating the work dir {}", path.display()),
-            source,
-        })?;
-        Ok(Self { path })
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix("recorder-run-")
+            // Explicit: tempfile's default for directories is 0777 less the umask.
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir_in(base)
+            .map_err(|source| AgentError::Io {
+                op: format!("creating a work dir in {}", base.display()),
+                source,
+            })?;
+        let path = dir.keep();
+        let watchdog = match Watchdog::spawn(&path) {
+            Ok(w) => w,
+            Err(source) => {
+                let _ = std::fs::remove_dir(&path);
+                return Err(AgentError::Io {
+                    op: "starting the work dir's watchdog".into(),
+                    source,
+                });
+            }
+        };
+        Ok(Self { path, watchdog })
+    }
+
+    /// The watchdog that removes this directory if the recorder dies; give it to the sandbox.
+    pub fn watchdog(&self) -> Watchdog {
+        self.watchdog.clone()
     }
 
     /// The directory.
@@ -41,6 +68,7 @@ impl Drop for WorkDir {
         if let Err(error) = std::fs::remove_dir_all(&self.path) {
             tracing::warn!(path = %self.path.display(), %error, "removing the work dir");
         }
+        self.watchdog.dismiss();
     }
 }
 

@@ -94,6 +94,7 @@ pub struct Sandbox {
     process: ProcessSpec,
     stdio: [Option<OwnedFd>; 3],
     confinement: Confinement,
+    watchdog: Option<Watchdog>,
 }
 
 impl Sandbox {
@@ -107,7 +108,16 @@ impl Sandbox {
             process,
             stdio: [None, None, None],
             confinement: Confinement::default(),
+            watchdog: None,
         }
+    }
+
+    /// Has `watchdog` (which removes a directory holding the scratch dir) delete the
+    /// container should this process die; by default the sandbox starts its own, which also
+    /// removes the scratch dir.
+    pub fn watchdog(mut self, watchdog: Watchdog) -> Self {
+        self.watchdog = Some(watchdog);
+        self
     }
 
     /// Contains the workload as `confinement` says (default: [`Confinement::default`]).
@@ -181,8 +191,13 @@ impl Sandbox {
             root: state,
             id,
         };
-        let watchdog =
-            Watchdog::spawn(Some(&container), &bundle).map_err(sys("start the watchdog"))?;
+        let watchdog = match self.watchdog {
+            Some(w) => w,
+            None => Watchdog::spawn(&bundle).map_err(sys("start the watchdog"))?,
+        };
+        watchdog
+            .watch(&container)
+            .map_err(sys("tell the watchdog about the container"))?;
         let mut guard = ChildGuard {
             pid: None,
             container: Some(container.clone()),
@@ -546,7 +561,11 @@ impl ChildGuard {
                 .stderr(Stdio::null())
                 .status()
             {
-                Ok(s) if s.success() => {}
+                Ok(s) if s.success() => {
+                    if let Some(watchdog) = &self.watchdog {
+                        watchdog.forget();
+                    }
+                }
                 Ok(s) => tracing::warn!(
                     id = container.id,
                     error = runc_error(&log, s),
@@ -560,9 +579,8 @@ impl ChildGuard {
         {
             tracing::warn!(%error, "removing the sandbox scratch dir");
         }
-        if let Some(watchdog) = self.watchdog.take() {
-            watchdog.dismiss();
-        }
+        // Dropping our handle dismisses the watchdog if it was the sandbox's own.
+        self.watchdog = None;
     }
 }
 

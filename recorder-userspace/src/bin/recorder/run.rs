@@ -244,6 +244,7 @@ async fn profile(
     let tracer = Tracer::load(&args.common.tracer_config())?;
     let pending = Sandbox::new(lowerdirs, work.scratch(), spec)
         .confinement(confinement)
+        .watchdog(work.watchdog())
         .start()?;
     let mntns = u32::try_from(pending.mntns_inode()).map_err(|_| AgentError::Target {
         target: format!("pid:{}", pending.pid()),
