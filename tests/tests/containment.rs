@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -155,6 +156,8 @@ fn the_workload_is_confined_by_default() {
     // The seccomp profile: EPERM for namespaces, and for io_uring.
     assert_eq!(r["unshare-user"], "err1", "{r:?}");
     assert_eq!(r["io-uring"], "err1", "{r:?}");
+    // Its own root keeps setuid semantics (no_new_privs is what stops escalation).
+    assert_eq!(r["root-nosuid"], "false", "{r:?}");
 }
 
 #[test]
@@ -227,7 +230,7 @@ fn wait_until(what: &str, deadline: Duration, mut done: impl FnMut() -> bool) {
 fn a_sigkilled_recorder_leaves_no_workload_cgroup_or_work_dir() {
     let fx = Fixture::new();
     let mut child = fx
-        .command(&[], &["/bin/probe", "sleep"])
+        .command(&["--memory", "64M"], &["/bin/probe", "sleep"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -280,6 +283,21 @@ fn a_sigkilled_recorder_leaves_no_workload_cgroup_or_work_dir() {
         std::fs::metadata(&run_dir).unwrap().permissions().mode() & 0o777,
         0o700
     );
+    // An unprivileged user cannot reach the image's files (setuid ones included).
+    let nobody = Command::new("/bin/ls")
+        .arg(run_dir.join("layers/0/bin"))
+        .uid(65534)
+        .gid(65534)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!nobody.status.success(), "uid 65534 listed the layers");
+    assert!(
+        String::from_utf8_lossy(&nobody.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&nobody.stderr)
+    );
     let id = std::fs::read_dir(run_dir.join("sandbox/runc"))
         .unwrap()
         .next()
@@ -288,6 +306,14 @@ fn a_sigkilled_recorder_leaves_no_workload_cgroup_or_work_dir() {
         .file_name();
     let cgroup = Path::new("/sys/fs/cgroup/pids").join(&id);
     assert!(cgroup.is_dir(), "no pids cgroup {}", cgroup.display());
+    // The default pids limit and the asked-for memory limit are the container's.
+    let read = |p: PathBuf| std::fs::read_to_string(&p).unwrap().trim().to_owned();
+    assert_eq!(read(cgroup.join("pids.max")), "4096");
+    let memory = Path::new("/sys/fs/cgroup/memory").join(&id);
+    assert_eq!(
+        read(memory.join("memory.limit_in_bytes")),
+        (64u64 << 20).to_string()
+    );
 
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(recorder as i32),

@@ -3,6 +3,7 @@
 //! recorded is ever lost.
 
 use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::containerd::{Containerd, ContainerdError, RecordLabels};
@@ -206,38 +207,55 @@ fn put_containerd(
     })
 }
 
-/// Saves the record in `dir` under a name of its own; `None` if even that fails.
+/// Saves the record in `dir` under a name of its own (random, created with `O_EXCL`, so
+/// nothing planted there is followed or overwritten); `None` if even that fails.
 fn keep_fallback(dir: &Path, bytes: &[u8]) -> Option<PathBuf> {
     let digest = BlobDigest::of(bytes);
-    let path = dir.join(format!("recorder-record-{}.jsonl", &digest.hex()[..16]));
-    match write_atomically(&path, bytes) {
-        Ok(()) => Some(path),
+    let saved = (|| {
+        let mut file = tempfile::Builder::new()
+            .prefix(&format!("recorder-record-{}-", &digest.hex()[..16]))
+            .suffix(".jsonl")
+            .permissions(std::fs::Permissions::from_mode(0o644))
+            .tempfile_in(dir)?;
+        file.write_all(bytes)?;
+        file.as_file().sync_all()?;
+        let (_, path) = file.keep().map_err(|e| e.error)?;
+        Ok::<_, io::Error>(path)
+    })();
+    match saved {
+        Ok(path) => Some(path),
         Err(error) => {
-            tracing::error!(path = %path.display(), %error, "could not save the record");
+            tracing::error!(dir = %dir.display(), %error, "could not save the record");
             None
         }
     }
 }
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it, and renames it into place, so
-/// a reader never sees half a record.
+/// a reader never sees half a record. The temporary file has a random name and is created with
+/// `O_EXCL` (`tempfile`): a symlink or file planted beside `path` is never written through,
+/// and the rename replaces whatever is at `path` without following it.
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))?;
-    let mut tmp_name = name.to_os_string();
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(name);
+    prefix.push(".");
+    let mut file = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(0o644))
+        .tempfile_in(dir)?;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    // On error the temporary file is removed when `file` drops.
+    file.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -269,6 +287,39 @@ mod tests {
         };
         assert_eq!(std::fs::read(kept).unwrap(), record.to_bytes());
         assert!(err.to_string().contains(&kept.display().to_string()));
+    }
+
+    #[test]
+    fn planted_files_beside_record_out_are_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"intact").unwrap();
+        let out = dir.path().join("record.json");
+        // The names the temporary file had before (NAME.tmp-PID), planted as symlinks.
+        for name in [
+            format!("record.json.tmp-{}", std::process::id()),
+            ".record.json.tmp".to_owned(),
+        ] {
+            std::os::unix::fs::symlink(&victim, dir.path().join(name)).unwrap();
+        }
+        let mut record = RecordBuilder::new("sha256:abc");
+        record.push(b"bin/sh", Some(0));
+        write_atomically(&out, &record.to_bytes()).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), record.to_bytes());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"intact");
+        // Only the planted links, the victim and the record: no temporary file left.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
+        // A symlink at the path itself is replaced, not written through.
+        std::fs::remove_file(&out).unwrap();
+        std::os::unix::fs::symlink(&victim, &out).unwrap();
+        write_atomically(&out, b"new").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"intact");
+        assert!(!std::fs::symlink_metadata(&out).unwrap().is_symlink());
+        // Fallback records get a fresh name each time.
+        let a = keep_fallback(dir.path(), b"x").unwrap();
+        let b = keep_fallback(dir.path(), b"x").unwrap();
+        assert_ne!(a, b);
+        assert_eq!(std::fs::read(&b).unwrap(), b"x");
     }
 
     #[test]

@@ -60,6 +60,19 @@ fn main() {
         let ro = ret == 0 && st.f_flag & libc::ST_RDONLY != 0;
         say(&format!("{key}-readonly"), ro);
     }
+    // The root's mount options (field 6 of its mountinfo line): no nosuid, so setuid binaries
+    // of the image behave as in production.
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let root_options = mountinfo
+        .lines()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .find(|f| f.len() > 5 && f[4] == "/")
+        .map(|f| f[5].to_owned())
+        .unwrap_or_default();
+    say(
+        "root-nosuid",
+        root_options.split(',').any(|o| o == "nosuid"),
+    );
     if let Ok(port) = arg.parse::<u16>() {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let host = match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
