@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::image::Image;
-use crate::sandbox::{Watchdog, unpack_layer};
+use crate::sandbox::{UnpackBudget, UnpackError, Watchdog, unpack_layer_within};
 
 use super::AgentError;
 
@@ -72,8 +72,50 @@ impl Drop for WorkDir {
     }
 }
 
-/// Unpacks every layer of `image` into `<work>/layers/<i>`; returns the lowerdirs, bottom first.
-pub fn unpack_layers(image: &Image, work: &Path) -> Result<Vec<PathBuf>, AgentError> {
+/// The default `--max-unpacked`: this share of the space free where the work dir is.
+pub const DEFAULT_UNPACKED_SHARE: f64 = 0.5;
+
+/// Bytes available to unprivileged writers on the filesystem holding `dir`.
+pub fn free_space(dir: &Path) -> Result<u64, AgentError> {
+    let st = nix::sys::statvfs::statvfs(dir).map_err(|e| AgentError::Io {
+        op: format!("statvfs {}", dir.display()),
+        source: e.into(),
+    })?;
+    Ok((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64))
+}
+
+/// Unpacks every layer of `image` into `<work>/layers/<i>` within `budget`; returns the
+/// lowerdirs, bottom first.
+///
+/// Checked before anything is written: the layers as stored (compressed, a floor of what they
+/// unpack to) must fit the budget's limit and the free space. Checked during: every byte.
+pub fn unpack_layers(
+    image: &Image,
+    work: &Path,
+    limit: Option<u64>,
+    budget: &mut UnpackBudget,
+) -> Result<Vec<PathBuf>, AgentError> {
+    let stored: u64 = image.layers().iter().map(|l| l.size).sum();
+    let free = free_space(work)?;
+    if let Some(limit) = limit.filter(|l| stored > *l) {
+        return Err(AgentError::Unpack {
+            layer: 0,
+            source: UnpackError::TooLarge {
+                entry: format!("(the layers are {stored} bytes as stored, before unpacking)"),
+                limit,
+            },
+        });
+    }
+    if stored > free {
+        return Err(AgentError::Io {
+            op: format!(
+                "unpacking the image into {}: its layers are {stored} bytes as stored, and only \
+                 {free} are free there",
+                work.display()
+            ),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        });
+    }
     let mut dirs = Vec::with_capacity(image.layers().len());
     for i in 0..image.layers().len() {
         let dir = work.join("layers").join(i.to_string());
@@ -85,7 +127,7 @@ pub fn unpack_layers(image: &Image, work: &Path) -> Result<Vec<PathBuf>, AgentEr
             image: format!("layer {i}"),
             source,
         })?;
-        unpack_layer(&mut reader, &dir)
+        unpack_layer_within(&mut reader, &dir, budget)
             .map_err(|source| AgentError::Unpack { layer: i, source })?;
         // The reader checks the layer's digest at EOF.
         reader.finish().map_err(|source| AgentError::Image {

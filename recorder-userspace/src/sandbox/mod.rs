@@ -25,5 +25,5 @@ pub use plan::PlanError;
 pub use run::{Pending, Running, Sandbox, SandboxError, find_runc};
 pub use runtime_spec::{Confinement, DEFAULT_PIDS_LIMIT, SpecLayout, runtime_spec};
 pub use spec::{DEFAULT_PATH, ImageProcess, ProcessSpec, ResolvedUser, SpecError, resolve_user};
-pub use unpack::{UnpackError, UnpackStats, unpack_layer};
+pub use unpack::{UnpackBudget, UnpackError, UnpackStats, unpack_layer, unpack_layer_within};
 pub use watchdog::{Watchdog, WatchedContainer};

@@ -31,12 +31,13 @@ pub fn run(sub: Sub) -> anyhow::Result<()> {
 fn show(record: &str, store: Option<PathBuf>) -> anyhow::Result<()> {
     let bytes = match (record.parse::<BlobDigest>(), store) {
         (Ok(d), Some(dir)) => ContentStore::open(&dir)?
-            .read(&d)
+            .read_capped(&d, recorder::files::MAX_RECORD_BYTES)
             .with_context(|| format!("reading record {d} from {}", dir.display()))?,
         (Ok(d), None) if !std::path::Path::new(record).exists() => {
             anyhow::bail!("{d} is a digest: give --store DIR to read it from a content store")
         }
-        _ => std::fs::read(record).with_context(|| format!("reading {record}"))?,
+        _ => recorder::files::read_capped(record.as_ref(), recorder::files::MAX_RECORD_BYTES)
+            .with_context(|| format!("reading {record}"))?,
     };
     let entries = record::parse(&bytes)?;
     let mut manifests: BTreeMap<&str, usize> = BTreeMap::new();

@@ -12,18 +12,21 @@
 use std::fmt::Display;
 use std::future::Future;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use recorder::agent::workdir::{DEFAULT_UNPACKED_SHARE, free_space};
 use recorder::agent::{
     Agent, AgentError, CommitOptions, ImageSource, Indexed, StopConditions, StopReason, Stopped,
     Stops, Summary, Target, Tracing, WorkDir, unpack_layers,
 };
 use recorder::containerd::{ContainerRun, RunRequest};
 use recorder::image::{BlobDigest, Platform};
-use recorder::sandbox::{Confinement, DEFAULT_PIDS_LIMIT, ImageProcess, Sandbox};
-use recorder::status::StatusHandle;
+use recorder::sandbox::{Confinement, DEFAULT_PIDS_LIMIT, ImageProcess, Sandbox, UnpackBudget};
+use recorder::status::{State, StatusHandle};
 use recorder::tracer::{Tracer, mount_namespace_of};
 use tokio::task::JoinHandle;
 
@@ -37,6 +40,10 @@ pub struct Args {
     common: CommonArgs,
     #[command(flatten)]
     confine: ConfineArgs,
+    /// Most bytes the image may take unpacked (e.g. 20G); default: half the space free where
+    /// the work dir is. Holes in sparse files do not count.
+    #[arg(long, value_name = "SIZE", value_parser = crate::record::parse_size)]
+    max_unpacked: Option<u64>,
     /// Command to run instead of the image's Cmd (its Entrypoint is kept, as `docker run`).
     #[arg(last = true)]
     cmd: Vec<String>,
@@ -217,16 +224,16 @@ async fn profile(
     stops: &Stops,
 ) -> Result<Summary, AgentError> {
     status.set_target(format!("run {source}"));
-    let indexed = Agent::new(status.clone()).index(source, platform).await?;
+    // A stop while indexing is acted on at once: the indexing thread is left to the runtime's
+    // shutdown (it writes nothing).
+    let indexed = tokio::select! {
+        biased;
+        reason = stops.wait() => return Err(AgentError::StoppedEarly(reason)),
+        indexed = Agent::new(status.clone()).index(source, platform) => indexed?,
+    };
     // Dropped on every way out of this function, after the sandbox: removes the layers.
     let work = WorkDir::create(&args.common.work_base())?;
-    let lowerdirs = {
-        let image = indexed.image().clone();
-        let dir = work.path().to_owned();
-        tokio::task::spawn_blocking(move || unpack_layers(&image, &dir))
-            .await
-            .map_err(|e| AgentError::Join(e.to_string()))??
-    };
+    let lowerdirs = unpack(args, &indexed, &work, status, stops).await?;
     if let Some(reason) = stops.fired() {
         return Err(AgentError::StoppedEarly(reason));
     }
@@ -279,6 +286,41 @@ async fn profile(
     let summary = stopped?.begin_commit().commit(commit);
     drop(work);
     summary
+}
+
+/// Unpacks the image's layers into `work` (state `unpacking`) within `--max-unpacked`; a stop
+/// cancels it within one 64 KiB chunk.
+async fn unpack(
+    args: &Args,
+    indexed: &Indexed,
+    work: &WorkDir,
+    status: &StatusHandle,
+    stops: &Stops,
+) -> Result<Vec<std::path::PathBuf>, AgentError> {
+    status.set_state(State::Unpacking);
+    let limit = match args.max_unpacked {
+        Some(limit) => limit,
+        None => (free_space(work.path())? as f64 * DEFAULT_UNPACKED_SHARE) as u64,
+    };
+    let cancel = Arc::new(AtomicBool::new(false));
+    let mut budget = UnpackBudget::new(limit).cancel_on(cancel.clone());
+    let image = indexed.image().clone();
+    let dir = work.path().to_owned();
+    let mut task = tokio::task::spawn_blocking(move || {
+        let dirs = unpack_layers(&image, &dir, Some(limit), &mut budget);
+        tracing::info!(bytes = budget.used(), limit, "layers unpacked");
+        dirs
+    });
+    let join = |e: tokio::task::JoinError| AgentError::Join(e.to_string());
+    tokio::select! {
+        result = &mut task => result.map_err(join)?,
+        reason = stops.wait() => {
+            cancel.store(true, Ordering::Relaxed);
+            // Prompt: the unpacker checks the flag between chunks of 64 KiB.
+            let _ = task.await;
+            Err(AgentError::StoppedEarly(reason))
+        }
+    }
 }
 
 /// Traces until the workload exits or a stop condition fires. On a stop the workload is killed
