@@ -101,6 +101,15 @@ pub enum CommitError {
         /// Where the record was kept instead.
         kept: Option<PathBuf>,
     },
+    /// The commit did not finish in time (a content store that stopped answering); the record
+    /// was saved to a fallback file if it could be.
+    #[error("committing the record did not finish within {after:?}; {}", kept_note(.kept))]
+    TimedOut {
+        /// How long it was given.
+        after: std::time::Duration,
+        /// Where the record was kept instead.
+        kept: Option<PathBuf>,
+    },
     /// `--record-out` could not be written (the store has the record).
     #[error("writing --record-out {path}: {source} (the record is in the store as {record})")]
     RecordOut {
@@ -209,7 +218,7 @@ fn put_containerd(
 
 /// Saves the record in `dir` under a name of its own (random, created with `O_EXCL`, so
 /// nothing planted there is followed or overwritten); `None` if even that fails.
-fn keep_fallback(dir: &Path, bytes: &[u8]) -> Option<PathBuf> {
+pub(crate) fn keep_fallback(dir: &Path, bytes: &[u8]) -> Option<PathBuf> {
     let digest = BlobDigest::of(bytes);
     let saved = (|| {
         let mut file = tempfile::Builder::new()

@@ -9,6 +9,7 @@ use std::time::Duration;
 use std::path::Path;
 
 use anyhow::{Context, bail};
+use recorder::agent::session::COMMIT_TIMEOUT;
 use recorder::agent::{
     Agent, AgentError, CommitOptions, ContainerdSink, ImageSource, IndexFailure, Indexed,
     RecordSink, StopConditions, Stops, Summary, Target, procs::processes_in,
@@ -623,7 +624,10 @@ async fn record(
         until_exit: until_exit.then_some(mntns),
     };
     let stopped = tracing.run(conditions.wait(stops)).await?;
-    stopped.begin_commit().commit(&commit)
+    stopped
+        .begin_commit()
+        .commit_off_runtime(&commit, COMMIT_TIMEOUT)
+        .await
 }
 
 /// Records a pod's container: subscribe and load the tracer (then `tracing`: armed-ready),
@@ -690,7 +694,10 @@ async fn record_pod(
         until_exit: until_exit.then_some(task.mntns),
     };
     let stopped = tracing.run(conditions.wait(stops)).await?;
-    stopped.begin_commit().commit(&commit)
+    stopped
+        .begin_commit()
+        .commit_off_runtime(&commit, COMMIT_TIMEOUT)
+        .await
 }
 
 /// The created task's mount namespace, pinned, or why it is gone.

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use recorder::agent::session::COMMIT_TIMEOUT;
 use recorder::agent::workdir::{DEFAULT_UNPACKED_SHARE, free_space};
 use recorder::agent::{
     Agent, AgentError, CommitOptions, ImageSource, Indexed, StopConditions, StopReason, Stopped,
@@ -174,7 +175,10 @@ async fn profile_containerd(
     // Whatever happened, the task, container, snapshot and lease go before the commit.
     run.remove().await;
     drop(work);
-    result?.begin_commit().commit(&commit)
+    result?
+        .begin_commit()
+        .commit_off_runtime(&commit, COMMIT_TIMEOUT)
+        .await
 }
 
 /// Arms the filter on the created task, starts it, and traces until it exits or a stop
@@ -283,7 +287,10 @@ async fn profile(
         |status| status.to_string(),
     )
     .await;
-    let summary = stopped?.begin_commit().commit(commit);
+    let summary = stopped?
+        .begin_commit()
+        .commit_off_runtime(commit, COMMIT_TIMEOUT)
+        .await;
     drop(work);
     summary
 }
