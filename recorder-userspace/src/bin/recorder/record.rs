@@ -106,6 +106,21 @@ pub enum ImageInput {
 }
 
 impl ImageInput {
+    /// Indexes the image, unless a stop comes first: then at once, leaving the indexing thread
+    /// (which writes nothing) to end with the process.
+    pub async fn index_or_stop(
+        self,
+        agent: Agent,
+        platform: Platform,
+        stops: &Stops,
+    ) -> Result<Indexed, AgentError> {
+        tokio::select! {
+            biased;
+            reason = stops.wait() => Err(AgentError::StoppedEarly(reason)),
+            indexed = self.index(agent, platform) => indexed,
+        }
+    }
+
     /// Indexes the image.
     pub async fn index(self, agent: Agent, platform: Platform) -> Result<Indexed, AgentError> {
         match self {
@@ -565,7 +580,9 @@ async fn record(
     let found = find(&target, session).await?;
     status.set_target(target.to_string());
 
-    let indexed = input.index(Agent::new(status.clone()), platform).await?;
+    let indexed = input
+        .index_or_stop(Agent::new(status.clone()), platform, stops)
+        .await?;
     if let Some(reason) = stops.fired() {
         return Err(AgentError::StoppedEarly(reason));
     }

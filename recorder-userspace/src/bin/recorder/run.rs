@@ -153,7 +153,9 @@ async fn profile_containerd(
     stops: &Stops,
 ) -> Result<Summary, AgentError> {
     status.set_target(format!("run {} (containerd)", session.reference));
-    let indexed = input.index(Agent::new(status.clone()), platform).await?;
+    let indexed = input
+        .index_or_stop(Agent::new(status.clone()), platform, stops)
+        .await?;
     if let Some(reason) = stops.fired() {
         return Err(AgentError::StoppedEarly(reason));
     }
