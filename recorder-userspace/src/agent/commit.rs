@@ -110,15 +110,20 @@ pub enum CommitError {
         /// Where the record was kept instead.
         kept: Option<PathBuf>,
     },
-    /// `--record-out` could not be written (the store has the record).
-    #[error("writing --record-out {path}: {source} (the record is in the store as {record})")]
-    RecordOut {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: io::Error,
+    /// The record is in the store, but not everything else asked for was written: each part
+    /// is named, written or not.
+    #[error(
+        "the record was committed only in part: written: {}; NOT written: {}",
+        written.join(", "),
+        failed.join("; ")
+    )]
+    Partial {
         /// The record's digest in the store.
         record: BlobDigest,
+        /// What was written (`record DIGEST`, `companion DIGEST`, `--record-out PATH`).
+        written: Vec<String>,
+        /// What was not, each with its error.
+        failed: Vec<String>,
     },
 }
 
@@ -138,50 +143,73 @@ pub fn commit(record: &RecordBuilder, opts: &CommitOptions) -> Result<Committed,
         .map(|path| write_atomically(path, &bytes).map(|()| path.to_owned()));
     let companion_bytes = record.companion_bytes();
     let stored = match &opts.store {
-        RecordSink::Local(dir) => put_local(dir, &bytes, &companion_bytes).map_err(SinkError::from),
+        RecordSink::Local(dir) => put_local(dir, &bytes, &companion_bytes),
         RecordSink::Containerd(sink) => put_containerd(sink, &bytes, &companion_bytes),
     };
-    match (stored, out_result) {
-        (Ok((record, companion)), None) => Ok(Committed {
-            record,
-            companion,
-            record_out: None,
-        }),
-        (Ok((record, companion)), Some(Ok(path))) => Ok(Committed {
-            record,
-            companion,
-            record_out: Some(path),
-        }),
-        (Ok((record, _)), Some(Err(source))) => Err(CommitError::RecordOut {
-            path: opts.record_out.clone().unwrap_or_default(),
-            source,
-            record,
-        }),
-        (Err(source), Some(Ok(path))) => Err(CommitError::Store {
-            source,
-            kept: Some(path),
-        }),
-        (Err(source), _) => {
-            let kept = keep_fallback(&opts.fallback_dir, &bytes);
-            Err(CommitError::Store { source, kept })
+    let (record, companion) = match stored {
+        Ok(stored) => stored,
+        Err(source) => {
+            let kept = match out_result {
+                Some(Ok(path)) => Some(path),
+                _ => keep_fallback(&opts.fallback_dir, &bytes),
+            };
+            return Err(CommitError::Store { source, kept });
         }
+    };
+    let mut written = vec![format!("record {record}")];
+    let mut failed = Vec::new();
+    let companion = match companion {
+        Ok(Some(digest)) => {
+            written.push(format!("companion {digest}"));
+            Some(digest)
+        }
+        Ok(None) => None,
+        Err(error) => {
+            failed.push(format!("companion blob: {error}"));
+            None
+        }
+    };
+    let record_out = match out_result {
+        None => None,
+        Some(Ok(path)) => {
+            written.push(format!("--record-out {}", path.display()));
+            Some(path)
+        }
+        Some(Err(error)) => {
+            let path = opts.record_out.clone().unwrap_or_default();
+            failed.push(format!("--record-out {}: {error}", path.display()));
+            None
+        }
+    };
+    if !failed.is_empty() {
+        return Err(CommitError::Partial {
+            record,
+            written,
+            failed,
+        });
     }
+    Ok(Committed {
+        record,
+        companion,
+        record_out,
+    })
 }
 
-type StoredDigests = (BlobDigest, Option<BlobDigest>);
+/// The record's digest, and the companion's (none when there are no extras), whose failure
+/// does not undo the record's.
+type StoredDigests = (BlobDigest, Result<Option<BlobDigest>, SinkError>);
 
-fn put_local(dir: &Path, bytes: &[u8], companion: &[u8]) -> Result<StoredDigests, StoreError> {
+fn put_local(dir: &Path, bytes: &[u8], companion: &[u8]) -> Result<StoredDigests, SinkError> {
     let store = ContentStore::open(dir)?;
     let reference = format!("recorder-{}", std::process::id());
     let main = store.put(&format!("{reference}-record"), bytes, None)?;
     let companion = if companion.is_empty() {
-        None
+        Ok(None)
     } else {
-        Some(
-            store
-                .put(&format!("{reference}-companion"), companion, None)?
-                .digest,
-        )
+        store
+            .put(&format!("{reference}-companion"), companion, None)
+            .map(|c| Some(c.digest))
+            .map_err(SinkError::from)
     };
     Ok((main.digest, companion))
 }
@@ -195,14 +223,13 @@ fn put_containerd(
     let write = async {
         let main = sink.client.put_record(bytes, &sink.labels).await?;
         let companion = if companion.is_empty() {
-            None
+            Ok(None)
         } else {
-            Some(
-                sink.client
-                    .put_record(companion, &sink.labels)
-                    .await?
-                    .digest,
-            )
+            sink.client
+                .put_record(companion, &sink.labels)
+                .await
+                .map(|c| Some(c.digest))
+                .map_err(SinkError::from)
         };
         Ok::<_, ContainerdError>((main.digest, companion))
     };
@@ -329,6 +356,59 @@ mod tests {
         let b = keep_fallback(dir.path(), b"x").unwrap();
         assert_ne!(a, b);
         assert_eq!(std::fs::read(&b).unwrap(), b"x");
+    }
+
+    #[test]
+    fn a_failed_companion_or_record_out_is_named_and_the_record_still_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        // The companion's ingest directory is taken by a file: only the companion fails.
+        let companion_ref = format!("recorder-{}-companion", std::process::id());
+        let ingest = store.join("ingest");
+        std::fs::create_dir_all(&ingest).unwrap();
+        std::fs::write(
+            ingest.join(BlobDigest::of(companion_ref.as_bytes()).hex()),
+            b"in the way",
+        )
+        .unwrap();
+        let mut record = RecordBuilder::new("sha256:abc");
+        record.push_with(
+            b"bin/sh",
+            Some(0),
+            crate::record::Extras {
+                pid: Some(1),
+                ..Default::default()
+            },
+        );
+        // --record-out in a directory that does not exist: it fails too.
+        let out = dir.path().join("missing/record.json");
+        let err = commit(
+            &record,
+            &CommitOptions {
+                store: store.clone().into(),
+                record_out: Some(out.clone()),
+                fallback_dir: dir.path().to_owned(),
+            },
+        )
+        .unwrap_err();
+        let CommitError::Partial {
+            record: digest,
+            written,
+            failed,
+        } = &err
+        else {
+            panic!("{err}");
+        };
+        assert_eq!(written, &[format!("record {digest}")]);
+        assert_eq!(failed.len(), 2, "{failed:?}");
+        assert!(failed[0].starts_with("companion blob: "), "{failed:?}");
+        assert!(failed[1].contains(&out.display().to_string()), "{failed:?}");
+        let message = err.to_string();
+        assert!(message.contains("committed only in part"), "{message}");
+        assert_eq!(
+            ContentStore::open(&store).unwrap().read(digest).unwrap(),
+            record.to_bytes()
+        );
     }
 
     #[test]

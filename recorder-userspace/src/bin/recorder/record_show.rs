@@ -48,14 +48,18 @@ fn show(record: &str, store: Option<PathBuf>) -> anyhow::Result<()> {
     }
     println!("entries {}", entries.len());
     for (m, n) in &manifests {
-        let m = if m.is_empty() { "(none)" } else { m };
+        let m = if m.is_empty() {
+            "(none)".to_owned()
+        } else {
+            recorder::image::path::display(m.as_bytes())
+        };
         println!("manifest {m} entries {n}");
     }
     for (layer, (n, first)) in &layers {
         let name = layer.map_or_else(|| "none".to_owned(), |l| l.to_string());
         println!(
             "layer {name} entries {n} first /{}",
-            String::from_utf8_lossy(first)
+            recorder::image::path::display(first)
         );
     }
     Ok(())
