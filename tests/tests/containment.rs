@@ -20,8 +20,8 @@ use recorder_tests::sandbox_fixtures::{LayerBuilder, ldd};
 /// containerd's default capability set (Docker's too), as `/proc/self/status` prints it.
 const DEFAULT_CAP_EFF: &str = "00000000a80425fb";
 
-/// An image whose only program is the probe, at `/bin/probe`.
-fn probe_image(root: &Path) {
+/// An image whose only program is the probe, at `/bin/probe`, named `name`.
+fn probe_image(root: &Path, name: &str) {
     let probe = PathBuf::from(env!("CARGO_BIN_EXE_containment-probe"));
     let mut layer = LayerBuilder::new();
     layer
@@ -56,7 +56,7 @@ fn probe_image(root: &Path) {
     .unwrap();
     oci_layout_with_config(
         root,
-        "probe",
+        name,
         &config,
         &[("application/vnd.oci.image.layer.v1.tar".into(), tar)],
     );
@@ -70,7 +70,7 @@ impl Fixture {
     fn new() -> Self {
         require_root();
         let dir = tempfile::tempdir().unwrap();
-        probe_image(&dir.path().join("image"));
+        probe_image(&dir.path().join("image"), "probe");
         std::fs::create_dir(dir.path().join("work")).unwrap();
         Self { dir }
     }
@@ -117,8 +117,26 @@ impl Fixture {
             .unwrap()
             .collect();
         assert!(left.is_empty(), "work dir not emptied: {left:?}");
-        (report, stderr)
+        (report, String::from_utf8_lossy(&out.stderr).into_owned())
     }
+}
+
+/// The probe's `probe KEY VALUE` lines, once the recorder exited 0 and the probe finished.
+fn parse_report(out: &std::process::Output) -> HashMap<String, String> {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let report: HashMap<String, String> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("probe "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    assert!(
+        report.contains_key("end"),
+        "probe did not finish:\n{stdout}\n{stderr}"
+    );
+    report
 }
 
 fn host_ns(ns: &str) -> String {
@@ -158,6 +176,35 @@ fn the_workload_is_confined_by_default() {
     assert_eq!(r["io-uring"], "err1", "{r:?}");
     // Its own root keeps setuid semantics (no_new_privs is what stops escalation).
     assert_eq!(r["root-nosuid"], "false", "{r:?}");
+}
+
+/// The same spec builder serves `run --containerd`: the same containment through containerd.
+#[test]
+fn run_through_containerd_is_confined_the_same_way() {
+    use recorder_tests::containerd::{Daemon, assert_run_left_nothing, recorder_run};
+    const REF: &str = "docker.io/recorder/probe:1";
+    let daemon = Daemon::start();
+    let layout = daemon.scratch().join("probe-layout");
+    probe_image(&layout, REF);
+    daemon.import_layout(&layout);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let out = recorder_run(&daemon, &["--image", REF, "--", "/bin/probe", &port])
+        .output()
+        .unwrap();
+    let r = parse_report(&out);
+    assert_eq!(r["CapEff"], DEFAULT_CAP_EFF, "{r:?}");
+    assert_eq!(r["NoNewPrivs"], "1", "{r:?}");
+    assert_eq!(r["Seccomp"], "2", "{r:?}");
+    for ns in ["mnt", "pid", "uts", "ipc", "net"] {
+        assert_ne!(r[&format!("ns-{ns}")], host_ns(ns), "{ns} namespace shared");
+    }
+    assert_eq!(r["proc-sys-writable"], "err30", "{r:?}");
+    assert_eq!(r["sys-readonly"], "true", "{r:?}");
+    assert_eq!(r["host-port"], "err111", "{r:?}");
+    assert_eq!(r["unshare-user"], "err1", "{r:?}");
+    assert_eq!(r["io-uring"], "err1", "{r:?}");
+    assert_run_left_nothing(&daemon);
 }
 
 #[test]
