@@ -299,7 +299,7 @@ async fn sigterm_while_unpacking_stops_promptly_and_cleans_up() {
     );
     let (work, socket) = (dir.path().join("work"), dir.path().join("status.sock"));
     std::fs::create_dir(&work).unwrap();
-    let child = Command::new(recorder_bin())
+    let mut child = Command::new(recorder_bin())
         .arg("run")
         .arg("--image")
         .arg(&image)
@@ -315,18 +315,27 @@ async fn sigterm_while_unpacking_stops_promptly_and_cleans_up() {
         .spawn()
         .unwrap();
     let pid = child.id();
-    let report = client::wait_for(
+    let report = match client::wait_for(
         &socket,
         State::Unpacking,
         Duration::from_secs(120),
         Duration::from_millis(20),
     )
     .await
-    .unwrap();
+    {
+        Ok(report) => report,
+        Err(e) => {
+            // Our own child: kill it before failing, so nothing of the test outlives it.
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    };
     assert!(report.has_reached(State::Indexing));
     // Let it get well into the layer.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let Some(run_dir) = std::fs::read_dir(&work).unwrap().next() else {
+        let _ = child.kill();
         let out = child.wait_with_output().unwrap();
         panic!("no run dir: {}", String::from_utf8_lossy(&out.stderr));
     };

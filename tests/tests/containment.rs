@@ -284,16 +284,19 @@ fn a_sigkilled_recorder_leaves_no_workload_cgroup_or_work_dir() {
         .unwrap();
     let recorder = child.id();
     // Should an assertion fail before the SIGKILL, the recorder still goes (and cleans up).
-    struct Term(u32);
+    // Disarmed before the SIGKILL: once reaped, the pid may be someone else's.
+    struct Term(Option<u32>);
     impl Drop for Term {
         fn drop(&mut self) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.0 as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
+            if let Some(pid) = self.0 {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
         }
     }
-    let _term = Term(recorder);
+    let mut term = Term(Some(recorder));
     let (tx, rx) = std::sync::mpsc::channel();
     let stdout = child.stdout.take().unwrap();
     std::thread::spawn(move || {
@@ -362,6 +365,7 @@ fn a_sigkilled_recorder_leaves_no_workload_cgroup_or_work_dir() {
         (64u64 << 20).to_string()
     );
 
+    term.0 = None;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(recorder as i32),
         nix::sys::signal::Signal::SIGKILL,
