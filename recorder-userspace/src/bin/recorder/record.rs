@@ -731,3 +731,26 @@ fn pin_created(task: &TaskTarget) -> Result<Target, AgentError> {
         Err(e) => Err(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        for (input, want) in [
+            ("0", 0),
+            ("512", 512),
+            ("4K", 4 << 10),
+            ("64M", 64 << 20),
+            ("2G", 2 << 30),
+            ("2GiB", 2 << 30),
+            ("1t", 1 << 40),
+        ] {
+            assert_eq!(parse_size(input), Ok(want), "{input}");
+        }
+        for bad in ["", "M", "1.5G", "12X", "-1", "99999999999999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+}
