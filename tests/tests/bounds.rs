@@ -4,7 +4,7 @@
 //! SIGTERM during unpacking honoured promptly with everything cleaned up.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -274,11 +274,9 @@ fn files_that_are_not_regular_or_too_large_are_refused_at_once() {
     assert!(stderr.contains("not a regular file"), "{stderr}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_while_unpacking_stops_promptly_and_cleans_up() {
-    require_root();
-    let dir = tempfile::tempdir().unwrap();
-    // 300,000 empty files: minutes to unpack, a second or two to index.
+/// Starts `recorder run` of an image of 300,000 empty files (minutes to unpack, a second or
+/// two to index) with a status socket; returns the child, the work dir and the socket.
+fn run_many_files(dir: &Path) -> (std::process::Child, PathBuf, PathBuf) {
     let mut b = tar::Builder::new(Vec::new());
     add(&mut b, "f", tar::EntryType::Directory, &[][..], 0);
     for i in 0..300_000 {
@@ -291,20 +289,20 @@ async fn sigterm_while_unpacking_stops_promptly_and_cleans_up() {
         );
     }
     let tar = b.into_inner().unwrap();
-    let image = dir.path().join("image");
+    let image = dir.join("image");
     oci_layout_from_blobs(
         &image,
         "many",
         &[(Comp::Zstd.media_type().into(), Comp::Zstd.compress(&tar))],
     );
-    let (work, socket) = (dir.path().join("work"), dir.path().join("status.sock"));
+    let (work, socket) = (dir.join("work"), dir.join("status.sock"));
     std::fs::create_dir(&work).unwrap();
-    let mut child = Command::new(recorder_bin())
+    let child = Command::new(recorder_bin())
         .arg("run")
         .arg("--image")
         .arg(&image)
         .arg("--store")
-        .arg(dir.path().join("store"))
+        .arg(dir.join("store"))
         .arg("--work-dir")
         .arg(&work)
         .arg("--status-socket")
@@ -314,6 +312,43 @@ async fn sigterm_while_unpacking_stops_promptly_and_cleans_up() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    (child, work, socket)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_recorder_leaves_no_unpacked_layers() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, work, socket) = run_many_files(dir.path());
+    if let Err(e) = client::wait_for(
+        &socket,
+        State::Unpacking,
+        Duration::from_secs(120),
+        Duration::from_millis(20),
+    )
+    .await
+    {
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(std::fs::read_dir(&work).unwrap().next().is_some());
+    // SIGKILL: nothing of the recorder runs any more; its watchdog removes the work dir.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let end = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_dir(&work).unwrap().next().is_some() {
+        assert!(Instant::now() < end, "the work dir was never removed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_unpacking_stops_promptly_and_cleans_up() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, work, socket) = run_many_files(dir.path());
     let pid = child.id();
     let report = match client::wait_for(
         &socket,
