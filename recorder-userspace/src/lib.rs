@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod containerd;
+pub mod files;
 pub mod image;
 pub mod k8s;
 pub mod record;

@@ -48,6 +48,19 @@ pub const STEPS: &[&str] = &[
 /// default spec (ours under `recorder run --containerd`, and `ctr-remote image optimize`'s).
 pub const NAMESPACE_STEPS: &[&str] = &["unshare", "clone-newns"];
 
+/// The steps that use io_uring, which the default seccomp profile denies (as Docker's and
+/// containerd's current defaults do).
+pub const URING_STEPS: &[&str] = &["uring", "uring-fixed"];
+
+/// [`STEPS`] less [`NAMESPACE_STEPS`] and [`URING_STEPS`]: what a workload under `recorder run`'s
+/// default confinement can do.
+pub fn confined_steps() -> Vec<&'static str> {
+    unprivileged_steps()
+        .into_iter()
+        .filter(|s| !URING_STEPS.contains(s))
+        .collect()
+}
+
 /// [`STEPS`] less [`NAMESPACE_STEPS`].
 pub fn unprivileged_steps() -> Vec<&'static str> {
     STEPS

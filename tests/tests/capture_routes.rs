@@ -3,26 +3,29 @@
 //! links, `/proc/self/root`, fexecve, execveat, an exec of an unfaulted literal, symlinked
 //! directories, a runtime symlink, a hard link, a `#!` script, a thread, a chroot, and nested
 //! mount namespaces with a bind mount) records exactly the files the kernel opened, in order;
-//! under `recorder run --containerd` too.
+//! under `recorder run --containerd` too. The routes that need CAP_SYS_ADMIN (namespaces, the
+//! bind mount) or io_uring (denied by the default seccomp profile) run with `--privileged`; the
+//! rest are also recorded under the default confinement.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use recorder::sandbox::{ProcessSpec, Sandbox, unpack_layer};
+use recorder::sandbox::{Confinement, ProcessSpec, Sandbox, unpack_layer};
 use recorder::status::{State, client};
 use recorder::store::ContentStore;
 use recorder_tests::agent_fixtures::{record_entries, recorder_bin};
 use recorder_tests::containerd::{Daemon, assert_run_left_nothing, recorder_run};
 use recorder_tests::root::require_root;
 use recorder_tests::routes_fixtures::{
-    IMAGE, STEPS, expected_record, layers, unprivileged_steps, write_image,
+    IMAGE, STEPS, confined_steps, expected_record, layers, write_image,
 };
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_routes-workload");
 
-/// Runs `recorder run` on the routes image; returns its exit code, stderr and record entries.
-fn run(dir: &Path, steps: &[&str]) -> (Option<i32>, String, Vec<(String, usize)>) {
+/// Runs `recorder run ARGS` on the routes image; returns its exit code, stderr and record
+/// entries.
+fn run(dir: &Path, steps: &[&str], args: &[&str]) -> (Option<i32>, String, Vec<(String, usize)>) {
     let (image, store) = (dir.join("image"), dir.join("store"));
     let manifest = write_image(&image, "routes", Path::new(WORKLOAD), steps);
     let record_out = dir.join("record.json");
@@ -31,6 +34,7 @@ fn run(dir: &Path, steps: &[&str]) -> (Option<i32>, String, Vec<(String, usize)>
         .args(["--image".as_ref(), image.as_os_str()])
         .args(["--store".as_ref(), store.as_os_str()])
         .args(["--record-out".as_ref(), record_out.as_os_str()])
+        .args(args)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -51,7 +55,7 @@ fn run(dir: &Path, steps: &[&str]) -> (Option<i32>, String, Vec<(String, usize)>
 fn every_route_to_an_image_file_is_recorded_as_the_file_the_kernel_opened() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
-    let (code, stderr, entries) = run(dir.path(), STEPS);
+    let (code, stderr, entries) = run(dir.path(), STEPS, &["--privileged"]);
     assert_eq!(code, Some(0), "stderr:\n{stderr}");
     assert_eq!(
         entries,
@@ -66,14 +70,26 @@ fn every_route_to_an_image_file_is_recorded_as_the_file_the_kernel_opened() {
     assert!(stderr.contains("o-path="), "{stderr}");
 }
 
-/// Under containerd's default spec (no CAP_SYS_ADMIN) the steps that make mount namespaces
-/// cannot run; `recorder run` above covers them.
+#[test]
+fn under_the_default_confinement_the_routes_it_allows_are_recorded() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let steps = confined_steps();
+    let (code, stderr, entries) = run(dir.path(), &steps, &[]);
+    assert_eq!(code, Some(0), "stderr:\n{stderr}");
+    assert_eq!(
+        entries,
+        expected_record(Path::new(WORKLOAD), &steps),
+        "stderr:\n{stderr}"
+    );
+}
+
 #[test]
 fn under_containerd_every_route_is_recorded_as_well() {
     let daemon = Daemon::start();
-    let steps = unprivileged_steps();
+    let steps = STEPS;
     let layout = daemon.scratch().join("routes-layout");
-    let manifest = write_image(&layout, IMAGE, Path::new(WORKLOAD), &steps);
+    let manifest = write_image(&layout, IMAGE, Path::new(WORKLOAD), steps);
     daemon.import_layout(&layout);
     let record_out = daemon.scratch().join("record.json");
     let out = recorder_run(
@@ -81,6 +97,7 @@ fn under_containerd_every_route_is_recorded_as_well() {
         &[
             "--image",
             IMAGE,
+            "--privileged",
             "--period",
             "60s",
             "--record-out",
@@ -104,7 +121,7 @@ fn under_containerd_every_route_is_recorded_as_well() {
     assert_eq!(daemon.ctr_ok(&["content", "get", &digest]), bytes);
     assert_eq!(
         record_entries(&bytes, &manifest),
-        expected_record(Path::new(WORKLOAD), &steps),
+        expected_record(Path::new(WORKLOAD), steps),
         "stderr:\n{stderr}"
     );
     assert_run_left_nothing(&daemon);
@@ -140,7 +157,12 @@ async fn until_exit_waits_for_the_namespaces_the_target_made() {
         cwd: "/".into(),
         ..ProcessSpec::default()
     };
+    // The workload makes a mount namespace: CAP_SYS_ADMIN, and no seccomp filter.
     let pending = Sandbox::new(lowerdirs, dir.path().join("scratch"), spec)
+        .confinement(Confinement {
+            privileged: true,
+            ..Confinement::default()
+        })
         .start()
         .unwrap();
     let recorder = Command::new(recorder_bin())

@@ -531,3 +531,25 @@ fn recorder_bin() -> PathBuf {
     assert!(bin.is_file(), "no recorder binary at {}", bin.display());
     bin
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_cannot_delay_a_real_request() {
+    let f = start();
+    // 300 clients that connect and say nothing: with 64 slots held 5 s each, a real request
+    // used to wait behind them for ~25 s. Now the oldest is closed to make room.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(UnixStream::connect(&f.path).await.unwrap());
+    }
+    f.status.set_state(State::Indexing);
+    let report = tokio::time::timeout(Duration::from_secs(5), client::status(&f.path))
+        .await
+        .expect("GET /status waited behind idle connections")
+        .unwrap();
+    assert_eq!(report.state, State::Indexing);
+    let stop = tokio::time::timeout(Duration::from_secs(5), client::stop(&f.path))
+        .await
+        .expect("POST /stop waited behind idle connections");
+    assert!(stop.is_ok(), "{stop:?}");
+    assert!(f.stop.is_triggered());
+}

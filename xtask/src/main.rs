@@ -4,6 +4,7 @@ mod bench;
 mod cmd;
 mod demo;
 mod demo_image;
+mod fuzz;
 mod setup;
 mod test;
 
@@ -30,6 +31,8 @@ enum Xtask {
     Demo(demo::Args),
     /// Run a benchmark and print its report.
     Bench(bench::Args),
+    /// Run the cargo-fuzz targets for a bounded time each (nightly, address sanitizer).
+    Fuzz(fuzz::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,6 +49,10 @@ fn main() -> anyhow::Result<()> {
         Xtask::Bench(args) => {
             setup::run_setup(setup::Args {})?;
             bench::run(args)
+        }
+        Xtask::Fuzz(args) => {
+            setup::run_setup(setup::Args {})?;
+            fuzz::run_fuzz(args)
         }
     }
 }

@@ -3,6 +3,7 @@
 //! recorded is ever lost.
 
 use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::containerd::{Containerd, ContainerdError, RecordLabels};
@@ -100,15 +101,29 @@ pub enum CommitError {
         /// Where the record was kept instead.
         kept: Option<PathBuf>,
     },
-    /// `--record-out` could not be written (the store has the record).
-    #[error("writing --record-out {path}: {source} (the record is in the store as {record})")]
-    RecordOut {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: io::Error,
+    /// The commit did not finish in time (a content store that stopped answering); the record
+    /// was saved to a fallback file if it could be.
+    #[error("committing the record did not finish within {after:?}; {}", kept_note(.kept))]
+    TimedOut {
+        /// How long it was given.
+        after: std::time::Duration,
+        /// Where the record was kept instead.
+        kept: Option<PathBuf>,
+    },
+    /// The record is in the store, but not everything else asked for was written: each part
+    /// is named, written or not.
+    #[error(
+        "the record was committed only in part: written: {}; NOT written: {}",
+        written.join(", "),
+        failed.join("; ")
+    )]
+    Partial {
         /// The record's digest in the store.
         record: BlobDigest,
+        /// What was written (`record DIGEST`, `companion DIGEST`, `--record-out PATH`).
+        written: Vec<String>,
+        /// What was not, each with its error.
+        failed: Vec<String>,
     },
 }
 
@@ -140,50 +155,73 @@ pub fn commit(record: &RecordBuilder, opts: &CommitOptions) -> Result<Committed,
         }
     }
     let stored = match &opts.store {
-        RecordSink::Local(dir) => put_local(dir, &bytes, &companion_bytes).map_err(SinkError::from),
+        RecordSink::Local(dir) => put_local(dir, &bytes, &companion_bytes),
         RecordSink::Containerd(sink) => put_containerd(sink, &bytes, &companion_bytes),
     };
-    match (stored, out_result) {
-        (Ok((record, companion)), None) => Ok(Committed {
-            record,
-            companion,
-            record_out: None,
-        }),
-        (Ok((record, companion)), Some(Ok(path))) => Ok(Committed {
-            record,
-            companion,
-            record_out: Some(path),
-        }),
-        (Ok((record, _)), Some(Err(source))) => Err(CommitError::RecordOut {
-            path: opts.record_out.clone().unwrap_or_default(),
-            source,
-            record,
-        }),
-        (Err(source), Some(Ok(path))) => Err(CommitError::Store {
-            source,
-            kept: Some(path),
-        }),
-        (Err(source), _) => {
-            let kept = keep_fallback(&opts.fallback_dir, &bytes);
-            Err(CommitError::Store { source, kept })
+    let (record, companion) = match stored {
+        Ok(stored) => stored,
+        Err(source) => {
+            let kept = match out_result {
+                Some(Ok(path)) => Some(path),
+                _ => keep_fallback(&opts.fallback_dir, &bytes),
+            };
+            return Err(CommitError::Store { source, kept });
         }
+    };
+    let mut written = vec![format!("record {record}")];
+    let mut failed = Vec::new();
+    let companion = match companion {
+        Ok(Some(digest)) => {
+            written.push(format!("companion {digest}"));
+            Some(digest)
+        }
+        Ok(None) => None,
+        Err(error) => {
+            failed.push(format!("companion blob: {error}"));
+            None
+        }
+    };
+    let record_out = match out_result {
+        None => None,
+        Some(Ok(path)) => {
+            written.push(format!("--record-out {}", path.display()));
+            Some(path)
+        }
+        Some(Err(error)) => {
+            let path = opts.record_out.clone().unwrap_or_default();
+            failed.push(format!("--record-out {}: {error}", path.display()));
+            None
+        }
+    };
+    if !failed.is_empty() {
+        return Err(CommitError::Partial {
+            record,
+            written,
+            failed,
+        });
     }
+    Ok(Committed {
+        record,
+        companion,
+        record_out,
+    })
 }
 
-type StoredDigests = (BlobDigest, Option<BlobDigest>);
+/// The record's digest, and the companion's (none when there are no extras), whose failure
+/// does not undo the record's.
+type StoredDigests = (BlobDigest, Result<Option<BlobDigest>, SinkError>);
 
-fn put_local(dir: &Path, bytes: &[u8], companion: &[u8]) -> Result<StoredDigests, StoreError> {
+fn put_local(dir: &Path, bytes: &[u8], companion: &[u8]) -> Result<StoredDigests, SinkError> {
     let store = ContentStore::open(dir)?;
     let reference = format!("recorder-{}", std::process::id());
     let main = store.put(&format!("{reference}-record"), bytes, None)?;
     let companion = if companion.is_empty() {
-        None
+        Ok(None)
     } else {
-        Some(
-            store
-                .put(&format!("{reference}-companion"), companion, None)?
-                .digest,
-        )
+        store
+            .put(&format!("{reference}-companion"), companion, None)
+            .map(|c| Some(c.digest))
+            .map_err(SinkError::from)
     };
     Ok((main.digest, companion))
 }
@@ -197,14 +235,13 @@ fn put_containerd(
     let write = async {
         let main = sink.client.put_record(bytes, &sink.labels).await?;
         let companion = if companion.is_empty() {
-            None
+            Ok(None)
         } else {
-            Some(
-                sink.client
-                    .put_record(companion, &sink.labels)
-                    .await?
-                    .digest,
-            )
+            sink.client
+                .put_record(companion, &sink.labels)
+                .await
+                .map(|c| Some(c.digest))
+                .map_err(SinkError::from)
         };
         Ok::<_, ContainerdError>((main.digest, companion))
     };
@@ -218,38 +255,55 @@ fn put_containerd(
     })
 }
 
-/// Saves the record in `dir` under a name of its own; `None` if even that fails.
-fn keep_fallback(dir: &Path, bytes: &[u8]) -> Option<PathBuf> {
+/// Saves the record in `dir` under a name of its own (random, created with `O_EXCL`, so
+/// nothing planted there is followed or overwritten); `None` if even that fails.
+pub(crate) fn keep_fallback(dir: &Path, bytes: &[u8]) -> Option<PathBuf> {
     let digest = BlobDigest::of(bytes);
-    let path = dir.join(format!("recorder-record-{}.jsonl", &digest.hex()[..16]));
-    match write_atomically(&path, bytes) {
-        Ok(()) => Some(path),
+    let saved = (|| {
+        let mut file = tempfile::Builder::new()
+            .prefix(&format!("recorder-record-{}-", &digest.hex()[..16]))
+            .suffix(".jsonl")
+            .permissions(std::fs::Permissions::from_mode(0o644))
+            .tempfile_in(dir)?;
+        file.write_all(bytes)?;
+        file.as_file().sync_all()?;
+        let (_, path) = file.keep().map_err(|e| e.error)?;
+        Ok::<_, io::Error>(path)
+    })();
+    match saved {
+        Ok(path) => Some(path),
         Err(error) => {
-            tracing::error!(path = %path.display(), %error, "could not save the record");
+            tracing::error!(dir = %dir.display(), %error, "could not save the record");
             None
         }
     }
 }
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it, and renames it into place, so
-/// a reader never sees half a record.
+/// a reader never sees half a record. The temporary file has a random name and is created with
+/// `O_EXCL` (`tempfile`): a symlink or file planted beside `path` is never written through,
+/// and the rename replaces whatever is at `path` without following it.
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))?;
-    let mut tmp_name = name.to_os_string();
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(name);
+    prefix.push(".");
+    let mut file = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(0o644))
+        .tempfile_in(dir)?;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    // On error the temporary file is removed when `file` drops.
+    file.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -281,6 +335,92 @@ mod tests {
         };
         assert_eq!(std::fs::read(kept).unwrap(), record.to_bytes());
         assert!(err.to_string().contains(&kept.display().to_string()));
+    }
+
+    #[test]
+    fn planted_files_beside_record_out_are_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"intact").unwrap();
+        let out = dir.path().join("record.json");
+        // The names the temporary file had before (NAME.tmp-PID), planted as symlinks.
+        for name in [
+            format!("record.json.tmp-{}", std::process::id()),
+            ".record.json.tmp".to_owned(),
+        ] {
+            std::os::unix::fs::symlink(&victim, dir.path().join(name)).unwrap();
+        }
+        let mut record = RecordBuilder::new("sha256:abc");
+        record.push(b"bin/sh", Some(0));
+        write_atomically(&out, &record.to_bytes()).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), record.to_bytes());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"intact");
+        // Only the planted links, the victim and the record: no temporary file left.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
+        // A symlink at the path itself is replaced, not written through.
+        std::fs::remove_file(&out).unwrap();
+        std::os::unix::fs::symlink(&victim, &out).unwrap();
+        write_atomically(&out, b"new").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"intact");
+        assert!(!std::fs::symlink_metadata(&out).unwrap().is_symlink());
+        // Fallback records get a fresh name each time.
+        let a = keep_fallback(dir.path(), b"x").unwrap();
+        let b = keep_fallback(dir.path(), b"x").unwrap();
+        assert_ne!(a, b);
+        assert_eq!(std::fs::read(&b).unwrap(), b"x");
+    }
+
+    #[test]
+    fn a_failed_companion_or_record_out_is_named_and_the_record_still_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        // The companion's ingest directory is taken by a file: only the companion fails.
+        let companion_ref = format!("recorder-{}-companion", std::process::id());
+        let ingest = store.join("ingest");
+        std::fs::create_dir_all(&ingest).unwrap();
+        std::fs::write(
+            ingest.join(BlobDigest::of(companion_ref.as_bytes()).hex()),
+            b"in the way",
+        )
+        .unwrap();
+        let mut record = RecordBuilder::new("sha256:abc");
+        record.push_with(
+            b"bin/sh",
+            Some(0),
+            crate::record::Extras {
+                pid: Some(1),
+                ..Default::default()
+            },
+        );
+        // --record-out in a directory that does not exist: it fails too.
+        let out = dir.path().join("missing/record.json");
+        let err = commit(
+            &record,
+            &CommitOptions {
+                store: store.clone().into(),
+                record_out: Some(out.clone()),
+                fallback_dir: dir.path().to_owned(),
+            },
+        )
+        .unwrap_err();
+        let CommitError::Partial {
+            record: digest,
+            written,
+            failed,
+        } = &err
+        else {
+            panic!("{err}");
+        };
+        assert_eq!(written, &[format!("record {digest}")]);
+        assert_eq!(failed.len(), 2, "{failed:?}");
+        assert!(failed[0].starts_with("companion blob: "), "{failed:?}");
+        assert!(failed[1].contains(&out.display().to_string()), "{failed:?}");
+        let message = err.to_string();
+        assert!(message.contains("committed only in part"), "{message}");
+        assert_eq!(
+            ContentStore::open(&store).unwrap().read(digest).unwrap(),
+            record.to_bytes()
+        );
     }
 
     #[test]

@@ -607,7 +607,38 @@ pub struct Committing {
     inner: Stopped,
 }
 
+/// How long a commit may take before the record is saved to a fallback file instead: records
+/// are megabytes at most, so only a store that stopped answering takes this long.
+pub const COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 impl Committing {
+    /// As [`Committing::commit`], on a blocking thread so that the runtime, and the status
+    /// socket served on it, keep answering meanwhile. After `timeout` it stops waiting: the
+    /// record is saved to a fallback file, and the commit is reported as timed out.
+    pub async fn commit_off_runtime(
+        self,
+        opts: &CommitOptions,
+        timeout: std::time::Duration,
+    ) -> Result<Summary, AgentError> {
+        let status = self.inner.status.clone();
+        let bytes = self.inner.record.to_bytes();
+        let owned = opts.clone();
+        let task = tokio::task::spawn_blocking(move || self.commit(&owned));
+        match tokio::time::timeout(timeout, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(AgentError::Join(join.to_string())),
+            Err(_) => {
+                let kept = super::commit::keep_fallback(&opts.fallback_dir, &bytes);
+                let error = super::CommitError::TimedOut {
+                    after: timeout,
+                    kept,
+                };
+                status.fail(&error);
+                Err(error.into())
+            }
+        }
+    }
+
     /// Writes the record (state `done` with its digest, or `failed` naming where it was kept).
     pub fn commit(self, opts: &CommitOptions) -> Result<Summary, AgentError> {
         let Stopped {

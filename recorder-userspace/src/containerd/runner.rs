@@ -7,7 +7,8 @@
 //!    its expiry label, collects everything if the recorder dies without cleaning up);
 //! 2. an active `overlayfs` snapshot on top of the image's unpacked layers (parent: the chain
 //!    id of the config's `rootfs.diff_ids`);
-//! 3. a container with an OCI runtime spec derived from the image config (see [`spec`]);
+//! 3. a container with an OCI runtime spec derived from the image config (the same builder as
+//!    `recorder run`'s, [`crate::sandbox::runtime_spec()`]);
 //! 4. a task, created but not started: its pid is runc's init, blocked on its exec fifo
 //!    until [`ContainerRun::start`].
 //!
@@ -42,9 +43,7 @@ use super::client::Containerd;
 use super::error::ContainerdError;
 use crate::agent::AgentError;
 use crate::image::Image;
-use crate::sandbox::{ImageProcess, SpecError};
-
-pub mod spec;
+use crate::sandbox::{Confinement, ImageProcess, SpecError, SpecLayout, runtime_spec};
 
 /// The snapshotter `ctr images import` unpacks into by default.
 pub const SNAPSHOTTER: &str = "overlayfs";
@@ -134,6 +133,8 @@ pub struct RunRequest<'a> {
     pub cmd: Option<&'a [String]>,
     /// A private directory for the stdout and stderr files.
     pub io_dir: &'a Path,
+    /// How the workload is contained.
+    pub confinement: Confinement,
 }
 
 /// What of a run exists in containerd, so that removal undoes exactly that.
@@ -234,7 +235,15 @@ impl ContainerRun {
             user: config.user,
         }
         .to_spec(req.cmd, &lowerdirs)?;
-        let runtime_spec = spec::runtime_spec(&process, c.namespace(), &self.id)?;
+        let layout = SpecLayout {
+            // Relative: the shim mounts the task's rootfs there, in the bundle.
+            root: PathBuf::from("rootfs"),
+            // Where `ctr run` puts its containers, so cgroups are found and removed the same way.
+            cgroups_path: PathBuf::from(format!("/{}/{}", c.namespace(), self.id)),
+            tmp_tmpfs: false,
+        };
+        let runtime_spec = runtime_spec(&process, &layout, &req.confinement)
+            .map_err(|e| RunError::Spec(e.to_string()))?;
         let value = serde_json::to_vec(&runtime_spec).map_err(|e| RunError::Spec(e.to_string()))?;
         ContainersClient::new(c.channel())
             .create(self.leased(CreateContainerRequest {

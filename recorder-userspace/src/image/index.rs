@@ -125,6 +125,11 @@ pub struct LayerStats {
     pub opaques: u64,
     /// Uncompressed tar bytes read.
     pub tar_bytes: u64,
+    /// Entries `recorder run` refuses to unpack (absolute names, `..` components, in the name
+    /// or a hardlink's target), which the index takes after cleaning, as the stargz seed does.
+    pub refused_by_run: u64,
+    /// The first of them, and why.
+    pub first_refused: Option<(String, &'static str)>,
 }
 
 /// The index of one layer.
@@ -247,6 +252,19 @@ impl LayerIndexBuilder {
         device: Option<(u32, u32)>,
     ) -> Result<(), String> {
         path::check(name).map_err(|e| e.to_string())?;
+        let refused = path::refused_by_run(name).or_else(|| {
+            (kind == EntryKind::Hardlink)
+                .then_some(target)
+                .flatten()
+                .and_then(path::refused_by_run)
+        });
+        if let Some(why) = refused {
+            let stats = &mut self.index.stats;
+            stats.refused_by_run += 1;
+            stats
+                .first_refused
+                .get_or_insert_with(|| (path::display(name), why));
+        }
         let comps = path::clean_components(name);
         let mut kind = kind;
         if let Some(base) = comps.last() {

@@ -12,7 +12,8 @@ use super::error::{ImageError, Result};
 use super::layer::LayerReader;
 use super::media::{self, Compression, DocKind};
 use super::platform::{self, Platform};
-use super::source::{BlobDir, BlobSource};
+use super::source::{BlobDir, BlobSource, MAX_JSON_BLOB};
+use crate::files::read_capped;
 
 /// Annotation that names a manifest in an OCI layout's `index.json`.
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
@@ -72,7 +73,7 @@ impl Image {
     /// Opens the manifest named `name` (or the only one, or this platform's) of an OCI layout.
     pub fn open_oci_layout(dir: &Path, name: Option<&str>, platform: &Platform) -> Result<Image> {
         let layout_file = dir.join("oci-layout");
-        let layout = std::fs::read(&layout_file).map_err(|source| ImageError::Io {
+        let layout = read_capped(&layout_file, MAX_JSON_BLOB).map_err(|source| ImageError::Io {
             path: layout_file.clone(),
             source,
         })?;
@@ -93,7 +94,7 @@ impl Image {
             });
         }
         let index_file = dir.join("index.json");
-        let bytes = std::fs::read(&index_file).map_err(|source| ImageError::Io {
+        let bytes = read_capped(&index_file, MAX_JSON_BLOB).map_err(|source| ImageError::Io {
             path: index_file.clone(),
             source,
         })?;

@@ -58,9 +58,34 @@ pub fn check(name: &[u8]) -> Result<(), NameError> {
     Ok(())
 }
 
-/// Lossy text of a byte name, for messages.
+/// Text of a byte name for people: lossy UTF-8, with control characters (C0, DEL, C1) written
+/// as `\u{1b}` so that an image's names cannot drive the terminal that shows them.
 pub fn display(name: &[u8]) -> String {
-    String::from_utf8_lossy(name).into_owned()
+    let lossy = String::from_utf8_lossy(name);
+    if !lossy.chars().any(char::is_control) {
+        return lossy.into_owned();
+    }
+    let mut out = String::with_capacity(lossy.len() + 8);
+    for c in lossy.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Why `recorder run` refuses to unpack an entry of this raw name (or link target) that the
+/// index accepts after cleaning, as the stargz seed does: absolute names and `..` components.
+pub fn refused_by_run(name: &[u8]) -> Option<&'static str> {
+    if name.first() == Some(&b'/') {
+        return Some("absolute path");
+    }
+    if name.split(|&b| b == b'/').any(|c| c == b"..") {
+        return Some("path contains a '..' component");
+    }
+    None
 }
 
 #[cfg(test)]
@@ -83,6 +108,23 @@ mod tests {
         ] {
             assert_eq!(clean(input.as_bytes()), want.as_bytes(), "{input:?}");
         }
+    }
+
+    #[test]
+    fn display_escapes_control_characters() {
+        assert_eq!(display(b"usr/bin/sh"), "usr/bin/sh");
+        assert_eq!(display(b"a\x1b[31mred\x07"), "a\\u{1b}[31mred\\u{7}");
+        assert_eq!(display("x\u{9b}y".as_bytes()), "x\\u{9b}y");
+        assert_eq!(display(b"tab\there\n"), "tab\\u{9}here\\u{a}");
+    }
+
+    #[test]
+    fn names_run_refuses() {
+        assert_eq!(refused_by_run(b"usr/bin/sh"), None);
+        assert_eq!(refused_by_run(b"./a/..b"), None);
+        assert!(refused_by_run(b"../../tmp/x").is_some());
+        assert!(refused_by_run(b"a/../b").is_some());
+        assert!(refused_by_run(b"/etc/passwd").is_some());
     }
 
     #[test]

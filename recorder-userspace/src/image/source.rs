@@ -1,6 +1,5 @@
 //! Where blobs come from: the [`BlobSource`] trait and the directory-backed sources.
 
-use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
@@ -67,7 +66,7 @@ impl BlobSource for BlobDir {
 
     fn open_unverified(&self, digest: &BlobDigest) -> Result<Box<dyn Read + Send>> {
         let path = self.blob_path(digest);
-        match File::open(&path) {
+        match crate::files::open_regular(&path) {
             Ok(f) => Ok(Box::new(f)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ImageError::MissingBlob {
                 digest: digest.to_string(),

@@ -1,25 +1,29 @@
-//! Self-contained profiling runs (`recorder run`): the image's layers as a read-only overlay
-//! with a throwaway upper dir, in private mount and PID namespaces, held before exec so the
-//! tracer can be armed on the workload's mount namespace first.
+//! Self-contained profiling runs (`recorder run`): the image's layers as an overlay with a
+//! throwaway upper dir, as the root of a runc container confined like a container runtime's
+//! (see [`runtime_spec`]), held before exec so the tracer can be armed on the workload's
+//! mount namespace first.
 //!
 //! - [`unpack_layer`] turns an uncompressed OCI layer tar into an overlay lowerdir.
 //! - [`ImageProcess::to_spec`] turns an image config into a [`ProcessSpec`].
-//! - [`Sandbox::start`] sets up the container and returns a [`Pending`] workload; arm the
+//! - [`runtime_spec()`] builds the OCI runtime spec, for runc here and for containerd's shim.
+//! - [`Sandbox::start`] creates the container and returns a [`Pending`] workload; arm the
 //!   tracer with [`Pending::mntns_inode`], then [`Pending::release`] and [`Running::wait`].
 //!
-//! Mounts exist only in the workload's namespace and vanish with it (PID 1 exiting kills the
-//! rest of the namespace); the scratch dir is removed on every way out, including drop.
-//! The agent should turn SIGINT/SIGTERM into dropping (or killing and waiting for) the
-//! workload: no parent-death signal is set, because Linux ties it to the forking *thread*,
-//! and a tokio blocking-pool thread exiting would kill a healthy workload.
+//! The overlay exists only in the container's mount namespace and vanishes with it; the
+//! scratch dir is removed on every way out, including drop, and by a [`Watchdog`] if the
+//! recorder is killed.
 
-mod child;
 mod plan;
 mod run;
+pub mod runtime_spec;
+pub mod seccomp;
 mod spec;
 mod unpack;
+pub mod watchdog;
 
 pub use plan::PlanError;
-pub use run::{Pending, Running, Sandbox, SandboxError};
+pub use run::{Pending, Running, Sandbox, SandboxError, find_runc};
+pub use runtime_spec::{Confinement, DEFAULT_PIDS_LIMIT, SpecLayout, runtime_spec};
 pub use spec::{DEFAULT_PATH, ImageProcess, ProcessSpec, ResolvedUser, SpecError, resolve_user};
-pub use unpack::{UnpackError, UnpackStats, unpack_layer};
+pub use unpack::{UnpackBudget, UnpackError, UnpackStats, unpack_layer, unpack_layer_within};
+pub use watchdog::{Watchdog, WatchedContainer};

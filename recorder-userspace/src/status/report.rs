@@ -19,6 +19,8 @@ pub enum State {
     Starting,
     /// Reading the image and indexing its layers.
     Indexing,
+    /// Unpacking the image's layers for `recorder run`.
+    Unpacking,
     /// The filter is armed and events are being recorded.
     Tracing,
     /// Writing the record out.
@@ -31,9 +33,10 @@ pub enum State {
 
 impl State {
     /// Every state, in lifecycle order.
-    pub const ALL: [State; 6] = [
+    pub const ALL: [State; 7] = [
         State::Starting,
         State::Indexing,
+        State::Unpacking,
         State::Tracing,
         State::Committing,
         State::Done,
@@ -45,6 +48,7 @@ impl State {
         match self {
             State::Starting => "starting",
             State::Indexing => "indexing",
+            State::Unpacking => "unpacking",
             State::Tracing => "tracing",
             State::Committing => "committing",
             State::Done => "done",
@@ -67,7 +71,7 @@ impl fmt::Display for State {
 /// A state name that is not one of [`State::ALL`].
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "unknown state {0:?} (expected one of starting, indexing, tracing, committing, done, failed)"
+    "unknown state {0:?} (expected one of starting, indexing, unpacking, tracing, committing, done, failed)"
 )]
 pub struct UnknownState(pub String);
 

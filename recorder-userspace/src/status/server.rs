@@ -1,5 +1,6 @@
 //! The HTTP/1.1 server on the status socket.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
@@ -14,20 +15,23 @@ use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::UnixListener;
-use tokio::sync::{Semaphore, watch};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::sync::watch;
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 
 use super::metrics;
 use super::report::StatusHandle;
 use super::stop::StopSignal;
 
-/// How long a client may take to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client may take to send a request's headers (a local client sends them in
+/// microseconds).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(1);
 /// The longest a single connection may stay open, however it behaves.
-const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(10);
 /// Read buffer cap; headers larger than this get `431` (hyper's floor is 8 KiB).
 const MAX_BUF_SIZE: usize = 16 * 1024;
-/// Connections served at once; further clients wait in the listen backlog.
+/// Connections held open at once. A new connection beyond this closes the *oldest* one rather
+/// than waiting for a slot: idle clients can no longer keep a real `GET /status` waiting (1,000
+/// idle connections used to delay one by 75 s, 64 at a time for 5 s each).
 const MAX_CONNECTIONS: usize = 64;
 
 /// Why the status socket could not be set up.
@@ -186,17 +190,11 @@ struct App {
 }
 
 async fn accept_loop(listener: UnixListener, app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     // Dropping the set on exit aborts every open connection.
     let mut connections = JoinSet::new();
+    // Oldest first, for eviction.
+    let mut open: VecDeque<AbortHandle> = VecDeque::new();
     loop {
-        let permit = tokio::select! {
-            _ = stopped(&mut shutdown) => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
         let stream = tokio::select! {
             _ = stopped(&mut shutdown) => break,
             accepted = listener.accept() => match accepted {
@@ -211,16 +209,25 @@ async fn accept_loop(listener: UnixListener, app: Arc<App>, mut shutdown: watch:
         };
         // Reap finished connections so the set does not grow without bound.
         while connections.try_join_next().is_some() {}
+        open.retain(|h| !h.is_finished());
+        while open.len() >= MAX_CONNECTIONS {
+            if let Some(oldest) = open.pop_front() {
+                tracing::debug!("status socket full: closing the oldest connection");
+                oldest.abort();
+            }
+        }
         let app = app.clone();
-        connections.spawn(async move {
-            let _permit = permit;
+        let handle = connections.spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let app = app.clone();
                 async move { Ok::<_, Infallible>(route(&app, &req)) }
             });
+            // One request per connection: an idle keep-alive connection is what the cap is
+            // about, and every client of this socket connects per request anyway.
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
+                .keep_alive(false)
                 .max_buf_size(MAX_BUF_SIZE)
                 .serve_connection(TokioIo::new(stream), service);
             match tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
@@ -229,6 +236,7 @@ async fn accept_loop(listener: UnixListener, app: Arc<App>, mut shutdown: watch:
                 Err(_) => tracing::debug!("status connection closed after its lifetime"),
             }
         });
+        open.push_back(handle);
     }
 }
 

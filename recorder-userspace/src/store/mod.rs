@@ -139,13 +139,28 @@ impl ContentStore {
     /// A reader of a committed blob that fails at EOF unless it matches its digest.
     pub fn open_blob(&self, digest: &BlobDigest) -> Result<VerifyingReader<File>> {
         let path = self.blob_path(digest);
-        match File::open(&path) {
+        match crate::files::open_regular(&path) {
             Ok(f) => Ok(VerifyingReader::new(f, digest.clone(), None)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 Err(StoreError::NotFound(digest.clone()))
             }
             Err(e) => Err(io_err("open", &path)(e)),
         }
+    }
+
+    /// A whole committed blob, verified, refused past `limit` bytes (for documents such as
+    /// records, which a command reads into memory).
+    pub fn read_capped(&self, digest: &BlobDigest, limit: u64) -> Result<Vec<u8>> {
+        let path = self.blob_path(digest);
+        let size = fs::metadata(&path).map_err(io_err("stat", &path))?.len();
+        if size > limit {
+            return Err(StoreError::Io {
+                op: "read",
+                path,
+                source: crate::files::FileRefused::TooLarge(limit).into(),
+            });
+        }
+        self.read(digest)
     }
 
     /// A whole committed blob, verified.

@@ -136,9 +136,21 @@ fn inspect(source: Option<PathBuf>, src: &SourceArgs, opts: &IndexArgs) -> anyho
     for (i, (layer, idx)) in image.layers().iter().zip(view.layers()).enumerate() {
         let s = idx.stats();
         println!(
-            "layer {i} {} {} size {} entries {} whiteouts {} opaque {}",
-            layer.digest, layer.media_type, layer.size, s.entries, s.whiteouts, s.opaques
+            "layer {i} {} {} size {} entries {} whiteouts {} opaque {} refused-by-run {}",
+            layer.digest,
+            layer.media_type,
+            layer.size,
+            s.entries,
+            s.whiteouts,
+            s.opaques,
+            s.refused_by_run
         );
+        if let Some((name, why)) = &s.first_refused {
+            eprintln!(
+                "warning: layer {i} has {} entries `recorder run` refuses to unpack, e.g. {name:?}: {why} (indexed here as its cleaned path)",
+                s.refused_by_run
+            );
+        }
     }
     let entries = view.entry_count();
     let bytes = view.heap_bytes();
@@ -165,6 +177,14 @@ fn which(
     use std::os::unix::ffi::OsStrExt;
     let opened = open(source, src)?;
     let (view, _) = index(&opened.image, opts.threads)?;
+    for (i, idx) in view.layers().iter().enumerate() {
+        if let Some((name, why)) = &idx.stats().first_refused {
+            eprintln!(
+                "warning: layer {i} has {} entries `recorder run` refuses to unpack, e.g. {name:?}: {why}; answers below use their cleaned paths",
+                idx.stats().refused_by_run
+            );
+        }
+    }
     for p in paths {
         let raw = p.as_os_str().as_bytes();
         let (path, result, target, chain) = if follow {
@@ -176,12 +196,12 @@ fn which(
         };
         if json {
             let mut obj = serde_json::json!({
-                "path": path::display(&path),
+                "path": String::from_utf8_lossy(&path),
                 "layerIndex": result.as_ref().ok().map(|f| f.layer),
                 "reason": result.as_ref().err().map(reason_text),
             });
             if let Some(t) = &target {
-                obj["target"] = serde_json::Value::String(path::display(t));
+                obj["target"] = serde_json::Value::String(String::from_utf8_lossy(t).into());
             }
             println!("{obj}");
             continue;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use std::path::Path;
 
 use anyhow::{Context, bail};
+use recorder::agent::session::COMMIT_TIMEOUT;
 use recorder::agent::{
     Agent, AgentError, CommitOptions, ContainerdSink, ImageSource, IndexFailure, Indexed,
     RecordSink, StopConditions, Stops, Summary, Target, procs::processes_in,
@@ -108,6 +109,21 @@ pub enum ImageInput {
 }
 
 impl ImageInput {
+    /// Indexes the image, unless a stop comes first: then at once, leaving the indexing thread
+    /// (which writes nothing) to end with the process.
+    pub async fn index_or_stop(
+        self,
+        agent: Agent,
+        platform: Platform,
+        stops: &Stops,
+    ) -> Result<Indexed, AgentError> {
+        tokio::select! {
+            biased;
+            reason = stops.wait() => Err(AgentError::StoppedEarly(reason)),
+            indexed = self.index(agent, platform) => indexed,
+        }
+    }
+
     /// Indexes the image.
     pub async fn index(self, agent: Agent, platform: Platform) -> Result<Indexed, AgentError> {
         match self {
@@ -287,6 +303,27 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
     };
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// A size in bytes: a bare number, or with a binary suffix `K`, `M`, `G`, `T` (`KiB`... too).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a size such as 512M or 2G"))?;
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use K, M, G or T)")),
+    };
+    value
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?}: too large"))
 }
 
 /// Runs `recorder record`.
@@ -600,7 +637,9 @@ async fn record(
     let found = find(&target, session).await?;
     status.set_target(target.to_string());
 
-    let indexed = input.index(Agent::new(status.clone()), platform).await?;
+    let indexed = input
+        .index_or_stop(Agent::new(status.clone()), platform, stops)
+        .await?;
     if let Some(reason) = stops.fired() {
         return Err(AgentError::StoppedEarly(reason));
     }
@@ -659,7 +698,10 @@ async fn record(
         until_exit: until_exit.then(|| tracing.namespaces()),
     };
     let stopped = tracing.run(conditions.wait(stops)).await?;
-    stopped.begin_commit().commit(&commit)
+    stopped
+        .begin_commit()
+        .commit_off_runtime(&commit, COMMIT_TIMEOUT)
+        .await
 }
 
 /// Records a pod's container: subscribe and load the tracer (then `tracing`: armed-ready),
@@ -726,7 +768,10 @@ async fn record_pod(
         until_exit: until_exit.then(|| tracing.namespaces()),
     };
     let stopped = tracing.run(conditions.wait(stops)).await?;
-    stopped.begin_commit().commit(&commit)
+    stopped
+        .begin_commit()
+        .commit_off_runtime(&commit, COMMIT_TIMEOUT)
+        .await
 }
 
 /// The created task's mount namespace, pinned, or why it is gone.
@@ -741,5 +786,28 @@ fn pin_created(task: &TaskTarget) -> Result<Target, AgentError> {
             .into())
         }
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        for (input, want) in [
+            ("0", 0),
+            ("512", 512),
+            ("4K", 4 << 10),
+            ("64M", 64 << 20),
+            ("2G", 2 << 30),
+            ("2GiB", 2 << 30),
+            ("1t", 1 << 40),
+        ] {
+            assert_eq!(parse_size(input), Ok(want), "{input}");
+        }
+        for bad in ["", "M", "1.5G", "12X", "-1", "99999999999999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -56,16 +56,18 @@ pub fn run(sub: Sub) -> anyhow::Result<()> {
     }
 }
 
-/// The bytes of `record`: a file, or a digest in the content store `store`.
+/// The bytes of `record`: a file, or a digest in the content store `store` (read up to the
+/// record size cap).
 pub fn read_record(record: &str, store: Option<&Path>) -> anyhow::Result<Vec<u8>> {
     Ok(match (record.parse::<BlobDigest>(), store) {
         (Ok(d), Some(dir)) => ContentStore::open(dir)?
-            .read(&d)
+            .read_capped(&d, recorder::files::MAX_RECORD_BYTES)
             .with_context(|| format!("reading record {d} from {}", dir.display()))?,
         (Ok(d), None) if !Path::new(record).exists() => {
             anyhow::bail!("{d} is a digest: give --store DIR to read it from a content store")
         }
-        _ => std::fs::read(record).with_context(|| format!("reading {record}"))?,
+        _ => recorder::files::read_capped(record.as_ref(), recorder::files::MAX_RECORD_BYTES)
+            .with_context(|| format!("reading {record}"))?,
     })
 }
 
@@ -80,14 +82,18 @@ fn show(record: &str, store: Option<PathBuf>) -> anyhow::Result<()> {
     }
     println!("entries {}", entries.len());
     for (m, n) in &manifests {
-        let m = if m.is_empty() { "(none)" } else { m };
+        let m = if m.is_empty() {
+            "(none)".to_owned()
+        } else {
+            recorder::image::path::display(m.as_bytes())
+        };
         println!("manifest {m} entries {n}");
     }
     for (layer, (n, first)) in &layers {
         let name = layer.map_or_else(|| "none".to_owned(), |l| l.to_string());
         println!(
             "layer {name} entries {n} first /{}",
-            String::from_utf8_lossy(first)
+            recorder::image::path::display(first)
         );
     }
     Ok(())

@@ -12,18 +12,22 @@
 use std::fmt::Display;
 use std::future::Future;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use recorder::agent::session::COMMIT_TIMEOUT;
+use recorder::agent::workdir::{DEFAULT_UNPACKED_SHARE, free_space};
 use recorder::agent::{
     Agent, AgentError, CommitOptions, ImageSource, Indexed, StopConditions, StopReason, Stopped,
     Stops, Summary, Target, Tracing, WorkDir, unpack_layers,
 };
 use recorder::containerd::{ContainerRun, RunRequest};
 use recorder::image::{BlobDigest, Platform};
-use recorder::sandbox::{ImageProcess, Sandbox};
-use recorder::status::StatusHandle;
+use recorder::sandbox::{Confinement, DEFAULT_PIDS_LIMIT, ImageProcess, Sandbox, UnpackBudget};
+use recorder::status::{State, StatusHandle};
 use recorder::tracer::{Tracer, mount_namespace_of};
 use tokio::task::JoinHandle;
 
@@ -37,9 +41,59 @@ use crate::source::ContainerdSession;
 pub struct Args {
     #[command(flatten)]
     common: CommonArgs,
+    #[command(flatten)]
+    confine: ConfineArgs,
+    /// Most bytes the image may take unpacked (e.g. 20G); default: half the space free where
+    /// the work dir is. Holes in sparse files do not count.
+    #[arg(long, value_name = "SIZE", value_parser = crate::record::parse_size)]
+    max_unpacked: Option<u64>,
     /// Command to run instead of the image's Cmd (its Entrypoint is kept, as `docker run`).
     #[arg(last = true)]
     cmd: Vec<String>,
+}
+
+/// How the workload is contained (see `docs/containment.md`).
+#[derive(clap::Args, Debug)]
+pub struct ConfineArgs {
+    /// Run the workload unconfined: every capability, no seccomp filter, no masked or
+    /// read-only paths, writable /sys, privileges may be gained. Only for trusted images.
+    #[arg(long)]
+    privileged: bool,
+    /// Seccomp profile: `default` (the project's, see docs/containment.md) or `unconfined`.
+    #[arg(long, value_name = "PROFILE", default_value = "default", value_parser = ["default", "unconfined"])]
+    seccomp: String,
+    /// Share the host's network namespace (default: a new one with only loopback).
+    #[arg(long)]
+    net_host: bool,
+    /// Memory limit of the workload (e.g. 512M, 2G).
+    #[arg(long, value_name = "SIZE", value_parser = crate::record::parse_size)]
+    memory: Option<u64>,
+    /// Most processes and threads the workload may have; 0 for no limit.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_PIDS_LIMIT)]
+    pids_limit: i64,
+}
+
+impl ConfineArgs {
+    fn confinement(&self) -> anyhow::Result<Confinement> {
+        if self.privileged {
+            eprintln!(
+                "WARNING: --privileged: the workload runs with every capability, no seccomp \
+                 filter, writable /proc/sys and /sys, and may gain privileges; an untrusted \
+                 image can take over this host"
+            );
+        }
+        let memory_bytes = self
+            .memory
+            .map(|m| i64::try_from(m).context("--memory is too large"))
+            .transpose()?;
+        Ok(Confinement {
+            privileged: self.privileged,
+            seccomp: self.seccomp == "default",
+            net_host: self.net_host,
+            memory_bytes,
+            pids_limit: (self.pids_limit > 0).then_some(self.pids_limit),
+        })
+    }
 }
 
 impl Args {
@@ -51,28 +105,47 @@ impl Args {
 
 /// Runs `recorder run`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let confinement = args.confine.confinement()?;
     if args.common.ctrd.containerd.is_some() {
-        return run_containerd(args);
+        return run_containerd(args, confinement);
     }
     let source = args.common.source()?;
     let platform = args.common.platform()?;
     let commit = args.common.commit_options(None, &BlobDigest::of(b""))?;
     runtime()?.block_on(async {
         let (status, stops, server) = start_status(&args.common)?;
-        let result = profile(&args, source, platform, &commit, &status, &stops).await;
+        let result = profile(
+            &args,
+            source,
+            platform,
+            &commit,
+            confinement,
+            &status,
+            &stops,
+        )
+        .await;
         let pushed = push_if_asked(&result, &args.common, None, args.command()).await;
         conclude_pushed(result, pushed, &status, server).await
     })
 }
 
 /// `recorder run --containerd`: the container is created and started through containerd.
-fn run_containerd(args: Args) -> anyhow::Result<ExitCode> {
+fn run_containerd(args: Args, confinement: Confinement) -> anyhow::Result<ExitCode> {
     let (input, session) = args.common.input()?;
     let session = session.context("--containerd gave no containerd connection")?;
     let platform = args.common.platform()?;
     let outcome = runtime()?.block_on(async {
         let (status, stops, server) = start_status(&args.common)?;
-        let result = profile_containerd(&args, input, platform, &session, &status, &stops).await;
+        let result = profile_containerd(
+            &args,
+            input,
+            platform,
+            &session,
+            confinement,
+            &status,
+            &stops,
+        )
+        .await;
         let pushed = push_if_asked(&result, &args.common, Some(&session), args.command()).await;
         conclude_pushed(result, pushed, &status, server).await
     });
@@ -86,11 +159,14 @@ async fn profile_containerd(
     input: ImageInput,
     platform: Platform,
     session: &ContainerdSession,
+    confinement: Confinement,
     status: &StatusHandle,
     stops: &Stops,
 ) -> Result<Summary, AgentError> {
     status.set_target(format!("run {} (containerd)", session.reference));
-    let indexed = input.index(Agent::new(status.clone()), platform).await?;
+    let indexed = input
+        .index_or_stop(Agent::new(status.clone()), platform, stops)
+        .await?;
     if let Some(reason) = stops.fired() {
         return Err(AgentError::StoppedEarly(reason));
     }
@@ -104,6 +180,7 @@ async fn profile_containerd(
         reference: &session.reference,
         cmd: (!args.cmd.is_empty()).then_some(args.cmd.as_slice()),
         io_dir: work.path(),
+        confinement,
     };
     let run = session.client.create_run(&request).await?;
     let result = trace_run(args, indexed, &run, stops).await;
@@ -111,7 +188,10 @@ async fn profile_containerd(
     // Whatever happened, the task, container, snapshot and lease go before the commit.
     run.remove().await;
     drop(work);
-    result?.begin_commit().commit(&commit)
+    result?
+        .begin_commit()
+        .commit_off_runtime(&commit, COMMIT_TIMEOUT)
+        .await
 }
 
 /// Arms the filter on the created task, starts it, and traces until it exits or a stop
@@ -156,20 +236,21 @@ async fn profile(
     source: ImageSource,
     platform: Platform,
     commit: &CommitOptions,
+    confinement: Confinement,
     status: &StatusHandle,
     stops: &Stops,
 ) -> Result<Summary, AgentError> {
     status.set_target(format!("run {source}"));
-    let indexed = Agent::new(status.clone()).index(source, platform).await?;
+    // A stop while indexing is acted on at once: the indexing thread is left to the runtime's
+    // shutdown (it writes nothing).
+    let indexed = tokio::select! {
+        biased;
+        reason = stops.wait() => return Err(AgentError::StoppedEarly(reason)),
+        indexed = Agent::new(status.clone()).index(source, platform) => indexed?,
+    };
     // Dropped on every way out of this function, after the sandbox: removes the layers.
     let work = WorkDir::create(&args.common.work_base())?;
-    let lowerdirs = {
-        let image = indexed.image().clone();
-        let dir = work.path().to_owned();
-        tokio::task::spawn_blocking(move || unpack_layers(&image, &dir))
-            .await
-            .map_err(|e| AgentError::Join(e.to_string()))??
-    };
+    let lowerdirs = unpack(args, &indexed, &work, status, stops).await?;
     if let Some(reason) = stops.fired() {
         return Err(AgentError::StoppedEarly(reason));
     }
@@ -185,7 +266,10 @@ async fn profile(
     let spec = process.to_spec(cmd, &lowerdirs)?;
     // Loaded before the workload exists, so it is held before exec as briefly as possible.
     let tracer = Tracer::load(&args.common.tracer_config())?;
-    let pending = Sandbox::new(lowerdirs, work.scratch(), spec).start()?;
+    let pending = Sandbox::new(lowerdirs, work.scratch(), spec)
+        .confinement(confinement)
+        .watchdog(work.watchdog())
+        .start()?;
     let mntns = u32::try_from(pending.mntns_inode()).map_err(|_| AgentError::Target {
         target: format!("pid:{}", pending.pid()),
         message: "mount namespace inode does not fit in 32 bits".into(),
@@ -216,9 +300,47 @@ async fn profile(
         |status| status.to_string(),
     )
     .await;
-    let summary = stopped?.begin_commit().commit(commit);
+    let summary = stopped?
+        .begin_commit()
+        .commit_off_runtime(commit, COMMIT_TIMEOUT)
+        .await;
     drop(work);
     summary
+}
+
+/// Unpacks the image's layers into `work` (state `unpacking`) within `--max-unpacked`; a stop
+/// cancels it within one 64 KiB chunk.
+async fn unpack(
+    args: &Args,
+    indexed: &Indexed,
+    work: &WorkDir,
+    status: &StatusHandle,
+    stops: &Stops,
+) -> Result<Vec<std::path::PathBuf>, AgentError> {
+    status.set_state(State::Unpacking);
+    let limit = match args.max_unpacked {
+        Some(limit) => limit,
+        None => (free_space(work.path())? as f64 * DEFAULT_UNPACKED_SHARE) as u64,
+    };
+    let cancel = Arc::new(AtomicBool::new(false));
+    let mut budget = UnpackBudget::new(limit).cancel_on(cancel.clone());
+    let image = indexed.image().clone();
+    let dir = work.path().to_owned();
+    let mut task = tokio::task::spawn_blocking(move || {
+        let dirs = unpack_layers(&image, &dir, Some(limit), &mut budget);
+        tracing::info!(bytes = budget.used(), limit, "layers unpacked");
+        dirs
+    });
+    let join = |e: tokio::task::JoinError| AgentError::Join(e.to_string());
+    tokio::select! {
+        result = &mut task => result.map_err(join)?,
+        reason = stops.wait() => {
+            cancel.store(true, Ordering::Relaxed);
+            // Prompt: the unpacker checks the flag between chunks of 64 KiB.
+            let _ = task.await;
+            Err(AgentError::StoppedEarly(reason))
+        }
+    }
 }
 
 /// Traces until the workload exits or a stop condition fires. On a stop the workload is killed
