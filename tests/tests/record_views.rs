@@ -367,7 +367,7 @@ fn paths_export_refuses_a_path_with_a_newline_by_name() {
         assert!(!out.status.success(), "{format}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
-            stderr.contains(r#""/etc/two\nlines""#) && stderr.contains("newline"),
+            stderr.contains(r#""/etc/two\u{a}lines""#) && stderr.contains("newline"),
             "{stderr}"
         );
         assert!(out.stdout.is_empty());

@@ -389,6 +389,7 @@ impl Tracing {
         let mut batch = Vec::with_capacity(4096);
         let mut refresh = tokio::time::interval(DROPS_REFRESH);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let namespaces = self.namespaces.clone();
         let reason = loop {
             tokio::select! {
                 biased;
@@ -401,6 +402,12 @@ impl Tracing {
                 _ = refresh.tick() => {
                     let lost = self.tracer.counters()?.lost() + self.events.undecodable();
                     self.status.set_drops(lost);
+                }
+                () = namespaces.drain_requested() => {
+                    self.events.drain(&mut batch);
+                    self.consume(&batch);
+                    batch.clear();
+                    namespaces.drained();
                 }
             }
         };

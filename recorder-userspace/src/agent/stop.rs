@@ -143,12 +143,23 @@ impl StopConditions {
     }
 }
 
+/// How long an empty scan waits for the tracing loop to drain the ring.
+const SETTLE_LIMIT: Duration = Duration::from_secs(2);
+
 /// Completes once no process is left in any of the recording's mount namespaces (the armed
 /// one, and those its tasks made).
 pub async fn until_exit(namespaces: &Namespaces) -> StopReason {
     loop {
         match namespaces.processes() {
-            Ok(pids) if pids.is_empty() => return StopReason::TargetExited,
+            // Believed only once the namespaces reported before the scan are known (see
+            // Namespaces): then a second empty scan is the truth. A tracing loop that does not
+            // answer within the limit has stopped anyway.
+            Ok(pids) if pids.is_empty() => {
+                namespaces.settle(SETTLE_LIMIT).await;
+                if namespaces.processes().is_ok_and(|p| p.is_empty()) {
+                    return StopReason::TargetExited;
+                }
+            }
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "scanning /proc for the target's processes"),
         }
