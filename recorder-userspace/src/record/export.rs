@@ -171,10 +171,13 @@ fn absolute_paths(entries: &[RecordEntry], format: Format) -> Result<Vec<String>
             }
             let text = String::from_utf8(cleaned).map_err(|_| ExportError::NotUtf8 {
                 format,
-                path: shown,
+                path: shown.clone(),
             })?;
             if matches!(format, Format::Soci | Format::Paths) && text.trim() != text {
-                return Err(ExportError::Whitespace { format, path: text });
+                return Err(ExportError::Whitespace {
+                    format,
+                    path: shown,
+                });
             }
             Ok(format!("/{text}"))
         })
