@@ -36,6 +36,48 @@ fn companion(stderr: &str, store: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// The companion the README promises: one line per record entry, in record order, with the
+/// time offset (first-access order, so never decreasing), pid, comm and kind of access.
+fn assert_companion(companion: &str, entries: &[(String, usize)]) {
+    let lines: Vec<serde_json::Value> = companion
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    assert_eq!(lines.len(), entries.len(), "companion:\n{companion}");
+    let mut last_offset = 0;
+    for (i, (line, (path, _))) in lines.iter().zip(entries).enumerate() {
+        assert_eq!(line["index"], i, "{line}");
+        assert_eq!(line["path"], path.as_str(), "{line}");
+        let offset = line["offsetNs"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{line}"));
+        assert!(offset >= last_offset, "offsets go back at {line}");
+        last_offset = offset;
+        assert!(line["pid"].as_u64().is_some_and(|p| p > 1), "{line}");
+        let kind = match path.as_str() {
+            "bin/sh" | "bin/cat" | "bin/grep" | "bin/ls" => "exec",
+            p if p.contains("/ld-linux") => "interpreter",
+            _ => "open",
+        };
+        assert_eq!(line["kind"], kind, "{line}");
+        let comm = match path.as_str() {
+            "bin/sh" | "app/run.sh" => Some("sh"),
+            "bin/cat" | "etc/shadowed" | "app/rel.txt" => Some("cat"),
+            "bin/grep" | "app/tree/deep/found.txt" => Some("grep"),
+            "bin/ls" => Some("ls"),
+            _ => None,
+        };
+        if let Some(comm) = comm {
+            assert_eq!(line["comm"], comm, "{line}");
+        } else {
+            assert!(
+                line["comm"].as_str().is_some_and(|c| !c.is_empty()),
+                "{line}"
+            );
+        }
+    }
+}
+
 fn assert_cleaned(work: &Path) {
     let left: Vec<_> = std::fs::read_dir(work).unwrap().collect();
     assert!(left.is_empty(), "work dir not emptied: {left:?}");
@@ -73,6 +115,11 @@ fn run_records_exactly_the_image_files_the_workload_reads() {
         expected_record(true),
         "{}",
         companion(&stderr, &store)
+    );
+
+    assert_companion(
+        &companion(&stderr, &store),
+        &record_entries(&bytes, &manifest),
     );
 
     assert!(stderr.contains("record: complete"), "{stderr}");
@@ -125,6 +172,7 @@ async fn run_stopped_by_sigterm_commits_what_was_read() {
         .spawn()
         .unwrap();
     // Wait until the workload has read everything it will read before sleeping.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let report = client::wait_for(
             &socket,
@@ -137,6 +185,12 @@ async fn run_stopped_by_sigterm_commits_what_was_read() {
         if report.counters.recorded_paths == want.0.len() as u64 {
             break;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "60 s and {} of {} paths recorded",
+            report.counters.recorded_paths,
+            want.0.len()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     nix::sys::signal::kill(
