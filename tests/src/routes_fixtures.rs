@@ -40,6 +40,20 @@ pub const STEPS: &[&str] = &[
     "clone-newns",
 ];
 
+/// The image path (no leading `/`) of the `long-path` step's file: `routes/long/`, directories
+/// of 250 bytes, and a file name that brings `/` + the path to PATH_MAX - 1 = 4095 bytes, the
+/// longest path open() takes. The workload builds the same path with the same formula.
+pub fn long_path() -> String {
+    let mut path = String::from("routes/long/");
+    while 4094 - path.len() > 255 {
+        path.push_str(&"d".repeat(250));
+        path.push('/');
+    }
+    let name_len = 4094 - path.len();
+    path.push_str(&"f".repeat(name_len));
+    path
+}
+
 /// The steps that make mount namespaces, which need CAP_SYS_ADMIN: not granted by containerd's
 /// default spec (ours under `recorder run --containerd`, and `ctr-remote image optimize`'s).
 pub const NAMESPACE_STEPS: &[&str] = &["unshare", "clone-newns"];
@@ -116,6 +130,8 @@ pub fn layers(workload: &Path) -> Vec<Vec<u8>> {
         .file("routes/jail/inside.txt", 0o644, b"inside")
         .dir("routes/bindsrc", 0o755)
         .file("routes/bindsrc/bound.txt", 0o644, b"bound");
+    // Beyond a tar header's 100-byte name field: a GNU long-name entry, as real layers carry.
+    routes.long_file(&long_path(), 0o644, b"long");
     vec![base.finish(), routes.finish()]
 }
 
@@ -176,6 +192,9 @@ pub fn expected_record(workload: &Path, steps: &[&str]) -> Vec<(String, usize)> 
                 .file("routes/nested.txt", 1),
             "clone-newns" => e.file("routes/cloned.txt", 1),
             "late" => e.file("routes/late.txt", 1),
+            // Failed execs record nothing (they are counted).
+            "failed-exec" => &mut e,
+            "long-path" => e.file(&long_path(), 1),
             other => panic!("no step {other:?}"),
         };
     }
