@@ -210,3 +210,43 @@ async fn run_stopped_by_sigterm_commits_what_was_read() {
         "the status socket is removed on the way out"
     );
 }
+
+/// `run --period` stops the sandboxed workload when the period ends: exit 0, the record of what
+/// it read committed, nothing left behind.
+#[test]
+fn run_stopped_by_its_period_commits_what_was_read() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (image, store, work) = (
+        dir.path().join("image"),
+        dir.path().join("store"),
+        dir.path().join("work"),
+    );
+    std::fs::create_dir(&work).unwrap();
+    let manifest = write_image(&image);
+    let out = Command::new(recorder_bin())
+        .arg("run")
+        .args(["--image".as_ref(), image.as_os_str()])
+        .args(["--store".as_ref(), store.as_os_str()])
+        .args(["--work-dir".as_ref(), work.as_os_str()])
+        .args(["--period", "5s"])
+        .args(["--", "/bin/sh", "-c", "cat /etc/shadowed; exec sleep 1000"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    assert!(stderr.contains("stopped: period of 5s ended"), "{stderr}");
+    assert!(stderr.contains("record: complete"), "{stderr}");
+    let (_, bytes) = committed(&out.stdout, &store);
+    let mut want = Expected::default();
+    want.exec("sh")
+        .exec("cat")
+        .file("etc/shadowed", 1)
+        .exec("sleep");
+    assert_eq!(
+        record_entries(&bytes, &manifest),
+        want.0,
+        "stderr:\n{stderr}"
+    );
+    assert_cleaned(&work);
+}
