@@ -2,6 +2,7 @@
 
 pub mod agent_fixtures;
 pub mod containerd;
+pub mod deadline;
 pub mod image_fixtures;
 pub mod root;
 pub mod routes_fixtures;

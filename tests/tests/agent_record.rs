@@ -15,6 +15,7 @@ use recorder::store::ContentStore;
 use recorder_tests::agent_fixtures::{
     Expected, bind_into, expected_record, layers, record_entries, recorder_bin, write_image,
 };
+use recorder_tests::deadline::output_within;
 use recorder_tests::root::require_root;
 
 struct Setup {
@@ -74,7 +75,7 @@ fn record(s: &Setup, target: u32, extra: &[&str]) -> Child {
 }
 
 fn finish(child: Child, s: &Setup) -> (Vec<(String, usize)>, String) {
-    let out = child.wait_with_output().unwrap();
+    let out = output_within(child, Duration::from_secs(120), "recorder record");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -340,7 +341,7 @@ async fn a_ring_overflow_commits_and_exits_3_with_the_drop_count() {
     tracing(&socket).await;
     let status = pending.release().unwrap().wait().await.unwrap();
     assert!(status.success(), "workload: {status}");
-    let out = child.wait_with_output().unwrap();
+    let out = output_within(child, Duration::from_secs(120), "recorder record");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "stderr:\n{stderr}");
     let drops: u64 = stderr
@@ -401,7 +402,7 @@ async fn a_failing_store_exits_1_and_names_where_the_record_is_kept() {
         let status = pending.release().unwrap().wait().await.unwrap();
         assert!(status.success(), "workload: {status}");
 
-        let out = child.wait_with_output().unwrap();
+        let out = output_within(child, Duration::from_secs(120), "recorder record");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
         let kept = if with_record_out {

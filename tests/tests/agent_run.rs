@@ -11,6 +11,7 @@ use recorder::store::ContentStore;
 use recorder_tests::agent_fixtures::{
     Expected, expected_record, record_entries, recorder_bin, write_image,
 };
+use recorder_tests::deadline::output_within;
 use recorder_tests::root::require_root;
 use recorder_tests::sandbox_fixtures::mounts_mentioning;
 
@@ -198,7 +199,11 @@ async fn run_stopped_by_sigterm_commits_what_was_read() {
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = output_within(
+        child,
+        Duration::from_secs(120),
+        "recorder run after SIGTERM",
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
     assert!(stderr.contains("stopped: SIGTERM"), "{stderr}");
@@ -231,8 +236,11 @@ fn run_stopped_by_its_period_commits_what_was_read() {
         .args(["--work-dir".as_ref(), work.as_os_str()])
         .args(["--period", "5s"])
         .args(["--", "/bin/sh", "-c", "cat /etc/shadowed; exec sleep 1000"])
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    let out = output_within(out, Duration::from_secs(120), "recorder run --period 5s");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
     assert!(stderr.contains("stopped: period of 5s ended"), "{stderr}");

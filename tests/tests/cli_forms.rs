@@ -215,7 +215,11 @@ fn trace_by_mount_namespace_prints_its_events() {
         nix::sys::signal::Signal::SIGINT,
     )
     .unwrap();
-    let out = trace.wait_with_output().unwrap();
+    let out = recorder_tests::deadline::output_within(
+        trace,
+        Duration::from_secs(60),
+        "recorder trace after SIGINT",
+    );
     let stderr = collector.join().unwrap();
     assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
     let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)

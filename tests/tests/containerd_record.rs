@@ -314,7 +314,11 @@ fn an_arm_after_the_entrypoint_started_is_reported_as_a_warning() {
     wait_line("had started before the filter was armed");
     daemon.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", "late-1"]);
 
-    let out = child.wait_with_output().unwrap();
+    let out = recorder_tests::deadline::output_within(
+        child,
+        Duration::from_secs(120),
+        "recorder record after its target exited",
+    );
     let stderr = reader.join().unwrap();
     assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
     assert!(stderr.contains("warnings: 1\n"), "{stderr}");

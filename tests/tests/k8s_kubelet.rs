@@ -146,7 +146,12 @@ fn sidecar_armed_before_the_pull_records_its_pods_workload_and_exits_0_on_sigter
 
     // SAFETY: kill has no memory preconditions; the pid is the recorder this test started.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().unwrap();
+    let status = recorder_tests::deadline::output_within(
+        child,
+        std::time::Duration::from_secs(60),
+        "the sidecar after SIGTERM",
+    )
+    .status;
     let stderr = stderr.join().unwrap();
     assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
     assert!(
