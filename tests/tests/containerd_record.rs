@@ -288,6 +288,7 @@ fn an_arm_after_the_entrypoint_started_is_reported_as_a_warning() {
         }
         all
     });
+    // On a missing line the recorder (continued, if stopped) is killed before the test fails.
     let wait_line = |needle: &str| {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -295,7 +296,11 @@ fn an_arm_after_the_entrypoint_started_is_reported_as_a_warning() {
             match rx.recv_timeout(left) {
                 Ok(line) if line.contains(needle) => return,
                 Ok(_) => {}
-                Err(e) => panic!("no {needle:?} on the recorder's stderr within 60 s: {e}"),
+                Err(e) => {
+                    let _ = kill(pid, Signal::SIGKILL);
+                    let _ = kill(pid, Signal::SIGCONT);
+                    panic!("no {needle:?} on the recorder's stderr within 60 s: {e}");
+                }
             }
         }
     };
