@@ -1,5 +1,5 @@
 //! The README's command forms, each run as a user runs it: `image inspect DIR`,
-//! `image which [--follow] [--json]`, `--image STORE@sha256:…` (inspect and `run`),
+//! `image which [--follow] [--json]`, `--image STORE@sha256:…` (inspect and `run`), `record show`,
 //! `trace --mntns`, and a bare `--containerd` going to containerd's default socket.
 
 use std::io::{BufRead, BufReader};
@@ -150,6 +150,34 @@ fn an_image_in_a_content_store_is_named_by_its_manifest_digest() {
         want.0,
         "stderr:\n{stderr}"
     );
+
+    // `record show DIGEST --store DIR` and `record show FILE`: entries per manifest and per
+    // layer, with each layer's first path, as the record holds them.
+    let mut shown = format!(
+        "entries {n}\nmanifest {manifest} entries {n}\n",
+        n = want.0.len()
+    );
+    let mut per_layer: std::collections::BTreeMap<usize, (usize, &str)> = Default::default();
+    for (path, layer) in &want.0 {
+        per_layer.entry(*layer).or_insert((0, path)).0 += 1;
+    }
+    for (layer, (n, first)) in per_layer {
+        shown.push_str(&format!("layer {layer} entries {n} first /{first}\n"));
+    }
+    let digest = record.to_string();
+    assert_eq!(
+        ok(&[
+            "record",
+            "show",
+            &digest,
+            "--store",
+            records.to_str().unwrap()
+        ]),
+        shown
+    );
+    let file = dir.path().join("record.json");
+    std::fs::write(&file, &bytes).unwrap();
+    assert_eq!(ok(&["record", "show", file.to_str().unwrap()]), shown);
 }
 
 /// `trace --mntns INODE --json` prints the opens and execs of that mount namespace: the exec of
