@@ -38,17 +38,25 @@ fn run_in_pod(daemon: &Daemon, uid: &str, name: &str, id: &str, command: &[&str]
     daemon.ctr_ok(&args);
 }
 
-/// Reads the recorder's stdout until its `record: ` line, which it prints once committed.
+/// Reads the recorder's stdout until its `record: ` line, which it prints once committed;
+/// fails the test (killing the recorder) if that takes more than 120 s.
 fn record_line(child: &mut Child) -> String {
     let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    loop {
-        let line = lines
-            .next()
-            .expect("the recorder closed stdout before printing `record: `")
-            .unwrap();
-        if let Some(digest) = line.strip_prefix("record: ") {
-            return digest.to_owned();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(digest) = line.strip_prefix("record: ") {
+                let _ = tx.send(digest.to_owned());
+                break;
+            }
+        }
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(120)) {
+        Ok(digest) => digest,
+        Err(e) => {
+            let _ = child.kill();
+            panic!("no `record: ` line from the recorder within 120 s ({e})");
         }
     }
 }
