@@ -404,7 +404,7 @@ pub fn finish(
     child: Child,
     stderr: std::thread::JoinHandle<String>,
 ) -> (Option<i32>, String, String) {
-    let out = child.wait_with_output().unwrap();
+    let out = crate::deadline::output_within(child, Duration::from_secs(180), "the recorder");
     let stderr = stderr.join().unwrap();
     let digest = String::from_utf8_lossy(&out.stdout)
         .lines()

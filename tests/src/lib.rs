@@ -2,6 +2,7 @@
 
 pub mod agent_fixtures;
 pub mod containerd;
+pub mod deadline;
 pub mod estargz;
 pub mod image_fixtures;
 pub mod registry;

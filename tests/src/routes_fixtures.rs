@@ -44,6 +44,20 @@ pub const STEPS: &[&str] = &[
     "clone-newns",
 ];
 
+/// The image path (no leading `/`) of the `long-path` step's file: `routes/long/`, directories
+/// of 250 bytes, and a file name that brings `/` + the path to PATH_MAX - 1 = 4095 bytes, the
+/// longest path open() takes. The workload builds the same path with the same formula.
+pub fn long_path() -> String {
+    let mut path = String::from("routes/long/");
+    while 4094 - path.len() > 255 {
+        path.push_str(&"d".repeat(250));
+        path.push('/');
+    }
+    let name_len = 4094 - path.len();
+    path.push_str(&"f".repeat(name_len));
+    path
+}
+
 /// The steps that make mount namespaces, which need CAP_SYS_ADMIN: not granted by containerd's
 /// default spec (ours under `recorder run --containerd`, and `ctr-remote image optimize`'s).
 pub const NAMESPACE_STEPS: &[&str] = &["unshare", "clone-newns"];
@@ -138,10 +152,23 @@ pub fn layers(workload: &Path) -> Vec<Vec<u8>> {
     vec![base.finish(), routes.finish()]
 }
 
+/// [`layers`], and when `steps` has `long-path`, a third layer with the file at
+/// [`long_path`] (a GNU long-name tar entry). Only then: containerd's unpacker cannot make a
+/// path that long below its snapshot directory (`lstat …: file name too long`).
+pub fn layers_for(workload: &Path, steps: &[&str]) -> Vec<Vec<u8>> {
+    let mut layers = layers(workload);
+    if steps.contains(&"long-path") {
+        let mut long = LayerBuilder::new();
+        long.long_file(&long_path(), 0o644, b"long");
+        layers.push(long.finish());
+    }
+    layers
+}
+
 /// Writes the image as an OCI layout at `root`, its config running the workload with `steps`;
 /// returns the manifest digest.
 pub fn write_image(root: &Path, name: &str, workload: &Path, steps: &[&str]) -> String {
-    let layers = layers(workload);
+    let layers = layers_for(workload, steps);
     let diff_ids: Vec<String> = layers.iter().map(|l| digest(l)).collect();
     let mut cmd = vec![format!("/{WORKLOAD}")];
     cmd.extend(steps.iter().map(|s| (*s).to_owned()));
@@ -200,6 +227,9 @@ pub fn expected_record(workload: &Path, steps: &[&str]) -> Vec<(String, usize)> 
                 .file("routes/nested.txt", 1),
             "clone-newns" => e.file("routes/cloned.txt", 1),
             "late" => e.file("routes/late.txt", 1),
+            // Failed execs record nothing (they are counted).
+            "failed-exec" => &mut e,
+            "long-path" => e.file(&long_path(), 2),
             other => panic!("no step {other:?}"),
         };
     }

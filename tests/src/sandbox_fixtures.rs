@@ -59,6 +59,20 @@ impl LayerBuilder {
         self.file_owned(name, mode, 0, 0, data)
     }
 
+    /// A regular file whose name may be longer than a header's 100-byte name field (written
+    /// with a GNU long-name entry, as the tar crate does for long paths).
+    pub fn long_file(&mut self, name: &str, mode: u32, data: &[u8]) -> &mut Self {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_600_000_000);
+        h.set_size(data.len() as u64);
+        self.builder.append_data(&mut h, name, data).unwrap();
+        self
+    }
+
     /// A regular file with an owner.
     pub fn file_owned(
         &mut self,

@@ -15,6 +15,7 @@ use recorder::store::ContentStore;
 use recorder_tests::agent_fixtures::{
     Expected, bind_into, expected_record, layers, record_entries, recorder_bin, write_image,
 };
+use recorder_tests::deadline::output_within;
 use recorder_tests::root::require_root;
 
 struct Setup {
@@ -74,7 +75,7 @@ fn record(s: &Setup, target: u32, extra: &[&str]) -> Child {
 }
 
 fn finish(child: Child, s: &Setup) -> (Vec<(String, usize)>, String) {
-    let out = child.wait_with_output().unwrap();
+    let out = output_within(child, Duration::from_secs(120), "recorder record");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -155,15 +156,28 @@ async fn stop_request_commits_and_malformed_requests_do_no_harm() {
         let mut conn = UnixStream::connect(&socket).unwrap();
         conn.write_all(garbage).unwrap();
         conn.shutdown(std::net::Shutdown::Write).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let mut reply = Vec::new();
-        let _ = conn.read_to_end(&mut reply);
+        conn.read_to_end(&mut reply)
+            .unwrap_or_else(|e| panic!("no reply to {garbage:?} within 10 s: {e}"));
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(
+            reply.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "reply to {garbage:?}: {reply:?}"
+        );
     }
-    let report = client::status(&socket).await.unwrap();
-    assert_eq!(
-        report.state,
-        State::Tracing,
-        "malformed requests stop nothing"
-    );
+    // An honoured stop would leave tracing within milliseconds; watch for a second.
+    let watch_until = std::time::Instant::now() + Duration::from_secs(1);
+    while std::time::Instant::now() < watch_until {
+        let report = client::status(&socket).await.unwrap();
+        assert_eq!(
+            report.state,
+            State::Tracing,
+            "malformed requests stop nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     client::stop(&socket).await.unwrap();
 
     let (entries, stderr) = finish(child, &s);
@@ -194,4 +208,228 @@ fn errors_name_the_vanished_target_and_the_unreadable_image() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("no-such-layout"), "{stderr}");
+}
+
+/// Waits until the recorder behind `socket` traces.
+async fn tracing(socket: &Path) {
+    client::wait_for(
+        socket,
+        State::Tracing,
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+    )
+    .await
+    .unwrap();
+}
+
+/// Waits (at most 60 s) until the recorder has recorded `n` paths: the workload read everything
+/// it reads before it sleeps.
+async fn recorded(socket: &Path, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let report = client::status(socket).await.unwrap();
+        if report.counters.recorded_paths == n as u64 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "60 s and {} of {n} paths recorded",
+            report.counters.recorded_paths
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `--period` stops `record` (exit 0, complete) with the target still running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_period_stops_record_and_commits() {
+    require_root();
+    let s = setup();
+    let pending = container(
+        s.dir.path(),
+        &["/bin/sh", "-c", "cat /etc/shadowed; exec sleep 300"],
+    );
+    let socket = s.dir.path().join("status.sock");
+    let child = record(
+        &s,
+        pending.pid(),
+        &[
+            "--period",
+            "5s",
+            "--status-socket",
+            socket.to_str().unwrap(),
+        ],
+    );
+    tracing(&socket).await;
+    let workload = pending.release().unwrap();
+    let (entries, stderr) = finish(child, &s);
+    let mut want = Expected::default();
+    want.exec("sh")
+        .exec("cat")
+        .file("etc/shadowed", 1)
+        .exec("sleep");
+    assert_eq!(entries, want.0, "stderr:\n{stderr}");
+    assert!(stderr.contains("stopped: period of 5s ended"), "{stderr}");
+    assert!(stderr.contains("record: complete"), "{stderr}");
+    drop(workload);
+}
+
+/// SIGINT and SIGTERM stop `record` while it traces: exit 0, everything read until then
+/// committed, the stop named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_and_sigterm_stop_record_and_commit() {
+    require_root();
+    for (signal, name) in [
+        (nix::sys::signal::Signal::SIGINT, "SIGINT"),
+        (nix::sys::signal::Signal::SIGTERM, "SIGTERM"),
+    ] {
+        let s = setup();
+        let pending = container(
+            s.dir.path(),
+            &["/bin/sh", "-c", "cat /etc/shadowed; exec sleep 300"],
+        );
+        let socket = s.dir.path().join("status.sock");
+        let child = record(
+            &s,
+            pending.pid(),
+            &[
+                "--period",
+                "1h",
+                "--status-socket",
+                socket.to_str().unwrap(),
+            ],
+        );
+        tracing(&socket).await;
+        let workload = pending.release().unwrap();
+        let mut want = Expected::default();
+        want.exec("sh")
+            .exec("cat")
+            .file("etc/shadowed", 1)
+            .exec("sleep");
+        recorded(&socket, want.0.len()).await;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+        let (entries, stderr) = finish(child, &s);
+        assert_eq!(entries, want.0, "{name}: stderr:\n{stderr}");
+        assert!(stderr.contains(&format!("stopped: {name}")), "{stderr}");
+        drop(workload);
+    }
+}
+
+/// A storm of opens into a one-page ring: the kernel drops events, and `record` still commits
+/// what arrived, exits 3 and says how many were lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ring_overflow_commits_and_exits_3_with_the_drop_count() {
+    require_root();
+    let s = setup();
+    // One cat opening the same file 20000 times as fast as it can: ~20000 records of some
+    // 120 bytes each against 4 KiB of ring and a consumer that polls every 5 ms.
+    let mut args = vec!["/bin/cat"];
+    args.extend(std::iter::repeat_n("/etc/shadowed", 20_000));
+    let pending = container(s.dir.path(), &args);
+    let socket = s.dir.path().join("status.sock");
+    let child = record(
+        &s,
+        pending.pid(),
+        &[
+            "--until-exit",
+            "--ring-bytes",
+            "4096",
+            "--status-socket",
+            socket.to_str().unwrap(),
+        ],
+    );
+    tracing(&socket).await;
+    let status = pending.release().unwrap().wait().await.unwrap();
+    assert!(status.success(), "workload: {status}");
+    let out = output_within(child, Duration::from_secs(120), "recorder record");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "stderr:\n{stderr}");
+    let drops: u64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("kernel drops: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no drop count in:\n{stderr}"));
+    assert!(drops > 0, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "record: INCOMPLETE ({drops} events lost; exit status 3)"
+        )),
+        "{stderr}"
+    );
+    // Committed all the same: the digest is the last line and the store has it.
+    let digest: BlobDigest = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .parse()
+        .unwrap();
+    let bytes = ContentStore::open(&s.store).unwrap().read(&digest).unwrap();
+    let entries = record_entries(&bytes, &s.manifest);
+    assert!(!entries.is_empty(), "{stderr}");
+}
+
+/// A store that fails at commit: exit 1, and the message names the file the record was kept
+/// in, which holds the whole record (with --record-out, that file; without, the work dir).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_store_exits_1_and_names_where_the_record_is_kept() {
+    require_root();
+    for with_record_out in [true, false] {
+        let s = setup();
+        let pending = container(s.dir.path(), &["/bin/sh", "-c", "cat /etc/shadowed"]);
+        let socket = s.dir.path().join("status.sock");
+        let work = s.dir.path().join("work");
+        std::fs::create_dir(&work).unwrap();
+        let record_out = s.dir.path().join("record.json");
+        let mut extra = vec![
+            "--until-exit".to_owned(),
+            "--status-socket".to_owned(),
+            socket.to_str().unwrap().to_owned(),
+            "--work-dir".to_owned(),
+            work.to_str().unwrap().to_owned(),
+        ];
+        if with_record_out {
+            extra.extend([
+                "--record-out".to_owned(),
+                record_out.to_str().unwrap().to_owned(),
+            ]);
+        }
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let child = record(&s, pending.pid(), &extra);
+        tracing(&socket).await;
+        // The store's place is taken by a regular file: no store can be made there.
+        let _ = std::fs::remove_dir_all(&s.store);
+        std::fs::write(&s.store, "not a directory").unwrap();
+        let status = pending.release().unwrap().wait().await.unwrap();
+        assert!(status.success(), "workload: {status}");
+
+        let out = output_within(child, Duration::from_secs(120), "recorder record");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
+        let kept = if with_record_out {
+            record_out.clone()
+        } else {
+            let files: Vec<PathBuf> = std::fs::read_dir(&work)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("recorder-record-"))
+                })
+                .collect();
+            assert_eq!(files.len(), 1, "{files:?}\nstderr:\n{stderr}");
+            files[0].clone()
+        };
+        assert!(
+            stderr.contains(&format!("the record is kept in {}", kept.display())),
+            "{stderr}"
+        );
+        assert!(stderr.contains("content store"), "{stderr}");
+        let mut want = Expected::default();
+        want.exec("sh").exec("cat").file("etc/shadowed", 1);
+        assert_eq!(
+            record_entries(&std::fs::read(&kept).unwrap(), &s.manifest),
+            want.0,
+            "stderr:\n{stderr}"
+        );
+    }
 }

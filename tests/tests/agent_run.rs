@@ -11,6 +11,7 @@ use recorder::store::ContentStore;
 use recorder_tests::agent_fixtures::{
     Expected, expected_record, record_entries, recorder_bin, write_image,
 };
+use recorder_tests::deadline::output_within;
 use recorder_tests::root::require_root;
 use recorder_tests::sandbox_fixtures::mounts_mentioning;
 
@@ -34,6 +35,48 @@ fn companion(stderr: &str, store: &Path) -> String {
         .and_then(|d| ContentStore::open(store).ok()?.read(&d).ok())
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default()
+}
+
+/// The companion the README promises: one line per record entry, in record order, with the
+/// time offset (first-access order, so never decreasing), pid, comm and kind of access.
+fn assert_companion(companion: &str, entries: &[(String, usize)]) {
+    let lines: Vec<serde_json::Value> = companion
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    assert_eq!(lines.len(), entries.len(), "companion:\n{companion}");
+    let mut last_offset = 0;
+    for (i, (line, (path, _))) in lines.iter().zip(entries).enumerate() {
+        assert_eq!(line["index"], i, "{line}");
+        assert_eq!(line["path"], path.as_str(), "{line}");
+        let offset = line["offsetNs"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{line}"));
+        assert!(offset >= last_offset, "offsets go back at {line}");
+        last_offset = offset;
+        assert!(line["pid"].as_u64().is_some_and(|p| p > 1), "{line}");
+        let kind = match path.as_str() {
+            "bin/sh" | "bin/cat" | "bin/grep" | "bin/ls" => "exec",
+            p if p.contains("/ld-linux") => "interpreter",
+            _ => "open",
+        };
+        assert_eq!(line["kind"], kind, "{line}");
+        let comm = match path.as_str() {
+            "bin/sh" | "app/run.sh" => Some("sh"),
+            "bin/cat" | "etc/shadowed" | "app/rel.txt" => Some("cat"),
+            "bin/grep" | "app/tree/deep/found.txt" => Some("grep"),
+            "bin/ls" => Some("ls"),
+            _ => None,
+        };
+        if let Some(comm) = comm {
+            assert_eq!(line["comm"], comm, "{line}");
+        } else {
+            assert!(
+                line["comm"].as_str().is_some_and(|c| !c.is_empty()),
+                "{line}"
+            );
+        }
+    }
 }
 
 fn assert_cleaned(work: &Path) {
@@ -73,6 +116,11 @@ fn run_records_exactly_the_image_files_the_workload_reads() {
         expected_record(true),
         "{}",
         companion(&stderr, &store)
+    );
+
+    assert_companion(
+        &companion(&stderr, &store),
+        &record_entries(&bytes, &manifest),
     );
 
     assert!(stderr.contains("record: complete"), "{stderr}");
@@ -125,6 +173,7 @@ async fn run_stopped_by_sigterm_commits_what_was_read() {
         .spawn()
         .unwrap();
     // Wait until the workload has read everything it will read before sleeping.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let report = client::wait_for(
             &socket,
@@ -137,6 +186,12 @@ async fn run_stopped_by_sigterm_commits_what_was_read() {
         if report.counters.recorded_paths == want.0.len() as u64 {
             break;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "60 s and {} of {} paths recorded",
+            report.counters.recorded_paths,
+            want.0.len()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     nix::sys::signal::kill(
@@ -144,7 +199,11 @@ async fn run_stopped_by_sigterm_commits_what_was_read() {
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = output_within(
+        child,
+        Duration::from_secs(120),
+        "recorder run after SIGTERM",
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
     assert!(stderr.contains("stopped: SIGTERM"), "{stderr}");
@@ -155,4 +214,47 @@ async fn run_stopped_by_sigterm_commits_what_was_read() {
         !socket.exists(),
         "the status socket is removed on the way out"
     );
+}
+
+/// `run --period` stops the sandboxed workload when the period ends: exit 0, the record of what
+/// it read committed, nothing left behind.
+#[test]
+fn run_stopped_by_its_period_commits_what_was_read() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (image, store, work) = (
+        dir.path().join("image"),
+        dir.path().join("store"),
+        dir.path().join("work"),
+    );
+    std::fs::create_dir(&work).unwrap();
+    let manifest = write_image(&image);
+    let out = Command::new(recorder_bin())
+        .arg("run")
+        .args(["--image".as_ref(), image.as_os_str()])
+        .args(["--store".as_ref(), store.as_os_str()])
+        .args(["--work-dir".as_ref(), work.as_os_str()])
+        .args(["--period", "5s"])
+        .args(["--", "/bin/sh", "-c", "cat /etc/shadowed; exec sleep 1000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = output_within(out, Duration::from_secs(120), "recorder run --period 5s");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    assert!(stderr.contains("stopped: period of 5s ended"), "{stderr}");
+    assert!(stderr.contains("record: complete"), "{stderr}");
+    let (_, bytes) = committed(&out.stdout, &store);
+    let mut want = Expected::default();
+    want.exec("sh")
+        .exec("cat")
+        .file("etc/shadowed", 1)
+        .exec("sleep");
+    assert_eq!(
+        record_entries(&bytes, &manifest),
+        want.0,
+        "stderr:\n{stderr}"
+    );
+    assert_cleaned(&work);
 }

@@ -8,7 +8,7 @@ use recorder::image::Platform;
 use recorder::sandbox::{ProcessSpec, Sandbox, unpack_layer};
 use recorder::status::{State, StatusHandle, StopSignal, client, serve};
 use recorder::tracer::{Tracer, TracerConfig};
-use recorder_tests::agent_fixtures::{Expected, layers, write_image};
+use recorder_tests::agent_fixtures::{Expected, layers, record_entries, write_image};
 use recorder_tests::root::require_root;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,6 +87,12 @@ async fn status_socket_answers_in_each_state() {
     let mut want = Expected::default();
     want.exec("cat").file("etc/shadowed", 1);
     assert_eq!(report.counters.recorded_paths, want.0.len() as u64);
+    // The counter counts exactly the committed record's entries, named.
+    let bytes = recorder::store::ContentStore::open(dir.path().join("store"))
+        .unwrap()
+        .read(&summary.committed.record)
+        .unwrap();
+    assert_eq!(record_entries(&bytes, &manifest), want.0);
     assert_eq!(report.counters.failed_opens, summary.failed);
     assert!(summary.failed >= 1, "cat /nope fails: {summary}");
     assert!(report.counters.events >= report.counters.recorded_paths);

@@ -84,6 +84,55 @@ fn under_the_default_confinement_the_routes_it_allows_are_recorded() {
     );
 }
 
+/// The summary's count of failed opens and execs.
+fn failures(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("failed opens: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no failed-opens count in:\n{stderr}"))
+}
+
+/// Failed execs are counted, never recorded: the same workload with two execs the kernel
+/// refuses (ENOENT, EACCES) added has exactly two more failures and the same record.
+#[test]
+fn failed_execs_are_counted_and_not_recorded() {
+    require_root();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (code, base_stderr, base) = run(a.path(), &["dirfd"], &[]);
+    assert_eq!(code, Some(0), "stderr:\n{base_stderr}");
+    let (code, stderr, entries) = run(b.path(), &["dirfd", "failed-exec"], &[]);
+    assert_eq!(code, Some(0), "stderr:\n{stderr}");
+    assert_eq!(entries, base, "stderr:\n{stderr}");
+    assert_eq!(
+        entries,
+        expected_record(Path::new(WORKLOAD), &["dirfd", "failed-exec"])
+    );
+    assert_eq!(
+        failures(&stderr),
+        failures(&base_stderr) + 2,
+        "with failed execs:\n{stderr}\nwithout:\n{base_stderr}"
+    );
+}
+
+/// A file whose absolute path is PATH_MAX - 1 bytes (the longest open() takes) is recorded
+/// with its whole path.
+#[test]
+fn a_path_of_path_max_minus_one_bytes_is_recorded() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stderr, entries) = run(dir.path(), &["long-path"], &[]);
+    assert_eq!(code, Some(0), "stderr:\n{stderr}");
+    let long = recorder_tests::routes_fixtures::long_path();
+    assert_eq!(long.len() + 1, libc::PATH_MAX as usize - 1);
+    assert_eq!(
+        entries,
+        expected_record(Path::new(WORKLOAD), &["long-path"]),
+        "stderr:\n{stderr}"
+    );
+    assert_eq!(entries.last().map(|(p, _)| p.as_str()), Some(long.as_str()));
+}
+
 #[test]
 fn under_containerd_every_route_is_recorded_as_well() {
     let daemon = Daemon::start();

@@ -83,16 +83,23 @@ fn a_user_without_access_to_the_socket_is_told_permission_denied() {
     let daemon = recorder_tests::containerd::Daemon::start();
     // Let others reach the socket's directory; the socket itself stays root's (0660).
     std::fs::set_permissions(daemon.scratch(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    // The binary is copied to a directory anyone may traverse: the checkout may not be
+    // (a clone in root's 0700 home), and that is not what this test is about.
+    let bin_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = bin_dir.path().join("recorder");
+    std::fs::copy(recorder_tests::agent_fixtures::recorder_bin(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(recorder_tests::agent_fixtures::recorder_bin())
+        .arg(&bin)
         .args(["image", "inspect"])
         .arg(format!("--containerd={}", daemon.socket().display()))
         .arg("docker.io/x/y:1")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains("permission denied connecting to containerd at")
             && err.contains(&daemon.socket().display().to_string()),

@@ -138,6 +138,20 @@ fn cli_reads_an_image_reference_from_containerd_like_its_layout() {
     ]);
     assert!(via_layout.status.success());
     assert_eq!(via_ctrd.stdout, via_layout.stdout);
+    // ...and both say what the image holds (runnable_image: etc/hello in layer 1 over the
+    // programs in layer 0), not merely the same thing.
+    let answers: Vec<serde_json::Value> = String::from_utf8_lossy(&via_ctrd.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            serde_json::json!({"path": "etc/hello", "layerIndex": 1, "reason": null}),
+            serde_json::json!({"path": "bin/sh", "layerIndex": 0, "reason": null}),
+            serde_json::json!({"path": "nope", "layerIndex": null, "reason": "not in the image"}),
+        ]
+    );
 
     let inspect = recorder(&["image", "inspect", &address, "--namespace", ns, IMAGE]);
     let out = String::from_utf8_lossy(&inspect.stdout);

@@ -249,3 +249,104 @@ fn sigint_while_waiting_for_the_container_ends_cleanly() {
     assert!(stderr.contains("before tracing started"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// A real late arm: the recorder is stopped (SIGSTOP) while it waits for a matching container,
+/// the container is started and its entrypoint runs, and only then is the recorder continued.
+/// It arms on the task's creation event it then reads, sees the entrypoint already running,
+/// and says so in the summary's warnings (never silently); the record is still committed.
+#[test]
+fn an_arm_after_the_entrypoint_started_is_reported_as_a_warning() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    use std::io::BufRead;
+
+    let (daemon, _) = daemon_with_image();
+    let mut child = recorder(
+        &daemon,
+        &[
+            "--image",
+            REF,
+            "--target",
+            "container-name:late-*",
+            "--until-exit",
+            "--period",
+            "120s",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let pid = Pid::from_raw(child.id() as i32);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line.unwrap_or_default();
+            let _ = tx.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    // On a missing line the recorder (continued, if stopped) is killed before the test fails.
+    let wait_line = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return,
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = kill(pid, Signal::SIGKILL);
+                    let _ = kill(pid, Signal::SIGCONT);
+                    panic!("no {needle:?} on the recorder's stderr within 60 s: {e}");
+                }
+            }
+        }
+    };
+    wait_line("waiting for a matching container");
+
+    kill(pid, Signal::SIGSTOP).unwrap();
+    daemon.run_detached(REF, "late-1", &["/bin/sleep", "300"]);
+    // The entrypoint has run for certain once the task's process is sleep, not runc's init.
+    let task = daemon.task_pid("late-1");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(format!("/proc/{task}/comm")).unwrap_or_default() != "sleep\n" {
+        assert!(Instant::now() < deadline, "the entrypoint never ran");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    kill(pid, Signal::SIGCONT).unwrap();
+    wait_line("had started before the filter was armed");
+    daemon.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", "late-1"]);
+
+    let out = recorder_tests::deadline::output_within(
+        child,
+        Duration::from_secs(120),
+        "recorder record after its target exited",
+    );
+    let stderr = reader.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    assert!(stderr.contains("warnings: 1\n"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "warning: container late-1 had started before the filter was armed: its first \
+             reads may be missing from the record"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("armed before the container started"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("stopped: every target process exited"),
+        "{stderr}"
+    );
+    let digest = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(digest.starts_with("sha256:"), "stdout: {digest:?}");
+    daemon.ctr_ok(&["content", "get", &digest]);
+}

@@ -92,7 +92,7 @@ fn a_given_command_replaces_cmd_and_its_output_reaches_ours() {
 fn a_missing_command_fails_clearly_and_leaves_nothing() {
     let (daemon, _) = agent_daemon();
     let (code, stdout, stderr) = run(&daemon, &["--image", REF, "--", "/bin/no-such-binary"]);
-    assert_ne!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(
         stderr.contains("creating the task of container recorder-run-"),
         "{stderr}"
@@ -109,7 +109,8 @@ fn a_stop_period_kills_the_workload_and_leaves_nothing() {
         &["--image", REF, "--period", "1s", "--", "/bin/sleep", "300"],
     );
     assert!(stderr.contains("stopped: period of 1s ended"), "{stderr}");
-    assert!(code.is_some(), "stderr:\n{stderr}");
+    assert_eq!(code, Some(0), "stderr:\n{stderr}");
+    assert!(stderr.contains("record: complete"), "{stderr}");
     let digest = stdout.lines().last().unwrap_or_default();
     let bytes = daemon.ctr_ok(&["content", "get", digest]);
     let mut want = Expected::default();
@@ -142,15 +143,29 @@ fn sigint_kills_the_workload_commits_and_leaves_nothing() {
         assert!(std::time::Instant::now() < deadline, "sleep never ran");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // ...and is in its sleep call: the loader is done for certain (no fixed sleep).
+    let sleeping = [libc::SYS_clock_nanosleep, libc::SYS_nanosleep].map(|n| n.to_string());
+    while !std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .next()
+        .is_some_and(|n| sleeping.iter().any(|s| s == n))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sleep never reached its sleep call"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
     )
     .unwrap();
     let (code, digest, stderr) = finish(child, stderr);
-    assert!(code.is_some(), "stderr:\n{stderr}");
+    assert_eq!(code, Some(0), "stderr:\n{stderr}");
     assert!(stderr.contains("stopped: SIGINT"), "{stderr}");
+    assert!(stderr.contains("record: complete"), "{stderr}");
     let bytes = daemon.ctr_ok(&["content", "get", &digest]);
     let mut want = Expected::default();
     want.exec("sleep");

@@ -38,17 +38,25 @@ fn run_in_pod(daemon: &Daemon, uid: &str, name: &str, id: &str, command: &[&str]
     daemon.ctr_ok(&args);
 }
 
-/// Reads the recorder's stdout until its `record: ` line, which it prints once committed.
+/// Reads the recorder's stdout until its `record: ` line, which it prints once committed;
+/// fails the test (killing the recorder) if that takes more than 120 s.
 fn record_line(child: &mut Child) -> String {
     let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    loop {
-        let line = lines
-            .next()
-            .expect("the recorder closed stdout before printing `record: `")
-            .unwrap();
-        if let Some(digest) = line.strip_prefix("record: ") {
-            return digest.to_owned();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(digest) = line.strip_prefix("record: ") {
+                let _ = tx.send(digest.to_owned());
+                break;
+            }
+        }
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(120)) {
+        Ok(digest) => digest,
+        Err(e) => {
+            let _ = child.kill();
+            panic!("no `record: ` line from the recorder within 120 s ({e})");
         }
     }
 }
@@ -127,8 +135,13 @@ fn sidecar_armed_before_the_pull_records_its_pods_workload_and_exits_0_on_sigter
     let digest = record_line(&mut child);
     assert!(digest.starts_with("sha256:"), "{digest}");
     assert_eq!(std::fs::read_to_string(&termination).unwrap(), digest);
-    // Lingering until the kubelet's SIGTERM: still running after the commit.
-    assert_eq!(child.try_wait().unwrap(), None, "exited without SIGTERM");
+    // Lingering until the kubelet's SIGTERM: still running after the commit, watched for 2 s
+    // (the exit of a recorder that does not linger follows its commit within milliseconds).
+    let watch_until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while std::time::Instant::now() < watch_until {
+        assert_eq!(child.try_wait().unwrap(), None, "exited without SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let bytes = daemon.ctr_ok(&["content", "get", &digest]);
     assert_eq!(record_entries(&bytes, &manifest), expected_record(true));
     let labels = String::from_utf8(daemon.ctr_ok(&["content", "ls"])).unwrap();
@@ -141,7 +154,12 @@ fn sidecar_armed_before_the_pull_records_its_pods_workload_and_exits_0_on_sigter
 
     // SAFETY: kill has no memory preconditions; the pid is the recorder this test started.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().unwrap();
+    let status = recorder_tests::deadline::output_within(
+        child,
+        std::time::Duration::from_secs(60),
+        "the sidecar after SIGTERM",
+    )
+    .status;
     let stderr = stderr.join().unwrap();
     assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
     assert!(

@@ -431,3 +431,61 @@ fn validator_rejects_native_sidecars_before_kubernetes_1_28() {
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("'restartPolicy' was unexpected"), "{text}");
 }
+
+/// `recorder k8s job` as a user runs it: its stdout (and `--output FILE`) is the Job the library
+/// renders for the same request, and it validates.
+#[test]
+fn the_k8s_job_command_prints_the_rendered_job() {
+    let want = render_job(&JobRequest {
+        image: "quay.io/acme/api:2.4.1".into(),
+        command: vec!["/srv/api".into(), "--self-test".into()],
+        name: Some("profile-api".into()),
+        namespace: Some("perf".into()),
+        recorder_image: Some("registry.example.com/tools/recorder:0.1.0".into()),
+        push: None,
+        registry_secret: None,
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("job.yaml");
+    let args = [
+        "k8s",
+        "job",
+        "--image",
+        "quay.io/acme/api:2.4.1",
+        "--name",
+        "profile-api",
+        "--namespace",
+        "perf",
+        "--recorder-image",
+        "registry.example.com/tools/recorder:0.1.0",
+        "--",
+        "/srv/api",
+        "--self-test",
+    ];
+    let bin = recorder_tests::agent_fixtures::recorder_bin();
+    let out = Command::new(&bin).args(args).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(printed.trim_end(), want.trim_end());
+    validate(&printed);
+    let workload = check_profiling_job(&documents(&printed)[0]).clone();
+    assert_eq!(strings(&workload["command"]), ["/srv/api", "--self-test"]);
+
+    let mut with_output: Vec<&str> = args[..10].to_vec();
+    let file_arg = file.to_str().unwrap();
+    with_output.extend(["--output", file_arg, "--", "/srv/api", "--self-test"]);
+    let out = Command::new(&bin).args(&with_output).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), want);
+}

@@ -222,12 +222,13 @@ fn unpack_rejects_hostile_names_and_writes_nothing_outside() {
 
     type Case = (&'static str, Box<dyn Fn(&mut LayerBuilder)>);
     let cases: Vec<Case> = vec![
-        (
-            "absolute",
-            Box::new(|l: &mut LayerBuilder| {
-                l.raw(EntryType::Regular, b"/tmp/evil", None, b"x");
-            }),
-        ),
+        // An absolute name pointing into this test's own directory, never a global path.
+        ("absolute", {
+            let evil = format!("{outside_str}/evil");
+            Box::new(move |l: &mut LayerBuilder| {
+                l.raw(EntryType::Regular, evil.as_bytes(), None, b"x");
+            })
+        }),
         (
             "dotdot",
             Box::new(|l: &mut LayerBuilder| {
@@ -287,7 +288,7 @@ fn unpack_rejects_hostile_names_and_writes_nothing_outside() {
             "{what}"
         );
     }
-    assert!(!Path::new("/tmp/evil").exists());
+    assert!(!outside.path().join("evil").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -456,16 +456,25 @@ async fn recorder_status_command() {
     assert_eq!(json["counters"]["events"], 3);
 
     // --wait returns once the agent gets there.
-    let waiter = tokio::process::Command::new(&bin)
+    let mut waiter = tokio::process::Command::new(&bin)
         .args(["status", "--wait", "done", "--timeout", "10", "--socket"])
         .arg(&f.path)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        waiter.try_wait().unwrap().is_none(),
+        "--wait done returned while the agent was still tracing"
+    );
     f.status.set_state(State::Done);
-    let out = waiter.wait_with_output().await.unwrap();
-    assert!(out.status.success());
+    let out = tokio::time::timeout(Duration::from_secs(30), waiter.wait_with_output())
+        .await
+        .expect("--wait done did not return within 30 s of the agent reaching done")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("state:    done"), "{text}");
 
     // ...and fails when the state can no longer be reached.
     let g = start();
@@ -476,8 +485,12 @@ async fn recorder_status_command() {
         .output()
         .await
         .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("boom"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("agent failed before reaching tracing: boom"),
+        "{stderr}"
+    );
 
     // ...and when no agent answers in time.
     let out = tokio::process::Command::new(&bin)
@@ -493,7 +506,13 @@ async fn recorder_status_command() {
         .output()
         .await
         .unwrap();
-    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("timed out after 300ms waiting for tracing"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("absent.sock"), "{stderr}");
 }
 
 fn which(name: &str) -> Option<PathBuf> {

@@ -208,6 +208,12 @@ impl MergedView {
     }
 
     fn probe(&self, comps: &[&[u8]]) -> Probe {
+        // overlayfs never shows a `.wh.*` name (whiteouts and opaque markers are consumed by
+        // the layer merge), so a file by that name seen at runtime was created at runtime: it is
+        // not image content, whatever a layer's tar holds under that name.
+        if comps.iter().any(|c| c.starts_with(WHITEOUT_PREFIX)) {
+            return Probe::Missing(Reason::NotInImage);
+        }
         let mut implicit = false;
         for i in (0..self.layers.len()).rev() {
             match self.probe_layer(i, comps, &mut implicit) {

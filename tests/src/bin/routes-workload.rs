@@ -214,8 +214,40 @@ fn run(step: &str) -> std::io::Result<()> {
             std::thread::sleep(std::time::Duration::from_millis(500));
             read("/routes/late.txt")
         }
+        // Not in STEPS: two execs the kernel refuses (no such file; a file without the execute
+        // bit), both from this process, which goes on. Recorded nothing, counted as failures.
+        "failed-exec" => {
+            for path in [c"/routes/no-such-program", c"/routes/thread.txt"] {
+                let args = [path];
+                let argv = argv(&args);
+                // SAFETY: a C string and a NULL-terminated argv; on success nothing returns.
+                unsafe { libc::execv(path.as_ptr(), argv.as_ptr()) };
+                let err = std::io::Error::last_os_error();
+                if !matches!(err.raw_os_error(), Some(libc::ENOENT | libc::EACCES)) {
+                    return Err(err);
+                }
+            }
+            Ok(())
+        }
+        // Not in STEPS: a file whose absolute path is PATH_MAX - 1 bytes, the longest open()
+        // takes (the same formula as `routes_fixtures::long_path`).
+        "long-path" => read(&format!("/{}", long_path())),
         other => Err(std::io::Error::other(format!("no step {other:?}"))),
     }
+}
+
+/// The image path (no leading `/`) of the `long-path` step's file: `routes/long/`, directories
+/// of 250 bytes, and a file name that brings `/` + the path to PATH_MAX - 1 = 4095 bytes.
+/// `recorder_tests::routes_fixtures::long_path` is the same; the record shows any disagreement.
+fn long_path() -> String {
+    let mut path = String::from("routes/long/");
+    while 4094 - path.len() > 255 {
+        path.push_str(&"d".repeat(250));
+        path.push('/');
+    }
+    let name_len = 4094 - path.len();
+    path.push_str(&"f".repeat(name_len));
+    path
 }
 
 fn read(path: &str) -> std::io::Result<()> {

@@ -113,6 +113,19 @@ impl SourceArgs {
                 let digest: BlobDigest = manifest.parse()?;
                 Ok(plain(Image::open_store(store, &digest, &platform)?))
             }
+            (None, None, None, Some(dir))
+                if !dir.exists()
+                    && let Some((store, hex)) =
+                        dir.to_str().and_then(|s| s.rsplit_once("@sha256:")) =>
+            {
+                // `STORE_DIR@sha256:HEX`, as `--image` takes it for `record` and `run`.
+                let digest: BlobDigest = format!("sha256:{hex}").parse()?;
+                Ok(plain(Image::open_store(
+                    Path::new(store),
+                    &digest,
+                    &platform,
+                )?))
+            }
             (None, None, None, Some(dir)) => {
                 socket_hint(dir)?;
                 Ok(plain(Image::open_oci_layout(
