@@ -412,9 +412,7 @@ impl Tracing {
             }
         };
         // Disarm first, so the ring only holds what came before the stop, then take it all.
-        for mntns in self.namespaces.to_vec() {
-            self.tracer.remove_target(mntns)?;
-        }
+        self.tracer.clear_targets()?;
         self.events.drain(&mut batch);
         self.consume(&batch);
         let lost = self.tracer.counters()?.lost() + self.events.undecodable();

@@ -249,6 +249,24 @@ impl Tracer {
         }
     }
 
+    /// Stops tracing every namespace: those armed and those the kernel joined to the filter as
+    /// traced tasks made them. After this the ring only holds what came before, so a final
+    /// drain ends even when the traced namespaces are busy.
+    pub fn clear_targets(&mut self) -> Result<(), TracerError> {
+        let keys: Vec<u32> = self
+            .targets
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(|source| TracerError::Map {
+                name: "TARGETS",
+                source,
+            })?;
+        for mntns in keys {
+            self.remove_target(mntns)?;
+        }
+        Ok(())
+    }
+
     /// The event stream; there is one per tracer, so this returns `None` the second time.
     ///
     /// Call it inside a tokio runtime: the stream registers with its reactor.

@@ -77,7 +77,10 @@ async fn trace(args: Args, targets: Vec<u32>) -> anyhow::Result<()> {
         }
         batch.clear();
     }
-    // Whatever reached the ring before the signal is still printed.
+    // Disarm first (nested namespaces too): a busy namespace would otherwise refill the ring as
+    // fast as it is read, and the final drain would never end. Whatever reached the ring before
+    // the signal is still printed.
+    tracer.clear_targets()?;
     events.drain(&mut batch);
     let _ = write_batch(&mut out, &batch, args.json);
     drop(out);
