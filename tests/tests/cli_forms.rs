@@ -56,7 +56,10 @@ fn image_inspect_and_which_read_an_oci_layout() {
         );
         assert!(line.starts_with(&head), "{line}\nwant {head}");
         assert!(
-            line.ends_with(&format!(" whiteouts {} opaque 0", whiteouts[i])),
+            line.ends_with(&format!(
+                " whiteouts {} opaque 0 refused-by-run 0",
+                whiteouts[i]
+            )),
             "{line}"
         );
     }
