@@ -3,8 +3,7 @@
 //! of its layer, and `image optimize --record-out` (the fanotify analyzer) on the same image
 //! and workload records the same set of paths.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -13,10 +12,8 @@ use recorder_tests::containerd::{
     AGENT_IMAGE, Daemon, agent_daemon, assert_run_left_nothing, finish, recorder, recorder_run,
     wait_for_log,
 };
+use recorder_tests::estargz::{assert_prefetched, manifest_of};
 use recorder_tests::routes_fixtures::{self, unprivileged_steps};
-
-const LANDMARK: &str = ".prefetch.landmark";
-const NO_PREFETCH_LANDMARK: &str = ".no.prefetch.landmark";
 
 fn require_ctr_remote() {
     let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
@@ -130,49 +127,6 @@ fn optimize_paths(daemon: &Daemon) -> BTreeSet<String> {
     paths(&std::fs::read(Path::new(&theirs_file)).unwrap())
 }
 
-/// The manifest of image `name` in the daemon (the host platform's, from an index).
-fn manifest_of(daemon: &Daemon, name: &str) -> serde_json::Value {
-    let ls = String::from_utf8(daemon.ctr_ok(&["images", "ls"])).unwrap();
-    let digest = ls
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.first() == Some(&name)).then(|| f.get(2).map(|d| d.to_string()))?
-        })
-        .unwrap_or_else(|| panic!("no image {name} in:\n{ls}"));
-    let blob: serde_json::Value =
-        serde_json::from_slice(&daemon.ctr_ok(&["content", "get", &digest])).unwrap();
-    match blob["manifests"].as_array() {
-        Some(list) => {
-            let amd64 = list
-                .iter()
-                .find(|m| m["platform"]["architecture"] == "amd64")
-                .unwrap_or(&list[0]);
-            let d = amd64["digest"].as_str().unwrap();
-            serde_json::from_slice(&daemon.ctr_ok(&["content", "get", d])).unwrap()
-        }
-        None => blob,
-    }
-}
-
-/// The entry names of a gzip (eStargz) layer blob, in tar order, without a leading `./`.
-fn layer_entries(blob: &[u8]) -> Vec<String> {
-    let mut tar_bytes = Vec::new();
-    flate2::read::MultiGzDecoder::new(blob)
-        .read_to_end(&mut tar_bytes)
-        .unwrap();
-    let mut archive = tar::Archive::new(tar_bytes.as_slice());
-    archive
-        .entries()
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            let path = e.path().unwrap().to_string_lossy().into_owned();
-            path.trim_start_matches("./").to_owned()
-        })
-        .collect()
-}
-
 #[test]
 fn convert_with_our_record_prefetches_every_recorded_file() {
     require_ctr_remote();
@@ -209,35 +163,7 @@ fn convert_and_check(daemon: &Daemon, record: &Path, entries: &[(String, usize)]
     let manifest = manifest_of(daemon, converted);
     let layers = manifest["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 3, "{manifest}");
-    let mut by_layer: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
-    for (path, layer) in entries {
-        by_layer.entry(*layer).or_default().push(path);
-    }
-    for (index, layer) in layers.iter().enumerate() {
-        let blob = daemon.ctr_ok(&["content", "get", layer["digest"].as_str().unwrap()]);
-        let names = layer_entries(&blob);
-        let Some(recorded) = by_layer.get(&index) else {
-            assert!(
-                names.iter().any(|n| n == NO_PREFETCH_LANDMARK),
-                "layer {index} has nothing recorded but no {NO_PREFETCH_LANDMARK}: {names:?}"
-            );
-            continue;
-        };
-        let landmark = names
-            .iter()
-            .position(|n| n == LANDMARK)
-            .unwrap_or_else(|| panic!("layer {index} has no {LANDMARK}: {names:?}"));
-        for path in recorded {
-            let at = names
-                .iter()
-                .position(|n| n == path)
-                .unwrap_or_else(|| panic!("{path} is not in layer {index}: {names:?}"));
-            assert!(
-                at < landmark,
-                "{path} (entry {at}) is after the landmark (entry {landmark}) in layer {index}: {names:?}\nrecord: {entries:?}"
-            );
-        }
-    }
+    assert_prefetched(daemon, converted, entries);
 }
 
 #[test]
