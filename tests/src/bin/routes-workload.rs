@@ -14,32 +14,13 @@ use std::ffi::{CStr, CString};
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+// The one list of steps, shared with the fixture that expects their record.
+use recorder_tests::routes_fixtures::STEPS;
+
 /// The path the forked child execs, in this binary's read-only data: after fork() the child's
 /// page tables do not map it until it faults it in, which is what a tracer reading the exec's
 /// path from user memory at syscall entry cannot do.
 static TRUE_PATH: &[u8] = b"/bin/true\0";
-
-const STEPS: &[&str] = &[
-    "thread",
-    "dirfd",
-    "opaque",
-    "uring",
-    "uring-fixed",
-    "opath",
-    "procroot",
-    "chdir-symlink",
-    "dotdot",
-    "runtime-symlink",
-    "hardlink",
-    "fork-exec",
-    "fexecve",
-    "execveat",
-    "fexecve-script",
-    "script",
-    "chroot",
-    "unshare",
-    "clone-newns",
-];
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
