@@ -297,6 +297,27 @@ fn dentry_step(dentry: u64) -> Option<(u64, usize, u64)> {
     Some((parent, ((hash_len >> 32) & 0xff) as usize, name))
 }
 
+/// Writes `/NAME` (the kernel string at `name`, `len` bytes) in front of what the walk wrote so
+/// far, which ends at PATH_MAX in `out`; moves `pos` to its start. False when it does not fit.
+#[inline(always)]
+fn prepend(out: &mut [u8; 2 * PATH_MAX], pos: &mut usize, len: usize, name: u64) -> bool {
+    if len + 1 > *pos {
+        return false;
+    }
+    *pos -= len + 1;
+    let at = *pos & (PATH_MAX - 1);
+    out[at] = b'/';
+    // SAFETY: at + 1 + len < 2 * PATH_MAX, inside the buffer; the helper validates `name`.
+    unsafe {
+        generated::bpf_probe_read_kernel(
+            out.as_mut_ptr().add(at + 1).cast(),
+            len as u32,
+            name as *const _,
+        )
+    };
+    true
+}
+
 /// Where a relative path starts: the working directory, or the directory open at `dirfd`.
 #[inline(always)]
 fn start_of_walk(task: u64, dirfd: i32) -> Option<(u64, u64)> {
@@ -378,20 +399,9 @@ fn append_dir(buf: &mut EventBuf, task: *const u8, dirfd: i32) {
             done = true;
             break;
         }
-        if len + 1 > pos {
+        if !prepend(out, &mut pos, len, name) {
             break;
         }
-        pos -= len + 1;
-        let at = pos & (PATH_MAX - 1);
-        out[at] = b'/';
-        // SAFETY: at + 1 + len < 2 * PATH_MAX, inside the buffer; the helper validates `name`.
-        unsafe {
-            generated::bpf_probe_read_kernel(
-                out.as_mut_ptr().add(at + 1).cast(),
-                len as u32,
-                name as *const _,
-            )
-        };
         dentry = parent;
     }
     if !done {
@@ -519,20 +529,9 @@ fn read_file(buf: &mut EventBuf, file: u64) -> bool {
             done = true;
             break;
         }
-        if len + 1 > pos {
+        if !prepend(out, &mut pos, len, name) {
             break;
         }
-        pos -= len + 1;
-        let at = pos & (PATH_MAX - 1);
-        out[at] = b'/';
-        // SAFETY: at + 1 + len < 2 * PATH_MAX, inside the buffer; the helper validates `name`.
-        unsafe {
-            generated::bpf_probe_read_kernel(
-                out.as_mut_ptr().add(at + 1).cast(),
-                len as u32,
-                name as *const _,
-            )
-        };
         dentry = parent;
     }
     if !done {
