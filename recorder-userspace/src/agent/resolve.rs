@@ -110,8 +110,9 @@ pub struct Resolver {
     mounts: MountTable,
     /// By path string, for names the kernel gives as strings.
     paths: HashMap<Vec<u8>, Decision>,
-    /// By (device, path from the filesystem's root), for files the kernel named.
-    files: HashMap<(u64, Vec<u8>), Decision>,
+    /// By device, then path from the filesystem's root, for files the kernel named: looked up
+    /// by the event's own bytes, with no allocation per event.
+    files: HashMap<u64, HashMap<Vec<u8>, Decision>>,
 }
 
 impl Resolver {
@@ -155,13 +156,19 @@ impl Resolver {
 
     /// The decision for a file the kernel named.
     pub fn decide_file(&mut self, file: &OpenedFile) -> &Decision {
-        let key = (file.dev, file.path.clone());
-        if !self.files.contains_key(&key) {
+        let known = self
+            .files
+            .get(&file.dev)
+            .is_some_and(|paths| paths.contains_key(file.path.as_slice()));
+        if !known {
             let decision = self.file_decision(file);
-            self.files.insert(key.clone(), decision);
+            self.files
+                .entry(file.dev)
+                .or_default()
+                .insert(file.path.clone(), decision);
         }
         // Inserted just above when absent.
-        &self.files[&key]
+        &self.files[&file.dev][file.path.as_slice()]
     }
 
     fn file_decision(&self, file: &OpenedFile) -> Decision {
@@ -224,7 +231,7 @@ impl Resolver {
 
     /// Distinct paths and files decided so far.
     pub fn cached(&self) -> usize {
-        self.paths.len() + self.files.len()
+        self.paths.len() + self.files.values().map(HashMap::len).sum::<usize>()
     }
 }
 
