@@ -118,7 +118,8 @@ pub const EXEC_SCRIPT_NAMED: u8 = 4;
 /// Fixed part of every ring-buffer record.
 ///
 /// A record is this header, then `path_len` bytes of path, then `dir_len` bytes of directory,
-/// then `file_len` bytes of the file's path from the root of its filesystem.
+/// then `gap` bytes of padding, then `file_len` bytes of the file's path from the root of its
+/// filesystem.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct EventHeader {
@@ -166,7 +167,11 @@ pub struct EventHeader {
     pub mode: u16,
     /// [`EXEC_SCRIPT`] bits for an [`EventKind::Exec`].
     pub exec_flags: u8,
-    pub _pad: [u8; 3],
+    /// Bytes (0 to 7) between the directory and the file's path: a record assembled in place
+    /// puts its header at an 8-byte boundary before the path, so the header is copied in
+    /// whole words.
+    pub gap: u8,
+    pub _pad: [u8; 2],
 }
 
 /// Size of [`EventHeader`] on the wire.
@@ -276,8 +281,12 @@ pub mod walk {
     pub const RING_FILES_NODES: usize = 33;
     /// `io_rsrc_node.file_ptr`: a slot's file, flags in its two low bits.
     pub const RSRC_NODE_FILE_PTR: usize = 34;
+    /// `dentry.d_inode` (read with `d_parent` and `d_name` in one go).
+    pub const DENTRY_INODE: usize = 35;
+    /// `super_block.s_root`: where a file's dentry walk stops without reading the root.
+    pub const SB_ROOT: usize = 36;
     /// Number of offsets.
-    pub const COUNT: usize = 35;
+    pub const COUNT: usize = 37;
     /// Most path components (and mount crossings) the walk follows before giving up.
     pub const MAX_DEPTH: usize = 64;
 }

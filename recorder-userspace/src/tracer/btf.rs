@@ -344,12 +344,14 @@ fn walk_offsets(btf: &Btf) -> Result<[u64; walk::COUNT], BtfError> {
             "struct path: dentry does not directly follow mnt",
         ));
     }
-    // The walk reads d_parent and d_name in one go (see the eBPF crate's dentry_step).
+    offsets[walk::DENTRY_INODE] = at("dentry", &["d_inode"])?;
+    // The walk reads d_parent, d_name and d_inode in one go (see the eBPF crate's dentry_step).
     if offsets[walk::DENTRY_NAME_LEN] != offsets[walk::DENTRY_PARENT] + 12
         || offsets[walk::DENTRY_NAME] != offsets[walk::DENTRY_PARENT] + 16
+        || offsets[walk::DENTRY_INODE] != offsets[walk::DENTRY_PARENT] + 24
     {
         return Err(BtfError::Layout(
-            "struct dentry: d_name (hash, len, name) does not directly follow d_parent",
+            "struct dentry: d_name (hash, len, name) and d_inode do not directly follow d_parent",
         ));
     }
     offsets[walk::VFSMOUNT_ROOT] = at("vfsmount", &["mnt_root"])?;
@@ -364,6 +366,7 @@ fn walk_offsets(btf: &Btf) -> Result<[u64; walk::COUNT], BtfError> {
     offsets[walk::INODE_SB] = at("inode", &["i_sb"])?;
     offsets[walk::SB_DEV] = at("super_block", &["s_dev"])?;
     offsets[walk::SB_MAGIC] = at("super_block", &["s_magic"])?;
+    offsets[walk::SB_ROOT] = at("super_block", &["s_root"])?;
     offsets[walk::BPRM_FILE] = at("linux_binprm", &["file"])?;
     offsets[walk::BPRM_FILENAME] = at("linux_binprm", &["filename"])?;
     offsets[walk::BPRM_INTERP] = at("linux_binprm", &["interp"])?;
