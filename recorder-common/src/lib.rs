@@ -118,8 +118,7 @@ pub const EXEC_SCRIPT_NAMED: u8 = 4;
 /// Fixed part of every ring-buffer record.
 ///
 /// A record is this header, then `path_len` bytes of path, then `dir_len` bytes of directory,
-/// then `gap` bytes of padding, then `file_len` bytes of the file's path from the root of its
-/// filesystem.
+/// then `file_len` bytes of the file's path from the root of its filesystem.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct EventHeader {
@@ -167,11 +166,7 @@ pub struct EventHeader {
     pub mode: u16,
     /// [`EXEC_SCRIPT`] bits for an [`EventKind::Exec`].
     pub exec_flags: u8,
-    /// Bytes (0 to 7) between the directory and the file's path: a record assembled in place
-    /// puts its header at an 8-byte boundary before the path, so the header is copied in
-    /// whole words.
-    pub gap: u8,
-    pub _pad: [u8; 2],
+    pub _pad: [u8; 3],
 }
 
 /// Size of [`EventHeader`] on the wire.
@@ -285,8 +280,12 @@ pub mod walk {
     pub const DENTRY_INODE: usize = 35;
     /// `super_block.s_root`: where a file's dentry walk stops without reading the root.
     pub const SB_ROOT: usize = 36;
+    /// `dentry.d_shortname` (`d_iname` before 6.14): where a short name is stored inline, read
+    /// with the rest of a walk step. `u64::MAX` when it does not follow `d_inode`: every name is
+    /// then copied from where `d_name.name` points.
+    pub const DENTRY_SHORTNAME: usize = 37;
     /// Number of offsets.
-    pub const COUNT: usize = 37;
+    pub const COUNT: usize = 38;
     /// Most path components (and mount crossings) the walk follows before giving up.
     pub const MAX_DEPTH: usize = 64;
 }

@@ -354,6 +354,13 @@ fn walk_offsets(btf: &Btf) -> Result<[u64; walk::COUNT], BtfError> {
             "struct dentry: d_name (hash, len, name) and d_inode do not directly follow d_parent",
         ));
     }
+    // Short names live inline in the dentry, right after d_inode on 64-bit kernels: the walk
+    // then reads them with the step instead of with a call of their own.
+    offsets[walk::DENTRY_SHORTNAME] = at("dentry", &["d_shortname"])
+        .or_else(|_| at("dentry", &["d_iname"]))
+        .ok()
+        .filter(|&at| at == offsets[walk::DENTRY_PARENT] + 32)
+        .unwrap_or(u64::MAX);
     offsets[walk::VFSMOUNT_ROOT] = at("vfsmount", &["mnt_root"])?;
     offsets[walk::MOUNT_MNT] = at("mount", &["mnt"])?;
     offsets[walk::MOUNT_PARENT] = at("mount", &["mnt_parent"])?;

@@ -216,9 +216,8 @@ impl Event {
         let dir = record
             .get(path_end..dir_end)
             .ok_or(DecodeError::Truncated { len: record.len() })?;
-        let file_start = dir_end + header.gap as usize;
         let file_path = record
-            .get(file_start..file_start + header.file_len as usize)
+            .get(dir_end..dir_end + header.file_len as usize)
             .ok_or(DecodeError::Truncated { len: record.len() })?;
         let kind = EventKind::from_u8(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
         let comm_len = header.comm.iter().position(|&b| b == 0).unwrap_or(16);
@@ -318,8 +317,7 @@ mod tests {
             file_len: 0,
             mode: 0,
             exec_flags: 0,
-            gap: 0,
-            _pad: [0; 2],
+            _pad: [0; 3],
         };
         // SAFETY: test-only view of a plain-old-data struct as bytes.
         let bytes = unsafe {
@@ -341,33 +339,6 @@ mod tests {
         assert_eq!(json["kind"], "openat");
         assert_eq!(json["path"], "/etc/passwd");
         assert_eq!(json["dirfd"], -100);
-    }
-
-    #[test]
-    fn skips_the_gap_before_a_file_assembled_in_place() {
-        for gap in 0..8u8 {
-            let mut bytes = record(2, b"", 0);
-            // SAFETY: the header is at the start of the record and plain old data.
-            let header = unsafe { &mut *bytes.as_mut_ptr().cast::<EventHeader>() };
-            header.file_status = FILE_OK;
-            header.file_len = 12;
-            header.gap = gap;
-            bytes.extend(std::iter::repeat_n(0xaa, gap.into()));
-            bytes.extend_from_slice(b"/etc/hostname"[..12].as_ref());
-            let event = Event::decode(&bytes).unwrap();
-            assert_eq!(event.file.unwrap().path, b"/etc/hostnam", "gap {gap}");
-        }
-        let mut short = record(2, b"", 0);
-        // SAFETY: as above.
-        let header = unsafe { &mut *short.as_mut_ptr().cast::<EventHeader>() };
-        header.file_status = FILE_OK;
-        header.file_len = 4;
-        header.gap = 7;
-        short.extend_from_slice(b"/etc");
-        assert!(matches!(
-            Event::decode(&short),
-            Err(DecodeError::Truncated { .. })
-        ));
     }
 
     #[test]
