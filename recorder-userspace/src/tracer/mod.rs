@@ -140,7 +140,9 @@ impl Default for TracerConfig {
 ///
 /// Dropping it detaches the programs.
 pub struct Tracer {
-    // The programs stay attached while it lives.
+    /// The programs' attachments, detached in parallel on drop (see `Drop`).
+    links: Vec<Box<dyn Send>>,
+    // The programs stay loaded while it lives.
     ebpf: Ebpf,
     targets: HashMap<MapData, u32, u8>,
     counters: PerCpuArray<MapData, u64>,
@@ -153,6 +155,31 @@ impl std::fmt::Debug for Tracer {
         f.debug_struct("Tracer")
             .field("poll_interval", &self.poll_interval)
             .finish_non_exhaustive()
+    }
+}
+
+/// Detaches every program at once.
+///
+/// Closing a syscall tracepoint's perf event waits for grace periods in the closing thread
+/// (`tracepoint_synchronize_unregister`, under the kernel's `event_mutex`, so the waits only
+/// partly overlap): one after another the eight tracepoints took 0.58–0.67 s to detach here
+/// (`recorder trace`, SIGINT to exit, 3 runs), closed from one thread each 0.30–0.37 s. The
+/// BTF tracepoints' links close at once.
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        let links = std::mem::take(&mut self.links);
+        std::thread::scope(|scope| {
+            for link in links {
+                let detach = move || drop(link);
+                // A thread that cannot be made leaves the detach to this one.
+                if let Err(error) = std::thread::Builder::new()
+                    .name("recorder-detach".into())
+                    .spawn_scoped(scope, detach)
+                {
+                    debug!(%error, "detaching in the dropping thread");
+                }
+            }
+        });
     }
 }
 
@@ -187,6 +214,7 @@ impl Tracer {
             .map_max_entries("EVENTS", config.ring_bytes)
             .load(EBPF_OBJECT)?;
 
+        let mut links: Vec<Box<dyn Send>> = Vec::new();
         for (category, name) in TRACEPOINTS {
             let program = ebpf.program_mut(name).ok_or(TracerError::Missing(name))?;
             let tracepoint: &mut TracePoint = program
@@ -195,9 +223,11 @@ impl Tracer {
             tracepoint
                 .load()
                 .map_err(|source| TracerError::Program { name, source })?;
-            tracepoint
+            let link = tracepoint
                 .attach(category, name)
+                .and_then(|id| tracepoint.take_link(id))
                 .map_err(|source| TracerError::Program { name, source })?;
+            links.push(Box::new(link));
         }
         let btf = aya::Btf::from_sys_fs().map_err(|source| TracerError::KernelBtf { source })?;
         for name in BTF_TRACEPOINTS {
@@ -208,9 +238,11 @@ impl Tracer {
             tracepoint
                 .load(name, &btf)
                 .map_err(|source| TracerError::Program { name, source })?;
-            tracepoint
+            let link = tracepoint
                 .attach()
+                .and_then(|id| tracepoint.take_link(id))
                 .map_err(|source| TracerError::Program { name, source })?;
+            links.push(Box::new(link));
         }
 
         let targets = take_map(&mut ebpf, "TARGETS", HashMap::try_from)?;
@@ -218,6 +250,7 @@ impl Tracer {
         let events = take_map(&mut ebpf, "EVENTS", RingBuf::try_from)?;
         info!(ring_bytes = config.ring_bytes, "tracer attached");
         Ok(Self {
+            links,
             ebpf,
             targets,
             counters,
