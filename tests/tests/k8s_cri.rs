@@ -340,7 +340,16 @@ fn recorder_container_records_its_pods_workload_through_the_cri_and_leaves_nothi
     assert_eq!(version.runtime_name, "containerd");
     eprintln!("runtime: containerd {}", version.runtime_version);
 
-    let template = job_template();
+    let mut template = job_template();
+    // Another container of the same pod, not the target: a copy of the workload's spec
+    // named `helper`, reading a file the workload does not.
+    let mut helper = template["spec"]["containers"][0].clone();
+    helper["name"] = "helper".into();
+    helper["command"] = serde_json::json!(["/bin/cat", "/data/old.txt"]);
+    template["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(helper);
     let pod = node.pod("recorder-profile-x7k2p", POD_UID, &template);
     let sandbox_config = pod.sandbox_config();
     let sandbox = node.cri.run_pod_sandbox(&sandbox_config);
@@ -382,8 +391,9 @@ fn recorder_container_records_its_pods_workload_through_the_cri_and_leaves_nothi
     let manifest = write_image_named(&layout, AGENT_IMAGE);
     node.daemon.import_layout(&layout);
 
-    // A decoy: another pod's container with the same name, reading a file the workload
-    // does not; it runs to its end before the workload starts.
+    // Decoys, each reading a file the workload does not (the exact record below shows that
+    // neither was recorded), each run to its end before the workload starts. First another
+    // pod's container with the same name; then the other container of the workload's pod.
     let mut decoy_template = template.clone();
     decoy_template["spec"]["containers"][0]["command"] =
         serde_json::json!(["/bin/cat", "/data/old.txt"]);
@@ -394,6 +404,9 @@ fn recorder_container_records_its_pods_workload_through_the_cri_and_leaves_nothi
         node.start_container(&decoy, &decoy_sandbox, &decoy_config, "workload");
     let decoy_status = node.wait_exited(&decoy_workload, Duration::from_secs(60));
     assert_eq!(decoy_status.exit_code, 0, "{decoy_status:?}");
+    let (helper, _) = node.start_container(&pod, &sandbox, &sandbox_config, "helper");
+    let helper_status = node.wait_exited(&helper, Duration::from_secs(60));
+    assert_eq!(helper_status.exit_code, 0, "{helper_status:?}");
 
     let (workload, _) = node.start_container(&pod, &sandbox, &sandbox_config, "workload");
     let status = node.wait_exited(&workload, Duration::from_secs(60));
@@ -456,6 +469,10 @@ fn recorder_container_records_its_pods_workload_through_the_cri_and_leaves_nothi
     let log = log.join("\n");
     assert!(log.contains("armed before the container started"), "{log}");
     assert!(log.contains("warnings: 0"), "{log}");
+    assert!(
+        log.contains("stopped: every target process exited"),
+        "{log}"
+    );
 
     phase(start, "recorder stopped, exit 0");
     node.remove_pod(&decoy_sandbox);
@@ -623,4 +640,97 @@ fn image_holds_the_binary_its_libraries_and_tls_roots_and_the_dockerfile_copies_
             ),
         ]
     );
+}
+
+/// A mutation of the Job's pod template.
+type Without = fn(&mut serde_json::Value);
+
+/// Without each privilege the Job grants, the recorder fails and says why (termination
+/// message, failed probe), so none is granted for nothing. CAP_SYS_PTRACE is not in the table:
+/// it matters only for a workload running as another uid than the recorder (unproven here).
+/// The BTF host mount the Job used to have is not needed: the container's own sysfs shows
+/// `/sys/kernel/btf` (the main test runs without it).
+#[test]
+fn without_each_privilege_the_job_grants_the_recorder_fails_and_says_why() {
+    fn recorder(t: &mut serde_json::Value) -> &mut serde_json::Value {
+        &mut t["spec"]["initContainers"][0]
+    }
+    let cases: &[(&str, Without, bool, &str)] = &[
+        // (what is taken away, how, whether the failure shows only once the workload runs,
+        // what the termination message says)
+        (
+            "CAP_BPF",
+            |t| {
+                recorder(t)["securityContext"]["capabilities"]["add"] =
+                    serde_json::json!(["PERFMON", "SYS_PTRACE"])
+            },
+            false,
+            "loading the eBPF object failed",
+        ),
+        (
+            "CAP_PERFMON",
+            |t| {
+                recorder(t)["securityContext"]["capabilities"]["add"] =
+                    serde_json::json!(["BPF", "SYS_PTRACE"])
+            },
+            false,
+            "Operation not permitted",
+        ),
+        (
+            "the tracefs host mount",
+            |t| {
+                let mounts = recorder(t)["volumeMounts"].as_array_mut().unwrap();
+                mounts.retain(|m| m["name"] != "tracefs");
+            },
+            false,
+            "tracefs is not mounted",
+        ),
+        (
+            // The workload's host pid, which containerd reports, is not in the recorder's
+            // /proc: the probe passes, arming fails.
+            "hostPID",
+            |t| t["spec"]["hostPID"] = false.into(),
+            true,
+            "before the filter was armed",
+        ),
+    ];
+    let mut node = Node::start();
+    let layout = node.daemon.scratch().join("workload-layout");
+    write_image_named(&layout, AGENT_IMAGE);
+    node.daemon.import_layout(&layout);
+    for (i, (what, without, at_arming, says)) in cases.iter().enumerate() {
+        let mut template = job_template();
+        without(&mut template);
+        let uid = format!("0b5f3c2e-7d1a-4e8b-9c6f-00000000000{i}");
+        let pod = node.pod(&format!("recorder-profile-without-{i}"), &uid, &template);
+        let sandbox_config = pod.sandbox_config();
+        let sandbox = node.cri.run_pod_sandbox(&sandbox_config);
+        let (recorder, files) = node.start_container(&pod, &sandbox, &sandbox_config, "recorder");
+        let probe = probe_until_ready(&mut node, &pod, &recorder);
+        if *at_arming {
+            assert!(probe.is_ok(), "without {what}: {probe:?}");
+            let (workload, _) = node.start_container(&pod, &sandbox, &sandbox_config, "workload");
+            node.wait_exited(&workload, Duration::from_secs(60));
+        } else {
+            assert!(probe.is_err(), "without {what} the probe passed: {probe:?}");
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let message = loop {
+            let message = std::fs::read_to_string(&files.termination_message).unwrap();
+            if !message.is_empty() || Instant::now() > deadline {
+                break message;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(
+            message.starts_with("recorder failed:") && message.contains(says),
+            "without {what}: termination message {message:?}; log:\n{}",
+            log_lines(&files.log).join("\n")
+        );
+        node.cri.stop_container(&recorder, Duration::from_secs(10));
+        let stopped = node.wait_exited(&recorder, Duration::from_secs(20));
+        assert_ne!(stopped.exit_code, 0, "without {what}");
+        node.remove_pod(&sandbox);
+    }
+    node.assert_nothing_left();
 }
