@@ -56,6 +56,8 @@ fn image() -> &'static RecorderImage {
 struct Node {
     cri: Cri,
     cgroup_top: String,
+    /// Every sandbox and container id the CRI gave out, to look for their cgroups at the end.
+    ids: Vec<String>,
     daemon: Daemon,
 }
 
@@ -79,6 +81,7 @@ impl Node {
         Node {
             cri,
             cgroup_top,
+            ids: Vec::new(),
             daemon,
         }
     }
@@ -117,8 +120,16 @@ impl Node {
         let seccomp_root = self.daemon.scratch().join("seccomp");
         let (config, files) = pod.container_config(name, &image.id, &seccomp_root);
         let id = self.cri.create_container(sandbox, &config, sandbox_config);
+        self.ids.push(id.clone());
         self.cri.start_container(&id);
         (id, files)
+    }
+
+    /// RunPodSandbox; returns the sandbox id.
+    fn run_pod_sandbox(&mut self, config: &cri::PodSandboxConfig) -> String {
+        let id = self.cri.run_pod_sandbox(config);
+        self.ids.push(id.clone());
+        id
     }
 
     fn wait_exited(&mut self, id: &str, limit: Duration) -> cri::ContainerStatus {
@@ -176,6 +187,11 @@ impl Node {
             "mounts left"
         );
         for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            // Not where the CRI puts containers without a cgroup parent either.
+            for id in &self.ids {
+                let stray = hierarchy.path().join("k8s.io").join(id);
+                assert!(!stray.exists(), "cgroup left: {}", stray.display());
+            }
             let top = hierarchy.path().join(&self.cgroup_top);
             let Ok(pods) = std::fs::read_dir(&top) else {
                 continue;
@@ -352,7 +368,7 @@ fn recorder_container_records_its_pods_workload_through_the_cri_and_leaves_nothi
         .push(helper);
     let pod = node.pod("recorder-profile-x7k2p", POD_UID, &template);
     let sandbox_config = pod.sandbox_config();
-    let sandbox = node.cri.run_pod_sandbox(&sandbox_config);
+    let sandbox = node.run_pod_sandbox(&sandbox_config);
     let (recorder, files) = node.start_container(&pod, &sandbox, &sandbox_config, "recorder");
     phase(start, "recorder container started");
     // In the pod's cgroup, under the Job's memory limit (which the eBPF maps are charged to).
@@ -399,7 +415,7 @@ fn recorder_container_records_its_pods_workload_through_the_cri_and_leaves_nothi
         serde_json::json!(["/bin/cat", "/data/old.txt"]);
     let decoy = node.pod("decoy-q9w4e", DECOY_UID, &decoy_template);
     let decoy_config = decoy.sandbox_config();
-    let decoy_sandbox = node.cri.run_pod_sandbox(&decoy_config);
+    let decoy_sandbox = node.run_pod_sandbox(&decoy_config);
     let (decoy_workload, _) =
         node.start_container(&decoy, &decoy_sandbox, &decoy_config, "workload");
     let decoy_status = node.wait_exited(&decoy_workload, Duration::from_secs(60));
@@ -605,6 +621,25 @@ fn image_holds_the_binary_its_libraries_and_tls_roots_and_the_dockerfile_copies_
         )
     );
 
+    // containers/image's docker-archive reader (the one `docker load`'s format is read with by
+    // skopeo and podman) takes it: the same config, the same layer.
+    let inspect = std::process::Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("docker-archive:{}", image.archive.display()))
+        .output()
+        .expect("running skopeo (cargo xtask setup installs it)");
+    assert!(
+        inspect.status.success(),
+        "skopeo inspect docker-archive: {}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+    let inspected: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(
+        inspected["Env"],
+        serde_json::json!(["PATH=/usr/local/bin:/usr/bin:/bin"])
+    );
+    assert_eq!(inspected["Layers"].as_array().map(Vec::len), Some(1));
+
     // The Dockerfile's image: the same command writes the tree, and only the tree is copied.
     let dockerfile =
         std::fs::read_to_string(workspace().join("deploy/container/Dockerfile")).unwrap();
@@ -704,7 +739,7 @@ fn without_each_privilege_the_job_grants_the_recorder_fails_and_says_why() {
         let uid = format!("0b5f3c2e-7d1a-4e8b-9c6f-00000000000{i}");
         let pod = node.pod(&format!("recorder-profile-without-{i}"), &uid, &template);
         let sandbox_config = pod.sandbox_config();
-        let sandbox = node.cri.run_pod_sandbox(&sandbox_config);
+        let sandbox = node.run_pod_sandbox(&sandbox_config);
         let (recorder, files) = node.start_container(&pod, &sandbox, &sandbox_config, "recorder");
         let probe = probe_until_ready(&mut node, &pod, &recorder);
         if *at_arming {
