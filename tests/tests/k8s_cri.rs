@@ -681,9 +681,10 @@ fn image_holds_the_binary_its_libraries_and_tls_roots_and_the_dockerfile_copies_
 type Without = fn(&mut serde_json::Value);
 
 /// Without each privilege the Job grants, the recorder fails and says why (termination
-/// message, failed probe), so none is granted for nothing. CAP_SYS_PTRACE is not in the table:
-/// it matters only for a workload running as another uid than the recorder (unproven here).
-/// The BTF host mount the Job used to have is not needed: the container's own sysfs shows
+/// message, failed probe), so none is granted for nothing. CAP_SYS_PTRACE matters only for a
+/// workload running as another uid than the recorder's 0. The message when the workload's
+/// namespaces cannot be read (no hostPID, no CAP_SYS_PTRACE) is today's: it blames the
+/// workload's exit rather than the recorder's view of /proc. The BTF host mount the Job used to have is not needed: the container's own sysfs shows
 /// `/sys/kernel/btf` (the main test runs without it).
 #[test]
 fn without_each_privilege_the_job_grants_the_recorder_fails_and_says_why() {
@@ -725,6 +726,19 @@ fn without_each_privilege_the_job_grants_the_recorder_fails_and_says_why() {
             // /proc: the probe passes, arming fails.
             "hostPID",
             |t| t["spec"]["hostPID"] = false.into(),
+            true,
+            "before the filter was armed",
+        ),
+        (
+            // The kernel lets a process read another's /proc/<pid>/ns/mnt only with the same
+            // uid or CAP_SYS_PTRACE.
+            "CAP_SYS_PTRACE, with a workload running as another uid",
+            |t| {
+                recorder(t)["securityContext"]["capabilities"]["add"] =
+                    serde_json::json!(["BPF", "PERFMON"]);
+                t["spec"]["containers"][0]["securityContext"] =
+                    serde_json::json!({"runAsUser": 65534});
+            },
             true,
             "before the filter was armed",
         ),
