@@ -1,6 +1,7 @@
 //! A private containerd per test: its own config, root, state and socket under a temp dir,
 //! the CRI plugin disabled, and its own namespace (so its cgroups and runc state are its
-//! own too). Dropping it removes tasks, containers, the daemon, leftover mounts and the cgroup
+//! own too); or, with [`Daemon::start_cri`], the CRI plugin serving, with runc's root and the
+//! pods' cgroup parent its own. Dropping it removes tasks, containers, the daemon, leftover mounts and the cgroup
 //! dirs it made, so tests can run in parallel and leave nothing behind.
 
 use std::os::unix::net::UnixStream;
@@ -360,8 +361,8 @@ fn unmount_under(dir: &Path) {
 }
 
 /// Removes `<hierarchy>/<namespace>` and its children from every cgroup hierarchy (runc puts
-/// `ctr` containers in `/<namespace>/<id>`). `namespace` may be a relative path.
-pub fn remove_cgroups(namespace: &str) {
+/// `ctr` containers in `/<namespace>/<id>`).
+fn remove_cgroups(namespace: &str) {
     let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
         return;
     };

@@ -381,9 +381,10 @@ fn check_known_fields(c: &Value) {
 }
 
 /// The kubelet's resource translation: cpu request to shares (1 cpu = 1024), memory limit to
-/// bytes, cpu limit to a quota over a 100 ms period; and a burstable pod's oom score (raising
-/// it needs no privilege, and containerd's `restrict_oom_score_adj` keeps it at or above its
-/// own).
+/// bytes, cpu limit to a quota over a 100 ms period; and a burstable pod's oom score, which the
+/// kubelet computes as 1000 - 1000 * memory request / node memory, at most 999 (the test uses
+/// that bound). Raising a score needs no privilege, and containerd's `restrict_oom_score_adj`
+/// keeps it at or above containerd's own.
 fn resources(r: &Value) -> cri::LinuxContainerResources {
     let millicores = |v: &Value| -> Option<i64> {
         let s = v.as_str()?;

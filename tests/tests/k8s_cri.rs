@@ -9,6 +9,11 @@
 //! tests/src/kubelet.rs), and the probe is run by the test through `ExecSync` as the kubelet's
 //! prober does. What the kubelet would have decided (start the workload once the probe passes,
 //! stop the sidecar once the workload exited) the test does in that order.
+//!
+//! The image is `cargo xtask image`'s, packaging this build's recorder (debug, its debug info
+//! stripped) rather than a release build: the same code, without a release build in the suite.
+//! containerd's `k8s.io` namespace here is the private daemon's, so parallel tests and the
+//! host's own containerd stay apart.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
