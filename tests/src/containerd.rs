@@ -1,6 +1,7 @@
 //! A private containerd per test: its own config, root, state and socket under a temp dir,
 //! the CRI plugin disabled, and its own namespace (so its cgroups and runc state are its
-//! own too). Dropping it removes tasks, containers, the daemon, leftover mounts and the cgroup
+//! own too); or, with [`Daemon::start_cri`], the CRI plugin serving, with runc's root and the
+//! pods' cgroup parent its own. Dropping it removes tasks, containers, the daemon, leftover mounts and the cgroup
 //! dirs it made, so tests can run in parallel and leave nothing behind.
 
 use std::os::unix::net::UnixStream;
@@ -49,28 +50,79 @@ pub struct Daemon {
     dir: tempfile::TempDir,
     child: Child,
     namespace: String,
+    /// With the CRI plugin: runc's root is in `dir`, and the cgroup dirs to remove are under
+    /// this parent rather than under the namespace.
+    cri_cgroup_parent: Option<String>,
+}
+
+/// What a daemon with containerd's CRI plugin needs (see [`Daemon::start_cri`]).
+pub struct CriOptions<'a> {
+    /// The pause image's reference; it must be imported into `k8s.io` before a sandbox runs.
+    pub sandbox_image: &'a str,
+    /// The cgroup parent the test gives its pod sandboxes (as the kubelet gives
+    /// `kubepods/.../pod<uid>`); it and everything under it go with the daemon.
+    pub cgroup_parent: &'a str,
 }
 
 impl Daemon {
     /// Starts a daemon and waits until its socket answers.
     pub fn start() -> Daemon {
+        Self::launch(None)
+    }
+
+    /// Starts a daemon with containerd's own CRI plugin serving on its socket, the way a
+    /// Kubernetes node runs it, with everything it keeps (root, state, runc's root, opt, CNI
+    /// dirs) in the temp dir. Its namespace is the CRI's, `k8s.io`, private to this daemon's
+    /// root. Measured here with containerd 1.6.20: without `restrict_oom_score_adj` every
+    /// sandbox fails (root lacks CAP_SYS_RESOURCE to lower the pause process's oom score); no
+    /// CNI config is given, so sandboxes must use the node's network namespace.
+    pub fn start_cri(options: CriOptions) -> Daemon {
+        Self::launch(Some(options))
+    }
+
+    fn launch(cri: Option<CriOptions>) -> Daemon {
         require_containerd();
         // Short paths: unix socket paths are limited to 108 bytes.
         let dir = tempfile::Builder::new()
             .prefix("ctrd-")
             .tempdir_in("/tmp")
             .unwrap();
-        let namespace = format!(
-            "rt-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
+        let namespace = match cri {
+            Some(_) => "k8s.io".to_owned(),
+            None => format!(
+                "rt-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ),
+        };
         let d = dir.path().display();
+        let plugins = match &cri {
+            None => r#"disabled_plugins = ["io.containerd.grpc.v1.cri"]"#.to_owned(),
+            Some(cri) => format!(
+                r#"[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{sandbox}"
+  restrict_oom_score_adj = true
+  disable_apparmor = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        Root = "{d}/runc"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{d}/cni/bin"
+    conf_dir = "{d}/cni/conf""#,
+                sandbox = cri.sandbox_image
+            ),
+        };
         let config = format!(
             r#"version = 2
 root = "{d}/root"
 state = "{d}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+{plugins}
 [grpc]
   address = "{d}/c.sock"
 [ttrpc]
@@ -102,6 +154,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             dir,
             child,
             namespace,
+            cri_cgroup_parent: cri.map(|c| c.cgroup_parent.to_owned()),
         };
         daemon.wait_ready();
         daemon
@@ -235,7 +288,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     }
 
     /// Processes (shims) started for this daemon, found by its address on their command line.
-    fn shims(&self) -> Vec<i32> {
+    pub fn shims(&self) -> Vec<i32> {
         let needle = self.socket().display().to_string();
         std::fs::read_dir("/proc")
             .into_iter()
@@ -270,23 +323,40 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
         unmount_under(self.dir.path());
-        remove_cgroups(&self.namespace);
-        let _ = std::fs::remove_dir_all(Path::new("/run/containerd/runc").join(&self.namespace));
+        match &self.cri_cgroup_parent {
+            // runc's root is in the temp dir; `k8s.io` under the host's runc root is not ours.
+            Some(parent) => {
+                if let Some(top) = parent.trim_start_matches('/').split('/').next() {
+                    remove_cgroups(top);
+                }
+            }
+            None => {
+                remove_cgroups(&self.namespace);
+                let _ = std::fs::remove_dir_all(
+                    Path::new("/run/containerd/runc").join(&self.namespace),
+                );
+            }
+        }
     }
+}
+
+/// The mount points under `dir` (in this mount namespace).
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    let prefix = dir.display().to_string();
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Lazily unmounts every mount point under `dir`, deepest first.
 fn unmount_under(dir: &Path) {
-    let prefix = dir.display().to_string();
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut points: Vec<&str> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| p.starts_with(&prefix))
-        .collect();
+    let mut points = mounts_under(dir);
     points.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for p in points {
-        let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+        let _ = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH);
     }
 }
 

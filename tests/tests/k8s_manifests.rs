@@ -206,7 +206,7 @@ fn check_profiling_job(job: &Value) -> &Value {
     }
     assert!(workload.get("securityContext").is_none());
 
-    // Host mounts: exactly tracefs, BTF and the containerd socket, for the recorder alone.
+    // Host mounts: exactly tracefs and the containerd socket, for the recorder alone.
     let volumes = pod["volumes"].as_sequence().unwrap();
     let host: BTreeSet<&str> = volumes
         .iter()
@@ -214,11 +214,7 @@ fn check_profiling_job(job: &Value) -> &Value {
         .collect();
     assert_eq!(
         host,
-        BTreeSet::from([
-            "/sys/kernel/tracing",
-            "/sys/kernel/btf",
-            "/run/containerd/containerd.sock"
-        ])
+        BTreeSet::from(["/sys/kernel/tracing", "/run/containerd/containerd.sock"])
     );
     let host_volumes: BTreeSet<&str> = volumes
         .iter()

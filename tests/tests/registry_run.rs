@@ -182,7 +182,7 @@ fn a_failed_push_exits_1_and_leaves_the_record_committed() {
 
 /// The sidecar's flow as `recorder k8s job --push REF --registry-secret NAME` renders it
 /// (RECORDER_PUSH, RECORDER_REGISTRY_CONFIG on the mounted Secret's config.json), with this
-/// test playing the kubelet as tests/k8s_kubelet.rs does, against a registry with basic auth:
+/// test playing the kubelet's part on a private containerd, against a registry with basic auth:
 /// the record is pushed after the commit, and the termination message is the artifact's
 /// reference, from which `recorder record pull` gets the committed bytes.
 #[test]

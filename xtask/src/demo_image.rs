@@ -11,9 +11,9 @@
 //! Every byte is deterministic (sorted entries, fixed mtimes and owners, fixed gzip settings),
 //! so the manifest digest only changes when this machine's programs do.
 
-mod host;
-mod layer;
-mod layout;
+pub mod host;
+pub mod layer;
+pub mod layout;
 
 use std::fs;
 use std::path::Path;

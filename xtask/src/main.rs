@@ -5,6 +5,7 @@ mod cmd;
 mod demo;
 mod demo_image;
 mod fuzz;
+mod image;
 mod setup;
 mod test;
 
@@ -31,6 +32,8 @@ enum Xtask {
     Demo(demo::Args),
     /// Run a benchmark and print its report.
     Bench(bench::Args),
+    /// Build the recorder's container image (OCI layout and archive); print its digest.
+    Image(image::Args),
     /// Run the cargo-fuzz targets for a bounded time each (nightly, address sanitizer).
     Fuzz(fuzz::Args),
 }
@@ -50,6 +53,7 @@ fn main() -> anyhow::Result<()> {
             setup::run_setup(setup::Args {})?;
             bench::run(args)
         }
+        Xtask::Image(args) => image::run_image(args),
         Xtask::Fuzz(args) => {
             setup::run_setup(setup::Args {})?;
             fuzz::run_fuzz(args)

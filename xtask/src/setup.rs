@@ -30,6 +30,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "skopeo",
     "apache2-utils",
     "openssl",
+    // `cargo xtask image`: the TLS roots it puts in the recorder's image; objcopy, which the
+    // CRI tests strip the debug recorder with before packaging it.
+    "ca-certificates",
+    "binutils",
 ];
 
 #[derive(clap::Args)]

@@ -115,7 +115,7 @@ fn locate(program: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// The libraries `ldd` says `program` loads, the dynamic loader included.
-fn libraries(program: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub fn libraries(program: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let out = Command::new("ldd")
         .arg(program)
         .output()

@@ -95,6 +95,29 @@ impl Layer {
         Ok(())
     }
 
+    /// Creates the layer's entries as files under `dir`, which must not exist yet (the
+    /// image's file tree, for a container build to copy).
+    pub fn unpack(&self, dir: &std::path::Path) -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for (path, entry) in &self.entries {
+            let at = dir.join(path);
+            match entry {
+                Entry::Dir { mode } => std::fs::create_dir(&at)
+                    .and_then(|()| std::fs::set_permissions(&at, PermissionsExt::from_mode(*mode))),
+                Entry::File { mode, data } => std::fs::write(&at, data)
+                    .and_then(|()| std::fs::set_permissions(&at, PermissionsExt::from_mode(*mode))),
+                Entry::Symlink { target } => std::os::unix::fs::symlink(target, &at),
+            }
+            .with_context(|| format!("creating {}", at.display()))?;
+        }
+        Ok(())
+    }
+
     /// Writes the tar (root-owned entries, fixed mtime) and gzips it with fixed settings.
     pub fn write(&self) -> anyhow::Result<LayerBlob> {
         let mut tar = tar::Builder::new(Vec::new());
