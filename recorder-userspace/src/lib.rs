@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod containerd;
+pub mod content;
 pub mod files;
 pub mod image;
 pub mod k8s;
@@ -11,4 +12,5 @@ pub mod registry;
 pub mod sandbox;
 pub mod status;
 pub mod store;
+pub mod time;
 pub mod tracer;
