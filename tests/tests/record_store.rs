@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use recorder::image::BlobDigest;
 use recorder::store::ContentStore;
-use recorder_tests::agent_fixtures::{recorder_bin, write_image};
+use recorder_tests::agent_fixtures::{LocalRun, recorder_bin};
 use recorder_tests::containerd::{AGENT_IMAGE, Daemon, agent_daemon, recorder_run};
 use recorder_tests::deadline::output_within;
 use recorder_tests::root::require_root;
@@ -53,30 +53,14 @@ fn last_line(stdout: &str) -> String {
 #[test]
 fn local_store_records_are_listed_shown_and_removed_with_their_companion() {
     require_root();
-    let dir = tempfile::tempdir().unwrap();
-    let (image, store, work) = (
-        dir.path().join("image"),
-        dir.path().join("store"),
-        dir.path().join("work"),
-    );
-    std::fs::create_dir(&work).unwrap();
-    let manifest = write_image(&image);
-    let child = Command::new(recorder_bin())
-        .arg("run")
-        .args(["--image".as_ref(), image.as_os_str()])
-        .args(["--store".as_ref(), store.as_os_str()])
-        .args(["--work-dir".as_ref(), work.as_os_str()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = output_within(child, RUN_LIMIT, "recorder run");
+    let local = LocalRun::new();
+    let (store, manifest) = (&local.store, &local.manifest);
+    let out = local.run(&[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
     let digest = last_line(&String::from_utf8_lossy(&out.stdout));
     // A blob that is no record, as an image's layer in the same store would be.
-    let content = ContentStore::open(&store).unwrap();
+    let content = ContentStore::open(store).unwrap();
     let layer = content.put("layer", b"not a record", None).unwrap().digest;
 
     let store_arg = ["--store", store.to_str().unwrap()];
