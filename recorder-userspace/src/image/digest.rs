@@ -29,12 +29,29 @@ impl From<DigestError> for ImageError {
     }
 }
 
-/// Turns an I/O error back into the verification failure it carries, or wraps it with `other`.
+/// Turns an I/O error back into the failure it carries (a verification failure of a
+/// [`VerifyingReader`], or an [`ImageError`] a layer reader wrapped), or wraps it with `other`.
 pub(crate) fn unwrap_io(e: io::Error, other: impl FnOnce(io::Error) -> ImageError) -> ImageError {
+    if e.get_ref().is_some_and(|r| r.is::<ImageError>()) {
+        let kind = e.kind();
+        return match e.into_inner().map(|inner| inner.downcast::<ImageError>()) {
+            Some(Ok(img)) => *img,
+            // Unreachable: the check above saw an ImageError inside.
+            Some(Err(inner)) => other(io::Error::new(kind, inner)),
+            None => other(io::Error::from(kind)),
+        };
+    }
     match verification_error(e) {
         Ok(d) => d.into(),
         Err(e) => other(e),
     }
+}
+
+/// Whether `e` carries an [`ImageError`] or a verification failure: a failure of the blob
+/// itself rather than of reading it.
+pub(crate) fn carries_image_error(e: &io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|r| r.is::<ImageError>() || r.is::<DigestError>())
 }
 
 /// Reads a whole blob through a verifying reader into memory (for small JSON blobs).
@@ -81,6 +98,12 @@ mod tests {
         assert!(matches!(
             unwrap_io(err, |_| unreachable!()),
             ImageError::SizeMismatch { .. }
+        ));
+        let wrapped = io::Error::new(io::ErrorKind::InvalidData, ImageError::WorkerPanicked(3));
+        assert!(carries_image_error(&wrapped));
+        assert!(matches!(
+            unwrap_io(wrapped, |_| unreachable!()),
+            ImageError::WorkerPanicked(3)
         ));
         assert!(matches!(
             ImageError::from("sha512:00".parse::<BlobDigest>().unwrap_err()),
