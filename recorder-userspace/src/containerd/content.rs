@@ -209,7 +209,8 @@ impl ContainerdContent {
         })
     }
 
-    /// A containerd error as a content error: NotFound for a missing blob.
+    /// A containerd error as a content error: NotFound for a missing blob. (`rpc_error` keeps
+    /// the gRPC code only as the head of its message, `status_text`'s `CODE: message`.)
     fn content_error(&self, digest: Option<&BlobDigest>, e: ContainerdError) -> ContentError {
         match (digest, &e) {
             (Some(digest), ContainerdError::Rpc { message, .. })
