@@ -166,6 +166,7 @@ pub struct EventHeader {
     pub mode: u16,
     /// [`EXEC_SCRIPT`] bits for an [`EventKind::Exec`].
     pub exec_flags: u8,
+    /// Zero: pads the header to a multiple of its alignment.
     pub _pad: [u8; 3],
 }
 
@@ -176,7 +177,9 @@ pub const HEADER_LEN: usize = core::mem::size_of::<EventHeader>();
 /// file.
 #[repr(C)]
 pub struct EventBuf {
+    /// The fixed-size part.
     pub header: EventHeader,
+    /// The path, the directory and the file's path, back to back, as the header's lengths say.
     pub strings: [u8; 3 * PATH_MAX],
 }
 

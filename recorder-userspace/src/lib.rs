@@ -3,12 +3,15 @@
 
 pub mod agent;
 pub mod containerd;
+pub mod content;
 pub mod files;
 pub mod image;
 pub mod k8s;
+pub mod procfs;
 pub mod record;
 pub mod registry;
 pub mod sandbox;
 pub mod status;
 pub mod store;
+pub mod time;
 pub mod tracer;

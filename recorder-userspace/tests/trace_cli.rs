@@ -2,15 +2,14 @@
 
 use std::{
     io::{BufRead, BufReader, Write},
-    os::unix::fs::MetadataExt,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 fn mntns(pid: u32) -> u64 {
-    std::fs::metadata(format!("/proc/{pid}/ns/mnt"))
-        .unwrap()
-        .ino()
+    recorder::procfs::MntNs::of_pid(pid)
+        .expect("reading a mount namespace")
+        .inode()
 }
 
 #[test]

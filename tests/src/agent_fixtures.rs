@@ -4,7 +4,8 @@
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use crate::image_fixtures::{digest, oci_layout_with_config};
 use crate::sandbox_fixtures::{LayerBuilder, ldd, which};
@@ -243,6 +244,71 @@ pub fn recorder_bin() -> PathBuf {
     assert!(status.success(), "building the recorder binary failed");
     assert!(bin.is_file(), "no recorder binary at {}", bin.display());
     bin
+}
+
+/// A temp dir holding the agent fixture image as a layout, a place for a local content store
+/// and an empty work dir: what a `recorder run --store` needs.
+pub struct LocalRun {
+    /// The temp dir (removed on drop).
+    pub dir: tempfile::TempDir,
+    /// The image layout ([`write_image`]'s).
+    pub image: PathBuf,
+    /// The content store (not created yet).
+    pub store: PathBuf,
+    /// The work dir.
+    pub work: PathBuf,
+    /// The image's manifest digest.
+    pub manifest: String,
+}
+
+impl LocalRun {
+    /// Writes the image and makes the work dir.
+    pub fn new() -> LocalRun {
+        let dir = tempfile::tempdir().unwrap();
+        let (image, store, work) = (
+            dir.path().join("image"),
+            dir.path().join("store"),
+            dir.path().join("work"),
+        );
+        std::fs::create_dir(&work).unwrap();
+        let manifest = write_image(&image);
+        LocalRun {
+            dir,
+            image,
+            store,
+            work,
+            manifest,
+        }
+    }
+
+    /// `recorder run` of the image into the store, with `extra` arguments (see
+    /// [`run_into_store`]).
+    pub fn run(&self, extra: &[&str]) -> Output {
+        run_into_store(&self.image, &self.store, &self.work, extra)
+    }
+}
+
+impl Default for LocalRun {
+    fn default() -> Self {
+        LocalRun::new()
+    }
+}
+
+/// `recorder run --image IMAGE --store STORE --work-dir WORK EXTRA...`, its output once it
+/// has exited (failing the test if that takes more than 180 s).
+pub fn run_into_store(image: &Path, store: &Path, work: &Path, extra: &[&str]) -> Output {
+    let child = Command::new(recorder_bin())
+        .arg("run")
+        .args(["--image".as_ref(), image.as_os_str()])
+        .args(["--store".as_ref(), store.as_os_str()])
+        .args(["--work-dir".as_ref(), work.as_os_str()])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting recorder run");
+    crate::deadline::output_within(child, Duration::from_secs(180), "recorder run")
 }
 
 /// Bind-mounts host file `source` over `target` inside the mount namespace of `pid`, as a

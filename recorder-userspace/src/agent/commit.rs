@@ -6,10 +6,11 @@ use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::containerd::{Containerd, ContainerdError, RecordLabels};
+use crate::containerd::{Containerd, ContainerdContent, RecordLabels};
+use crate::content::{self, ContentError, Labels};
 use crate::image::BlobDigest;
-use crate::record::RecordBuilder;
-use crate::store::{ContentStore, StoreError};
+use crate::record::{RecordBuilder, stored};
+use crate::store::ContentStore;
 
 /// Where the record goes.
 #[derive(Debug, Clone)]
@@ -59,26 +60,6 @@ impl std::fmt::Debug for ContainerdSink {
     }
 }
 
-/// Why a content store refused the record.
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    /// The local content store.
-    #[error(transparent)]
-    Local(#[from] StoreError),
-    /// containerd.
-    #[error(transparent)]
-    Containerd(Box<ContainerdError>),
-    /// The thread writing to containerd died.
-    #[error("the thread writing to containerd panicked")]
-    Panicked,
-}
-
-impl From<ContainerdError> for SinkError {
-    fn from(e: ContainerdError) -> Self {
-        SinkError::Containerd(Box::new(e))
-    }
-}
-
 /// What was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Committed {
@@ -97,7 +78,7 @@ pub enum CommitError {
     #[error("committing the record to the content store failed: {source}; {}", kept_note(.kept))]
     Store {
         /// The store's error.
-        source: SinkError,
+        source: ContentError,
         /// Where the record was kept instead.
         kept: Option<PathBuf>,
     },
@@ -154,10 +135,7 @@ pub fn commit(record: &RecordBuilder, opts: &CommitOptions) -> Result<Committed,
             tracing::warn!(path = %sidecar.display(), error = %e, "writing the companion failed");
         }
     }
-    let stored = match &opts.store {
-        RecordSink::Local(dir) => put_local(dir, &bytes, &companion_bytes),
-        RecordSink::Containerd(sink) => put_containerd(sink, &bytes, &companion_bytes),
-    };
+    let stored = put(&opts.store, record, &bytes, &companion_bytes);
     let (record, companion) = match stored {
         Ok(stored) => stored,
         Err(source) => {
@@ -207,52 +185,33 @@ pub fn commit(record: &RecordBuilder, opts: &CommitOptions) -> Result<Committed,
     })
 }
 
-/// The record's digest, and the companion's (none when there are no extras), whose failure
-/// does not undo the record's.
-type StoredDigests = (BlobDigest, Result<Option<BlobDigest>, SinkError>);
-
-fn put_local(dir: &Path, bytes: &[u8], companion: &[u8]) -> Result<StoredDigests, SinkError> {
-    let store = ContentStore::open(dir)?;
-    let reference = format!("recorder-{}", std::process::id());
-    let main = store.put(&format!("{reference}-record"), bytes, None)?;
-    let companion = if companion.is_empty() {
-        Ok(None)
-    } else {
-        store
-            .put(&format!("{reference}-companion"), companion, None)
-            .map(|c| Some(c.digest))
-            .map_err(SinkError::from)
-    };
-    Ok((main.digest, companion))
-}
-
-/// Both blobs get the record's labels: the companion is as much a GC root as the record.
-fn put_containerd(
-    sink: &ContainerdSink,
+/// Commits the record and its companion to the sink's store; the companion's failure does
+/// not undo the record's.
+fn put(
+    sink: &RecordSink,
+    record: &RecordBuilder,
     bytes: &[u8],
     companion: &[u8],
-) -> Result<StoredDigests, SinkError> {
-    let write = async {
-        let main = sink.client.put_record(bytes, &sink.labels).await?;
-        let companion = if companion.is_empty() {
-            Ok(None)
-        } else {
-            sink.client
-                .put_record(companion, &sink.labels)
-                .await
-                .map(|c| Some(c.digest))
-                .map_err(SinkError::from)
-        };
-        Ok::<_, ContainerdError>((main.digest, companion))
+) -> Result<(BlobDigest, content::Result<Option<BlobDigest>>), ContentError> {
+    let (store, labels): (Box<dyn content::Store>, Labels) = match sink {
+        RecordSink::Local(dir) => {
+            let labels = Labels::from([(
+                stored::MANIFEST_LABEL.to_owned(),
+                record.manifest_digest().to_owned(),
+            )]);
+            (Box::new(ContentStore::open(dir)?), labels)
+        }
+        RecordSink::Containerd(sink) => (
+            Box::new(ContainerdContent::new(
+                sink.client.clone(),
+                sink.runtime.clone(),
+            )),
+            sink.labels.to_map(std::time::SystemTime::now()),
+        ),
     };
-    // Handle::block_on panics inside a runtime's context; a fresh thread has none.
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| sink.runtime.block_on(write))
-            .join()
-            .map_err(|_| SinkError::Panicked)?
-            .map_err(SinkError::from)
-    })
+    let reference = format!("recorder-{}", std::process::id());
+    let (main, companion) = stored::put(&*store, &reference, &labels, bytes, companion)?;
+    Ok((main.digest, companion.map(|c| c.map(|c| c.digest))))
 }
 
 /// Saves the record in `dir` under a name of its own (random, created with `O_EXCL`, so

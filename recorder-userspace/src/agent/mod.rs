@@ -23,7 +23,7 @@ pub mod workdir;
 
 use std::io;
 
-pub use commit::{CommitError, CommitOptions, Committed, ContainerdSink, RecordSink, SinkError};
+pub use commit::{CommitError, CommitOptions, Committed, ContainerdSink, RecordSink};
 pub use mounts::{MountTable, MountsError};
 pub use resolve::{Decision, Exclusion, Resolver};
 pub use session::{

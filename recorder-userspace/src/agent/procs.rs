@@ -1,7 +1,6 @@
 //! Finding the processes of a mount namespace by scanning `/proc`.
 
 use std::collections::BTreeSet;
-use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -116,8 +115,8 @@ fn processes_where(wanted: impl Fn(u64) -> bool) -> std::io::Result<Vec<u32>> {
             continue;
         }
         // Processes vanish during the scan; those simply do not count.
-        if let Ok(meta) = std::fs::metadata(format!("/proc/{pid}/ns/mnt"))
-            && wanted(meta.ino())
+        if let Ok(ns) = crate::procfs::MntNs::of_pid(pid)
+            && wanted(ns.inode())
         {
             pids.push(pid);
         }

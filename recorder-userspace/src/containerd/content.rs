@@ -1,103 +1,71 @@
-//! Writing a record into containerd's content store, labelled so that its garbage collector
-//! keeps it and so that it can be found from its image.
+//! containerd's content service: writing blobs (records, labelled so that its garbage
+//! collector keeps them and so that they can be found from their image), their labels,
+//! listing and removing them; and [`ContainerdContent`], the [`content::Store`] over it.
 
 use std::collections::HashMap;
-use std::time::SystemTime;
+use std::future::Future;
+use std::io::Read;
+use std::time::{Duration, SystemTime};
 
 use containerd_client::services::v1::content_client::ContentClient;
 use containerd_client::services::v1::{
-    Info, InfoRequest, UpdateRequest, WriteAction, WriteContentRequest,
+    DeleteContentRequest, Info, InfoRequest, ListContentRequest, UpdateRequest, WriteAction,
+    WriteContentRequest,
 };
 use containerd_client::tonic::{Code, Status};
 use prost_types::FieldMask;
+use tokio::runtime::Handle;
 use tracing::{debug, info};
 
 use super::client::Containerd;
 use super::error::{ContainerdError, Result};
-use crate::image::BlobDigest;
-
-/// containerd's GC keeps content carrying this label (its value is informational; containerd
-/// writes an RFC 3339 time there).
-pub const GC_ROOT_LABEL: &str = "containerd.io/gc.root";
-
-/// The manifest digest a record belongs to.
-pub const MANIFEST_LABEL: &str = "dev.recorder.manifest";
-
-/// The image reference a record was made from, when it was one.
-pub const IMAGE_LABEL: &str = "dev.recorder.image";
+use super::source::ContainerdSource;
+use crate::content::{self, Committed, ContentError, Labels};
+use crate::image::{BlobDigest, BlobSource, ImageError};
+use crate::record::stored::RecordLabels;
 
 /// Bytes per Write message: well under gRPC's 4 MiB default message limit.
 const WRITE_CHUNK: usize = 1 << 20;
 
-/// The labels a record carries besides the GC root.
-#[derive(Debug, Clone)]
-pub struct RecordLabels {
-    /// The image manifest the record's entries refer to.
-    pub manifest: BlobDigest,
-    /// The image reference, when the image came from one.
-    pub image: Option<String>,
-    /// Further labels, e.g. for the agent's own bookkeeping.
-    pub extra: HashMap<String, String>,
-}
-
-impl RecordLabels {
-    /// Labels for a record of `manifest`.
-    pub fn new(manifest: BlobDigest) -> Self {
-        RecordLabels {
-            manifest,
-            image: None,
-            extra: HashMap::new(),
-        }
-    }
-
-    /// All labels, with a GC root stamped `now`.
-    pub fn to_map(&self, now: SystemTime) -> HashMap<String, String> {
-        let mut labels = self.extra.clone();
-        labels.insert(GC_ROOT_LABEL.into(), rfc3339(now));
-        labels.insert(MANIFEST_LABEL.into(), self.manifest.to_string());
-        if let Some(image) = &self.image {
-            labels.insert(IMAGE_LABEL.into(), image.clone());
-        }
-        labels
-    }
-}
-
-/// A blob in the content store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stored {
-    /// Its digest.
-    pub digest: BlobDigest,
-    /// Its size in bytes.
-    pub size: u64,
-    /// Whether the store already had it (its labels were then merged in).
-    pub already_existed: bool,
-}
-
 impl Containerd {
     /// Writes a record blob labelled with `labels` and a GC root.
-    pub async fn put_record(&self, bytes: &[u8], labels: &RecordLabels) -> Result<Stored> {
+    pub async fn put_record(&self, bytes: &[u8], labels: &RecordLabels) -> Result<Committed> {
         self.put_blob(bytes, labels.to_map(SystemTime::now())).await
     }
 
     /// Writes `bytes` with its expected size and digest, so containerd verifies them on commit.
     /// A blob that already exists counts as written; `labels` are then added to it, so that a
     /// second record of the same bytes is protected all the same.
-    pub async fn put_blob(&self, bytes: &[u8], labels: HashMap<String, String>) -> Result<Stored> {
+    pub async fn put_blob(
+        &self,
+        bytes: &[u8],
+        labels: HashMap<String, String>,
+    ) -> Result<Committed> {
+        // The ref names this upload; tying it to the digest makes a concurrent writer of the
+        // same bytes wait on containerd's ref lock rather than write a second copy.
+        let reference = format!("recorder-{}", BlobDigest::of(bytes).hex());
+        self.put_blob_as(&reference, bytes, labels).await
+    }
+
+    /// [`Containerd::put_blob`] through the ingest `reference`.
+    pub async fn put_blob_as(
+        &self,
+        reference: &str,
+        bytes: &[u8],
+        labels: HashMap<String, String>,
+    ) -> Result<Committed> {
         let digest = BlobDigest::of(bytes);
         let total = i64::try_from(bytes.len()).map_err(|_| ContainerdError::Rpc {
             call: "Content.Write",
             address: self.address().to_owned(),
             message: format!("{} bytes is too large a blob", bytes.len()),
         })?;
-        // The ref names this upload; tying it to the digest makes a concurrent writer of the
-        // same bytes wait on containerd's ref lock rather than write a second copy.
-        let reference = format!("recorder-{}", digest.hex());
-        let requests = write_requests(bytes, &reference, total, &digest, labels.clone());
+        let requests = write_requests(bytes, reference, total, &digest, labels.clone());
         let outcome = self.write_stream(requests, &digest).await;
         match outcome {
             Ok(()) => {
                 info!(%digest, size = total, "record written to containerd");
-                Ok(Stored {
+                Ok(Committed {
                     digest,
                     size: bytes.len() as u64,
                     already_existed: false,
@@ -106,7 +74,7 @@ impl Containerd {
             Err(s) if s.code() == Code::AlreadyExists => {
                 debug!(%digest, "blob already in containerd; merging labels");
                 self.add_labels(&digest, labels).await?;
-                Ok(Stored {
+                Ok(Committed {
                     digest,
                     size: bytes.len() as u64,
                     already_existed: true,
@@ -162,6 +130,39 @@ impl Containerd {
             })
     }
 
+    /// Every blob carrying the label `key` (all blobs when `None`).
+    pub async fn list_content(&self, key: Option<&str>) -> Result<Vec<Info>> {
+        // containerd's filter syntax: a field alone selects the blobs that have it.
+        let filters = key
+            .map(|k| vec![format!("labels.{k:?}")])
+            .unwrap_or_default();
+        let mut replies = ContentClient::new(self.channel())
+            .list(self.request(ListContentRequest { filters }))
+            .await
+            .map_err(|s| self.rpc_error("Content.List", &s))?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(reply) = replies
+            .message()
+            .await
+            .map_err(|s| self.rpc_error("Content.List", &s))?
+        {
+            out.extend(reply.info);
+        }
+        Ok(out)
+    }
+
+    /// Removes a blob (whatever its labels: an explicit delete is not a collection).
+    pub async fn delete_content(&self, digest: &BlobDigest) -> Result<()> {
+        ContentClient::new(self.channel())
+            .delete(self.request(DeleteContentRequest {
+                digest: digest.to_string(),
+            }))
+            .await
+            .map_err(|s| self.rpc_error("Content.Delete", &s))?;
+        Ok(())
+    }
+
     /// Sets `labels` on an existing blob, leaving its other labels alone.
     async fn add_labels(&self, digest: &BlobDigest, labels: HashMap<String, String>) -> Result<()> {
         let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
@@ -177,6 +178,164 @@ impl Containerd {
             .await
             .map_err(|s| self.rpc_error("Content.Update", &s))?;
         Ok(())
+    }
+}
+
+/// containerd's content service as a [`content::Store`]: each call is driven on `handle`'s
+/// runtime from a thread of its own, so it may be made from plain code or from inside another
+/// runtime alike.
+#[derive(Clone)]
+pub struct ContainerdContent {
+    client: Containerd,
+    handle: Handle,
+}
+
+impl ContainerdContent {
+    /// The content service of `client`, driven on `handle`'s runtime.
+    pub fn new(client: Containerd, handle: Handle) -> Self {
+        ContainerdContent { client, handle }
+    }
+
+    /// Runs `call` to completion on the connection's runtime.
+    fn block<T: Send>(&self, call: impl Future<Output = T> + Send) -> content::Result<T> {
+        // Handle::block_on panics inside a runtime's context; a fresh thread has none.
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| self.handle.block_on(call))
+                .join()
+                .map_err(|_| ContentError::Panicked {
+                    store: content::Store::name(self),
+                })
+        })
+    }
+
+    /// A containerd error as a content error: NotFound for a missing blob. (`rpc_error` keeps
+    /// the gRPC code only as the head of its message, `status_text`'s `CODE: message`.)
+    fn content_error(&self, digest: Option<&BlobDigest>, e: ContainerdError) -> ContentError {
+        match (digest, &e) {
+            (Some(digest), ContainerdError::Rpc { message, .. })
+                if message.starts_with("NotFound") =>
+            {
+                ContentError::NotFound {
+                    digest: digest.clone(),
+                    store: content::Store::name(self),
+                }
+            }
+            _ => ContentError::Store(Box::new(e)),
+        }
+    }
+}
+
+impl std::fmt::Debug for ContainerdContent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerdContent")
+            .field("address", &self.client.address())
+            .field("namespace", &self.client.namespace())
+            .finish()
+    }
+}
+
+impl content::Store for ContainerdContent {
+    fn name(&self) -> String {
+        format!(
+            "containerd {} (namespace {})",
+            self.client.address().display(),
+            self.client.namespace()
+        )
+    }
+
+    fn commit(&self, reference: &str, bytes: &[u8], labels: &Labels) -> content::Result<Committed> {
+        self.block(self.client.put_blob_as(reference, bytes, labels.clone()))?
+            .map_err(|e| self.content_error(None, e))
+    }
+
+    fn read_blob(&self, digest: &BlobDigest, limit: u64) -> content::Result<Vec<u8>> {
+        let info = self.info(digest)?;
+        if info.size > limit {
+            return Err(ContentError::TooLarge {
+                digest: digest.clone(),
+                store: self.name(),
+                limit,
+            });
+        }
+        let source = ContainerdSource::new(self.client.clone(), self.handle.clone());
+        // The source streams on the connection's runtime and blocks the reading thread, which
+        // must not be inside a runtime: read from one of its own.
+        let read = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let mut out = Vec::new();
+                    source
+                        .open(digest, Some(info.size))?
+                        .read_to_end(&mut out)
+                        .map_err(|e| {
+                            crate::image::digest::unwrap_io(e, |source| ImageError::Io {
+                                path: self.client.address().to_owned(),
+                                source,
+                            })
+                        })?;
+                    Ok::<_, ImageError>(out)
+                })
+                .join()
+        });
+        match read {
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(ImageError::MissingBlob { .. })) => Err(ContentError::NotFound {
+                digest: digest.clone(),
+                store: self.name(),
+            }),
+            Ok(Err(e)) => Err(ContentError::Store(Box::new(e))),
+            Err(_) => Err(ContentError::Panicked { store: self.name() }),
+        }
+    }
+
+    fn info(&self, digest: &BlobDigest) -> content::Result<content::Info> {
+        let info = self
+            .block(self.client.content_info(digest))?
+            .map_err(|e| self.content_error(Some(digest), e))?;
+        self.convert(info)
+    }
+
+    fn walk(&self, key: Option<&str>) -> content::Result<Vec<content::Info>> {
+        self.block(self.client.list_content(key))?
+            .map_err(|e| self.content_error(None, e))?
+            .into_iter()
+            .map(|info| self.convert(info))
+            .collect()
+    }
+
+    fn delete(&self, digest: &BlobDigest) -> content::Result<()> {
+        self.block(self.client.delete_content(digest))?
+            .map_err(|e| self.content_error(Some(digest), e))
+    }
+}
+
+impl ContainerdContent {
+    /// containerd's Info as the content layer's.
+    fn convert(&self, info: Info) -> content::Result<content::Info> {
+        let bad = |what: &str| {
+            ContentError::Store(Box::new(ContainerdError::Rpc {
+                call: "Content.Info",
+                address: self.client.address().to_owned(),
+                message: format!("blob {:?}: {what}", info.digest),
+            }))
+        };
+        let digest: BlobDigest = info
+            .digest
+            .parse()
+            .map_err(|_| bad("not a sha256 digest"))?;
+        let size = u64::try_from(info.size).map_err(|_| bad("negative size"))?;
+        let created = info.created_at.and_then(|t| {
+            let secs = u64::try_from(t.seconds).ok()?;
+            let nanos = u32::try_from(t.nanos).ok()?;
+            SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+        });
+        Ok(content::Info {
+            digest,
+            size,
+            created,
+            labels: info.labels,
+        })
     }
 }
 
@@ -216,42 +375,9 @@ fn write_requests(
     requests
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ` (UTC), as containerd stamps its own GC roots. (The status module
-/// has a millisecond variant, private to it.)
-fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_formats_utc_seconds() {
-        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_709_210_096);
-        assert_eq!(rfc3339(t), "2024-02-29T12:34:56Z");
-        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
-    }
 
     #[test]
     fn chunks_then_commit_with_labels() {

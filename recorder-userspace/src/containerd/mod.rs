@@ -3,7 +3,8 @@
 //!
 //! - [`client`]: connecting, with errors that say why a socket does not answer.
 //! - [`source`]: image references resolved through Images, blobs read through Content.
-//! - [`content`]: writing a record into the content store, protected from GC.
+//! - [`content`]: its content service (records written protected from GC, listed, removed),
+//!   and [`ContainerdContent`], the [`crate::content::Store`] over it.
 //! - [`target`]: a container's task, or the next matching task as soon as it is created.
 //! - [`pattern`]: the `container-name:PATTERN` matcher.
 //! - [`runner`]: running an image's container through containerd, held between create and start.
@@ -16,8 +17,9 @@ pub mod runner;
 pub mod source;
 pub mod target;
 
+pub use crate::record::stored::{GC_ROOT_LABEL, IMAGE_LABEL, MANIFEST_LABEL, RecordLabels};
 pub use client::{Containerd, DEFAULT_ADDRESS, DEFAULT_NAMESPACE};
-pub use content::{GC_ROOT_LABEL, IMAGE_LABEL, MANIFEST_LABEL, RecordLabels, Stored};
+pub use content::ContainerdContent;
 pub use error::ContainerdError;
 pub use pattern::ContainerPattern;
 pub use runner::{ContainerRun, RunError, RunRequest};

@@ -60,7 +60,7 @@ impl Containerd {
         Ok(ImageTarget {
             name: reference.to_owned(),
             media_type: target.media_type,
-            digest: target.digest.parse()?,
+            digest: target.digest.parse().map_err(ImageError::from)?,
             size: u64::try_from(target.size).map_err(|_| ContainerdError::Rpc {
                 call: "Images.Get",
                 address: self.address().to_owned(),

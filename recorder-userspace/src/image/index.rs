@@ -422,7 +422,7 @@ impl LayerIndexBuilder {
 }
 
 fn bad_tar(digest: &str, ordinal: u64, last: &[u8], e: std::io::Error) -> ImageError {
-    if e.get_ref().is_some_and(|r| r.is::<ImageError>()) {
+    if super::digest::carries_image_error(&e) {
         return super::digest::unwrap_io(e, |_| ImageError::BadLayer {
             digest: digest.to_owned(),
             message: String::new(),

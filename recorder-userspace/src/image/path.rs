@@ -9,6 +9,9 @@ pub const NAME_MAX: usize = 255;
 pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
 /// Name of the entry that makes its directory opaque.
 pub const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+/// Prefix of AUFS metadata entries (`.wh..wh.plnk`, the opaque marker, ...), which carry no
+/// file of the image.
+pub const AUFS_META_PREFIX: &[u8] = b".wh..wh.";
 
 /// Why a name is refused outright rather than cleaned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,12 +27,17 @@ pub enum NameError {
     ComponentTooLong(usize),
 }
 
+/// The components of `name` as written, without the empty and `.` ones (`..` is kept).
+pub fn components(name: &[u8]) -> impl Iterator<Item = &[u8]> {
+    name.split(|&b| b == b'/')
+        .filter(|c| !matches!(*c, b"" | b"."))
+}
+
 /// The components of `name` after lexical cleaning, rooted: `..` never climbs above the root.
 pub fn clean_components(name: &[u8]) -> Vec<&[u8]> {
     let mut out: Vec<&[u8]> = Vec::new();
-    for c in name.split(|&b| b == b'/') {
+    for c in components(name) {
         match c {
-            b"" | b"." => {}
             b".." => {
                 out.pop();
             }
@@ -82,7 +90,7 @@ pub fn refused_by_run(name: &[u8]) -> Option<&'static str> {
     if name.first() == Some(&b'/') {
         return Some("absolute path");
     }
-    if name.split(|&b| b == b'/').any(|c| c == b"..") {
+    if components(name).any(|c| c == b"..") {
         return Some("path contains a '..' component");
     }
     None

@@ -7,6 +7,7 @@ pub mod gojson;
 pub mod merge;
 pub mod needs;
 pub mod report;
+pub mod stored;
 
 use std::collections::HashSet;
 
@@ -107,6 +108,11 @@ impl RecordBuilder {
         });
         self.extras.push(extras);
         true
+    }
+
+    /// The digest of the manifest the record's entries refer to.
+    pub fn manifest_digest(&self) -> &str {
+        &self.manifest_digest
     }
 
     /// Whether `path` (cleaned) is already recorded.

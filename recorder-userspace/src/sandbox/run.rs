@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -288,9 +288,9 @@ impl Sandbox {
             })?;
         guard.pid = Some(Pid::from_raw(pid));
         tracing::debug!(pid, id = container.id, "container created");
-        let mntns_inode = std::fs::metadata(format!("/proc/{pid}/ns/mnt"))
+        let mntns_inode = crate::procfs::MntNs::of_pid(pid as u32)
             .map_err(sys("stat the container's mount namespace"))?
-            .ino();
+            .inode();
         if !self.confinement.net_host {
             loopback_up(pid as u32).map_err(sys("bring up loopback in the container"))?;
         }

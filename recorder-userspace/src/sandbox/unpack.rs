@@ -31,12 +31,8 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, linkat, symlinkat, unlinkat};
 use tar::EntryType;
 
-/// OCI whiteout prefix: `.wh.NAME` deletes NAME from the layers below.
-const WHITEOUT_PREFIX: &[u8] = b".wh.";
-/// OCI opaque marker: the directory hides everything below it.
-const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
-/// Prefix of other AUFS metadata entries (`.wh..wh.plnk`, ...), which carry nothing for us.
-const AUFS_META_PREFIX: &[u8] = b".wh..wh.";
+use crate::image::path::{self, AUFS_META_PREFIX, OPAQUE_MARKER, WHITEOUT_PREFIX};
+
 const OPAQUE_XATTR: &CStr = c"trusted.overlay.opaque";
 
 /// Why a layer could not be unpacked.
@@ -506,19 +502,13 @@ fn split_path(raw: &[u8]) -> Result<Vec<OsString>, &'static str> {
     if raw.contains(&0) {
         return Err("name contains NUL");
     }
-    if raw.first() == Some(&b'/') {
-        return Err("absolute path");
+    // Even a `..` that stays inside is refused: no legitimate layer writer emits one.
+    if let Some(why) = path::refused_by_run(raw) {
+        return Err(why);
     }
-    let mut out = Vec::new();
-    for part in raw.split(|b| *b == b'/') {
-        match part {
-            b"" | b"." => {}
-            // Even a `..` that stays inside is refused: no legitimate layer writer emits one.
-            b".." => return Err("path contains a '..' component"),
-            part => out.push(OsStr::from_bytes(part).to_owned()),
-        }
-    }
-    Ok(out)
+    Ok(path::components(raw)
+        .map(|part| OsStr::from_bytes(part).to_owned())
+        .collect())
 }
 
 /// Error context for one entry.

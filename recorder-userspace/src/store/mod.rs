@@ -1,5 +1,8 @@
 //! A content store with containerd local-store semantics: blobs under
-//! `blobs/sha256/<hex>`, written through an ingest area and committed atomically.
+//! `blobs/sha256/<hex>`, written through an ingest area and committed atomically; the local
+//! implementation of [`crate::content::Store`]. Labels, which containerd keeps in its
+//! metadata database, are kept beside the blobs, one JSON object per labelled blob under
+//! `labels/sha256/<hex>`.
 
 mod writer;
 
@@ -9,8 +12,10 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub use writer::{Committed, Writer};
+pub use crate::content::Committed;
+pub use writer::Writer;
 
+use crate::content::{self, ContentError, Info, Labels};
 use crate::image::digest::{BlobDigest, VerifyingReader, unwrap_io};
 use crate::image::{BlobSource, ImageError};
 
@@ -111,6 +116,11 @@ impl ContentStore {
         self.root.join("blobs").join("sha256").join(digest.hex())
     }
 
+    /// Where the labels of the blob with this digest are kept (when it has any).
+    pub fn labels_path(&self, digest: &BlobDigest) -> PathBuf {
+        self.root.join("labels").join("sha256").join(digest.hex())
+    }
+
     /// Whether the blob is committed.
     pub fn exists(&self, digest: &BlobDigest) -> bool {
         self.blob_path(digest).is_file()
@@ -186,6 +196,99 @@ impl ContentStore {
         Ok(out)
     }
 
+    /// The labels of a blob (none if it has no labels file).
+    pub fn labels(&self, digest: &BlobDigest) -> Result<Labels> {
+        let path = self.labels_path(digest);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Io {
+                op: "parse",
+                path,
+                source: io::Error::new(io::ErrorKind::InvalidData, e),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Labels::new()),
+            Err(e) => Err(io_err("read", &path)(e)),
+        }
+    }
+
+    /// Merges `labels` into a blob's, replacing the file atomically.
+    pub fn add_labels(&self, digest: &BlobDigest, labels: &Labels) -> Result<()> {
+        if labels.is_empty() {
+            return Ok(());
+        }
+        let mut all = self.labels(digest)?;
+        all.extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let path = self.labels_path(digest);
+        let dir = path.parent().unwrap_or(&self.root);
+        fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        let mut file = tempfile::NamedTempFile::new_in(dir).map_err(io_err("create", dir))?;
+        serde_json::to_writer(&mut file, &all)
+            .map_err(|e| io_err("write", &path)(io::Error::other(e)))?;
+        file.as_file().sync_all().map_err(io_err("fsync", &path))?;
+        file.persist(&path)
+            .map_err(|e| io_err("rename", &path)(e.error))?;
+        Ok(())
+    }
+
+    /// What the store knows of a committed blob.
+    pub fn info(&self, digest: &BlobDigest) -> Result<Info> {
+        let path = self.blob_path(digest);
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_file() => m,
+            Ok(_) => return Err(StoreError::NotFound(digest.clone())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::NotFound(digest.clone()));
+            }
+            Err(e) => return Err(io_err("stat", &path)(e)),
+        };
+        Ok(Info {
+            digest: digest.clone(),
+            size: meta.len(),
+            // The commit's rename keeps the ingest's times: its last write is the commit.
+            created: meta.modified().ok(),
+            labels: self.labels(digest)?,
+        })
+    }
+
+    /// Every committed blob (names that are not digests are not blobs, and are skipped).
+    pub fn list(&self) -> Result<Vec<Info>> {
+        let dir = self.root.join("blobs").join("sha256");
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
+            let entry = entry.map_err(io_err("list", &dir))?;
+            let Some(digest) = entry
+                .file_name()
+                .to_str()
+                .and_then(|hex| format!("sha256:{hex}").parse::<BlobDigest>().ok())
+            else {
+                continue;
+            };
+            match self.info(&digest) {
+                Ok(info) => out.push(info),
+                // Removed meanwhile.
+                Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes a committed blob and its labels.
+    pub fn delete(&self, digest: &BlobDigest) -> Result<()> {
+        let path = self.blob_path(digest);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::NotFound(digest.clone()));
+            }
+            Err(e) => return Err(io_err("remove", &path)(e)),
+        }
+        let labels = self.labels_path(digest);
+        match fs::remove_file(&labels) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &labels)(e)),
+            _ => Ok(()),
+        }
+    }
+
     fn lock(&self, reference: &str) -> Result<()> {
         let mut locks = self
             .locks
@@ -200,6 +303,63 @@ impl ContentStore {
     fn unlock(&self, reference: &str) {
         if let Ok(mut locks) = self.locks.lock() {
             locks.remove(reference);
+        }
+    }
+}
+
+impl From<StoreError> for ContentError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(digest) => ContentError::NotFound {
+                digest,
+                store: "the content store".to_owned(),
+            },
+            e => ContentError::Store(Box::new(e)),
+        }
+    }
+}
+
+impl content::Store for ContentStore {
+    fn name(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn commit(&self, reference: &str, bytes: &[u8], labels: &Labels) -> content::Result<Committed> {
+        let committed = self.put(reference, bytes, None)?;
+        self.add_labels(&committed.digest, labels)?;
+        Ok(committed)
+    }
+
+    fn read_blob(&self, digest: &BlobDigest, limit: u64) -> content::Result<Vec<u8>> {
+        self.read_capped(digest, limit).map_err(|e| self.named(e))
+    }
+
+    fn info(&self, digest: &BlobDigest) -> content::Result<Info> {
+        ContentStore::info(self, digest).map_err(|e| self.named(e))
+    }
+
+    fn walk(&self, key: Option<&str>) -> content::Result<Vec<Info>> {
+        let mut all = self.list()?;
+        if let Some(key) = key {
+            all.retain(|info| info.labels.contains_key(key));
+        }
+        Ok(all)
+    }
+
+    fn delete(&self, digest: &BlobDigest) -> content::Result<()> {
+        ContentStore::delete(self, digest).map_err(|e| self.named(e))
+    }
+}
+
+impl ContentStore {
+    /// A store error as a content error naming this store.
+    fn named(&self, e: StoreError) -> ContentError {
+        match e {
+            StoreError::NotFound(digest) => ContentError::NotFound {
+                digest,
+                store: self.root.display().to_string(),
+            },
+            e => e.into(),
         }
     }
 }

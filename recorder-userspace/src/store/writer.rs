@@ -9,18 +9,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 use super::{ContentStore, Result, StoreError, io_err};
+use crate::content::Committed;
 use crate::image::digest::BlobDigest;
-
-/// What a commit produced.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Committed {
-    /// The blob's digest.
-    pub digest: BlobDigest,
-    /// The blob's size.
-    pub size: u64,
-    /// True if the blob was already in the store (containerd's AlreadyExists, a success).
-    pub already_existed: bool,
-}
 
 /// An open ingest. Dropping it without committing removes the ingest.
 #[derive(Debug)]

@@ -7,10 +7,7 @@ mod stream;
 
 use std::{
     io,
-    os::{
-        fd::{AsFd, AsRawFd},
-        unix::fs::MetadataExt,
-    },
+    os::fd::{AsFd, AsRawFd},
     path::Path,
     time::Duration,
 };
@@ -411,12 +408,14 @@ fn ensure_tracefs() -> Result<(), TracerError> {
 
 /// The mount-namespace inode of a process, the key the filter is armed with.
 pub fn mount_namespace_of(pid: u32) -> Result<u32, TracerError> {
-    let path = format!("/proc/{pid}/ns/mnt");
-    let meta = std::fs::metadata(&path).map_err(|source| TracerError::Io {
-        context: format!("reading the mount namespace of pid {pid} ({path})"),
+    let ns = crate::procfs::MntNs::of_pid(pid).map_err(|source| TracerError::Io {
+        context: format!(
+            "reading the mount namespace of pid {pid} ({})",
+            crate::procfs::mnt_ns_path(pid).display()
+        ),
         source,
     })?;
-    u32::try_from(meta.ino()).map_err(|_| TracerError::Io {
+    u32::try_from(ns.inode()).map_err(|_| TracerError::Io {
         context: format!("mount namespace inode of pid {pid}"),
         source: io::Error::other("inode does not fit in 32 bits"),
     })

@@ -4,6 +4,7 @@ mod image;
 mod k8s;
 mod record;
 mod record_show;
+mod record_store;
 mod record_view;
 mod registry;
 mod run;
@@ -31,8 +32,8 @@ enum Command {
     Status(status::Args),
     /// Inspect an image and find which layer provides a path.
     Image(image::Args),
-    /// Record which image files a container reads (`record --image ... --target ...`), or
-    /// summarise a record (`record show`).
+    /// Record which image files a container reads (`record --image ... --target ...`),
+    /// summarise a record (`record show`), or list and remove stored records (`record ls|rm`).
     Record(record::Args),
     /// Run an image's workload in a private sandbox and record what it reads.
     Run(run::Args),

@@ -655,8 +655,8 @@ async fn record(
                     .copied()
                     .ok_or_else(|| target_err("no process is in this mount namespace".into()))?,
             };
-            let pinned = Target::of_pid(mntns, mount_pid)
-                .map_err(|e| target_err(format!("the target process vanished: {e}")))?;
+            // Its error names the target already: wrapping it would say so twice.
+            let pinned = Target::of_pid(mntns, mount_pid)?;
             indexed.arm(tracer, pinned)?
         }
         Found::Watching(mut watcher) => {

@@ -1,24 +1,26 @@
-//! `recorder record show|merge|export|report`: what a record says.
+//! `recorder record show|merge|export|report|ls|rm`: what a record says, and which records a
+//! content store holds.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use recorder::image::BlobDigest;
 use recorder::record;
-use recorder::store::ContentStore;
 
+use crate::record_store::{self, Records};
 use crate::record_view;
 
 /// `recorder record show ...` (the recording itself is `recorder record --image ...`).
 #[derive(clap::Subcommand, Debug)]
 pub enum Sub {
-    /// Entries per layer of a record given as a file or as a digest in --store; with --image,
+    /// Entries per layer of a record given as a file or as a digest in --store or containerd's
+    /// content store (--containerd); with --image,
     /// what the workload needed of the image: per layer the files read and their bytes
     /// against the layer's totals, the whole image, the time to the last first access and
     /// the largest files read.
     Show {
-        /// A record file, or `sha256:...` of a record blob in --store.
+        /// A record file, or `sha256:...` of a record blob in --store or (with --containerd and
+        /// no --store) in containerd's content store.
         record: String,
         /// Content store holding record blobs.
         #[arg(long)]
@@ -26,6 +28,11 @@ pub enum Sub {
         #[command(flatten)]
         view: Box<record_view::ViewArgs>,
     },
+    /// List the records in a content store (--store DIR, or containerd's with --containerd),
+    /// newest first, with their manifest, image and companion.
+    Ls(Box<record_store::LsArgs>),
+    /// Remove records (and their companions) from a content store.
+    Rm(Box<record_store::RmArgs>),
     /// Merge the records of several runs of one image into one prefetch order: by mean rank
     /// over the runs that read each file.
     Merge(Box<record_view::MergeArgs>),
@@ -47,7 +54,16 @@ pub fn run(sub: Sub) -> anyhow::Result<()> {
             store,
             view,
         } if view.image.is_some() => record_view::show(&record, store.as_deref(), &view),
-        Sub::Show { record, store, .. } => show(&record, store),
+        Sub::Show {
+            record,
+            store,
+            view,
+        } => show(
+            &record,
+            &Records::open(store.as_deref(), Some(&view.source.ctrd))?,
+        ),
+        Sub::Ls(args) => record_store::ls(&args),
+        Sub::Rm(args) => record_store::rm(&args),
         Sub::Merge(args) => record_view::merge(&args),
         Sub::Export(args) => record_view::export(&args),
         Sub::Report(args) => record_view::report(&args),
@@ -59,20 +75,11 @@ pub fn run(sub: Sub) -> anyhow::Result<()> {
 /// The bytes of `record`: a file, or a digest in the content store `store` (read up to the
 /// record size cap).
 pub fn read_record(record: &str, store: Option<&Path>) -> anyhow::Result<Vec<u8>> {
-    Ok(match (record.parse::<BlobDigest>(), store) {
-        (Ok(d), Some(dir)) => ContentStore::open(dir)?
-            .read_capped(&d, recorder::files::MAX_RECORD_BYTES)
-            .with_context(|| format!("reading record {d} from {}", dir.display()))?,
-        (Ok(d), None) if !Path::new(record).exists() => {
-            anyhow::bail!("{d} is a digest: give --store DIR to read it from a content store")
-        }
-        _ => recorder::files::read_capped(record.as_ref(), recorder::files::MAX_RECORD_BYTES)
-            .with_context(|| format!("reading {record}"))?,
-    })
+    Records::open(store, None)?.read(record)
 }
 
-fn show(record: &str, store: Option<PathBuf>) -> anyhow::Result<()> {
-    let bytes = read_record(record, store.as_deref())?;
+fn show(record: &str, records: &Records) -> anyhow::Result<()> {
+    let bytes = records.read(record)?;
     let entries = record::parse(&bytes).with_context(|| format!("reading {record}"))?;
     let mut manifests: BTreeMap<&str, usize> = BTreeMap::new();
     let mut layers: BTreeMap<Option<usize>, (usize, &[u8])> = BTreeMap::new();

@@ -14,6 +14,7 @@ use recorder::record::needs::{self, Needs, human_bytes, percent};
 use recorder::record::{self, RecordEntry};
 
 use crate::record_show::read_record;
+use crate::record_store::Records;
 use crate::source::{ContainerdArgs, open_containerd};
 
 /// The image a record is shown against, and how much to show.
@@ -25,8 +26,9 @@ pub struct ViewArgs {
     pub image: Option<String>,
     #[command(flatten)]
     pub source: ImageArgs,
-    /// The record's companion (times of first access): a file, or `sha256:...` in --store.
-    /// Default: RECORD.companion next to a record file, if there is one.
+    /// The record's companion (times of first access): a file, or `sha256:...` in --store
+    /// (or containerd's store). Default: RECORD.companion next to a record file, or the
+    /// companion a stored record's labels name, if there is one.
     #[arg(long, requires = "image")]
     pub companion: Option<String>,
     /// Print everything as one JSON object.
@@ -104,23 +106,14 @@ pub struct ReportArgs {
 /// A record, its companion's lines (empty if it has none) and a name for messages.
 fn load(
     record: &str,
-    store: Option<&Path>,
+    records: &Records,
     companion: Option<&str>,
 ) -> anyhow::Result<(Vec<RecordEntry>, Vec<Option<CompanionLine>>)> {
-    let bytes = read_record(record, store)?;
+    let bytes = records.read(record)?;
     let entries = record::parse(&bytes).with_context(|| format!("reading {record}"))?;
     let companion_bytes = match companion {
-        Some(c) => Some(read_record(c, store).context("reading the companion")?),
-        None => {
-            let sidecar = companion::sidecar_path(Path::new(record));
-            match std::fs::read(&sidecar) {
-                Ok(b) => Some(b),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => {
-                    return Err(e).with_context(|| format!("reading {}", sidecar.display()));
-                }
-            }
-        }
+        Some(c) => Some(records.read(c).context("reading the companion")?),
+        None => records.companion(record)?,
     };
     let lines = match companion_bytes {
         Some(b) => companion::parse(&b, &entries)
@@ -136,7 +129,8 @@ fn needs_of(
     store: Option<&Path>,
     view: &ViewArgs,
 ) -> anyhow::Result<(Needs, String)> {
-    let (entries, lines) = load(record, store, view.companion.as_deref())?;
+    let records = Records::open(store, Some(&view.source.ctrd))?;
+    let (entries, lines) = load(record, &records, view.companion.as_deref())?;
     let src = view.image.as_deref().context("--image is required")?;
     let platform = match &view.source.platform {
         Some(p) => Platform::parse(p).with_context(|| format!("--platform {p}"))?,
@@ -276,7 +270,7 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<()> {
 pub fn merge(args: &MergeArgs) -> anyhow::Result<()> {
     let mut runs = Vec::with_capacity(args.records.len());
     for r in &args.records {
-        let (entries, companion) = load(r, args.store.as_deref(), None)?;
+        let (entries, companion) = load(r, &Records::open(args.store.as_deref(), None)?, None)?;
         runs.push(Run {
             name: r.clone(),
             entries,

@@ -154,25 +154,15 @@ pub fn open_containerd(
     reference: &str,
     platform: &Platform,
 ) -> anyhow::Result<(Image, ContainerdSession)> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .context("starting the containerd client runtime")?;
-    let client = runtime.block_on(Containerd::connect(address, namespace))?;
-    let target = runtime.block_on(client.resolve_image(reference))?;
-    let source = ContainerdSource::new(client.clone(), runtime.handle().clone());
+    let session = connect_containerd(address, namespace, reference)?;
+    let target = session
+        .runtime
+        .block_on(session.client.resolve_image(reference))?;
+    let source = ContainerdSource::new(session.client.clone(), session.handle());
     let image = source
         .open_image(&target, platform)
         .with_context(|| format!("opening {reference} from containerd"))?;
-    Ok((
-        image,
-        ContainerdSession {
-            client,
-            reference: reference.to_owned(),
-            runtime,
-        },
-    ))
+    Ok((image, session))
 }
 
 /// `--containerd /path ref` parses as a bare --containerd, making the socket SOURCE: say so.
