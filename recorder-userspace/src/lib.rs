@@ -6,6 +6,7 @@ pub mod containerd;
 pub mod files;
 pub mod image;
 pub mod k8s;
+pub mod outputs;
 pub mod record;
 pub mod registry;
 pub mod sandbox;

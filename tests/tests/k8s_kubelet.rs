@@ -101,7 +101,7 @@ fn sidecar_armed_before_the_pull_records_its_pods_workload_and_exits_0_on_sigter
     // loads here from cold, and the kubelet would simply retry).
     let probe = Command::new(recorder_bin())
         .args(["status", "--socket", socket.to_str().unwrap()])
-        .args(["--wait", "tracing", "--timeout", "120"])
+        .args(["--wait", "armed", "--timeout", "120"])
         .stdout(Stdio::null())
         .output()
         .unwrap();

@@ -367,10 +367,15 @@ impl ContainerRun {
     }
 
     /// Copies the workload's stdout and stderr files to ours.
-    pub fn forward_output(&self) {
+    pub fn forward_output(&self, stdout_to_stderr: bool) {
         use std::io::Write;
+        let stdout: Box<dyn Write> = if stdout_to_stderr {
+            Box::new(std::io::stderr())
+        } else {
+            Box::new(std::io::stdout())
+        };
         for (path, mut out) in [
-            (&self.stdout, Box::new(std::io::stdout()) as Box<dyn Write>),
+            (&self.stdout, stdout),
             (&self.stderr, Box::new(std::io::stderr())),
         ] {
             match std::fs::read(path) {

@@ -15,9 +15,21 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// The exit statuses, shown by `--help` (the README has the same table).
+pub const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0  the record is committed and complete
+  1  an error (named; a record that could not be committed is kept, and the message says where);
+     nothing recorded is an error unless --allow-empty
+  2  usage: a bad option or value, found before anything ran
+  3  the record is committed but incomplete: the kernel dropped events, or the filter was armed
+     after the workload had started (the summary says which)
+  4  the record is committed, but the workload failed (its exit status is in the summary and in
+     --json)";
+
 /// Records which files of a container image a workload reads.
 #[derive(Parser)]
-#[command(name = "recorder", version, about)]
+#[command(name = "recorder", version, about, after_help = EXIT_STATUS_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,9 +52,34 @@ enum Command {
     K8s(k8s::Args),
 }
 
-/// Exit status 0: done (for `record` and `run`: the record is committed and complete);
-/// 1: error; 3: the record is committed but incomplete (the kernel dropped events).
-fn main() -> anyhow::Result<ExitCode> {
+/// A usage error found by the commands themselves (clap reports its own): exit status 2.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// Exit statuses: see [`EXIT_STATUS_HELP`].
+fn main() -> ExitCode {
+    match run_cli() {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("Error: {error:?}");
+            if error.chain().any(|cause| cause.is::<Usage>()) {
+                ExitCode::from(recorder::agent::EXIT_USAGE)
+            } else {
+                ExitCode::from(recorder::agent::EXIT_ERROR)
+            }
+        }
+    }
+}
+
+fn run_cli() -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RECORDER_LOG")

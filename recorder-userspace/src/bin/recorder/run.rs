@@ -18,11 +18,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use recorder::agent::session::COMMIT_TIMEOUT;
 use recorder::agent::workdir::{DEFAULT_UNPACKED_SHARE, free_space};
 use recorder::agent::{
-    Agent, AgentError, CommitOptions, ImageSource, Indexed, StopConditions, StopReason, Stopped,
-    Stops, Summary, Target, Tracing, WorkDir, unpack_layers,
+    Agent, AgentError, CommitOptions, ImageSource, Indexed, Outcome, StopConditions, StopReason,
+    Stopped, Stops, Target, Tracing, WorkDir, WorkloadExit, unpack_layers,
 };
 use recorder::containerd::{ContainerRun, RunRequest};
 use recorder::image::{BlobDigest, Platform};
@@ -32,12 +31,14 @@ use recorder::tracer::{Tracer, mount_namespace_of};
 use tokio::task::JoinHandle;
 
 use crate::record::{
-    CommonArgs, ImageInput, conclude_pushed, push_if_asked, runtime, start_status,
+    CommonArgs, ImageInput, commit_unless_empty, conclude_pushed, push_if_asked, runtime,
+    start_status,
 };
 use crate::source::ContainerdSession;
 
 /// `recorder run --image ... --store ... [-- CMD ARGS...]`.
 #[derive(clap::Args, Debug)]
+#[command(after_help = crate::EXIT_STATUS_HELP)]
 pub struct Args {
     #[command(flatten)]
     common: CommonArgs,
@@ -105,6 +106,7 @@ impl Args {
 
 /// Runs `recorder run`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    args.common.validate()?;
     let confinement = args.confine.confinement()?;
     if args.common.ctrd.containerd.is_some() {
         return run_containerd(args, confinement);
@@ -125,7 +127,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         )
         .await;
         let pushed = push_if_asked(&result, &args.common, None, args.command()).await;
-        conclude_pushed(result, pushed, &status, server).await
+        conclude_pushed(result, pushed, &args.common, &status, server).await
     })
 }
 
@@ -147,7 +149,7 @@ fn run_containerd(args: Args, confinement: Confinement) -> anyhow::Result<ExitCo
         )
         .await;
         let pushed = push_if_asked(&result, &args.common, Some(&session), args.command()).await;
-        conclude_pushed(result, pushed, &status, server).await
+        conclude_pushed(result, pushed, &args.common, &status, server).await
     });
     // Out of the async context: the connection's runtime cannot be dropped inside one.
     drop(session);
@@ -162,7 +164,7 @@ async fn profile_containerd(
     confinement: Confinement,
     status: &StatusHandle,
     stops: &Stops,
-) -> Result<Summary, AgentError> {
+) -> Result<Outcome, AgentError> {
     status.set_target(format!("run {} (containerd)", session.reference));
     let indexed = input
         .index_or_stop(Agent::new(status.clone()), platform, stops)
@@ -170,6 +172,7 @@ async fn profile_containerd(
     if let Some(reason) = stops.fired() {
         return Err(AgentError::StoppedEarly(reason));
     }
+    args.common.check_platform(indexed.image())?;
     let commit = args
         .common
         .commit_options(Some(session), indexed.image().manifest_digest())?;
@@ -184,14 +187,18 @@ async fn profile_containerd(
     };
     let run = session.client.create_run(&request).await?;
     let result = trace_run(args, indexed, &run, stops).await;
-    run.forward_output();
+    run.forward_output(args.common.stdout_taken());
     // Whatever happened, the task, container, snapshot and lease go before the commit.
     run.remove().await;
     drop(work);
-    result?
-        .begin_commit()
-        .commit_off_runtime(&commit, COMMIT_TIMEOUT)
-        .await
+    let (stopped, workload) = result?;
+    let summary =
+        commit_unless_empty(stopped, &args.common, &commit, status, workload.as_ref()).await?;
+    Ok(Outcome {
+        summary,
+        late_arm: None,
+        workload,
+    })
 }
 
 /// Arms the filter on the created task, starts it, and traces until it exits or a stop
@@ -201,7 +208,7 @@ async fn trace_run(
     indexed: Indexed,
     run: &ContainerRun,
     stops: &Stops,
-) -> Result<Stopped, AgentError> {
+) -> Result<(Stopped, Option<WorkloadExit>), AgentError> {
     if let Some(reason) = stops.fired() {
         return Err(AgentError::StoppedEarly(reason));
     }
@@ -225,8 +232,9 @@ async fn trace_run(
         period: args.common.period,
         until_exit: None,
     };
+    // containerd reports a task killed by signal N as exit status 128 + N, as a shell does.
     trace_until_exit(tracing, waiter, conditions, stops, stop_workload, |code| {
-        format!("exit status {code}")
+        WorkloadExit::code(i32::try_from(*code).unwrap_or(i32::MAX))
     })
     .await
 }
@@ -239,7 +247,7 @@ async fn profile(
     confinement: Confinement,
     status: &StatusHandle,
     stops: &Stops,
-) -> Result<Summary, AgentError> {
+) -> Result<Outcome, AgentError> {
     status.set_target(format!("run {source}"));
     // A stop while indexing is acted on at once: the indexing thread is left to the runtime's
     // shutdown (it writes nothing).
@@ -248,6 +256,7 @@ async fn profile(
         reason = stops.wait() => return Err(AgentError::StoppedEarly(reason)),
         indexed = Agent::new(status.clone()).index(source, platform) => indexed?,
     };
+    args.common.check_platform(indexed.image())?;
     // Dropped on every way out of this function, after the sandbox: removes the layers.
     let work = WorkDir::create(&args.common.work_base())?;
     let lowerdirs = unpack(args, &indexed, &work, status, stops).await?;
@@ -266,7 +275,18 @@ async fn profile(
     let spec = process.to_spec(cmd, &lowerdirs)?;
     // Loaded before the workload exists, so it is held before exec as briefly as possible.
     let tracer = Tracer::load(&args.common.tracer_config())?;
-    let pending = Sandbox::new(lowerdirs, work.scratch(), spec)
+    let mut sandbox = Sandbox::new(lowerdirs, work.scratch(), spec);
+    if args.common.stdout_taken() {
+        // stdout carries the record: the workload's output goes to stderr.
+        let stderr = std::os::fd::AsFd::as_fd(&std::io::stderr())
+            .try_clone_to_owned()
+            .map_err(|source| AgentError::Io {
+                op: "duplicating stderr for the workload".into(),
+                source,
+            })?;
+        sandbox = sandbox.stdout(stderr);
+    }
+    let pending = sandbox
         .confinement(confinement)
         .watchdog(work.watchdog())
         .start()?;
@@ -297,13 +317,21 @@ async fn profile(
         conditions,
         stops,
         stop_workload,
-        |status| status.to_string(),
+        WorkloadExit::of_status,
     )
     .await;
-    let summary = stopped?
-        .begin_commit()
-        .commit_off_runtime(commit, COMMIT_TIMEOUT)
-        .await;
+    let summary = match stopped {
+        Ok((stopped, workload)) => {
+            commit_unless_empty(stopped, &args.common, commit, status, workload.as_ref())
+                .await
+                .map(|summary| Outcome {
+                    summary,
+                    late_arm: None,
+                    workload,
+                })
+        }
+        Err(e) => Err(e),
+    };
     drop(work);
     summary
 }
@@ -344,20 +372,22 @@ async fn unpack(
 }
 
 /// Traces until the workload exits or a stop condition fires. On a stop the workload is killed
-/// and waited for, so nothing of it outlives the run; either way its exit is logged.
+/// and waited for, so nothing of it outlives the run; either way its exit is logged, and
+/// returned (unknown when waiting for it failed).
 async fn trace_until_exit<T, E, K, F>(
     tracing: Tracing,
     mut waiter: JoinHandle<Result<T, E>>,
     conditions: StopConditions,
     stops: &Stops,
     kill: K,
-    describe: impl Fn(&T) -> String,
-) -> Result<Stopped, AgentError>
+    classify: impl Fn(&T) -> WorkloadExit,
+) -> Result<(Stopped, Option<WorkloadExit>), AgentError>
 where
     E: Display,
     K: FnOnce() -> F,
     F: Future<Output = ()>,
 {
+    let mut exit = None;
     let mut exited = false;
     let stopped = tracing
         .run(async {
@@ -365,7 +395,12 @@ where
                 result = &mut waiter => {
                     exited = true;
                     StopReason::WorkloadExited(match result {
-                        Ok(Ok(status)) => describe(&status),
+                        Ok(Ok(status)) => {
+                            let status = classify(&status);
+                            let shown = status.to_string();
+                            exit = Some(status);
+                            shown
+                        }
                         Ok(Err(e)) => e.to_string(),
                         Err(e) => e.to_string(),
                     })
@@ -374,13 +409,22 @@ where
             }
         })
         .await;
-    if !exited && !waiter.is_finished() {
-        kill().await;
+    if !exited {
+        // A workload that ended on its own as the stop came is not the recorder's doing.
+        let killed = !waiter.is_finished();
+        if killed {
+            kill().await;
+        }
         match waiter.await {
-            Ok(Ok(status)) => tracing::info!(status = describe(&status), "workload stopped"),
+            Ok(Ok(status)) => {
+                let mut status = classify(&status);
+                status.stopped_by_recorder = killed;
+                tracing::info!(status = %status, "workload stopped");
+                exit = Some(status);
+            }
             Ok(Err(error)) => tracing::warn!(%error, "waiting for the workload"),
             Err(error) => tracing::warn!(%error, "waiting for the workload"),
         }
     }
-    stopped
+    Ok((stopped?, exit))
 }
