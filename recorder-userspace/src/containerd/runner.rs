@@ -43,7 +43,9 @@ use super::client::Containerd;
 use super::error::ContainerdError;
 use crate::agent::AgentError;
 use crate::image::Image;
-use crate::sandbox::{Confinement, ImageProcess, SpecError, SpecLayout, runtime_spec};
+use crate::sandbox::{
+    Confinement, ImageProcess, ProcessOverrides, SpecError, SpecLayout, runtime_spec,
+};
 
 /// The snapshotter `ctr images import` unpacks into by default.
 pub const SNAPSHOTTER: &str = "overlayfs";
@@ -129,8 +131,8 @@ pub struct RunRequest<'a> {
     pub image: &'a Image,
     /// Its reference in containerd.
     pub reference: &'a str,
-    /// Replaces the image's `Cmd` (its `Entrypoint` is kept).
-    pub cmd: Option<&'a [String]>,
+    /// What changes of the image's process: entrypoint, command (`Cmd`), env, user, cwd.
+    pub overrides: &'a ProcessOverrides,
     /// A private directory for the stdout and stderr files.
     pub io_dir: &'a Path,
     /// How the workload is contained.
@@ -227,14 +229,15 @@ impl ContainerRun {
             mounts: format!("{mounts:?}"),
         })?;
         let config = req.image.run_config();
-        let process = ImageProcess {
+        let mut process = ImageProcess {
             entrypoint: config.entrypoint,
             cmd: config.cmd,
             env: config.env,
             working_dir: config.working_dir,
             user: config.user,
-        }
-        .to_spec(req.cmd, &lowerdirs)?;
+        };
+        let cmd = req.overrides.apply(&mut process);
+        let process = process.to_spec(cmd.as_deref(), &lowerdirs)?;
         let layout = SpecLayout {
             // Relative: the shim mounts the task's rootfs there, in the bundle.
             root: PathBuf::from("rootfs"),

@@ -31,8 +31,21 @@ Exit status:
 #[derive(Parser)]
 #[command(name = "recorder", version, about, after_help = EXIT_STATUS_HELP)]
 struct Cli {
+    /// Print only errors and warnings: no progress logs, no summary (the digest, or --json,
+    /// still goes to stdout).
+    #[arg(short, long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--quiet`, for the commands that print a summary.
+pub static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether to colour stderr: a terminal, and no `NO_COLOR` (https://no-color.org).
+fn color() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 #[derive(Subcommand)]
@@ -80,15 +93,17 @@ fn main() -> ExitCode {
 }
 
 fn run_cli() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
+    let default_level = if cli.quiet { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RECORDER_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(color())
         .init();
-    let cli = Cli::parse();
     let done = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
     match cli.command {
         Command::Trace(args) => done(trace::run(args)),

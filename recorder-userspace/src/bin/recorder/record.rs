@@ -97,12 +97,12 @@ pub struct CommonArgs {
     #[arg(long)]
     pub status_socket: Option<PathBuf>,
     /// Stop after this long (e.g. `30s`, `500ms`, `2m`; a bare number is seconds).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
     pub period: Option<Duration>,
     /// After the commit (or a failure), keep the status socket answering for this long (e.g.
     /// `10s`), so a poller sees the final state, the record digest and the outcome
     /// (`recorder status --wait done`).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "status_socket")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration, requires = "status_socket")]
     pub linger: Option<Duration>,
     /// Scratch space (default: the system temp dir); also where a record that cannot be
     /// committed is kept.
@@ -124,6 +124,10 @@ pub struct CommonArgs {
     /// counters, recordDigest...) as the last stdout line, instead of the digest.
     #[arg(long)]
     pub json: bool,
+    /// After committing, write the record's digest (`sha256:...` and a newline) to FILE, for
+    /// scripts; `-` is stdout.
+    #[arg(long, value_name = "FILE")]
+    pub digest_file: Option<PathBuf>,
     #[command(flatten)]
     pub push: PushOption,
 }
@@ -170,7 +174,7 @@ impl CommonArgs {
     /// owns a runtime.
     pub fn input(&self) -> anyhow::Result<(ImageInput, Option<ContainerdSession>)> {
         let image = self.image.as_deref().context("--image is required")?;
-        match &self.ctrd.containerd {
+        match &self.ctrd.address() {
             None => Ok((ImageInput::Source(self.source()?), None)),
             Some(address) => {
                 let (opened, session) =
@@ -185,6 +189,8 @@ impl CommonArgs {
     pub fn source(&self) -> anyhow::Result<ImageSource> {
         let image = self.image.as_deref().context("--image is required")?;
         let source: ImageSource = image.parse().with_context(|| format!("--image {image}"))?;
+        let (ImageSource::Layout { dir, .. } | ImageSource::Store { dir, .. }) = &source;
+        crate::source::check_exists("--image", image, dir)?;
         Ok(source.with_reference(self.reference.clone()))
     }
 
@@ -215,7 +221,7 @@ impl CommonArgs {
 
     /// Whether the record or its companion goes to stdout (`-`): then nothing else may.
     pub fn stdout_taken(&self) -> bool {
-        [&self.record_out, &self.companion_out]
+        [&self.record_out, &self.companion_out, &self.digest_file]
             .into_iter()
             .flatten()
             .any(|p| recorder::outputs::is_stdout(p))
@@ -228,6 +234,7 @@ impl CommonArgs {
         for (flag, path) in [
             ("--record-out", &self.record_out),
             ("--companion-out", &self.companion_out),
+            ("--digest-file", &self.digest_file),
         ] {
             if let Some(path) = path {
                 recorder::outputs::check(path).map_err(|e| usage(format!("{flag}: {e}")))?;
@@ -397,24 +404,28 @@ impl std::fmt::Display for TargetArg {
     }
 }
 
-/// `30s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
+/// A duration, one syntax everywhere: humantime's (`500ms`, `30s`, `2m`, `1h30m`), or a bare
+/// number of seconds (`5`, `0.3`), so `--timeout 5` in existing manifests keeps working.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a duration such as 30s, 500ms or 2m"))?;
-    let seconds = match unit {
-        "" | "s" => value,
-        "ms" => value / 1000.0,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{s:?}: {e}"))
+    let t = s.trim();
+    if let Ok(seconds) = t.parse::<f64>() {
+        return Duration::try_from_secs_f64(seconds).map_err(|e| format!("{s:?}: {e}"));
+    }
+    humantime::parse_duration(t).map_err(|e| {
+        format!(
+            "{s:?}: {e}; expected a duration such as 500ms, 30s or 1h30m (a bare number is seconds)"
+        )
+    })
+}
+
+/// As [`parse_duration`], zero refused: where a duration of nothing makes no sense (a period,
+/// a linger, a timeout, a poll interval).
+pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("{s:?}: must be more than zero"));
+    }
+    Ok(d)
 }
 
 /// `--ring-bytes`: a size (as [`parse_size`]) that the kernel takes for a ring buffer.
@@ -457,6 +468,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         record_show::run(sub)?;
         return Ok(ExitCode::SUCCESS);
     }
+    crate::source::require_privileges("recorder record", false)?;
     args.common.validate()?;
     if let Some(path) = &args.termination_message_path {
         recorder::outputs::check(path).map_err(|e| {
@@ -466,7 +478,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let target = args.target.clone().context("--target is required")?;
     if target.needs_containerd() && args.common.ctrd.containerd.is_none() {
         return Err(crate::Usage(format!(
-            "--target {target} needs --containerd (--containerd=ADDRESS for another socket)"
+            "--target {target} needs --containerd (and -a ADDRESS for another socket than the \
+             default)"
         ))
         .into());
     }
@@ -515,15 +528,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 fn run_pod(pod: PodPlan, common: &CommonArgs, output: &Output) -> anyhow::Result<ExitCode> {
     let address = common
         .ctrd
-        .containerd
-        .as_deref()
-        .context("--target k8s: needs --containerd[=ADDRESS]")?;
+        .address()
+        .context("--target k8s: needs --containerd")?;
     let image = common.image.as_deref().context("--image is required")?;
     let reference = normalize_reference(image);
     if reference != image {
         tracing::info!(image, %reference, "image reference normalized as the CRI names it");
     }
-    let session = connect_containerd(address, &common.ctrd.namespace, &reference)?;
+    let session = connect_containerd(&address, &common.ctrd.namespace, &reference)?;
     let outcome = runtime()?.block_on(async {
         let (status, stops, server) = start_status(common)?;
         let result = record_pod(pod, &session, common, &status, &stops).await;
@@ -618,7 +630,7 @@ fn conclude_now(
 ) -> anyhow::Result<ExitCode> {
     match result {
         Ok(outcome) => {
-            report_outcome(&outcome, status);
+            report_outcome(&outcome, common, status);
             if common.stdout_taken() {
                 // stdout carries the record: the digest is in the summary on stderr.
             } else if common.json {
@@ -635,10 +647,20 @@ fn conclude_now(
     }
 }
 
-/// Puts the outcome on the status socket and the summary on stderr.
-fn report_outcome(outcome: &Outcome, status: &StatusHandle) {
+/// Puts the outcome on the status socket, the summary on stderr (unless --quiet) and the
+/// digest in --digest-file.
+fn report_outcome(outcome: &Outcome, common: &CommonArgs, status: &StatusHandle) {
     status.set_outcome(outcome.report());
-    eprintln!("{outcome}");
+    if !crate::QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("{outcome}");
+    }
+    if let Some(path) = &common.digest_file {
+        let line = format!("{}\n", outcome.summary.committed.record);
+        if let Err(error) = recorder::outputs::write(path, line.as_bytes()) {
+            // The record is committed; the summary names it.
+            tracing::error!(%error, "writing --digest-file");
+        }
+    }
 }
 
 /// The `--json` summary: one line.
@@ -770,7 +792,7 @@ async fn conclude_to(
     }
     let outcome = match result {
         Ok(outcome) => {
-            report_outcome(&outcome, status);
+            report_outcome(&outcome, common, status);
             if common.json {
                 println!("{}", json_line(&outcome));
             } else {
@@ -1071,6 +1093,27 @@ fn pin_created(task: &TaskTarget) -> Result<Target, AgentError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        for (input, want) in [
+            ("5", Duration::from_secs(5)),
+            ("0.3", Duration::from_millis(300)),
+            ("500ms", Duration::from_millis(500)),
+            ("30s", Duration::from_secs(30)),
+            ("2m", Duration::from_secs(120)),
+            ("1h30m", Duration::from_secs(5400)),
+            ("0", Duration::ZERO),
+        ] {
+            assert_eq!(parse_duration(input), Ok(want), "{input}");
+        }
+        for bad in ["", "s", "5x", "-1", "1e400"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert!(parse_positive_duration("0").is_err());
+        assert!(parse_positive_duration("0s").is_err());
+        assert_eq!(parse_positive_duration("1ms"), Ok(Duration::from_millis(1)));
+    }
 
     #[test]
     fn sizes() {

@@ -25,7 +25,10 @@ use recorder::agent::{
 };
 use recorder::containerd::{ContainerRun, RunRequest};
 use recorder::image::{BlobDigest, Platform};
-use recorder::sandbox::{Confinement, DEFAULT_PIDS_LIMIT, ImageProcess, Sandbox, UnpackBudget};
+use recorder::sandbox::{
+    Confinement, DEFAULT_PIDS_LIMIT, ImageProcess, ProcessOverrides, Sandbox, UnpackBudget,
+    parse_env_file,
+};
 use recorder::status::{State, StatusHandle};
 use recorder::tracer::{Tracer, mount_namespace_of};
 use tokio::task::JoinHandle;
@@ -48,9 +51,43 @@ pub struct Args {
     /// the work dir is. Holes in sparse files do not count.
     #[arg(long, value_name = "SIZE", value_parser = crate::record::parse_size)]
     max_unpacked: Option<u64>,
-    /// Command to run instead of the image's Cmd (its Entrypoint is kept, as `docker run`).
+    #[command(flatten)]
+    process: ProcessArgs,
+    /// Command to run instead of the image's Cmd (its Entrypoint is kept, as `docker run`);
+    /// with --entrypoint, its arguments.
     #[arg(last = true)]
     cmd: Vec<String>,
+}
+
+/// Changes to the image's process, with `ctr-remote image optimize`'s names.
+#[derive(clap::Args, Debug)]
+pub struct ProcessArgs {
+    /// Run PROGRAM instead of the image's Entrypoint; the image's Cmd is dropped and `-- ARGS`
+    /// become its arguments (as `docker run --entrypoint`).
+    #[arg(long, value_name = "PROGRAM")]
+    entrypoint: Option<String>,
+    /// Set an environment variable over the image's (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env_entry)]
+    env: Vec<String>,
+    /// Read environment variables from FILE (KEY=VALUE lines, `#` comments; a bare KEY takes
+    /// this environment's value); applied before --env (repeatable).
+    #[arg(long, value_name = "FILE")]
+    env_file: Vec<std::path::PathBuf>,
+    /// Run as USER (uid[:gid], or a name[:group] of the image's /etc/passwd) instead of the
+    /// image's User.
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
+    /// Working directory instead of the image's WorkingDir.
+    #[arg(long, value_name = "DIR")]
+    cwd: Option<String>,
+}
+
+/// `KEY=VALUE` with a non-empty key.
+fn parse_env_entry(s: &str) -> Result<String, String> {
+    match s.split_once('=') {
+        Some((key, _)) if !key.is_empty() => Ok(s.to_owned()),
+        _ => Err(format!("{s:?}: expected KEY=VALUE")),
+    }
 }
 
 /// How the workload is contained (see `docs/containment.md`).
@@ -100,16 +137,46 @@ impl ConfineArgs {
 impl Args {
     /// The command given instead of the image's Cmd, for the pushed record's annotations.
     fn command(&self) -> Option<String> {
-        (!self.cmd.is_empty()).then(|| self.cmd.join(" "))
+        let mut words: Vec<&str> = self.process.entrypoint.iter().map(String::as_str).collect();
+        words.extend(self.cmd.iter().map(String::as_str));
+        (!words.is_empty()).then(|| words.join(" "))
+    }
+
+    /// The overrides of the image's process, `--env-file`s read (a usage error if one cannot
+    /// be: exit status 2, before anything ran).
+    fn overrides(&self) -> anyhow::Result<ProcessOverrides> {
+        let p = &self.process;
+        let mut env = Vec::new();
+        for file in &p.env_file {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                anyhow::Error::from(crate::Usage(format!("--env-file {}: {e}", file.display())))
+            })?;
+            env.extend(parse_env_file(&text).map_err(|(line, why)| {
+                anyhow::Error::from(crate::Usage(format!(
+                    "--env-file {}, line {line}: {why}",
+                    file.display()
+                )))
+            })?);
+        }
+        env.extend(p.env.iter().cloned());
+        Ok(ProcessOverrides {
+            entrypoint: p.entrypoint.clone(),
+            cmd: (!self.cmd.is_empty()).then(|| self.cmd.clone()),
+            env,
+            user: p.user.clone(),
+            cwd: p.cwd.clone(),
+        })
     }
 }
 
 /// Runs `recorder run`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    crate::source::require_privileges("recorder run", true)?;
     args.common.validate()?;
+    let overrides = args.overrides()?;
     let confinement = args.confine.confinement()?;
     if args.common.ctrd.containerd.is_some() {
-        return run_containerd(args, confinement);
+        return run_containerd(args, confinement, overrides);
     }
     let source = args.common.source()?;
     let platform = args.common.platform()?;
@@ -121,7 +188,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             source,
             platform,
             &commit,
-            confinement,
+            (confinement, &overrides),
             &status,
             &stops,
         )
@@ -132,7 +199,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// `recorder run --containerd`: the container is created and started through containerd.
-fn run_containerd(args: Args, confinement: Confinement) -> anyhow::Result<ExitCode> {
+fn run_containerd(
+    args: Args,
+    confinement: Confinement,
+    overrides: ProcessOverrides,
+) -> anyhow::Result<ExitCode> {
     let (input, session) = args.common.input()?;
     let session = session.context("--containerd gave no containerd connection")?;
     let platform = args.common.platform()?;
@@ -143,7 +214,7 @@ fn run_containerd(args: Args, confinement: Confinement) -> anyhow::Result<ExitCo
             input,
             platform,
             &session,
-            confinement,
+            (confinement, &overrides),
             &status,
             &stops,
         )
@@ -161,7 +232,7 @@ async fn profile_containerd(
     input: ImageInput,
     platform: Platform,
     session: &ContainerdSession,
-    confinement: Confinement,
+    (confinement, overrides): (Confinement, &ProcessOverrides),
     status: &StatusHandle,
     stops: &Stops,
 ) -> Result<Outcome, AgentError> {
@@ -181,7 +252,7 @@ async fn profile_containerd(
     let request = RunRequest {
         image: indexed.image(),
         reference: &session.reference,
-        cmd: (!args.cmd.is_empty()).then_some(args.cmd.as_slice()),
+        overrides,
         io_dir: work.path(),
         confinement,
     };
@@ -244,7 +315,7 @@ async fn profile(
     source: ImageSource,
     platform: Platform,
     commit: &CommitOptions,
-    confinement: Confinement,
+    (confinement, overrides): (Confinement, &ProcessOverrides),
     status: &StatusHandle,
     stops: &Stops,
 ) -> Result<Outcome, AgentError> {
@@ -264,15 +335,15 @@ async fn profile(
         return Err(AgentError::StoppedEarly(reason));
     }
     let config = indexed.image().run_config();
-    let process = ImageProcess {
+    let mut process = ImageProcess {
         entrypoint: config.entrypoint,
         cmd: config.cmd,
         env: config.env,
         working_dir: config.working_dir,
         user: config.user,
     };
-    let cmd = (!args.cmd.is_empty()).then_some(args.cmd.as_slice());
-    let spec = process.to_spec(cmd, &lowerdirs)?;
+    let cmd = overrides.apply(&mut process);
+    let spec = process.to_spec(cmd.as_deref(), &lowerdirs)?;
     // Loaded before the workload exists, so it is held before exec as briefly as possible.
     let tracer = Tracer::load(&args.common.tracer_config())?;
     let mut sandbox = Sandbox::new(lowerdirs, work.scratch(), spec);

@@ -1,0 +1,111 @@
+//! ctr's conventions (issue #10): `--containerd` as a switch with `-a/--address ADDR` (also
+//! `unix://ADDR`) and `-n/--namespace NS`, `CONTAINERD_ADDRESS` and `CONTAINERD_NAMESPACE`
+//! honoured, `--containerd=ADDR` still working; `--help` shows them and the exit statuses.
+
+use std::process::{Command, Output, Stdio};
+
+use recorder_tests::agent_fixtures::recorder_bin;
+use recorder_tests::containerd::{Daemon, IMAGE, runnable_image};
+
+fn recorder(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(recorder_bin());
+    cmd.args(args)
+        .env_remove("CONTAINERD_ADDRESS")
+        .env_remove("CONTAINERD_NAMESPACE")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn address_and_namespace_come_as_ctr_takes_them() {
+    let daemon = Daemon::start();
+    let layout = daemon.scratch().join("layout");
+    let manifest = runnable_image(&layout);
+    daemon.import_layout(&layout);
+    let socket = daemon.socket().to_str().unwrap().to_owned();
+    let unix = format!("unix://{socket}");
+    let equals = format!("--containerd={socket}");
+    let ns = daemon.namespace();
+    // (flags, environment)
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>);
+    let cases: [Case; 5] = [
+        (vec!["--containerd", "-a", &socket, "-n", ns], vec![]),
+        (
+            vec!["--containerd", "--address", &unix, "--namespace", ns],
+            vec![],
+        ),
+        (
+            vec!["--containerd"],
+            vec![
+                ("CONTAINERD_ADDRESS", &socket),
+                ("CONTAINERD_NAMESPACE", ns),
+            ],
+        ),
+        (
+            vec!["--containerd", "-n", ns],
+            vec![("CONTAINERD_ADDRESS", &unix)],
+        ),
+        (vec![&equals, "--namespace", ns], vec![]),
+    ];
+    for (flags, env) in cases {
+        let mut args = vec!["image", "inspect"];
+        args.extend(&flags);
+        args.push(IMAGE);
+        let out = recorder(&args, &env);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{flags:?} {env:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains(&format!("manifest {manifest}")),
+            "{flags:?}: {stdout}"
+        );
+    }
+    // -a alone is a usage error: --containerd is the switch.
+    let out = recorder(&["image", "inspect", "-a", &socket, IMAGE], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--containerd"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn help_shows_the_conventions_and_the_exit_statuses() {
+    for command in [&["record"][..], &["run"], &["image", "inspect"]] {
+        let mut args = command.to_vec();
+        args.push("--help");
+        let out = recorder(&args, &[]);
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{command:?}");
+        for flag in ["--containerd", "-a, --address", "-n, --namespace"] {
+            assert!(
+                help.contains(flag),
+                "{command:?} --help lacks {flag}:\n{help}"
+            );
+        }
+    }
+    for command in [&["record"][..], &["run"], &[]] {
+        let mut args = command.to_vec();
+        args.push("--help");
+        let help = String::from_utf8_lossy(&recorder(&args, &[]).stdout).into_owned();
+        for line in [
+            "Exit status:",
+            "0  the record is committed and complete",
+            "2  usage",
+            "3  the record is committed but incomplete",
+            "4  the record is committed, but the workload failed",
+        ] {
+            assert!(
+                help.contains(line),
+                "{command:?} --help lacks {line:?}:\n{help}"
+            );
+        }
+    }
+}
