@@ -109,3 +109,39 @@ fn help_shows_the_conventions_and_the_exit_statuses() {
         }
     }
 }
+
+/// `--json` on the reporting commands, one key case (camelCase, as the stargz record):
+/// `image inspect` had none. (`status --json` is in `poller_states.rs`, `trace --json` in
+/// `recorder-userspace/tests/trace_cli.rs`, `record`/`run --json` in `outcomes.rs`.)
+#[test]
+fn image_inspect_speaks_camel_case_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    let manifest = recorder_tests::agent_fixtures::write_image(&layout);
+    let out = recorder(
+        &["image", "inspect", "--json", layout.to_str().unwrap()],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["manifestDigest"], manifest.as_str(), "{json}");
+    let layers = json["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3, "{json}");
+    for layer in layers {
+        for key in [
+            "digest",
+            "mediaType",
+            "size",
+            "entries",
+            "whiteouts",
+            "refusedByRun",
+        ] {
+            assert!(layer.get(key).is_some(), "no {key} in {layer}");
+        }
+    }
+    assert!(json["entries"].as_u64().is_some_and(|n| n > 0), "{json}");
+}

@@ -41,6 +41,7 @@ use tracing::{debug, info, warn};
 
 use super::client::Containerd;
 use super::error::ContainerdError;
+use super::leftovers::OWNER_LABEL;
 use crate::agent::AgentError;
 use crate::image::Image;
 use crate::sandbox::{
@@ -186,6 +187,27 @@ impl Containerd {
 }
 
 impl ContainerRun {
+    /// The run `id` of another recorder, as if this one had made all of it: for
+    /// [`ContainerRun::remove`] to take away whatever of it is left.
+    pub(crate) fn adopt(client: Containerd, id: String) -> Self {
+        let lease = AsciiMetadataValue::try_from(id.as_str())
+            .unwrap_or_else(|_| AsciiMetadataValue::from_static("invalid"));
+        Self {
+            client,
+            id,
+            lease,
+            pid: 0,
+            stdout: PathBuf::new(),
+            stderr: PathBuf::new(),
+            made: Made {
+                lease: true,
+                snapshot: true,
+                container: true,
+                task: true,
+            },
+        }
+    }
+
     /// The container id (also the snapshot key and the lease id).
     pub fn id(&self) -> &str {
         &self.id
@@ -198,7 +220,8 @@ impl ContainerRun {
 
     async fn create(&mut self, req: &RunRequest<'_>) -> Result<(), RunError> {
         let c = &self.client;
-        let mut labels = HashMap::new();
+        let owner = HashMap::from([(OWNER_LABEL.to_owned(), std::process::id().to_string())]);
+        let mut labels = owner.clone();
         labels.insert("containerd.io/gc.expire".to_owned(), expiry());
         LeasesClient::new(c.channel())
             .create(c.request(CreateLeaseRequest {
@@ -216,7 +239,7 @@ impl ContainerRun {
                 snapshotter: SNAPSHOTTER.into(),
                 key: self.id.clone(),
                 parent,
-                labels: HashMap::new(),
+                labels: owner.clone(),
             }))
             .await
             .map_err(|s| c.rpc_error("Snapshots.Prepare", &s))?
@@ -263,6 +286,7 @@ impl ContainerRun {
                     }),
                     snapshotter: SNAPSHOTTER.into(),
                     snapshot_key: self.id.clone(),
+                    labels: owner,
                     ..Container::default()
                 }),
             }))
@@ -490,8 +514,11 @@ fn unique_id() -> String {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default();
-    format!("recorder-run-{}-{nanos}", std::process::id())
+    format!("{RUN_PREFIX}{}-{nanos}", std::process::id())
 }
+
+/// The prefix of the ids of runs (container, snapshot key, lease).
+pub const RUN_PREFIX: &str = "recorder-run-";
 
 /// The chain id of the image's layers (the OCI image spec's ChainID): the name of the
 /// committed snapshot the unpacker made for the top layer.

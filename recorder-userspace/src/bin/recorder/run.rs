@@ -256,6 +256,15 @@ async fn profile_containerd(
         io_dir: work.path(),
         confinement,
     };
+    // A recorder that was SIGKILLed left its task running and its container, snapshot and
+    // lease behind: removed first.
+    let reclaimed = session.client.reclaim_dead_runs().await;
+    if !reclaimed.is_empty() {
+        tracing::warn!(
+            runs = reclaimed.join(" "),
+            "removed the leftovers of a dead recorder"
+        );
+    }
     let run = session.client.create_run(&request).await?;
     let result = trace_run(args, indexed, &run, stops).await;
     run.forward_output(args.common.stdout_taken());
