@@ -145,3 +145,52 @@ fn image_inspect_speaks_camel_case_json() {
     }
     assert!(json["entries"].as_u64().is_some_and(|n| n > 0), "{json}");
 }
+
+/// Shell completions and a man page, generated from the clap definitions by `cargo xtask docs`
+/// (item 8): they know the same flags as `--help`.
+#[test]
+fn xtask_docs_writes_completions_and_a_man_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(root)
+        .args(["xtask", "docs", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for file in [
+        "completions/recorder.bash",
+        "completions/_recorder",
+        "completions/recorder.fish",
+        "completions/recorder.elv",
+        "completions/_recorder.ps1",
+        "man/recorder.1",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(file)).unwrap();
+        assert!(text.contains("recorder"), "{file}");
+        if file.starts_with("completions/") {
+            // fish names long options without their dashes (`-l linger`).
+            for flag in [
+                "containerd",
+                "address",
+                "allow-empty",
+                "linger",
+                "digest-file",
+            ] {
+                assert!(text.contains(flag), "{file} lacks {flag}");
+            }
+        }
+    }
+    let man = std::fs::read_to_string(dir.path().join("man/recorder.1")).unwrap();
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH recorder"),
+        "{man}"
+    );
+}

@@ -13,7 +13,9 @@ mod trace;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use anyhow::Context;
+
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// The exit statuses, shown by `--help` (the README has the same table).
 pub const EXIT_STATUS_HELP: &str = "\
@@ -63,6 +65,15 @@ enum Command {
     Run(run::Args),
     /// Kubernetes manifests: `k8s job` renders a profiling-run Job.
     K8s(k8s::Args),
+    /// Print shell completions (`cargo xtask docs` writes them for every shell).
+    #[command(hide = true)]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, roff (`cargo xtask docs` writes it).
+    #[command(hide = true)]
+    Man,
 }
 
 /// A usage error found by the commands themselves (clap reports its own): exit status 2.
@@ -112,5 +123,20 @@ fn run_cli() -> anyhow::Result<ExitCode> {
         Command::Record(args) => record::run(args),
         Command::Run(args) => run::run(args),
         Command::K8s(args) => done(k8s::run(args)),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "recorder",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .context("writing the man page")?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
