@@ -7,6 +7,7 @@ pub mod content;
 pub mod files;
 pub mod image;
 pub mod k8s;
+pub mod outputs;
 pub mod procfs;
 pub mod record;
 pub mod registry;

@@ -69,7 +69,7 @@ fn json_lines_have_the_documented_keys_and_sigint_prints_counters() {
 
     let stdout = String::from_utf8(output.stdout).unwrap();
     let keys = [
-        "kind", "tgid", "tid", "mntns", "dirfd", "flags", "ret", "ts_ns", "comm", "path",
+        "kind", "tgid", "tid", "mntns", "dirfd", "flags", "ret", "tsNs", "comm", "path",
     ];
     let mut events = Vec::new();
     for line in stdout.lines() {

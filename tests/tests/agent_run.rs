@@ -125,7 +125,7 @@ fn run_records_exactly_the_image_files_the_workload_reads() {
 
     assert!(stderr.contains("record: complete"), "{stderr}");
     assert!(
-        stderr.contains("workload exited (exit status: 0)"),
+        stderr.contains("workload exited (exit status 0)"),
         "{stderr}"
     );
     for reason in [

@@ -77,6 +77,7 @@ async fn status_socket_answers_in_each_state() {
         .commit(&CommitOptions {
             store: dir.path().join("store").into(),
             record_out: None,
+            companion_out: None,
             fallback_dir: dir.path().to_owned(),
         })
         .unwrap();

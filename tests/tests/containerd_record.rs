@@ -218,7 +218,9 @@ fn bad_containerd_input_is_named() {
         .args(["--target", "container:x"])
         .output()
         .unwrap();
-    let stderr = failed(out);
+    // A usage error: exit status 2.
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "stderr:\n{stderr}");
     assert!(stderr.contains("needs --containerd"), "{stderr}");
     // --store goes with a local image, not with containerd's store.
     let out = recorder(
@@ -253,7 +255,9 @@ fn sigint_while_waiting_for_the_container_ends_cleanly() {
 /// A real late arm: the recorder is stopped (SIGSTOP) while it waits for a matching container,
 /// the container is started and its entrypoint runs, and only then is the recorder continued.
 /// It arms on the task's creation event it then reads, sees the entrypoint already running,
-/// and says so in the summary's warnings (never silently); the record is still committed.
+/// and says so in the summary's warnings (never silently); the record is still committed, and
+/// the exit status is 3, incomplete (it was 0, `record: complete`). The sleeping entrypoint
+/// reads nothing once armed, so the record is empty: `--allow-empty` commits it.
 #[test]
 fn an_arm_after_the_entrypoint_started_is_reported_as_a_warning() {
     use nix::sys::signal::{Signal, kill};
@@ -271,6 +275,7 @@ fn an_arm_after_the_entrypoint_started_is_reported_as_a_warning() {
             "--until-exit",
             "--period",
             "120s",
+            "--allow-empty",
         ],
     )
     .spawn()
@@ -325,7 +330,14 @@ fn an_arm_after_the_entrypoint_started_is_reported_as_a_warning() {
         "recorder record after its target exited",
     );
     let stderr = reader.join().unwrap();
-    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    assert_eq!(out.status.code(), Some(3), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains(
+            "record: INCOMPLETE (armed after the workload started (container late-1); exit \
+             status 3)"
+        ),
+        "{stderr}"
+    );
     assert!(stderr.contains("warnings: 1\n"), "{stderr}");
     assert!(
         stderr.contains(

@@ -138,7 +138,7 @@ fn check_profiling_job(job: &Value) -> &Value {
     assert_eq!(recorder["restartPolicy"].as_str(), Some("Always"));
     let probe = strings(&recorder["startupProbe"]["exec"]["command"]);
     assert_eq!(probe[..2], ["recorder", "status"]);
-    assert_eq!(flag(&probe, "--wait"), Some("tracing"));
+    assert_eq!(flag(&probe, "--wait"), Some("armed"));
     let wait: f64 = flag(&probe, "--timeout").unwrap().parse().unwrap();
     let probe_timeout = recorder["startupProbe"]["timeoutSeconds"].as_u64().unwrap();
     assert!(

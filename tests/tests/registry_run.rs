@@ -232,7 +232,7 @@ fn sidecar_pushes_with_the_mounted_secret_and_reports_the_artifact() {
     });
     let probe = Command::new(recorder_bin())
         .args(["status", "--socket", socket.to_str().unwrap()])
-        .args(["--wait", "tracing", "--timeout", "120"])
+        .args(["--wait", "armed", "--timeout", "120"])
         .stdout(Stdio::null())
         .output()
         .unwrap();

@@ -1,9 +1,10 @@
-//! `cargo xtask`: setup, tests, benchmarks and the demo.
+//! `cargo xtask`: setup, tests, benchmarks, the demo, completions and the man page.
 
 mod bench;
 mod cmd;
 mod demo;
 mod demo_image;
+mod docs;
 mod fuzz;
 mod image;
 mod setup;
@@ -36,6 +37,9 @@ enum Xtask {
     Image(image::Args),
     /// Run the cargo-fuzz targets for a bounded time each (nightly, address sanitizer).
     Fuzz(fuzz::Args),
+    /// Write shell completions and the man page, generated from the recorder's clap
+    /// definitions, to target/docs.
+    Docs(docs::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,6 +62,7 @@ fn main() -> anyhow::Result<()> {
             setup::run_setup(setup::Args {})?;
             fuzz::run_fuzz(args)
         }
+        Xtask::Docs(args) => docs::run(args),
     }
 }
 

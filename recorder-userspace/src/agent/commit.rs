@@ -17,8 +17,11 @@ use crate::store::ContentStore;
 pub struct CommitOptions {
     /// The content store.
     pub store: RecordSink,
-    /// Also write the record to this file (as ctr-remote's `--record-out`).
+    /// Also write the record to this file (as ctr-remote's `--record-out`; `-` is stdout),
+    /// by [`crate::outputs::write`]'s rules.
     pub record_out: Option<PathBuf>,
+    /// Write the companion here; default: `FILE.companion` beside a `--record-out FILE`.
+    pub companion_out: Option<PathBuf>,
     /// Where to keep the record if it cannot be written where asked.
     pub fallback_dir: PathBuf,
 }
@@ -122,18 +125,25 @@ pub fn commit(record: &RecordBuilder, opts: &CommitOptions) -> Result<Committed,
         .record_out
         .as_deref()
         .map(|path| write_atomically(path, &bytes).map(|()| path.to_owned()));
-    let companion_bytes = record.companion_bytes();
-    // The companion goes next to --record-out (`FILE.companion`): `record show`, `report` and
-    // `merge` read times from it. Losing it loses no record entry, so a failure only warns.
-    if let (Some(path), Some(Ok(_)), false) = (
-        opts.record_out.as_deref(),
-        out_result.as_ref(),
-        companion_bytes.is_empty(),
-    ) {
-        let sidecar = crate::record::companion::sidecar_path(path);
-        if let Err(e) = write_atomically(&sidecar, &companion_bytes) {
-            tracing::warn!(path = %sidecar.display(), error = %e, "writing the companion failed");
+    // The companion goes to --companion-out, or next to --record-out (`FILE.companion`):
+    // `record show`, `report` and `merge` read times from it. Losing it loses no record entry,
+    // so a failure only warns.
+    let companion_path = match (&opts.companion_out, opts.record_out.as_deref()) {
+        (Some(path), _) => Some(path.clone()),
+        (None, Some(path)) if !crate::outputs::is_stdout(path) => {
+            Some(crate::record::companion::sidecar_path(path))
         }
+        _ => None,
+    };
+    let companion_bytes = record.companion_bytes();
+    let record_out_failed = matches!(out_result, Some(Err(_)));
+    if let (Some(sidecar), false, false) = (
+        companion_path,
+        record_out_failed,
+        companion_bytes.is_empty(),
+    ) && let Err(e) = write_atomically(&sidecar, &companion_bytes)
+    {
+        tracing::warn!(path = %sidecar.display(), error = %e, "writing the companion failed");
     }
     let stored = put(&opts.store, record, &bytes, &companion_bytes);
     let (record, companion) = match stored {
@@ -238,31 +248,10 @@ pub(crate) fn keep_fallback(dir: &Path, bytes: &[u8]) -> Option<PathBuf> {
     }
 }
 
-/// Writes `bytes` to a temporary file beside `path`, syncs it, and renames it into place, so
-/// a reader never sees half a record. The temporary file has a random name and is created with
-/// `O_EXCL` (`tempfile`): a symlink or file planted beside `path` is never written through,
-/// and the rename replaces whatever is at `path` without following it.
+/// Writes `bytes` to the output `path` the user named: see [`crate::outputs`] (a regular
+/// file is replaced atomically; a symlink the user named is written through; `-` is stdout).
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut prefix = std::ffi::OsString::from(".");
-    prefix.push(name);
-    prefix.push(".");
-    let mut file = tempfile::Builder::new()
-        .prefix(&prefix)
-        .suffix(".tmp")
-        .permissions(std::fs::Permissions::from_mode(0o644))
-        .tempfile_in(dir)?;
-    file.write_all(bytes)?;
-    file.as_file().sync_all()?;
-    // On error the temporary file is removed when `file` drops.
-    file.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    crate::outputs::write(path, bytes).map_err(io::Error::from)
 }
 
 #[cfg(test)]
@@ -282,6 +271,7 @@ mod tests {
             &CommitOptions {
                 store: store.into(),
                 record_out: None,
+                companion_out: None,
                 fallback_dir: dir.path().to_owned(),
             },
         )
@@ -316,12 +306,13 @@ mod tests {
         assert_eq!(std::fs::read(&victim).unwrap(), b"intact");
         // Only the planted links, the victim and the record: no temporary file left.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
-        // A symlink at the path itself is replaced, not written through.
+        // A symlink at the path itself, the caller's own, is what the user named: written
+        // through (its target replaced), the link kept (see crate::outputs).
         std::fs::remove_file(&out).unwrap();
         std::os::unix::fs::symlink(&victim, &out).unwrap();
         write_atomically(&out, b"new").unwrap();
-        assert_eq!(std::fs::read(&victim).unwrap(), b"intact");
-        assert!(!std::fs::symlink_metadata(&out).unwrap().is_symlink());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"new");
+        assert!(std::fs::symlink_metadata(&out).unwrap().is_symlink());
         // Fallback records get a fresh name each time.
         let a = keep_fallback(dir.path(), b"x").unwrap();
         let b = keep_fallback(dir.path(), b"x").unwrap();
@@ -358,6 +349,7 @@ mod tests {
             &CommitOptions {
                 store: store.clone().into(),
                 record_out: Some(out.clone()),
+                companion_out: None,
                 fallback_dir: dir.path().to_owned(),
             },
         )
@@ -393,6 +385,7 @@ mod tests {
             &CommitOptions {
                 store: dir.path().join("store").into(),
                 record_out: Some(out.clone()),
+                companion_out: None,
                 fallback_dir: dir.path().to_owned(),
             },
         )
@@ -420,6 +413,7 @@ mod tests {
             &CommitOptions {
                 store: dir.path().join("store").into(),
                 record_out: Some(out.clone()),
+                companion_out: None,
                 fallback_dir: dir.path().to_owned(),
             },
         )

@@ -7,12 +7,13 @@
 //! - [`mounts`]: the container's mounts, whose content the image does not provide.
 //! - [`stop`]: period, signals, `--until-exit`, `POST /stop`.
 //! - [`commit`]: the record to the content store, `--record-out`, and a fallback file.
-//! - [`summary`]: what happened, and the exit status it implies.
+//! - [`summary`]: what happened; [`outcome`]: what it means, and the exit status.
 //! - [`workdir`]: the scratch space and unpacked layers of `recorder run`.
 
 pub mod commit;
 pub mod interp;
 pub mod mounts;
+pub mod outcome;
 pub mod procs;
 pub mod resolve;
 pub mod session;
@@ -25,6 +26,9 @@ use std::io;
 
 pub use commit::{CommitError, CommitOptions, Committed, ContainerdSink, RecordSink};
 pub use mounts::{MountTable, MountsError};
+pub use outcome::{
+    EXIT_USAGE, EXIT_WORKLOAD_FAILED, Outcome, OutcomeReport, Verdict, WorkloadExit,
+};
 pub use resolve::{Decision, Exclusion, Resolver};
 pub use session::{
     Agent, Armed, Committing, IndexFailure, Indexed, Ready, Stopped, Target, Tracing,
@@ -87,6 +91,16 @@ pub enum AgentError {
     /// A signal or stop request came before tracing started: there is nothing to commit.
     #[error("stopped ({0}) before tracing started; nothing was recorded")]
     StoppedEarly(StopReason),
+    /// Nothing was recorded, and `--allow-empty` was not given: nothing is committed.
+    #[error(
+        "nothing was recorded ({detail}); nothing was committed. Check that --target is the \
+         container that runs --image and that the workload reads its image's files; to commit \
+         an empty record anyway, pass --allow-empty"
+    )]
+    EmptyRecord {
+        /// What was seen instead: events, exclusions, what stopped tracing.
+        detail: String,
+    },
     /// A system call failed.
     #[error("{op}: {source}")]
     Io {

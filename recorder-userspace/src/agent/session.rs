@@ -3,7 +3,7 @@
 //! [`Committing`] (committing) → [`Summary`] (done).
 //!
 //! Armed before the image is known (a pod's sidecar starts before the kubelet pulls the
-//! workload's image): [`Agent::ready`] (tracing, meaning armed-ready) → [`Ready::arm`] →
+//! workload's image): [`Agent::ready`] (armed) → [`Ready::arm`] (tracing) →
 //! [`Armed`] (events buffered raw) → [`Armed::index`] → [`Tracing`], the buffer resolved first.
 
 use std::collections::{BTreeMap, HashMap};
@@ -128,10 +128,10 @@ impl Agent {
         })
     }
 
-    /// Ready to arm before any image is known (state `tracing`: armed-ready). Call it once the
-    /// tracer is loaded and the target's creation cannot be missed any more.
+    /// Ready to arm before any image is known (state `armed`). Call it once the tracer is
+    /// loaded and the target's creation cannot be missed any more.
     pub fn ready(self) -> Ready {
-        self.status.set_state(State::Tracing);
+        self.status.set_state(State::Armed);
         Ready {
             status: self.status,
         }
@@ -195,7 +195,7 @@ async fn index_off_runtime(
     Ok((Arc::new(image), Arc::new(view)))
 }
 
-/// Ready to arm, with no image yet (state `tracing`: armed-ready).
+/// Ready to arm, with no image yet (state `armed`).
 #[derive(Debug)]
 pub struct Ready {
     status: StatusHandle,
@@ -211,6 +211,7 @@ impl Ready {
             mounts = target.mounts.len(),
             "armed; the image is indexed next"
         );
+        self.status.set_state(State::Tracing);
         Ok(Armed {
             status: self.status,
             tracer,

@@ -50,8 +50,10 @@ impl Summary {
     }
 }
 
-impl fmt::Display for Summary {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Summary {
+    /// The counters, one per line: what stopped tracing, events, paths, exclusions, drops,
+    /// warnings.
+    pub fn write_counts(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "stopped: {}", self.stopped)?;
         writeln!(f, "events: {}", self.events)?;
         writeln!(f, "recorded paths: {}", self.recorded)?;
@@ -67,15 +69,11 @@ impl fmt::Display for Summary {
         for warning in &self.warnings {
             writeln!(f, "warning: {warning}")?;
         }
-        if self.complete() {
-            writeln!(f, "record: complete")?;
-        } else {
-            writeln!(
-                f,
-                "record: INCOMPLETE ({} events lost; exit status {EXIT_INCOMPLETE})",
-                self.lost
-            )?;
-        }
+        Ok(())
+    }
+
+    /// Where the record went: the `--record-out` file, the companion, the digest (last).
+    pub fn write_where(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(path) = &self.committed.record_out {
             writeln!(f, "record file: {}", path.display())?;
         }
@@ -83,5 +81,13 @@ impl fmt::Display for Summary {
             writeln!(f, "companion: {companion}")?;
         }
         write!(f, "record digest: {}", self.committed.record)
+    }
+}
+
+/// As the [`Outcome`](super::outcome::Outcome) of a recording that knows nothing of its
+/// workload or of a late arm.
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        super::outcome::Outcome::from(self.clone()).fmt(f)
     }
 }

@@ -8,10 +8,12 @@
 //! - [`target`]: a container's task, or the next matching task as soon as it is created.
 //! - [`pattern`]: the `container-name:PATTERN` matcher.
 //! - [`runner`]: running an image's container through containerd, held between create and start.
+//! - [`leftovers`]: removing what a dead recorder's runs left (task, container, snapshot, lease).
 
 pub mod client;
 pub mod content;
 pub mod error;
+pub mod leftovers;
 pub mod pattern;
 pub mod runner;
 pub mod source;

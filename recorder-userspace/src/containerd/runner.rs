@@ -41,9 +41,12 @@ use tracing::{debug, info, warn};
 
 use super::client::Containerd;
 use super::error::ContainerdError;
+use super::leftovers::OWNER_LABEL;
 use crate::agent::AgentError;
 use crate::image::Image;
-use crate::sandbox::{Confinement, ImageProcess, SpecError, SpecLayout, runtime_spec};
+use crate::sandbox::{
+    Confinement, ImageProcess, ProcessOverrides, SpecError, SpecLayout, runtime_spec,
+};
 
 /// The snapshotter `ctr images import` unpacks into by default.
 pub const SNAPSHOTTER: &str = "overlayfs";
@@ -129,8 +132,8 @@ pub struct RunRequest<'a> {
     pub image: &'a Image,
     /// Its reference in containerd.
     pub reference: &'a str,
-    /// Replaces the image's `Cmd` (its `Entrypoint` is kept).
-    pub cmd: Option<&'a [String]>,
+    /// What changes of the image's process: entrypoint, command (`Cmd`), env, user, cwd.
+    pub overrides: &'a ProcessOverrides,
     /// A private directory for the stdout and stderr files.
     pub io_dir: &'a Path,
     /// How the workload is contained.
@@ -184,6 +187,27 @@ impl Containerd {
 }
 
 impl ContainerRun {
+    /// The run `id` of another recorder, as if this one had made all of it: for
+    /// [`ContainerRun::remove`] to take away whatever of it is left.
+    pub(crate) fn adopt(client: Containerd, id: String) -> Self {
+        let lease = AsciiMetadataValue::try_from(id.as_str())
+            .unwrap_or_else(|_| AsciiMetadataValue::from_static("invalid"));
+        Self {
+            client,
+            id,
+            lease,
+            pid: 0,
+            stdout: PathBuf::new(),
+            stderr: PathBuf::new(),
+            made: Made {
+                lease: true,
+                snapshot: true,
+                container: true,
+                task: true,
+            },
+        }
+    }
+
     /// The container id (also the snapshot key and the lease id).
     pub fn id(&self) -> &str {
         &self.id
@@ -196,7 +220,8 @@ impl ContainerRun {
 
     async fn create(&mut self, req: &RunRequest<'_>) -> Result<(), RunError> {
         let c = &self.client;
-        let mut labels = HashMap::new();
+        let owner = HashMap::from([(OWNER_LABEL.to_owned(), std::process::id().to_string())]);
+        let mut labels = owner.clone();
         labels.insert("containerd.io/gc.expire".to_owned(), expiry());
         LeasesClient::new(c.channel())
             .create(c.request(CreateLeaseRequest {
@@ -214,7 +239,7 @@ impl ContainerRun {
                 snapshotter: SNAPSHOTTER.into(),
                 key: self.id.clone(),
                 parent,
-                labels: HashMap::new(),
+                labels: owner.clone(),
             }))
             .await
             .map_err(|s| c.rpc_error("Snapshots.Prepare", &s))?
@@ -227,14 +252,15 @@ impl ContainerRun {
             mounts: format!("{mounts:?}"),
         })?;
         let config = req.image.run_config();
-        let process = ImageProcess {
+        let mut process = ImageProcess {
             entrypoint: config.entrypoint,
             cmd: config.cmd,
             env: config.env,
             working_dir: config.working_dir,
             user: config.user,
-        }
-        .to_spec(req.cmd, &lowerdirs)?;
+        };
+        let cmd = req.overrides.apply(&mut process);
+        let process = process.to_spec(cmd.as_deref(), &lowerdirs)?;
         let layout = SpecLayout {
             // Relative: the shim mounts the task's rootfs there, in the bundle.
             root: PathBuf::from("rootfs"),
@@ -260,6 +286,7 @@ impl ContainerRun {
                     }),
                     snapshotter: SNAPSHOTTER.into(),
                     snapshot_key: self.id.clone(),
+                    labels: owner,
                     ..Container::default()
                 }),
             }))
@@ -367,10 +394,15 @@ impl ContainerRun {
     }
 
     /// Copies the workload's stdout and stderr files to ours.
-    pub fn forward_output(&self) {
+    pub fn forward_output(&self, stdout_to_stderr: bool) {
         use std::io::Write;
+        let stdout: Box<dyn Write> = if stdout_to_stderr {
+            Box::new(std::io::stderr())
+        } else {
+            Box::new(std::io::stdout())
+        };
         for (path, mut out) in [
-            (&self.stdout, Box::new(std::io::stdout()) as Box<dyn Write>),
+            (&self.stdout, stdout),
             (&self.stderr, Box::new(std::io::stderr())),
         ] {
             match std::fs::read(path) {
@@ -482,8 +514,11 @@ fn unique_id() -> String {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default();
-    format!("recorder-run-{}-{nanos}", std::process::id())
+    format!("{RUN_PREFIX}{}-{nanos}", std::process::id())
 }
+
+/// The prefix of the ids of runs (container, snapshot key, lease).
+pub const RUN_PREFIX: &str = "recorder-run-";
 
 /// The chain id of the image's layers (the OCI image spec's ChainID): the name of the
 /// committed snapshot the unpacker made for the top layer.

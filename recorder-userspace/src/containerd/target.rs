@@ -192,7 +192,7 @@ impl Containerd {
     }
 
     /// A container's image name and labels.
-    async fn container(&self, id: &str) -> Result<(String, HashMap<String, String>)> {
+    pub async fn container(&self, id: &str) -> Result<(String, HashMap<String, String>)> {
         let reply = ContainersClient::new(self.channel())
             .get(self.request(GetContainerRequest { id: id.to_owned() }))
             .await

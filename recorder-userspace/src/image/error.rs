@@ -133,6 +133,19 @@ pub enum ImageError {
     /// A platform string does not parse.
     #[error("invalid platform {0:?}: expected os/arch[/variant]")]
     BadPlatform(String),
+    /// `--platform` asked for a platform the image (a single manifest) is not built for.
+    #[error(
+        "manifest {digest} is for {available}, not --platform {platform}; drop --platform or \
+         give {available}"
+    )]
+    PlatformMismatch {
+        /// The manifest.
+        digest: String,
+        /// The requested platform.
+        platform: String,
+        /// The image config's platform.
+        available: String,
+    },
     /// An indexing thread panicked; a bug, reported rather than propagated.
     #[error("indexing thread for layer {0} panicked")]
     WorkerPanicked(usize),

@@ -355,13 +355,37 @@ fn pick_from_layout(
                 .iter()
                 .filter(|d| d.platform().as_ref().is_some_and(|p| platform.matches(p)))
                 .collect();
-            matching
-                .first()
-                .map(|d| (*d).clone())
-                .ok_or_else(|| ImageError::Ambiguous {
+            let listed = |ds: &[&Descriptor]| {
+                ds.iter()
+                    .map(|d| {
+                        let p = d.platform().as_ref().map(platform::describe);
+                        match ref_name(d) {
+                            Some(n) => format!("{n} ({})", p.unwrap_or_default()),
+                            None => format!("{} ({})", d.digest(), p.unwrap_or_default()),
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            match matching.as_slice() {
+                [one] => Ok((*one).clone()),
+                [] => Err(ImageError::Ambiguous {
                     source_name: source_name.to_owned(),
-                    message: format!("no manifest for platform {platform} among {}", many.len()),
-                })
+                    message: format!(
+                        "no manifest for platform {platform}; present: {}; give one of those \
+                         platforms with --platform",
+                        listed(&many.iter().collect::<Vec<_>>())
+                    ),
+                }),
+                several => Err(ImageError::Ambiguous {
+                    source_name: source_name.to_owned(),
+                    message: format!(
+                        "{} manifests for platform {platform} and no --ref to choose one: {}",
+                        several.len(),
+                        listed(several)
+                    ),
+                }),
+            }
         }
         many => Err(ImageError::Ambiguous {
             source_name: source_name.to_owned(),

@@ -64,6 +64,36 @@ impl std::fmt::Display for Platform {
     }
 }
 
+impl Platform {
+    /// Checks that `image`, however it was chosen, is built for this platform: a layout or
+    /// store holding a single manifest is taken whatever its platform, and an explicit
+    /// `--platform` must not be ignored silently.
+    pub fn check_image(&self, image: &super::Image) -> Result<(), ImageError> {
+        let config = image.config();
+        let os = config.os().to_string();
+        let arch = config.architecture().to_string();
+        let variant = config.variant().clone();
+        let fits = os == self.os
+            && arch == self.architecture
+            && match (&self.variant, &variant) {
+                (Some(want), Some(have)) => want == have,
+                (Some(_), None) => false,
+                (None, _) => true,
+            };
+        if fits {
+            return Ok(());
+        }
+        Err(ImageError::PlatformMismatch {
+            digest: image.manifest_digest().to_string(),
+            platform: self.to_string(),
+            available: match variant {
+                Some(v) => format!("{os}/{arch}/{v}"),
+                None => format!("{os}/{arch}"),
+            },
+        })
+    }
+}
+
 /// `os/arch[/variant]` of a descriptor's platform, for messages.
 pub fn describe(p: &oci_spec::image::Platform) -> String {
     match p.variant() {

@@ -13,6 +13,7 @@
 //! scratch dir is removed on every way out, including drop, and by a [`Watchdog`] if the
 //! recorder is killed.
 
+mod overrides;
 mod plan;
 mod run;
 pub mod runtime_spec;
@@ -21,6 +22,7 @@ mod spec;
 mod unpack;
 pub mod watchdog;
 
+pub use overrides::{ProcessOverrides, parse_env_file};
 pub use plan::PlanError;
 pub use run::{Pending, Running, Sandbox, SandboxError, find_runc};
 pub use runtime_spec::{Confinement, DEFAULT_PIDS_LIMIT, SpecLayout, runtime_spec};

@@ -68,6 +68,17 @@ pub enum WaitError {
         /// The last report.
         report: Box<StatusReport>,
     },
+    /// The socket went away after answering: the recorder exited without the state showing.
+    #[error(
+        "the recorder's status socket went away (last state: {last}) before it entered \
+         {wanted}; give the recorder --linger 10s to keep its final state readable"
+    )]
+    Gone {
+        /// The state waited for.
+        wanted: State,
+        /// The last state seen.
+        last: State,
+    },
     /// The timeout elapsed first.
     #[error("timed out after {timeout:?} waiting for {wanted} (last: {last})")]
     Timeout {
@@ -151,10 +162,12 @@ pub async fn wait_for(
 ) -> Result<StatusReport, WaitError> {
     let deadline = Instant::now() + timeout;
     let mut last;
+    let mut seen: Option<State> = None;
     loop {
         match status(path).await {
             Ok(report) => {
-                if report.has_reached(wanted) {
+                seen = Some(report.state);
+                if report.has_passed(wanted) {
                     return Ok(report);
                 }
                 if report.state == State::Failed {
@@ -170,6 +183,18 @@ pub async fn wait_for(
                     });
                 }
                 last = report.state.to_string();
+            }
+            Err(ClientError::Connect { source, .. })
+                if seen.is_some()
+                    && matches!(
+                        source.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                    ) =>
+            {
+                return Err(WaitError::Gone {
+                    wanted,
+                    last: seen.unwrap_or(State::Starting),
+                });
             }
             Err(error) => {
                 tracing::debug!(%error, "status not available yet");

@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use super::time::rfc3339;
+use crate::agent::OutcomeReport;
 
 /// The agent's lifecycle, in the order it normally moves through it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -21,7 +22,11 @@ pub enum State {
     Indexing,
     /// Unpacking the image's layers for `recorder run`.
     Unpacking,
-    /// The filter is armed and events are being recorded.
+    /// Ready and waiting for the target: the eBPF programs are loaded and the subscription to
+    /// containerd's task events is live, so a container started from now on is armed before
+    /// its entrypoint runs. The signal to start the container (`recorder status --wait armed`).
+    Armed,
+    /// The filter is armed on the target and events are being recorded.
     Tracing,
     /// Writing the record out.
     Committing,
@@ -33,10 +38,11 @@ pub enum State {
 
 impl State {
     /// Every state, in lifecycle order.
-    pub const ALL: [State; 7] = [
+    pub const ALL: [State; 8] = [
         State::Starting,
         State::Indexing,
         State::Unpacking,
+        State::Armed,
         State::Tracing,
         State::Committing,
         State::Done,
@@ -49,6 +55,7 @@ impl State {
             State::Starting => "starting",
             State::Indexing => "indexing",
             State::Unpacking => "unpacking",
+            State::Armed => "armed",
             State::Tracing => "tracing",
             State::Committing => "committing",
             State::Done => "done",
@@ -71,7 +78,7 @@ impl fmt::Display for State {
 /// A state name that is not one of [`State::ALL`].
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "unknown state {0:?} (expected one of starting, indexing, unpacking, tracing, committing, done, failed)"
+    "unknown state {0:?} (expected one of starting, indexing, unpacking, armed, tracing, committing, done, failed)"
 )]
 pub struct UnknownState(pub String);
 
@@ -135,12 +142,29 @@ pub struct StatusReport {
     /// Why the agent failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Once committed: the verdict, the exit status the recorder ends with, and how the
+    /// workload ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<OutcomeReport>,
 }
 
 impl StatusReport {
     /// Whether `state` has been entered at some point (now or earlier).
     pub fn has_reached(&self, state: State) -> bool {
         self.states.iter().any(|change| change.state == state)
+    }
+
+    /// Whether `state`, or a later one of a successful run, has been entered: a recording
+    /// goes through only some of the states (`armed` only while waiting for a container,
+    /// `unpacking` only under `run`), so one that is `tracing` has passed `armed`. `failed`
+    /// passes nothing but itself.
+    pub fn has_passed(&self, state: State) -> bool {
+        self.has_reached(state)
+            || (state != State::Failed
+                && self
+                    .states
+                    .iter()
+                    .any(|change| change.state != State::Failed && change.state > state))
     }
 }
 
@@ -152,6 +176,7 @@ struct Slow {
     manifest_digest: Option<String>,
     record_digest: Option<String>,
     error: Option<String>,
+    outcome: Option<OutcomeReport>,
 }
 
 #[derive(Debug)]
@@ -188,6 +213,7 @@ impl StatusHandle {
                     manifest_digest: None,
                     record_digest: None,
                     error: None,
+                    outcome: None,
                 }),
                 events: AtomicU64::new(0),
                 recorded_paths: AtomicU64::new(0),
@@ -252,6 +278,11 @@ impl StatusHandle {
     /// Sets the digest of the committed record.
     pub fn set_record_digest(&self, digest: impl Into<String>) {
         self.slow().record_digest = Some(digest.into());
+    }
+
+    /// Sets what the committed record is worth (see [`crate::agent::outcome`]).
+    pub fn set_outcome(&self, outcome: OutcomeReport) {
+        self.slow().outcome = Some(outcome);
     }
 
     /// Counts `n` events received from the kernel.
@@ -350,6 +381,7 @@ impl StatusHandle {
             counters,
             record_digest: slow.record_digest.clone(),
             error: slow.error.clone(),
+            outcome: slow.outcome.clone(),
         }
     }
 }
@@ -384,6 +416,10 @@ mod tests {
         assert_eq!(seen, [State::Starting, State::Tracing, State::Failed]);
         assert!(report.has_reached(State::Tracing));
         assert!(!report.has_reached(State::Indexing));
+        assert!(report.has_passed(State::Armed));
+        assert!(report.has_passed(State::Tracing));
+        assert!(!report.has_passed(State::Committing));
+        assert!(!report.has_passed(State::Done));
     }
 
     #[test]

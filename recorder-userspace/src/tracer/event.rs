@@ -29,8 +29,10 @@ pub enum DecodeError {
     UnknownKind(u8),
 }
 
-/// One open or exec call of a traced task, as the kernel saw it.
+/// One open or exec call of a traced task, as the kernel saw it. Serialized (`trace --json`)
+/// with camelCase keys, as the stargz record and every other JSON of the recorder.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Event {
     /// Which syscall.
     #[serde(serialize_with = "kind_name")]

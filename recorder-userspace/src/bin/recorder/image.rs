@@ -33,6 +33,9 @@ enum Sub {
         /// OCI image layout directory, or an image reference with --containerd (omit with
         /// --store).
         source: Option<PathBuf>,
+        /// One JSON object (camelCase keys: manifestDigest, layers, entries...).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         src: SourceArgs,
         #[command(flatten)]
@@ -60,7 +63,12 @@ enum Sub {
 /// Runs `recorder image`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
-        Sub::Inspect { source, src, index } => inspect(source, &src, &index),
+        Sub::Inspect {
+            source,
+            json,
+            src,
+            index,
+        } => inspect(source, json, &src, &index),
         Sub::Which {
             args,
             follow,
@@ -121,9 +129,44 @@ pub fn index(image: &Image, threads: usize) -> anyhow::Result<(MergedView, Durat
     Ok((result.context("indexing the image")?, start.elapsed()))
 }
 
-fn inspect(source: Option<PathBuf>, src: &SourceArgs, opts: &IndexArgs) -> anyhow::Result<()> {
+fn inspect(
+    source: Option<PathBuf>,
+    json: bool,
+    src: &SourceArgs,
+    opts: &IndexArgs,
+) -> anyhow::Result<()> {
     let opened = open(source, src)?;
     let image = &opened.image;
+    if json {
+        let (view, _) = index(image, opts.threads)?;
+        let layers: Vec<serde_json::Value> = image
+            .layers()
+            .iter()
+            .zip(view.layers())
+            .map(|(layer, idx)| {
+                let s = idx.stats();
+                serde_json::json!({
+                    "digest": layer.digest.to_string(),
+                    "mediaType": layer.media_type.to_string(),
+                    "size": layer.size,
+                    "entries": s.entries,
+                    "whiteouts": s.whiteouts,
+                    "opaques": s.opaques,
+                    "refusedByRun": s.refused_by_run,
+                })
+            })
+            .collect();
+        let mut out = serde_json::json!({
+            "manifestDigest": image.manifest_digest().to_string(),
+            "layers": layers,
+            "entries": view.entry_count(),
+        });
+        if let Some(reference) = &opened.reference {
+            out["reference"] = serde_json::Value::String(reference.clone());
+        }
+        println!("{out}");
+        return Ok(());
+    }
     if let (Some(client), Some(reference)) = (&opened.containerd, &opened.reference) {
         println!(
             "image {reference} from containerd {} namespace {}",

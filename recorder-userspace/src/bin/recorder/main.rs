@@ -14,14 +14,41 @@ mod trace;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use anyhow::Context;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+/// The exit statuses, shown by `--help` (the README has the same table).
+pub const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0  the record is committed and complete
+  1  an error (named; a record that could not be committed is kept, and the message says where);
+     nothing recorded is an error unless --allow-empty
+  2  usage: a bad option or value, found before anything ran
+  3  the record is committed but incomplete: the kernel dropped events, or the filter was armed
+     after the workload had started (the summary says which)
+  4  the record is committed, but the workload failed (its exit status is in the summary and in
+     --json)";
 
 /// Records which files of a container image a workload reads.
 #[derive(Parser)]
-#[command(name = "recorder", version, about)]
+#[command(name = "recorder", version, about, after_help = EXIT_STATUS_HELP)]
 struct Cli {
+    /// Print only errors and warnings: no progress logs, no summary (the digest, or --json,
+    /// still goes to stdout).
+    #[arg(short, long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--quiet`, for the commands that print a summary.
+pub static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether to colour stderr: a terminal, and no `NO_COLOR` (https://no-color.org).
+fn color() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 #[derive(Subcommand)]
@@ -39,20 +66,56 @@ enum Command {
     Run(run::Args),
     /// Kubernetes manifests: `k8s job` renders a profiling-run Job.
     K8s(k8s::Args),
+    /// Print shell completions (`cargo xtask docs` writes them for every shell).
+    #[command(hide = true)]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, roff (`cargo xtask docs` writes it).
+    #[command(hide = true)]
+    Man,
 }
 
-/// Exit status 0: done (for `record` and `run`: the record is committed and complete);
-/// 1: error; 3: the record is committed but incomplete (the kernel dropped events).
-fn main() -> anyhow::Result<ExitCode> {
+/// A usage error found by the commands themselves (clap reports its own): exit status 2.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// Exit statuses: see [`EXIT_STATUS_HELP`].
+fn main() -> ExitCode {
+    match run_cli() {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("Error: {error:?}");
+            if error.chain().any(|cause| cause.is::<Usage>()) {
+                ExitCode::from(recorder::agent::EXIT_USAGE)
+            } else {
+                ExitCode::from(recorder::agent::EXIT_ERROR)
+            }
+        }
+    }
+}
+
+fn run_cli() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
+    let default_level = if cli.quiet { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RECORDER_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(color())
         .init();
-    let cli = Cli::parse();
     let done = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
     match cli.command {
         Command::Trace(args) => done(trace::run(args)),
@@ -61,5 +124,20 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Record(args) => record::run(args),
         Command::Run(args) => run::run(args),
         Command::K8s(args) => done(k8s::run(args)),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "recorder",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .context("writing the man page")?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

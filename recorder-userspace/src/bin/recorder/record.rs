@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use recorder::agent::session::COMMIT_TIMEOUT;
 use recorder::agent::{
-    Agent, AgentError, CommitOptions, ContainerdSink, ImageSource, IndexFailure, Indexed,
-    RecordSink, StopConditions, Stops, Summary, Target, procs::processes_in,
+    Agent, AgentError, CommitOptions, ContainerdSink, ImageSource, IndexFailure, Indexed, Outcome,
+    RecordSink, StopConditions, Stopped, Stops, Summary, Target, WorkloadExit, procs::processes_in,
 };
 use recorder::containerd::ContainerdSource;
 use recorder::containerd::{
@@ -20,7 +20,7 @@ use recorder::containerd::{
 };
 use recorder::image::{BlobDigest, Image, Platform};
 use recorder::k8s::normalize_reference;
-use recorder::status::{ServerHandle, StatusHandle, StopSignal, serve};
+use recorder::status::{ServerHandle, State, StatusHandle, StopSignal, serve};
 use recorder::tracer::{Tracer, TracerConfig, mount_namespace_of};
 
 use crate::record_show;
@@ -29,7 +29,11 @@ use crate::source::{ContainerdArgs, ContainerdSession, connect_containerd, open_
 
 /// `recorder record --image ... --target ...`, or `recorder record show ...`.
 #[derive(clap::Args, Debug)]
-#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = crate::EXIT_STATUS_HELP
+)]
 pub struct Args {
     #[command(subcommand)]
     sub: Option<record_show::Sub>,
@@ -80,22 +84,50 @@ pub struct CommonArgs {
     pub store: Option<PathBuf>,
     #[command(flatten)]
     pub ctrd: ContainerdArgs,
-    /// Also write the record to this file.
-    #[arg(long)]
+    /// Also write the record to this file; `-` is stdout (under `run`, the workload's stdout
+    /// then goes to stderr). A symlink is written through; a regular file is replaced
+    /// atomically; a device or FIFO is written in place.
+    #[arg(long, value_name = "FILE")]
     pub record_out: Option<PathBuf>,
+    /// Write the companion (time, pid, comm, kind of each entry) to this file, as
+    /// --record-out; default: FILE.companion beside --record-out FILE.
+    #[arg(long, value_name = "FILE")]
+    pub companion_out: Option<PathBuf>,
     /// Serve status, metrics and stop requests on this Unix socket.
     #[arg(long)]
     pub status_socket: Option<PathBuf>,
     /// Stop after this long (e.g. `30s`, `500ms`, `2m`; a bare number is seconds).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
     pub period: Option<Duration>,
+    /// After the commit (or a failure), keep the status socket answering for this long (e.g.
+    /// `10s`), so a poller sees the final state, the record digest and the outcome
+    /// (`recorder status --wait done`).
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration, requires = "status_socket")]
+    pub linger: Option<Duration>,
     /// Scratch space (default: the system temp dir); also where a record that cannot be
     /// committed is kept.
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
-    /// Ring buffer size in bytes (a power of two, a multiple of the page size).
-    #[arg(long, value_name = "BYTES", default_value_t = TracerConfig::default().ring_bytes)]
+    /// Ring buffer size in bytes (a power of two, a multiple of the page size; e.g. 8M).
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = TracerConfig::default().ring_bytes,
+        value_parser = parse_ring_bytes
+    )]
     pub ring_bytes: u32,
+    /// Commit the record even when nothing was recorded (otherwise an error, exit 1: an empty
+    /// record usually means the wrong target or image).
+    #[arg(long)]
+    pub allow_empty: bool,
+    /// Print the summary as one JSON object (camelCase keys: verdict, exitStatus, workload,
+    /// counters, recordDigest...) as the last stdout line, instead of the digest.
+    #[arg(long)]
+    pub json: bool,
+    /// After committing, write the record's digest (`sha256:...` and a newline) to FILE, for
+    /// scripts; `-` is stdout.
+    #[arg(long, value_name = "FILE")]
+    pub digest_file: Option<PathBuf>,
     #[command(flatten)]
     pub push: PushOption,
 }
@@ -142,7 +174,7 @@ impl CommonArgs {
     /// owns a runtime.
     pub fn input(&self) -> anyhow::Result<(ImageInput, Option<ContainerdSession>)> {
         let image = self.image.as_deref().context("--image is required")?;
-        match &self.ctrd.containerd {
+        match &self.ctrd.address() {
             None => Ok((ImageInput::Source(self.source()?), None)),
             Some(address) => {
                 let (opened, session) =
@@ -157,6 +189,8 @@ impl CommonArgs {
     pub fn source(&self) -> anyhow::Result<ImageSource> {
         let image = self.image.as_deref().context("--image is required")?;
         let source: ImageSource = image.parse().with_context(|| format!("--image {image}"))?;
+        let (ImageSource::Layout { dir, .. } | ImageSource::Store { dir, .. }) = &source;
+        crate::source::check_exists("--image", image, dir)?;
         Ok(source.with_reference(self.reference.clone()))
     }
 
@@ -166,6 +200,90 @@ impl CommonArgs {
             Some(p) => Platform::parse(p).with_context(|| format!("--platform {p}")),
             None => Ok(Platform::host()),
         }
+    }
+
+    /// Fails when `--platform` was given and `image` is not built for it.
+    pub fn check_platform(&self, image: &Image) -> Result<(), AgentError> {
+        let Some(_) = &self.platform else {
+            return Ok(());
+        };
+        let platform = self.platform().map_err(|e| AgentError::Io {
+            op: "--platform".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        platform
+            .check_image(image)
+            .map_err(|source| AgentError::Image {
+                image: self.image.clone().unwrap_or_default(),
+                source,
+            })
+    }
+
+    /// Whether the record or its companion goes to stdout (`-`): then nothing else may.
+    pub fn stdout_taken(&self) -> bool {
+        [&self.record_out, &self.companion_out, &self.digest_file]
+            .into_iter()
+            .flatten()
+            .any(|p| recorder::outputs::is_stdout(p))
+    }
+
+    /// Checks every output and store path, and what clap cannot, before any work: what is
+    /// wrong is a usage error (exit status 2), found before indexing or starting a workload.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let usage = |m: String| anyhow::Error::from(crate::Usage(m));
+        for (flag, path) in [
+            ("--record-out", &self.record_out),
+            ("--companion-out", &self.companion_out),
+            ("--digest-file", &self.digest_file),
+        ] {
+            if let Some(path) = path {
+                recorder::outputs::check(path).map_err(|e| usage(format!("{flag}: {e}")))?;
+            }
+        }
+        if let (Some(a), Some(b)) = (&self.record_out, &self.companion_out)
+            && a == b
+        {
+            return Err(usage(format!(
+                "--record-out and --companion-out are both {}",
+                a.display()
+            )));
+        }
+        if let Some(store) = &self.store
+            && store.exists()
+            && !store.is_dir()
+        {
+            return Err(usage(format!(
+                "--store {}: not a directory",
+                store.display()
+            )));
+        }
+        if let Some(work) = &self.work_dir {
+            match std::fs::metadata(work) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(usage(format!(
+                        "--work-dir {}: not a directory",
+                        work.display()
+                    )));
+                }
+                Err(e) => return Err(usage(format!("--work-dir {}: {e}", work.display()))),
+            }
+        }
+        if let Some(socket) = &self.status_socket {
+            let dir = match socket.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            if !dir.is_dir() {
+                return Err(usage(format!(
+                    "--status-socket {}: the directory {} does not exist",
+                    socket.display(),
+                    dir.display()
+                )));
+            }
+        }
+        self.platform().map_err(|e| usage(format!("{e:#}")))?;
+        Ok(())
     }
 
     /// The tracer's sizing.
@@ -209,6 +327,7 @@ impl CommonArgs {
         Ok(CommitOptions {
             store,
             record_out: self.record_out.clone(),
+            companion_out: self.companion_out.clone(),
             fallback_dir: self.work_base(),
         })
     }
@@ -285,24 +404,41 @@ impl std::fmt::Display for TargetArg {
     }
 }
 
-/// `30s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
+/// A duration, one syntax everywhere: humantime's (`500ms`, `30s`, `2m`, `1h30m`), or a bare
+/// number of seconds (`5`, `0.3`), so `--timeout 5` in existing manifests keeps working.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a duration such as 30s, 500ms or 2m"))?;
-    let seconds = match unit {
-        "" | "s" => value,
-        "ms" => value / 1000.0,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{s:?}: {e}"))
+    let t = s.trim();
+    if let Ok(seconds) = t.parse::<f64>() {
+        return Duration::try_from_secs_f64(seconds).map_err(|e| format!("{s:?}: {e}"));
+    }
+    humantime::parse_duration(t).map_err(|e| {
+        format!(
+            "{s:?}: {e}; expected a duration such as 500ms, 30s or 1h30m (a bare number is seconds)"
+        )
+    })
+}
+
+/// As [`parse_duration`], zero refused: where a duration of nothing makes no sense (a period,
+/// a linger, a timeout, a poll interval).
+pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("{s:?}: must be more than zero"));
+    }
+    Ok(d)
+}
+
+/// `--ring-bytes`: a size (as [`parse_size`]) that the kernel takes for a ring buffer.
+pub fn parse_ring_bytes(s: &str) -> Result<u32, String> {
+    let bytes = parse_size(s)?;
+    // SAFETY: sysconf only reads a system constant.
+    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    if !bytes.is_power_of_two() || bytes % page != 0 {
+        return Err(format!(
+            "{s:?}: must be a power of two and a multiple of the page size ({page}), e.g. 8M"
+        ));
+    }
+    u32::try_from(bytes).map_err(|_| format!("{s:?}: at most 2G"))
 }
 
 /// A size in bytes: a bare number, or with a binary suffix `K`, `M`, `G`, `T` (`KiB`... too).
@@ -332,9 +468,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         record_show::run(sub)?;
         return Ok(ExitCode::SUCCESS);
     }
+    crate::source::require_privileges("recorder record", false)?;
+    args.common.validate()?;
+    if let Some(path) = &args.termination_message_path {
+        recorder::outputs::check(path).map_err(|e| {
+            anyhow::Error::from(crate::Usage(format!("--termination-message-path: {e}")))
+        })?;
+    }
     let target = args.target.clone().context("--target is required")?;
     if target.needs_containerd() && args.common.ctrd.containerd.is_none() {
-        bail!("--target {target} needs --containerd[=ADDRESS]");
+        return Err(crate::Usage(format!(
+            "--target {target} needs --containerd (and -a ADDRESS for another socket than the \
+             default)"
+        ))
+        .into());
     }
     let output = Output {
         termination_message_path: args.termination_message_path.clone(),
@@ -360,7 +507,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let (status, stops, server) = start_status(&args.common)?;
         let result = record(plan, session.as_ref(), &args.common, &status, &stops).await;
         let pushed = push_if_asked(&result, &args.common, session.as_ref(), None).await;
-        conclude_to(result, pushed, &status, server, &stops, &output).await
+        conclude_to(
+            result,
+            pushed,
+            &args.common,
+            &status,
+            server,
+            &stops,
+            &output,
+        )
+        .await
     });
     // Out of the async context: the connection's runtime cannot be dropped inside one.
     drop(session);
@@ -372,20 +528,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 fn run_pod(pod: PodPlan, common: &CommonArgs, output: &Output) -> anyhow::Result<ExitCode> {
     let address = common
         .ctrd
-        .containerd
-        .as_deref()
-        .context("--target k8s: needs --containerd[=ADDRESS]")?;
+        .address()
+        .context("--target k8s: needs --containerd")?;
     let image = common.image.as_deref().context("--image is required")?;
     let reference = normalize_reference(image);
     if reference != image {
         tracing::info!(image, %reference, "image reference normalized as the CRI names it");
     }
-    let session = connect_containerd(address, &common.ctrd.namespace, &reference)?;
+    let session = connect_containerd(&address, &common.ctrd.namespace, &reference)?;
     let outcome = runtime()?.block_on(async {
         let (status, stops, server) = start_status(common)?;
         let result = record_pod(pod, &session, common, &status, &stops).await;
         let pushed = push_if_asked(&result, common, Some(&session), None).await;
-        conclude_to(result, pushed, &status, server, &stops, output).await
+        conclude_to(result, pushed, common, &status, server, &stops, output).await
     });
     // Out of the async context: the connection's runtime cannot be dropped inside one.
     drop(session);
@@ -437,28 +592,113 @@ pub fn start_status(
     Ok((status, stops, server))
 }
 
-/// Prints the summary (stderr) and the record digest (last stdout line), closes the socket,
-/// and maps the outcome to the exit status.
-pub async fn conclude(
-    result: Result<Summary, AgentError>,
+/// Closes the status socket, after `--linger`: until then it answers with the final state
+/// (`done` with the record digest and outcome, or `failed` with the error).
+async fn close(server: Option<ServerHandle>, common: &CommonArgs) {
+    let Some(server) = server else {
+        return;
+    };
+    if let Some(linger) = common.linger {
+        tracing::info!(
+            socket = %server.path().display(),
+            "finished; the status socket answers for {}",
+            humantime::format_duration(linger)
+        );
+        // A SIGINT or SIGTERM from now on ends the wait (earlier ones stopped the recording).
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(mut int), Ok(mut term)) => tokio::select! {
+                () = tokio::time::sleep(linger) => {}
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            },
+            _ => tokio::time::sleep(linger).await,
+        }
+    }
+    server.shutdown().await;
+}
+
+/// Prints the summary (stderr) and the record digest (last stdout line; with `--json` the
+/// summary as JSON), and maps the outcome to the exit status; the socket stays open.
+fn conclude_now(
+    result: Result<Outcome, AgentError>,
+    common: &CommonArgs,
     status: &StatusHandle,
-    server: Option<ServerHandle>,
 ) -> anyhow::Result<ExitCode> {
-    let outcome = match result {
-        Ok(summary) => {
-            eprintln!("{summary}");
-            println!("{}", summary.committed.record);
-            Ok(ExitCode::from(summary.exit_status()))
+    match result {
+        Ok(outcome) => {
+            report_outcome(&outcome, common, status);
+            if common.stdout_taken() {
+                // stdout carries the record: the digest is in the summary on stderr.
+            } else if common.json {
+                println!("{}", json_line(&outcome));
+            } else {
+                println!("{}", outcome.summary.committed.record);
+            }
+            Ok(ExitCode::from(outcome.exit_status()))
         }
         Err(error) => {
             status.fail(&error);
             Err(error.into())
         }
-    };
-    if let Some(server) = server {
-        server.shutdown().await;
     }
-    outcome
+}
+
+/// Puts the outcome on the status socket, the summary on stderr (unless --quiet) and the
+/// digest in --digest-file.
+fn report_outcome(outcome: &Outcome, common: &CommonArgs, status: &StatusHandle) {
+    status.set_outcome(outcome.report());
+    if !crate::QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("{outcome}");
+    }
+    if let Some(path) = &common.digest_file {
+        let line = format!("{}\n", outcome.summary.committed.record);
+        if let Err(error) = recorder::outputs::write(path, line.as_bytes()) {
+            // The record is committed; the summary names it.
+            tracing::error!(%error, "writing --digest-file");
+        }
+    }
+}
+
+/// The `--json` summary: one line.
+fn json_line(outcome: &Outcome) -> String {
+    // Serialising plain strings, numbers and maps cannot fail.
+    serde_json::to_string(&outcome.report()).unwrap_or_default()
+}
+
+/// Commits `stopped`, unless nothing was recorded and `--allow-empty` was not given: an empty
+/// record is an error that says what was seen instead, and nothing is committed.
+pub async fn commit_unless_empty(
+    stopped: Stopped,
+    common: &CommonArgs,
+    commit: &CommitOptions,
+    status: &StatusHandle,
+    workload: Option<&WorkloadExit>,
+) -> Result<Summary, AgentError> {
+    if stopped.record().is_empty() && !common.allow_empty {
+        let c = status.counters();
+        let mut detail = format!(
+            "{}; {} events, {} failed opens",
+            stopped.reason(),
+            c.events,
+            c.failed_opens
+        );
+        if !c.excluded.is_empty() {
+            let reasons: Vec<String> = c.excluded.iter().map(|(r, n)| format!("{r}={n}")).collect();
+            detail.push_str(&format!(", excluded {}", reasons.join(" ")));
+        }
+        if let Some(workload) = workload {
+            detail.push_str(&format!("; the workload ended with {workload}"));
+        }
+        return Err(AgentError::EmptyRecord { detail });
+    }
+    stopped
+        .begin_commit()
+        .commit_off_runtime(commit, COMMIT_TIMEOUT)
+        .await
 }
 
 /// What `--push` did: nothing asked, the artifact's reference, or why it failed.
@@ -473,12 +713,12 @@ pub enum PushOutcome {
 
 /// Pushes the committed record when `--push` asks; `command` is the workload's, when known.
 pub async fn push_if_asked(
-    result: &Result<Summary, AgentError>,
+    result: &Result<Outcome, AgentError>,
     common: &CommonArgs,
     session: Option<&ContainerdSession>,
     command: Option<String>,
 ) -> PushOutcome {
-    let Ok(summary) = result else {
+    let Ok(Outcome { summary, .. }) = result else {
         return PushOutcome::NotAsked;
     };
     let annotations = workload_annotations(common, command, summary);
@@ -489,44 +729,59 @@ pub async fn push_if_asked(
     }
 }
 
-/// As [`conclude`], after a `--push`: a failed push is printed after the summary and exits 1
+/// As [`conclude_now`], then closes the socket (after `--linger`); after a `--push`: a failed push is printed after the summary and exits 1
 /// (the record is committed).
 pub async fn conclude_pushed(
-    result: Result<Summary, AgentError>,
+    result: Result<Outcome, AgentError>,
     pushed: PushOutcome,
+    common: &CommonArgs,
     status: &StatusHandle,
     server: Option<ServerHandle>,
 ) -> anyhow::Result<ExitCode> {
-    let outcome = conclude(result, status, server).await;
+    let outcome = conclude_pushed_now(result, pushed, common, status);
+    close(server, common).await;
+    outcome
+}
+
+/// As [`conclude_pushed`], leaving the socket open.
+fn conclude_pushed_now(
+    result: Result<Outcome, AgentError>,
+    pushed: PushOutcome,
+    common: &CommonArgs,
+    status: &StatusHandle,
+) -> anyhow::Result<ExitCode> {
+    let outcome = conclude_now(result, common, status);
     match pushed {
         PushOutcome::Failed(e) => Err(e),
         PushOutcome::NotAsked | PushOutcome::Pushed(_) => outcome,
     }
 }
 
-/// As [`conclude`], and also: `record: <digest>` on stdout and the digest (or, after
+/// As [`conclude_pushed`], and also: `record: <digest>` on stdout and the digest (or, after
 /// `--push`, the artifact's reference; or the error) in the termination message file; with
 /// --linger-until-signal, waits for SIGTERM/SIGINT (the status socket still answering `done`
 /// or `failed`) before returning the same outcome.
 async fn conclude_to(
-    result: Result<Summary, AgentError>,
+    result: Result<Outcome, AgentError>,
     pushed: PushOutcome,
+    common: &CommonArgs,
     status: &StatusHandle,
     server: Option<ServerHandle>,
     stops: &Stops,
     output: &Output,
 ) -> anyhow::Result<ExitCode> {
     let Some(path) = &output.termination_message_path else {
-        let outcome = conclude_pushed(result, pushed, status, server).await;
+        let outcome = conclude_pushed_now(result, pushed, common, status);
         if output.linger_until_signal {
             linger(stops).await;
         }
+        close(server, common).await;
         return outcome;
     };
     let message = match (&result, &pushed) {
         (Ok(_), PushOutcome::Pushed(reference)) => reference.clone(),
         (Ok(_), PushOutcome::Failed(e)) => format!("recorder failed: {e:#}"),
-        (Ok(summary), PushOutcome::NotAsked) => summary.committed.record.to_string(),
+        (Ok(outcome), PushOutcome::NotAsked) => outcome.summary.committed.record.to_string(),
         (Err(error), _) => format!("recorder failed: {error}"),
     };
     // Written first, before lingering and before the log line that announces the result: the
@@ -536,13 +791,17 @@ async fn conclude_to(
         tracing::error!(path = %path.display(), error = %e, "writing the termination message");
     }
     let outcome = match result {
-        Ok(summary) => {
-            eprintln!("{summary}");
-            println!("record: {}", summary.committed.record);
+        Ok(outcome) => {
+            report_outcome(&outcome, common, status);
+            if common.json {
+                println!("{}", json_line(&outcome));
+            } else {
+                println!("record: {}", outcome.summary.committed.record);
+            }
             match pushed {
                 PushOutcome::Failed(e) => Err(e),
                 PushOutcome::NotAsked | PushOutcome::Pushed(_) => {
-                    Ok(ExitCode::from(summary.exit_status()))
+                    Ok(ExitCode::from(outcome.exit_status()))
                 }
             }
         }
@@ -554,9 +813,7 @@ async fn conclude_to(
     if output.linger_until_signal {
         linger(stops).await;
     }
-    if let Some(server) = server {
-        server.shutdown().await;
-    }
+    close(server, common).await;
     outcome
 }
 
@@ -623,7 +880,7 @@ async fn record(
     common: &CommonArgs,
     status: &StatusHandle,
     stops: &Stops,
-) -> Result<Summary, AgentError> {
+) -> Result<Outcome, AgentError> {
     let Plan {
         input,
         platform,
@@ -643,8 +900,14 @@ async fn record(
     if let Some(reason) = stops.fired() {
         return Err(AgentError::StoppedEarly(reason));
     }
+    common.check_platform(indexed.image())?;
+    if let (TargetArg::Container(id), Some(session)) = (&target, session) {
+        let (image, _) = session.client.container(id).await?;
+        check_container_image(session, id, &image).await?;
+    }
     let commit = common.commit_options(session, indexed.image().manifest_digest())?;
     let tracer = Tracer::load(&common.tracer_config())?;
+    let mut late_arm = None;
     let tracing = match found {
         Found::Process { pid, mntns } => {
             let mount_pid = match pid {
@@ -660,12 +923,16 @@ async fn record(
             indexed.arm(tracer, pinned)?
         }
         Found::Watching(mut watcher) => {
+            status.set_state(State::Armed);
             tracing::info!(%target, "ready: waiting for a matching container to be created");
             let created = tokio::select! {
                 created = watcher.next() => created?,
                 reason = stops.wait() => return Err(AgentError::StoppedEarly(reason)),
             };
             let task = &created.target;
+            if let Some(session) = session {
+                check_container_image(session, &task.container_id, &created.image).await?;
+            }
             let exited = || ContainerdError::Exited {
                 id: task.container_id.clone(),
                 pid: task.pid,
@@ -684,11 +951,14 @@ async fn record(
                     pid = task.pid,
                     "armed before the container started"
                 ),
-                ArmTiming::AfterStart => tracing.warn(format!(
-                    "container {} had started before the filter was armed: its first reads \
-                     may be missing from the record",
-                    task.container_id
-                )),
+                ArmTiming::AfterStart => {
+                    tracing.warn(format!(
+                        "container {} had started before the filter was armed: its first reads \
+                         may be missing from the record",
+                        task.container_id
+                    ));
+                    late_arm = Some(format!("container {}", task.container_id));
+                }
             }
             tracing
         }
@@ -698,13 +968,42 @@ async fn record(
         until_exit: until_exit.then(|| tracing.namespaces()),
     };
     let stopped = tracing.run(conditions.wait(stops)).await?;
-    stopped
-        .begin_commit()
-        .commit_off_runtime(&commit, COMMIT_TIMEOUT)
-        .await
+    let summary = commit_unless_empty(stopped, common, &commit, status, None).await?;
+    Ok(Outcome {
+        summary,
+        late_arm,
+        workload: None,
+    })
 }
 
-/// Records a pod's container: subscribe and load the tracer (then `tracing`: armed-ready),
+/// Fails when container `id` runs another image than `--image`: the record would name files
+/// of the wrong image. Equal names, or names of the same manifest or index, pass; a container
+/// without an image name cannot be checked.
+async fn check_container_image(
+    session: &ContainerdSession,
+    id: &str,
+    image: &str,
+) -> Result<(), AgentError> {
+    if image.is_empty() || image == session.reference {
+        return Ok(());
+    }
+    let wanted = session.client.resolve_image(&session.reference).await?;
+    let runs = session.client.resolve_image(image).await;
+    if runs.as_ref().is_ok_and(|runs| runs.digest == wanted.digest) {
+        return Ok(());
+    }
+    let runs_digest = runs.map(|r| format!(" ({})", r.digest)).unwrap_or_default();
+    Err(AgentError::Target {
+        target: format!("container:{id}"),
+        message: format!(
+            "it runs image {image}{runs_digest}, not --image {} ({}): the record would name \
+             files of the wrong image; give --image {image}",
+            session.reference, wanted.digest
+        ),
+    })
+}
+
+/// Records a pod's container: subscribe and load the tracer (then `armed`),
 /// arm as soon as the container's task is created, index the image meanwhile, trace, commit.
 async fn record_pod(
     plan: PodPlan,
@@ -712,7 +1011,7 @@ async fn record_pod(
     common: &CommonArgs,
     status: &StatusHandle,
     stops: &Stops,
-) -> Result<Summary, AgentError> {
+) -> Result<Outcome, AgentError> {
     let PodPlan {
         pattern,
         platform,
@@ -731,26 +1030,25 @@ async fn record_pod(
     let task = &created.target;
     let pinned = pin_created(task)?;
     let mut armed = ready.arm(tracer, pinned)?;
+    let mut late_arm = None;
     match created.arm_timing() {
         ArmTiming::BeforeStart => tracing::info!(
             container = task.container_id,
             pid = task.pid,
             "armed before the container started"
         ),
-        ArmTiming::AfterStart => armed.warn(format!(
-            "container {} had started before the filter was armed: its first reads may be \
-             missing from the record",
-            task.container_id
-        )),
+        ArmTiming::AfterStart => {
+            armed.warn(format!(
+                "container {} had started before the filter was armed: its first reads may be \
+                 missing from the record",
+                task.container_id
+            ));
+            late_arm = Some(format!("container {}", task.container_id));
+        }
     }
-    // The container's image is the one actually run; --image names what is recorded against.
-    if !created.image.is_empty() && created.image != session.reference {
-        armed.warn(format!(
-            "container {} runs image {}, not --image {}: the record is resolved against the \
-             latter",
-            task.container_id, created.image, session.reference
-        ));
-    }
+    // The container's image is the one actually run: a record resolved against another
+    // image's layers would be wrong.
+    check_container_image(session, &task.container_id, &created.image).await?;
     // The kubelet pulled the image before creating the container: it is there now.
     let resolved = session.client.resolve_image(&session.reference).await?;
     let source = ContainerdSource::new(session.client.clone(), session.handle());
@@ -762,16 +1060,19 @@ async fn record_pod(
                 .map_err(|e| IndexFailure::Agent(e.into()))
         })
         .await?;
+    common.check_platform(tracing.image())?;
     let commit = common.commit_options(Some(session), tracing.image().manifest_digest())?;
     let conditions = StopConditions {
         period: common.period,
         until_exit: until_exit.then(|| tracing.namespaces()),
     };
     let stopped = tracing.run(conditions.wait(stops)).await?;
-    stopped
-        .begin_commit()
-        .commit_off_runtime(&commit, COMMIT_TIMEOUT)
-        .await
+    let summary = commit_unless_empty(stopped, common, &commit, status, None).await?;
+    Ok(Outcome {
+        summary,
+        late_arm,
+        workload: None,
+    })
 }
 
 /// The created task's mount namespace, pinned, or why it is gone.
@@ -792,6 +1093,27 @@ fn pin_created(task: &TaskTarget) -> Result<Target, AgentError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        for (input, want) in [
+            ("5", Duration::from_secs(5)),
+            ("0.3", Duration::from_millis(300)),
+            ("500ms", Duration::from_millis(500)),
+            ("30s", Duration::from_secs(30)),
+            ("2m", Duration::from_secs(120)),
+            ("1h30m", Duration::from_secs(5400)),
+            ("0", Duration::ZERO),
+        ] {
+            assert_eq!(parse_duration(input), Ok(want), "{input}");
+        }
+        for bad in ["", "s", "5x", "-1", "1e400"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert!(parse_positive_duration("0").is_err());
+        assert!(parse_positive_duration("0s").is_err());
+        assert_eq!(parse_positive_duration("1ms"), Ok(Duration::from_millis(1)));
+    }
 
     #[test]
     fn sizes() {

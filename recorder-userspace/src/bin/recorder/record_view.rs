@@ -136,7 +136,7 @@ fn needs_of(
         Some(p) => Platform::parse(p).with_context(|| format!("--platform {p}"))?,
         None => Platform::host(),
     };
-    let (image, session) = match &view.source.ctrd.containerd {
+    let (image, session) = match &view.source.ctrd.address() {
         Some(address) => {
             let (image, session) =
                 open_containerd(address, &view.source.ctrd.namespace, src, &platform)?;

@@ -164,7 +164,7 @@ impl Blobs<'_> {
 
 /// Runs `recorder record push`.
 pub fn push(args: PushArgs) -> anyhow::Result<()> {
-    let session = match &args.ctrd.containerd {
+    let session = match &args.ctrd.address() {
         Some(address) => Some(connect_containerd(address, &args.ctrd.namespace, "")?),
         None => None,
     };

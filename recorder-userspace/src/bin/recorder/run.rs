@@ -18,26 +18,30 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use recorder::agent::session::COMMIT_TIMEOUT;
 use recorder::agent::workdir::{DEFAULT_UNPACKED_SHARE, free_space};
 use recorder::agent::{
-    Agent, AgentError, CommitOptions, ImageSource, Indexed, StopConditions, StopReason, Stopped,
-    Stops, Summary, Target, Tracing, WorkDir, unpack_layers,
+    Agent, AgentError, CommitOptions, ImageSource, Indexed, Outcome, StopConditions, StopReason,
+    Stopped, Stops, Target, Tracing, WorkDir, WorkloadExit, unpack_layers,
 };
 use recorder::containerd::{ContainerRun, RunRequest};
 use recorder::image::{BlobDigest, Platform};
-use recorder::sandbox::{Confinement, DEFAULT_PIDS_LIMIT, ImageProcess, Sandbox, UnpackBudget};
+use recorder::sandbox::{
+    Confinement, DEFAULT_PIDS_LIMIT, ImageProcess, ProcessOverrides, Sandbox, UnpackBudget,
+    parse_env_file,
+};
 use recorder::status::{State, StatusHandle};
 use recorder::tracer::{Tracer, mount_namespace_of};
 use tokio::task::JoinHandle;
 
 use crate::record::{
-    CommonArgs, ImageInput, conclude_pushed, push_if_asked, runtime, start_status,
+    CommonArgs, ImageInput, commit_unless_empty, conclude_pushed, push_if_asked, runtime,
+    start_status,
 };
 use crate::source::ContainerdSession;
 
 /// `recorder run --image ... --store ... [-- CMD ARGS...]`.
 #[derive(clap::Args, Debug)]
+#[command(after_help = crate::EXIT_STATUS_HELP)]
 pub struct Args {
     #[command(flatten)]
     common: CommonArgs,
@@ -47,9 +51,43 @@ pub struct Args {
     /// the work dir is. Holes in sparse files do not count.
     #[arg(long, value_name = "SIZE", value_parser = crate::record::parse_size)]
     max_unpacked: Option<u64>,
-    /// Command to run instead of the image's Cmd (its Entrypoint is kept, as `docker run`).
+    #[command(flatten)]
+    process: ProcessArgs,
+    /// Command to run instead of the image's Cmd (its Entrypoint is kept, as `docker run`);
+    /// with --entrypoint, its arguments.
     #[arg(last = true)]
     cmd: Vec<String>,
+}
+
+/// Changes to the image's process, with `ctr-remote image optimize`'s names.
+#[derive(clap::Args, Debug)]
+pub struct ProcessArgs {
+    /// Run PROGRAM instead of the image's Entrypoint; the image's Cmd is dropped and `-- ARGS`
+    /// become its arguments (as `docker run --entrypoint`).
+    #[arg(long, value_name = "PROGRAM")]
+    entrypoint: Option<String>,
+    /// Set an environment variable over the image's (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env_entry)]
+    env: Vec<String>,
+    /// Read environment variables from FILE (KEY=VALUE lines, `#` comments; a bare KEY takes
+    /// this environment's value); applied before --env (repeatable).
+    #[arg(long, value_name = "FILE")]
+    env_file: Vec<std::path::PathBuf>,
+    /// Run as USER (uid[:gid], or a name[:group] of the image's /etc/passwd) instead of the
+    /// image's User.
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
+    /// Working directory instead of the image's WorkingDir.
+    #[arg(long, value_name = "DIR")]
+    cwd: Option<String>,
+}
+
+/// `KEY=VALUE` with a non-empty key.
+fn parse_env_entry(s: &str) -> Result<String, String> {
+    match s.split_once('=') {
+        Some((key, _)) if !key.is_empty() => Ok(s.to_owned()),
+        _ => Err(format!("{s:?}: expected KEY=VALUE")),
+    }
 }
 
 /// How the workload is contained (see `docs/containment.md`).
@@ -99,15 +137,46 @@ impl ConfineArgs {
 impl Args {
     /// The command given instead of the image's Cmd, for the pushed record's annotations.
     fn command(&self) -> Option<String> {
-        (!self.cmd.is_empty()).then(|| self.cmd.join(" "))
+        let mut words: Vec<&str> = self.process.entrypoint.iter().map(String::as_str).collect();
+        words.extend(self.cmd.iter().map(String::as_str));
+        (!words.is_empty()).then(|| words.join(" "))
+    }
+
+    /// The overrides of the image's process, `--env-file`s read (a usage error if one cannot
+    /// be: exit status 2, before anything ran).
+    fn overrides(&self) -> anyhow::Result<ProcessOverrides> {
+        let p = &self.process;
+        let mut env = Vec::new();
+        for file in &p.env_file {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                anyhow::Error::from(crate::Usage(format!("--env-file {}: {e}", file.display())))
+            })?;
+            env.extend(parse_env_file(&text).map_err(|(line, why)| {
+                anyhow::Error::from(crate::Usage(format!(
+                    "--env-file {}, line {line}: {why}",
+                    file.display()
+                )))
+            })?);
+        }
+        env.extend(p.env.iter().cloned());
+        Ok(ProcessOverrides {
+            entrypoint: p.entrypoint.clone(),
+            cmd: (!self.cmd.is_empty()).then(|| self.cmd.clone()),
+            env,
+            user: p.user.clone(),
+            cwd: p.cwd.clone(),
+        })
     }
 }
 
 /// Runs `recorder run`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    crate::source::require_privileges("recorder run", true)?;
+    args.common.validate()?;
+    let overrides = args.overrides()?;
     let confinement = args.confine.confinement()?;
     if args.common.ctrd.containerd.is_some() {
-        return run_containerd(args, confinement);
+        return run_containerd(args, confinement, overrides);
     }
     let source = args.common.source()?;
     let platform = args.common.platform()?;
@@ -119,18 +188,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             source,
             platform,
             &commit,
-            confinement,
+            (confinement, &overrides),
             &status,
             &stops,
         )
         .await;
         let pushed = push_if_asked(&result, &args.common, None, args.command()).await;
-        conclude_pushed(result, pushed, &status, server).await
+        conclude_pushed(result, pushed, &args.common, &status, server).await
     })
 }
 
 /// `recorder run --containerd`: the container is created and started through containerd.
-fn run_containerd(args: Args, confinement: Confinement) -> anyhow::Result<ExitCode> {
+fn run_containerd(
+    args: Args,
+    confinement: Confinement,
+    overrides: ProcessOverrides,
+) -> anyhow::Result<ExitCode> {
     let (input, session) = args.common.input()?;
     let session = session.context("--containerd gave no containerd connection")?;
     let platform = args.common.platform()?;
@@ -141,13 +214,13 @@ fn run_containerd(args: Args, confinement: Confinement) -> anyhow::Result<ExitCo
             input,
             platform,
             &session,
-            confinement,
+            (confinement, &overrides),
             &status,
             &stops,
         )
         .await;
         let pushed = push_if_asked(&result, &args.common, Some(&session), args.command()).await;
-        conclude_pushed(result, pushed, &status, server).await
+        conclude_pushed(result, pushed, &args.common, &status, server).await
     });
     // Out of the async context: the connection's runtime cannot be dropped inside one.
     drop(session);
@@ -159,10 +232,10 @@ async fn profile_containerd(
     input: ImageInput,
     platform: Platform,
     session: &ContainerdSession,
-    confinement: Confinement,
+    (confinement, overrides): (Confinement, &ProcessOverrides),
     status: &StatusHandle,
     stops: &Stops,
-) -> Result<Summary, AgentError> {
+) -> Result<Outcome, AgentError> {
     status.set_target(format!("run {} (containerd)", session.reference));
     let indexed = input
         .index_or_stop(Agent::new(status.clone()), platform, stops)
@@ -170,6 +243,7 @@ async fn profile_containerd(
     if let Some(reason) = stops.fired() {
         return Err(AgentError::StoppedEarly(reason));
     }
+    args.common.check_platform(indexed.image())?;
     let commit = args
         .common
         .commit_options(Some(session), indexed.image().manifest_digest())?;
@@ -178,20 +252,33 @@ async fn profile_containerd(
     let request = RunRequest {
         image: indexed.image(),
         reference: &session.reference,
-        cmd: (!args.cmd.is_empty()).then_some(args.cmd.as_slice()),
+        overrides,
         io_dir: work.path(),
         confinement,
     };
+    // A recorder that was SIGKILLed left its task running and its container, snapshot and
+    // lease behind: removed first.
+    let reclaimed = session.client.reclaim_dead_runs().await;
+    if !reclaimed.is_empty() {
+        tracing::warn!(
+            runs = reclaimed.join(" "),
+            "removed the leftovers of a dead recorder"
+        );
+    }
     let run = session.client.create_run(&request).await?;
     let result = trace_run(args, indexed, &run, stops).await;
-    run.forward_output();
+    run.forward_output(args.common.stdout_taken());
     // Whatever happened, the task, container, snapshot and lease go before the commit.
     run.remove().await;
     drop(work);
-    result?
-        .begin_commit()
-        .commit_off_runtime(&commit, COMMIT_TIMEOUT)
-        .await
+    let (stopped, workload) = result?;
+    let summary =
+        commit_unless_empty(stopped, &args.common, &commit, status, workload.as_ref()).await?;
+    Ok(Outcome {
+        summary,
+        late_arm: None,
+        workload,
+    })
 }
 
 /// Arms the filter on the created task, starts it, and traces until it exits or a stop
@@ -201,7 +288,7 @@ async fn trace_run(
     indexed: Indexed,
     run: &ContainerRun,
     stops: &Stops,
-) -> Result<Stopped, AgentError> {
+) -> Result<(Stopped, Option<WorkloadExit>), AgentError> {
     if let Some(reason) = stops.fired() {
         return Err(AgentError::StoppedEarly(reason));
     }
@@ -225,8 +312,9 @@ async fn trace_run(
         period: args.common.period,
         until_exit: None,
     };
+    // containerd reports a task killed by signal N as exit status 128 + N, as a shell does.
     trace_until_exit(tracing, waiter, conditions, stops, stop_workload, |code| {
-        format!("exit status {code}")
+        WorkloadExit::code(i32::try_from(*code).unwrap_or(i32::MAX))
     })
     .await
 }
@@ -236,10 +324,10 @@ async fn profile(
     source: ImageSource,
     platform: Platform,
     commit: &CommitOptions,
-    confinement: Confinement,
+    (confinement, overrides): (Confinement, &ProcessOverrides),
     status: &StatusHandle,
     stops: &Stops,
-) -> Result<Summary, AgentError> {
+) -> Result<Outcome, AgentError> {
     status.set_target(format!("run {source}"));
     // A stop while indexing is acted on at once: the indexing thread is left to the runtime's
     // shutdown (it writes nothing).
@@ -248,6 +336,7 @@ async fn profile(
         reason = stops.wait() => return Err(AgentError::StoppedEarly(reason)),
         indexed = Agent::new(status.clone()).index(source, platform) => indexed?,
     };
+    args.common.check_platform(indexed.image())?;
     // Dropped on every way out of this function, after the sandbox: removes the layers.
     let work = WorkDir::create(&args.common.work_base())?;
     let lowerdirs = unpack(args, &indexed, &work, status, stops).await?;
@@ -255,18 +344,29 @@ async fn profile(
         return Err(AgentError::StoppedEarly(reason));
     }
     let config = indexed.image().run_config();
-    let process = ImageProcess {
+    let mut process = ImageProcess {
         entrypoint: config.entrypoint,
         cmd: config.cmd,
         env: config.env,
         working_dir: config.working_dir,
         user: config.user,
     };
-    let cmd = (!args.cmd.is_empty()).then_some(args.cmd.as_slice());
-    let spec = process.to_spec(cmd, &lowerdirs)?;
+    let cmd = overrides.apply(&mut process);
+    let spec = process.to_spec(cmd.as_deref(), &lowerdirs)?;
     // Loaded before the workload exists, so it is held before exec as briefly as possible.
     let tracer = Tracer::load(&args.common.tracer_config())?;
-    let pending = Sandbox::new(lowerdirs, work.scratch(), spec)
+    let mut sandbox = Sandbox::new(lowerdirs, work.scratch(), spec);
+    if args.common.stdout_taken() {
+        // stdout carries the record: the workload's output goes to stderr.
+        let stderr = std::os::fd::AsFd::as_fd(&std::io::stderr())
+            .try_clone_to_owned()
+            .map_err(|source| AgentError::Io {
+                op: "duplicating stderr for the workload".into(),
+                source,
+            })?;
+        sandbox = sandbox.stdout(stderr);
+    }
+    let pending = sandbox
         .confinement(confinement)
         .watchdog(work.watchdog())
         .start()?;
@@ -297,13 +397,21 @@ async fn profile(
         conditions,
         stops,
         stop_workload,
-        |status| status.to_string(),
+        WorkloadExit::of_status,
     )
     .await;
-    let summary = stopped?
-        .begin_commit()
-        .commit_off_runtime(commit, COMMIT_TIMEOUT)
-        .await;
+    let summary = match stopped {
+        Ok((stopped, workload)) => {
+            commit_unless_empty(stopped, &args.common, commit, status, workload.as_ref())
+                .await
+                .map(|summary| Outcome {
+                    summary,
+                    late_arm: None,
+                    workload,
+                })
+        }
+        Err(e) => Err(e),
+    };
     drop(work);
     summary
 }
@@ -344,20 +452,22 @@ async fn unpack(
 }
 
 /// Traces until the workload exits or a stop condition fires. On a stop the workload is killed
-/// and waited for, so nothing of it outlives the run; either way its exit is logged.
+/// and waited for, so nothing of it outlives the run; either way its exit is logged, and
+/// returned (unknown when waiting for it failed).
 async fn trace_until_exit<T, E, K, F>(
     tracing: Tracing,
     mut waiter: JoinHandle<Result<T, E>>,
     conditions: StopConditions,
     stops: &Stops,
     kill: K,
-    describe: impl Fn(&T) -> String,
-) -> Result<Stopped, AgentError>
+    classify: impl Fn(&T) -> WorkloadExit,
+) -> Result<(Stopped, Option<WorkloadExit>), AgentError>
 where
     E: Display,
     K: FnOnce() -> F,
     F: Future<Output = ()>,
 {
+    let mut exit = None;
     let mut exited = false;
     let stopped = tracing
         .run(async {
@@ -365,7 +475,12 @@ where
                 result = &mut waiter => {
                     exited = true;
                     StopReason::WorkloadExited(match result {
-                        Ok(Ok(status)) => describe(&status),
+                        Ok(Ok(status)) => {
+                            let status = classify(&status);
+                            let shown = status.to_string();
+                            exit = Some(status);
+                            shown
+                        }
                         Ok(Err(e)) => e.to_string(),
                         Err(e) => e.to_string(),
                     })
@@ -374,13 +489,22 @@ where
             }
         })
         .await;
-    if !exited && !waiter.is_finished() {
-        kill().await;
+    if !exited {
+        // A workload that ended on its own as the stop came is not the recorder's doing.
+        let killed = !waiter.is_finished();
+        if killed {
+            kill().await;
+        }
         match waiter.await {
-            Ok(Ok(status)) => tracing::info!(status = describe(&status), "workload stopped"),
+            Ok(Ok(status)) => {
+                let mut status = classify(&status);
+                status.stopped_by_recorder = killed;
+                tracing::info!(status = %status, "workload stopped");
+                exit = Some(status);
+            }
             Ok(Err(error)) => tracing::warn!(%error, "waiting for the workload"),
             Err(error) => tracing::warn!(%error, "waiting for the workload"),
         }
     }
-    stopped
+    Ok((stopped?, exit))
 }

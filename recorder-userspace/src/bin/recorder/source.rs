@@ -28,11 +28,12 @@ pub struct SourceArgs {
     pub platform: Option<String>,
 }
 
-/// Where containerd is, for the commands that can use it.
+/// Where containerd is, for the commands that can use it, as `ctr` names it.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ContainerdArgs {
-    /// Use containerd: the image is then an image reference there. The socket defaults to
-    /// /run/containerd/containerd.sock; give another as --containerd=ADDRESS.
+    /// Use containerd: the image is then an image reference there. The socket is -a ADDRESS,
+    /// else $CONTAINERD_ADDRESS, else /run/containerd/containerd.sock (--containerd=ADDRESS
+    /// also names it).
     #[arg(
         long,
         value_name = "ADDRESS",
@@ -41,9 +42,41 @@ pub struct ContainerdArgs {
         default_missing_value = DEFAULT_ADDRESS
     )]
     pub containerd: Option<PathBuf>,
-    /// containerd namespace (with --containerd).
-    #[arg(long, env = "CONTAINERD_NAMESPACE", default_value = DEFAULT_NAMESPACE)]
+    /// containerd's socket, as ctr's --address (`unix://` accepted); with --containerd.
+    #[arg(short = 'a', long, value_name = "ADDRESS", requires = "containerd")]
+    pub address: Option<String>,
+    /// containerd namespace (with --containerd), as ctr's --namespace.
+    #[arg(short = 'n', long, env = "CONTAINERD_NAMESPACE", default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
+}
+
+/// The environment variable ctr reads the socket from.
+pub const ADDRESS_ENV: &str = "CONTAINERD_ADDRESS";
+
+impl ContainerdArgs {
+    /// The socket to use, when --containerd was given: `--containerd=ADDRESS`, `-a`,
+    /// `$CONTAINERD_ADDRESS`, or the default; a `unix://` prefix is dropped.
+    pub fn address(&self) -> Option<PathBuf> {
+        let given = self.containerd.as_ref()?;
+        // A bare --containerd reads as the default address (clap refuses an empty one), so
+        // -a and the environment take over from exactly that value.
+        let address = if given.as_os_str() != DEFAULT_ADDRESS {
+            given.as_os_str().to_owned()
+        } else if let Some(a) = &self.address {
+            a.into()
+        } else if let Some(a) = std::env::var_os(ADDRESS_ENV).filter(|a| !a.is_empty()) {
+            a
+        } else {
+            DEFAULT_ADDRESS.into()
+        };
+        let address = PathBuf::from(address);
+        Some(
+            match address.to_str().and_then(|a| a.strip_prefix("unix://")) {
+                Some(path) => PathBuf::from(path),
+                None => address,
+            },
+        )
+    }
 }
 
 /// A containerd connection, with the runtime that drives its I/O.
@@ -93,7 +126,7 @@ impl SourceArgs {
             reference: None,
             _runtime: None,
         };
-        match (&self.store, &self.manifest, &self.ctrd.containerd, source) {
+        match (&self.store, &self.manifest, &self.ctrd.address(), source) {
             (_, _, Some(address), Some(reference)) => {
                 socket_hint(reference)?;
                 let reference = reference
@@ -128,6 +161,7 @@ impl SourceArgs {
             }
             (None, None, None, Some(dir)) => {
                 socket_hint(dir)?;
+                check_exists("image", &dir.to_string_lossy(), dir)?;
                 Ok(plain(Image::open_oci_layout(
                     dir,
                     self.reference.as_deref(),
@@ -165,12 +199,68 @@ pub fn open_containerd(
     Ok((image, session))
 }
 
+/// Fails, naming the path, when the layout or store directory `dir` of `given` does not exist;
+/// when `given` looks like an image reference (`name:tag`, `host/name`), says to add
+/// --containerd.
+pub fn check_exists(flag: &str, given: &str, dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    let looks_like_reference = !given.starts_with('/')
+        && !given.starts_with('.')
+        && (given.contains(':') || given.contains('/'));
+    if looks_like_reference {
+        bail!(
+            "{flag} {given}: no such OCI layout directory ({} does not exist); to use the image \
+             {given} in containerd, add --containerd",
+            dir.display()
+        );
+    }
+    bail!(
+        "{flag} {given}: no such OCI layout directory ({} does not exist)",
+        dir.display()
+    )
+}
+
+/// Fails at once, saying what is needed, when this process cannot trace (CAP_BPF,
+/// CAP_PERFMON, CAP_SYS_ADMIN) or, for `run` (`mounts`), is not root: rather than a
+/// `Permission denied` from deep inside, or a `chown` after the image was unpacked.
+pub fn require_privileges(command: &str, mounts: bool) -> anyhow::Result<()> {
+    if nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    if mounts {
+        bail!(
+            "{command} must run as root: it unpacks the image with its owners, mounts overlayfs \
+             and starts runc (try sudo)"
+        );
+    }
+    // CAP_SYS_ADMIN 21, CAP_PERFMON 38, CAP_BPF 39 in /proc/self/status's CapEff mask.
+    let caps = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .unwrap_or(0);
+    let needed = (1u64 << 21) | (1 << 38) | (1 << 39);
+    if caps & needed != needed {
+        bail!(
+            "{command} needs root, or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN, to load its eBPF \
+             programs and read tracefs (try sudo)"
+        );
+    }
+    Ok(())
+}
+
 /// `--containerd /path ref` parses as a bare --containerd, making the socket SOURCE: say so.
 fn socket_hint(source: &Path) -> anyhow::Result<()> {
     if std::fs::metadata(source).is_ok_and(|m| m.file_type().is_socket()) {
         bail!(
             "{} is a socket, not an OCI layout; to read from containerd there, write \
-             --containerd={} REFERENCE",
+             --containerd -a {} REFERENCE (or --containerd={} REFERENCE)",
+            source.display(),
             source.display(),
             source.display()
         );

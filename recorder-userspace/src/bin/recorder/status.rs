@@ -15,15 +15,28 @@ pub struct Args {
     /// Print the raw JSON report instead of a summary.
     #[arg(long)]
     json: bool,
-    /// Poll until the agent has entered STATE; fail if it fails or finishes without it.
+    /// Poll until the agent has entered STATE or a later one (`armed` is passed once it is
+    /// `tracing`); fail if it fails, finishes without it, or its socket goes away.
     #[arg(long, value_name = "STATE")]
     wait: Option<State>,
-    /// How long --wait may take, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 300.0, requires = "wait")]
-    timeout: f64,
-    /// How often --wait polls, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 200, requires = "wait")]
-    interval: u64,
+    /// How long --wait may take (e.g. `5s`, `10m`; a bare number is seconds).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "300s",
+        value_parser = crate::record::parse_positive_duration,
+        requires = "wait"
+    )]
+    timeout: Duration,
+    /// How often --wait polls (e.g. `200ms`; a bare number is seconds).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "200ms",
+        value_parser = crate::record::parse_positive_duration,
+        requires = "wait"
+    )]
+    interval: Duration,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -36,18 +49,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             None => client::status(&args.socket)
                 .await
                 .map_err(anyhow::Error::from),
-            Some(wanted) => {
-                let timeout = Duration::try_from_secs_f64(args.timeout)
-                    .context("--timeout must be a non-negative number of seconds")?;
-                client::wait_for(
-                    &args.socket,
-                    wanted,
-                    timeout,
-                    Duration::from_millis(args.interval.max(10)),
-                )
-                .await
-                .map_err(anyhow::Error::from)
-            }
+            Some(wanted) => client::wait_for(
+                &args.socket,
+                wanted,
+                args.timeout,
+                args.interval.max(Duration::from_millis(10)),
+            )
+            .await
+            .map_err(anyhow::Error::from),
         }
     })?;
     if args.json {
