@@ -17,7 +17,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, ProgramError, TracePoint},
 };
 use recorder_common::globals;
@@ -143,6 +143,7 @@ pub struct Tracer {
     // The programs stay attached while it lives.
     ebpf: Ebpf,
     targets: HashMap<MapData, u32, u8>,
+    catch_runc: Array<MapData, u32>,
     counters: PerCpuArray<MapData, u64>,
     events: Option<RingBuf<MapData>>,
     poll_interval: Duration,
@@ -214,12 +215,14 @@ impl Tracer {
         }
 
         let targets = take_map(&mut ebpf, "TARGETS", HashMap::try_from)?;
+        let catch_runc = take_map(&mut ebpf, "CATCH_RUNC", Array::try_from)?;
         let counters = take_map(&mut ebpf, "COUNTERS", PerCpuArray::try_from)?;
         let events = take_map(&mut ebpf, "EVENTS", RingBuf::try_from)?;
         info!(ring_bytes = config.ring_bytes, "tracer attached");
         Ok(Self {
             ebpf,
             targets,
+            catch_runc,
             counters,
             events: Some(events),
             poll_interval: config.poll_interval,
@@ -247,6 +250,19 @@ impl Tracer {
                 source,
             }),
         }
+    }
+
+    /// While `on`, each mount namespace a runc init stage makes (a container's, as runc creates
+    /// it) joins the filter the moment it is made, reported by a caught
+    /// [`EventKind::MntNs`](recorder_common::EventKind::MntNs) event; see
+    /// [`crate::agent::Catching`].
+    pub fn catch_runc_namespaces(&mut self, on: bool) -> Result<(), TracerError> {
+        self.catch_runc
+            .set(0, u32::from(on), 0)
+            .map_err(|source| TracerError::Map {
+                name: "CATCH_RUNC",
+                source,
+            })
     }
 
     /// Stops tracing every namespace: those armed and those the kernel joined to the filter as
