@@ -10,6 +10,7 @@
 //! - [`summary`]: what happened, and the exit status it implies.
 //! - [`workdir`]: the scratch space and unpacked layers of `recorder run`.
 
+pub mod catch;
 pub mod commit;
 pub mod interp;
 pub mod mounts;
@@ -23,6 +24,7 @@ pub mod workdir;
 
 use std::io;
 
+pub use catch::{Catching, Caught};
 pub use commit::{CommitError, CommitOptions, Committed, ContainerdSink, RecordSink, SinkError};
 pub use mounts::{MountTable, MountsError};
 pub use resolve::{Decision, Exclusion, Resolver};
