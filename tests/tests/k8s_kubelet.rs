@@ -163,7 +163,7 @@ fn sidecar_armed_before_the_pull_records_its_pods_workload_and_exits_0_on_sigter
     let stderr = stderr.join().unwrap();
     assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
     assert!(
-        stderr.contains("armed before the container started"),
+        stderr.contains(recorder_tests::containerd::ARMED_AT_CREATION),
         "{stderr}"
     );
     assert!(stderr.contains("warnings: 0"), "{stderr}");
