@@ -219,12 +219,11 @@ fn bad_containerd_input_is_named() {
     let stderr = failed(out);
     assert!(stderr.contains("needs --containerd"), "{stderr}");
     // --store goes with a local image, not with containerd's store.
-    let out = recorder(
-        &daemon,
-        &["--image", REF, "--store", "/tmp", "--target", "pid:1"],
-    )
-    .output()
-    .unwrap();
+    let store = daemon.scratch().join("store");
+    let args = ["--image", REF, "--store", store.to_str().unwrap()];
+    let out = recorder(&daemon, &[&args[..], &["--target", "pid:1"]].concat())
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--store"), "{stderr}");
