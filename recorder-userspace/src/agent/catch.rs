@@ -179,10 +179,14 @@ impl Catching {
             .filter(|_| self.trees.roots.get(&target.mntns) == Some(&target.mntns))
             .map(|tree| tree.namespaces.iter().copied().collect())
             .unwrap_or_default();
+        // Every number the kernel put in the filter, not only those of live trees: a tree
+        // started afresh under a reused number leaves its nested namespaces' entries behind,
+        // and an unrelated namespace given one of those numbers would pass the filter.
         let others: Vec<u32> = self
             .trees
-            .all_namespaces()
-            .into_iter()
+            .filtered
+            .iter()
+            .copied()
             .filter(|ns| !mine.contains(ns))
             .collect();
         for &mntns in &others {
@@ -231,9 +235,10 @@ impl Catching {
         let Some(tree) = self.trees.take(mntns) else {
             return Ok(());
         };
+        // Not remembered as removed: the pinned root's number cannot be reused meanwhile, and a
+        // nested one's only by a namespace made within these microseconds.
         for &ns in &tree.namespaces {
             self.tracer.remove_target(ns)?;
-            self.trees.removed.insert(ns);
         }
         tracing::debug!(
             container = container_id,
@@ -276,6 +281,8 @@ struct Trees {
     trees: HashMap<u32, Tree>,
     /// Namespaces taken out of the filter: reported again, they go back in.
     removed: HashSet<u32>,
+    /// Every namespace the kernel reported putting in the filter.
+    filtered: HashSet<u32>,
     buffered: usize,
 }
 
@@ -296,6 +303,7 @@ impl Trees {
         let mntns = event.mntns;
         let mut rejoin = None;
         if event.kind == EventKind::MntNs {
+            self.filtered.insert(mntns);
             rejoin = self.removed.remove(&mntns).then_some(mntns);
             if event.flags & MNTNS_CAUGHT != 0 {
                 // A new container's namespace; whatever had this number before is gone.
@@ -307,7 +315,8 @@ impl Trees {
                         made_ns: event.ts_ns,
                         namespaces: vec![mntns],
                         events: Vec::new(),
-                        overflowed: false,
+                        // Put back after a removal: its first events may be lost.
+                        overflowed: rejoin.is_some(),
                     },
                 );
                 return rejoin;
@@ -318,6 +327,12 @@ impl Trees {
             self.roots.insert(mntns, root);
             if let Some(tree) = self.trees.get_mut(&root) {
                 tree.namespaces.push(mntns);
+                if rejoin.is_some() {
+                    // Its namespace was out of the filter for a moment: not whole.
+                    self.buffered -= tree.events.len();
+                    tree.events = Vec::new();
+                    tree.overflowed = true;
+                }
             }
         }
         let root = *self.roots.get(&mntns)?;
@@ -356,11 +371,6 @@ impl Trees {
         if self.take(mntns).is_none() {
             self.roots.remove(&mntns);
         }
-    }
-
-    /// Every namespace of every tree.
-    fn all_namespaces(&self) -> Vec<u32> {
-        self.roots.keys().copied().collect()
     }
 }
 
@@ -459,13 +469,29 @@ mod tests {
     }
 
     #[test]
-    fn a_removed_namespace_reported_again_goes_back_into_the_filter() {
+    fn a_removed_namespace_reported_again_goes_back_into_the_filter_and_its_tree_is_not_whole() {
         let mut trees = Trees::default();
         trees.removed.insert(9);
         assert_eq!(trees.sort(caught(5)), None);
+        trees.sort(open(5, "a"));
         assert_eq!(trees.sort(nested(9, 5)), Some(9));
         // Once only.
         assert_eq!(trees.sort(nested(9, 5)), None);
+        assert!(trees.take(5).unwrap().overflowed);
+        trees.removed.insert(6);
+        assert_eq!(trees.sort(caught(6)), Some(6));
+        assert!(trees.take(6).unwrap().overflowed);
+    }
+
+    #[test]
+    fn every_number_the_kernel_filtered_is_remembered_even_after_its_tree_is_gone() {
+        let mut trees = Trees::default();
+        for e in [caught(5), nested(9, 5), caught(5)] {
+            trees.sort(e);
+        }
+        // 9's tree was started afresh under 5: 9 is in no tree, but still in the filter.
+        assert_eq!(trees.roots.get(&9), None);
+        assert_eq!(trees.filtered, HashSet::from([5, 9]));
     }
 
     #[test]
