@@ -239,6 +239,7 @@ impl Catching {
         // nested one's only by a namespace made within these microseconds.
         for &ns in &tree.namespaces {
             self.tracer.remove_target(ns)?;
+            self.trees.filtered.remove(&ns);
         }
         tracing::debug!(
             container = container_id,

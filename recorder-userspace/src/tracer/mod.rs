@@ -245,6 +245,10 @@ impl Tracer {
     pub fn remove_target(&mut self, mntns: u32) -> Result<(), TracerError> {
         match self.targets.remove(&mntns) {
             Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            // What a delete of an absent key gives (seen: a namespace removed twice).
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                Ok(())
+            }
             Err(source) => Err(TracerError::Map {
                 name: "TARGETS",
                 source,
