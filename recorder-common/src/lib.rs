@@ -39,7 +39,8 @@ pub enum EventKind {
     UringOpenat2 = 8,
     /// A traced task made a mount namespace (`unshare`, or `clone` with `CLONE_NEWNS`), which
     /// joined the filter: `mntns` is the new namespace, `ret` the one it came from, `tgid` and
-    /// `tid` a task inside it.
+    /// `tid` a task inside it. `flags` is [`MNTNS_CAUGHT`] for one runc made while the filter
+    /// waited for a container.
     MntNs = 9,
 }
 
@@ -114,6 +115,11 @@ pub const EXEC_SCRIPT: u8 = 1;
 pub const EXEC_SCRIPT_FILE: u8 = 2;
 /// [`EventHeader::exec_flags`]: the script of this exec was named by the record before it.
 pub const EXEC_SCRIPT_NAMED: u8 = 4;
+
+/// [`EventHeader::flags`] of an [`EventKind::MntNs`]: the namespace was made by runc while
+/// userspace waits for a container (the `CATCH_RUNC` map is set), not by a traced task; it may
+/// reuse the inode number of a namespace reported before, which is then gone.
+pub const MNTNS_CAUGHT: u64 = 1;
 
 /// Fixed part of every ring-buffer record.
 ///

@@ -8,7 +8,9 @@
 //!   runs (`bprm->file`) and its own copy of the name (`bprm->filename`); the `syscalls` exits of
 //!   execve and execveat count the failed ones;
 //! - `unshare` and `sched_process_fork` (BTF, 5.5+) to follow a traced task into a mount
-//!   namespace it makes, without a round trip to userspace.
+//!   namespace it makes, without a round trip to userspace; and, while userspace waits for a
+//!   container to be created (`CATCH_RUNC`), to trace each mount namespace runc makes from its
+//!   creation, before runc can run anything in it.
 //!
 //! Only tasks whose mount namespace is in `TARGETS` are kept; each kept call becomes one
 //! variable-length record in the `EVENTS` ring buffer. Minimum kernel: 5.8 (ring buffer),
@@ -23,21 +25,21 @@
 use core::ptr::{addr_of, read_volatile};
 
 use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_ANY, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns,
         bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
         bpf_probe_read_user_str_bytes, bpf_task_pt_regs, generated,
     },
     macros::{btf_tracepoint, map, tracepoint},
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use recorder_common::{
     AT_FDCWD, COUNTER_COUNT, Counter, DIR_NONE, DIR_OK, DIR_UNRESOLVED, EXEC_SCRIPT,
     EXEC_SCRIPT_FILE, EXEC_SCRIPT_NAMED, EventBuf, EventHeader, EventKind, FILE_FIXED_SLOT,
-    FILE_NONE, FILE_OK, FILE_UNRESOLVED, HEADER_LEN, MAX_IN_FLIGHT, MAX_TARGETS, PATH_MAX, PATH_OK,
-    PATH_READ_FAILED, uring, walk,
+    FILE_NONE, FILE_OK, FILE_UNRESOLVED, HEADER_LEN, MAX_IN_FLIGHT, MAX_TARGETS, MNTNS_CAUGHT,
+    PATH_MAX, PATH_OK, PATH_READ_FAILED, uring, walk,
 };
 
 // Kernel struct offsets, patched by userspace from /sys/kernel/btf/vmlinux before load. They
@@ -69,6 +71,11 @@ static WAKEUP_THRESHOLD: u64 = 0;
 /// Non-zero: read the path argument (and a relative path's directory) too, for `recorder trace`.
 #[unsafe(no_mangle)]
 static ARG_PATHS: u64 = 0;
+/// Element 0 non-zero: userspace waits for a container to be created, and each mount namespace
+/// a runc task makes joins the filter as it is made (see `catch`). A map, not a constant like
+/// the globals above: userspace turns it on and off while the programs run.
+#[map]
+static CATCH_RUNC: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Mount namespaces being traced (inode → 1 armed by userspace, 2 joined from the kernel).
 #[map]
@@ -81,6 +88,11 @@ static UNSHARING: HashMap<u32, u32> = HashMap::with_max_entries(MAX_IN_FLIGHT, 0
 
 /// Marks a namespace joined from the kernel in `TARGETS`.
 const JOINED: u8 = 2;
+/// Marks a namespace caught from runc in `TARGETS` (see `catch`).
+const CAUGHT: u8 = 3;
+/// `runc:[`, the start of the comm runc's nsexec gives each of its init stages
+/// (`runc:[0:PARENT]`, `runc:[1:CHILD]`, `runc:[2:INIT]`), as the low 6 bytes of a word.
+const RUNC_COMM: u64 = u64::from_le_bytes(*b"runc:[\0\0");
 /// `CLONE_NEWNS`.
 const CLONE_NEWNS: u64 = 0x0002_0000;
 /// An offset BTF did not have (an io_uring struct of a kernel without io_uring).
@@ -996,7 +1008,8 @@ pub fn sys_enter_unshare(ctx: TracePointContext) -> u32 {
     if flags & CLONE_NEWNS == 0 {
         return 0;
     }
-    let Some(mntns) = target_mntns(current_task()) else {
+    let task = current_task();
+    let Some(mntns) = target_mntns(task).or_else(|| runc_mntns(task)) else {
         return 0;
     };
     let tid = bpf_get_current_pid_tgid() as u32;
@@ -1019,7 +1032,13 @@ pub fn sys_exit_unshare(ctx: TracePointContext) -> u32 {
     }
     let task = current_task();
     if let Some(mntns) = mntns_of(task) {
-        join(task, task, mntns, parent);
+        // SAFETY: the value is only checked for presence.
+        if unsafe { TARGETS.get(&parent) }.is_some() {
+            join(task, task, mntns, parent);
+        } else if catching() {
+            // A runc task (see sys_enter_unshare); not a target disarmed meanwhile.
+            catch(task, task, mntns, parent);
+        }
     }
     0
 }
@@ -1029,32 +1048,79 @@ pub fn sys_exit_unshare(ctx: TracePointContext) -> u32 {
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     let parent_task = current_task();
-    let Some(parent) = target_mntns(parent_task) else {
-        return 0;
+    let (parent, traced) = match target_mntns(parent_task) {
+        Some(parent) => (parent, true),
+        None => match runc_mntns(parent_task) {
+            Some(parent) => (parent, false),
+            None => return 0,
+        },
     };
     // The prototype is (struct task_struct *parent, struct task_struct *child).
     let child: *const u8 = ctx.arg(1);
     if let Some(mntns) = mntns_of(child)
         && mntns != parent
     {
-        join(parent_task, child, mntns, parent);
+        if traced {
+            join(parent_task, child, mntns, parent);
+        } else {
+            catch(parent_task, child, mntns, parent);
+        }
     }
     0
+}
+
+/// The mount namespace of `task`, a runc init stage, while userspace waits for a container.
+#[inline(always)]
+fn runc_mntns(task: *const u8) -> Option<u32> {
+    if !catching() {
+        return None;
+    }
+    // SAFETY: task is a BTF task pointer and comm its 16-byte array (see fill_header).
+    let comm: u64 = unsafe { load(task, global(&TASK_COMM_OFFSET)) };
+    if comm & 0xffff_ffff_ffff != RUNC_COMM {
+        return None;
+    }
+    mntns_of(task)
+}
+
+/// Whether userspace waits for a container (see `CATCH_RUNC`).
+#[inline(always)]
+fn catching() -> bool {
+    CATCH_RUNC.get(0).is_some_and(|on| *on != 0)
+}
+
+/// While userspace waits for a container, runc task `task` made mount namespace `mntns` (its
+/// own, or `member`'s): it joins the filter now, before runc can execute anything in it, and
+/// userspace buffers its events until it knows which container's it is. Unlike [`join`], it
+/// reports it as caught, and userspace starts a buffer afresh under its number, which may be a
+/// dead namespace's (the kernel reuses the lowest free one).
+#[inline(always)]
+fn catch(task: *const u8, member: *const u8, mntns: u32, parent: u32) {
+    if TARGETS.insert(&mntns, &CAUGHT, BPF_ANY as u64).is_err() {
+        count(Counter::TargetsFull);
+        return;
+    }
+    report_mntns(task, member, mntns, parent, MNTNS_CAUGHT);
 }
 
 /// Adds namespace `mntns`, made by a traced task from `parent`, to the filter and tells
 /// userspace (which pins it) through a [`EventKind::MntNs`] record naming `member`, a task in it.
 #[inline(always)]
 fn join(task: *const u8, member: *const u8, mntns: u32, parent: u32) {
-    // SAFETY: the value is only checked for presence.
-    if unsafe { TARGETS.get(&mntns) }.is_some() {
-        return;
-    }
-    if TARGETS.insert(&mntns, &JOINED, BPF_NOEXIST as u64).is_err() {
+    // The namespace was just made: an entry under its number was left by a dead one (the
+    // kernel reuses the lowest free number, e.g. a caught namespace's), and is replaced.
+    if TARGETS.insert(&mntns, &JOINED, BPF_ANY as u64).is_err() {
         count(Counter::TargetsFull);
         return;
     }
     count(Counter::NestedNamespaces);
+    report_mntns(task, member, mntns, parent, 0);
+}
+
+/// Tells userspace that `mntns`, made from `parent`, joined the filter, in a [`EventKind::MntNs`]
+/// record naming `member`, a task in it; `flags` is [`MNTNS_CAUGHT`] for a caught one.
+#[inline(always)]
+fn report_mntns(task: *const u8, member: *const u8, mntns: u32, parent: u32, flags: u64) {
     let Some(buf) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -1066,7 +1132,7 @@ fn join(task: *const u8, member: *const u8, mntns: u32, parent: u32) {
         EventKind::MntNs as u8,
         mntns,
         AT_FDCWD,
-        0,
+        flags,
     );
     buf.header.ret = i64::from(parent);
     // SAFETY: member is a BTF task pointer (the current task or the tracepoint's child); the

@@ -431,6 +431,11 @@ pub fn agent_daemon() -> (Daemon, String) {
     (daemon, manifest)
 }
 
+/// What `recorder record` logs when the container's mount namespace was traced from its
+/// creation by runc: armed before the container started, for certain (issue 17).
+pub const ARMED_AT_CREATION: &str =
+    "armed before the container started: traced since runc made its mount namespace";
+
 /// `recorder record --containerd=SOCKET --namespace NS ARGS`, output piped.
 pub fn recorder(daemon: &Daemon, args: &[&str]) -> Command {
     let mut cmd = Command::new(recorder_bin());

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use recorder::status::{State, client};
 use recorder_tests::agent_fixtures::{Expected, expected_record, record_entries, recorder_bin};
 use recorder_tests::containerd::{
-    AGENT_IMAGE as REF, Daemon, agent_daemon as daemon_with_image, finish, recorder, wait_for_log,
+    AGENT_IMAGE as REF, ARMED_AT_CREATION, Daemon, agent_daemon as daemon_with_image, finish,
+    recorder, wait_for_log,
 };
 
 /// The labels `ctr content ls` shows for `digest`.
@@ -64,10 +65,7 @@ fn container_name_is_armed_before_start_and_the_record_goes_to_containerd() {
     daemon.ctr_ok(&["run", "--rm", "--null-io", REF, "profiled-1"]);
     let (code, digest, stderr) = finish(child, stderr);
     assert_eq!(code, Some(0), "stderr:\n{stderr}");
-    assert!(
-        stderr.contains("armed before the container started"),
-        "{stderr}"
-    );
+    assert!(stderr.contains(ARMED_AT_CREATION), "{stderr}");
     assert!(stderr.contains("warnings: 0"), "{stderr}");
     assert!(
         stderr.contains("stopped: every target process exited"),
@@ -223,12 +221,11 @@ fn bad_containerd_input_is_named() {
     assert_eq!(out.status.code(), Some(2), "stderr:\n{stderr}");
     assert!(stderr.contains("needs --containerd"), "{stderr}");
     // --store goes with a local image, not with containerd's store.
-    let out = recorder(
-        &daemon,
-        &["--image", REF, "--store", "/tmp", "--target", "pid:1"],
-    )
-    .output()
-    .unwrap();
+    let store = daemon.scratch().join("store");
+    let args = ["--image", REF, "--store", store.to_str().unwrap()];
+    let out = recorder(&daemon, &[&args[..], &["--target", "pid:1"]].concat())
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--store"), "{stderr}");
@@ -252,34 +249,27 @@ fn sigint_while_waiting_for_the_container_ends_cleanly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-/// A real late arm: the recorder is stopped (SIGSTOP) while it waits for a matching container,
-/// the container is started and its entrypoint runs, and only then is the recorder continued.
-/// It arms on the task's creation event it then reads, sees the entrypoint already running,
-/// and says so in the summary's warnings (never silently); the record is still committed, and
-/// the exit status is 3, incomplete (it was 0, `record: complete`). The sleeping entrypoint
-/// reads nothing once armed, so the record is empty: `--allow-empty` commits it.
-#[test]
-fn an_arm_after_the_entrypoint_started_is_reported_as_a_warning() {
+/// Starts a recorder for `container-name:PATTERN` (until its target exits) and a reader of its
+/// stderr; returns them with a function waiting (60 s at most) for a line, which on failure
+/// kills the recorder (continued, if stopped) before the test fails.
+fn spawn_watching(
+    daemon: &Daemon,
+    pattern: &str,
+    extra: &[&str],
+) -> (
+    std::process::Child,
+    std::thread::JoinHandle<String>,
+    impl Fn(&str),
+) {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
     use std::io::BufRead;
 
-    let (daemon, _) = daemon_with_image();
-    let mut child = recorder(
-        &daemon,
-        &[
-            "--image",
-            REF,
-            "--target",
-            "container-name:late-*",
-            "--until-exit",
-            "--period",
-            "120s",
-            "--allow-empty",
-        ],
-    )
-    .spawn()
-    .unwrap();
+    let target = format!("container-name:{pattern}");
+    let args = ["--image", REF, "--target", &target, "--until-exit"];
+    let mut child = recorder(daemon, &[&args[..], &["--period", "120s"], extra].concat())
+        .spawn()
+        .unwrap();
     let pid = Pid::from_raw(child.id() as i32);
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let stderr = child.stderr.take().unwrap();
@@ -293,8 +283,7 @@ fn an_arm_after_the_entrypoint_started_is_reported_as_a_warning() {
         }
         all
     });
-    // On a missing line the recorder (continued, if stopped) is killed before the test fails.
-    let wait_line = |needle: &str| {
+    let wait_line = move |needle: &str| {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -309,17 +298,127 @@ fn an_arm_after_the_entrypoint_started_is_reported_as_a_warning() {
             }
         }
     };
+    (child, reader, wait_line)
+}
+
+/// Waits (120 s at most) until the process of container `id`'s task is `comm`: its entrypoint
+/// has run for certain.
+fn wait_for_comm(daemon: &Daemon, id: &str, comm: &str) {
+    let task = daemon.task_pid(id);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::read_to_string(format!("/proc/{task}/comm")).unwrap_or_default()
+        != format!("{comm}\n")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the entrypoint of {id} never ran"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The recorder's exit and the record's entries once its target exited.
+fn finish_record(
+    daemon: &Daemon,
+    child: std::process::Child,
+    reader: std::thread::JoinHandle<String>,
+    manifest: &str,
+) -> (String, Vec<(String, usize)>) {
+    let out = recorder_tests::deadline::output_within(
+        child,
+        Duration::from_secs(120),
+        "recorder record after its target exited",
+    );
+    let stderr = reader.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("stopped: every target process exited"),
+        "{stderr}"
+    );
+    let digest = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(digest.starts_with("sha256:"), "stdout: {digest:?}");
+    let bytes = daemon.ctr_ok(&["content", "get", &digest]);
+    (stderr, record_entries(&bytes, manifest))
+}
+
+/// The arming race removed at its root (issue 17): the recorder is stopped (SIGSTOP) while it
+/// waits, and a container is started and runs its entrypoint meanwhile. Armed on containerd's
+/// report of the task, this was a late arm every time; caught by the kernel as runc made its
+/// mount namespace, the container is traced from its creation: the record is whole and there is
+/// no warning.
+#[test]
+fn a_container_started_while_the_recorder_is_stopped_is_still_traced_from_its_creation() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    let (daemon, manifest) = daemon_with_image();
+    let (child, reader, wait_line) = spawn_watching(&daemon, "stopped-*", &[]);
+    let pid = Pid::from_raw(child.id() as i32);
     wait_line("waiting for a matching container");
 
     kill(pid, Signal::SIGSTOP).unwrap();
-    daemon.run_detached(REF, "late-1", &["/bin/sleep", "300"]);
-    // The entrypoint has run for certain once the task's process is sleep, not runc's init.
-    let task = daemon.task_pid("late-1");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::fs::read_to_string(format!("/proc/{task}/comm")).unwrap_or_default() != "sleep\n" {
-        assert!(Instant::now() < deadline, "the entrypoint never ran");
-        std::thread::sleep(Duration::from_millis(10));
+    let script = "cat /etc/shadowed; exec sleep 300";
+    daemon.run_detached(REF, "stopped-1", &["/bin/sh", "-c", script]);
+    wait_for_comm(&daemon, "stopped-1", "sleep");
+    kill(pid, Signal::SIGCONT).unwrap();
+    wait_line(ARMED_AT_CREATION);
+    daemon.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", "stopped-1"]);
+
+    let (stderr, entries) = finish_record(&daemon, child, reader, &manifest);
+    assert!(stderr.contains("warnings: 0\n"), "{stderr}");
+    let mut want = Expected::default();
+    want.exec("sh")
+        .exec("cat")
+        .file("etc/shadowed", 1)
+        .exec("sleep");
+    assert_eq!(entries, want.0, "stderr:\n{stderr}");
+}
+
+/// Fails whenever an arm is late: one container after another, each recorded by a recorder of
+/// its own, each must be traced from its namespace's creation (not armed in time by luck) and
+/// recorded exactly. Before the root fix, about 1 in 30 such arms came late under load.
+#[test]
+fn consecutive_containers_are_each_traced_from_their_creation() {
+    let (daemon, manifest) = daemon_with_image();
+    for i in 0..5 {
+        let name = format!("loop-{i}");
+        let (child, reader, wait_line) = spawn_watching(&daemon, &name, &[]);
+        wait_line("waiting for a matching container");
+        daemon.ctr_ok(&["run", "--rm", "--null-io", REF, &name]);
+        let (stderr, entries) = finish_record(&daemon, child, reader, &manifest);
+        assert!(
+            stderr.contains(ARMED_AT_CREATION) && stderr.contains("warnings: 0\n"),
+            "run {i} was not armed at creation:\n{stderr}"
+        );
+        assert_eq!(entries, expected_record(true), "run {i}, stderr:\n{stderr}");
     }
+}
+
+/// A real late arm, never silent. While the recorder waits, the kernel catches each mount
+/// namespace runc makes and the recorder keeps its events until the target is known, at most
+/// 65,536 of them per container. This container opens a file 70,000 times while the recorder is
+/// stopped (SIGSTOP), so its early events are given up, and the filter counts as armed only when
+/// the recorder goes on, after the entrypoint ran: the summary says so in its warnings, the
+/// record is still committed, and the exit status is 3, incomplete.
+#[test]
+fn an_arm_after_the_entrypoint_started_is_reported_as_a_warning() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    let (daemon, _) = daemon_with_image();
+    // Nothing is read once armed (the entrypoint sleeps): the empty record is committed.
+    let (child, reader, wait_line) = spawn_watching(&daemon, "late-*", &["--allow-empty"]);
+    let pid = Pid::from_raw(child.id() as i32);
+    wait_line("waiting for a matching container");
+
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let script = "i=0; while [ $i -lt 70000 ]; do : < /etc/hosts; i=$((i+1)); done; exec sleep 300";
+    daemon.run_detached(REF, "late-1", &["/bin/sh", "-c", script]);
+    wait_for_comm(&daemon, "late-1", "sleep");
     kill(pid, Signal::SIGCONT).unwrap();
     wait_line("had started before the filter was armed");
     daemon.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", "late-1"]);

@@ -1,9 +1,11 @@
 //! Finding containers through containerd: a running container's task, and a container armed
-//! by name before its task starts, so the real tracer sees its entrypoint from the first exec.
+//! by name from its mount namespace's creation by runc, so the real tracer sees its entrypoint
+//! from the first exec, for certain.
 
 use std::time::Duration;
 
-use recorder::containerd::{ArmTiming, ContainerPattern, Containerd, ContainerdError};
+use recorder::agent::{Catching, Stops, Target};
+use recorder::containerd::{ContainerPattern, Containerd, ContainerdError};
 use recorder::tracer::{Event, Tracer, TracerConfig, mount_namespace_of};
 use recorder_tests::containerd::{Daemon, IMAGE, runnable_image};
 
@@ -104,8 +106,10 @@ fn container_name_pattern_arms_the_tracer_before_the_entrypoint_runs() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let _guard = rt.enter();
     let client = connect(&rt, &daemon);
-    let mut tracer = Tracer::load(&TracerConfig::default()).expect("load the eBPF programs");
-    let mut stream = tracer.take_events().unwrap().expect("event stream");
+    let tracer = Tracer::load(&TracerConfig::default()).expect("load the eBPF programs");
+    // Catching before subscribing: whatever the watcher reports was caught as runc made it.
+    let mut catching = Catching::start(tracer).expect("catch runc's namespaces");
+    let stops = Stops::install(recorder::status::StopSignal::new()).unwrap();
 
     // Subscribed first; the container is started only afterwards.
     let mut watcher = rt
@@ -121,20 +125,33 @@ fn container_name_pattern_arms_the_tracer_before_the_entrypoint_runs() {
         let (socket, ns) = (daemon.socket(), daemon.namespace().to_owned());
         std::thread::spawn(move || ctr_run(&socket, &ns, "armed-1"))
     };
-    let created = rt.block_on(watcher.next()).expect("the task is created");
-    tracer.add_target(created.target.mntns).unwrap();
-    let timing = created.arm_timing();
+    let created = rt
+        .block_on(catching.created(&mut watcher, &stops))
+        .expect("the task is created");
+    // The test's own delay, as long as the entrypoint's whole run: with an arm on the creation
+    // report this would be a late arm every time.
+    runner.join().unwrap();
+    let target = Target::of_pid(created.target.mntns, created.target.pid)
+        .or_else(|_| {
+            // Already gone (`ctr run --rm`): nothing to pin; its buffer holds all it did.
+            Ok::<_, ()>(Target {
+                mntns: created.target.mntns,
+                mounts: Default::default(),
+                root: None,
+                pin: None,
+            })
+        })
+        .unwrap();
+    let caught = catching.identify(target).expect("identify the target");
+    assert!(
+        caught.in_time(),
+        "the target's namespace was not caught as runc made it"
+    );
     assert_eq!(created.target.container_id, "armed-1");
     assert_eq!(created.image, IMAGE);
-    runner.join().unwrap();
-    assert_eq!(
-        timing,
-        ArmTiming::BeforeStart,
-        "armed after the entrypoint started"
-    );
+    let (_tracer, mut stream, _target, mut events) = caught.into_parts();
 
-    // The task has exited: everything it did is in the ring.
-    let mut events = Vec::new();
+    // The task has exited: everything it did is in the buffer or the ring.
     rt.block_on(async {
         // Read until the ring is empty; bounded, so a broken tracer fails below, not hangs.
         for _ in 0..100 {
@@ -149,8 +166,10 @@ fn container_name_pattern_arms_the_tracer_before_the_entrypoint_runs() {
     });
     assert!(
         events.iter().all(|e| e.mntns == created.target.mntns),
-        "events of another namespace"
+        "events of another namespace:\n{}",
+        describe(&events)
     );
+
     let exec = events
         .iter()
         .position(|e| e.is_exec() && e.path() == std::path::Path::new("/bin/cat"))

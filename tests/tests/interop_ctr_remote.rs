@@ -69,10 +69,11 @@ fn our_record_named(daemon: &Daemon, name: &str) -> Vec<u8> {
     daemon.ctr_ok(&["run", "--rm", "--null-io", AGENT_IMAGE, name]);
     let (code, digest, stderr) = finish(child, stderr);
     assert_eq!(code, Some(0), "stderr:\n{stderr}");
-    // A late arm (the arming race, issue 17 item 3) loses the entrypoint's first reads: say so
-    // here rather than as a path difference below.
+    // Traced from the namespace's creation by runc (issue 17): an arm that was not would be
+    // named here rather than as a path difference below.
     assert!(
-        stderr.contains("armed before the container started") && stderr.contains("warnings: 0"),
+        stderr.contains(recorder_tests::containerd::ARMED_AT_CREATION)
+            && stderr.contains("warnings: 0"),
         "armed late:\n{stderr}"
     );
     let bytes = std::fs::read(&out_file).unwrap();

@@ -488,7 +488,11 @@ fn recorder_container_records_its_pods_workload_through_the_cri_and_leaves_nothi
         "{log:?}"
     );
     let log = log.join("\n");
-    assert!(log.contains("armed before the container started"), "{log}");
+    // Traced from the moment runc made the workload's namespace: never a late arm.
+    assert!(
+        log.contains(recorder_tests::containerd::ARMED_AT_CREATION),
+        "{log}"
+    );
     assert!(log.contains("warnings: 0"), "{log}");
     assert!(
         log.contains("stopped: every target process exited"),

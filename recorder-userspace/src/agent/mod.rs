@@ -10,6 +10,7 @@
 //! - [`summary`]: what happened; [`outcome`]: what it means, and the exit status.
 //! - [`workdir`]: the scratch space and unpacked layers of `recorder run`.
 
+pub mod catch;
 pub mod commit;
 pub mod interp;
 pub mod mounts;
@@ -24,6 +25,7 @@ pub mod workdir;
 
 use std::io;
 
+pub use catch::{Catching, Caught};
 pub use commit::{CommitError, CommitOptions, Committed, ContainerdSink, RecordSink};
 pub use mounts::{MountTable, MountsError};
 pub use outcome::{

@@ -5,6 +5,10 @@
 //! Armed before the image is known (a pod's sidecar starts before the kubelet pulls the
 //! workload's image): [`Agent::ready`] (armed) → [`Ready::arm`] (tracing) →
 //! [`Armed`] (events buffered raw) → [`Armed::index`] → [`Tracing`], the buffer resolved first.
+//!
+//! A container not created yet is awaited [`Catching`](super::Catching) the namespaces runc
+//! makes; once identified, [`Indexed::arm_caught`] or [`Ready::arm_caught`] go on with what the
+//! target did since its namespace was made.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -21,6 +25,7 @@ use crate::tracer::{Event, EventStream, Tracer};
 use recorder_common::EventKind;
 
 use super::AgentError;
+use super::catch::Caught;
 use super::commit::{CommitOptions, commit};
 use super::interp::ContainerRoot;
 use super::mounts::MountTable;
@@ -218,8 +223,28 @@ impl Ready {
             events,
             target,
             start_ns,
+            early: Vec::new(),
             warnings: Vec::new(),
         })
+    }
+
+    /// As [`Ready::arm`], on a target identified among caught namespaces: the filter is already
+    /// armed, and what it did so far is resolved first once the image is indexed.
+    pub fn arm_caught(self, caught: Caught) -> Armed {
+        tracing::info!(
+            mntns = caught.target.mntns,
+            mounts = caught.target.mounts.len(),
+            "armed; the image is indexed next"
+        );
+        Armed {
+            status: self.status,
+            tracer: caught.tracer,
+            events: caught.events,
+            target: caught.target,
+            start_ns: caught.start_ns,
+            early: caught.early,
+            warnings: Vec::new(),
+        }
     }
 }
 
@@ -230,6 +255,8 @@ pub struct Armed {
     events: EventStream,
     target: Target,
     start_ns: u64,
+    /// Events from before arming (see [`Ready::arm_caught`]).
+    early: Vec<Event>,
     warnings: Vec<String>,
 }
 
@@ -255,9 +282,11 @@ impl Armed {
             mut events,
             target,
             start_ns,
+            early,
             warnings,
         } = self;
-        let mut buffered = Vec::with_capacity(4096);
+        let mut buffered = early;
+        buffered.reserve(4096);
         let indexing = index_off_runtime(described, open);
         tokio::pin!(indexing);
         let (image, view) = loop {
@@ -311,6 +340,29 @@ impl Indexed {
             target,
             start_ns,
         ))
+    }
+
+    /// As [`Indexed::arm`], on a target identified among caught namespaces: the filter is
+    /// already armed, and what the target did so far is recorded first.
+    pub fn arm_caught(self, caught: Caught) -> Tracing {
+        tracing::info!(
+            mntns = caught.target.mntns,
+            mounts = caught.target.mounts.len(),
+            early = caught.early.len(),
+            "tracing"
+        );
+        self.status.set_state(State::Tracing);
+        let mut tracing = Tracing::new(
+            self.status,
+            self.image,
+            self.view,
+            caught.tracer,
+            caught.events,
+            caught.target,
+            caught.start_ns,
+        );
+        tracing.consume(&caught.early);
+        tracing
     }
 }
 
@@ -691,7 +743,7 @@ fn arm_filter(tracer: &mut Tracer, target: &Target) -> Result<(EventStream, u64)
 }
 
 /// CLOCK_MONOTONIC now, in nanoseconds: the clock of the events' timestamps.
-fn monotonic_ns() -> u64 {
+pub(super) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -26,4 +26,4 @@ pub use error::ContainerdError;
 pub use pattern::ContainerPattern;
 pub use runner::{ContainerRun, RunError, RunRequest};
 pub use source::{ContainerdSource, ImageTarget};
-pub use target::{ArmTiming, CreatedTask, TaskTarget, TaskWatcher};
+pub use target::{ArmTiming, CreatedTask, TaskTarget, TaskWatcher, Watched};

@@ -15,13 +15,14 @@
 //! `/tasks/create`; `startContainer` and then the entrypoint run about 30 ms after it.
 //!
 //! So a filter armed on `/tasks/create` sees the `startContainer` hooks, the entrypoint's
-//! execve and everything after; it does not see runc's rootfs setup or the `createContainer`
-//! hooks, which ran before the event existed. (The host-namespace hooks read host files, not
-//! the image's, so no mount-namespace filter would see them.) The event travels asynchronously (shim →
-//! containerd → subscriber) while the client goes on to call Start, so arming may in rare
-//! cases come after the start: [`CreatedTask::arm_timing`] tells, after arming, whether the
-//! process was still held by runc (its init still named `runc:[2:INIT]`), so a late arm is
-//! reported rather than silently losing the first reads.
+//! execve and everything after, if it is armed in time: the event travels asynchronously
+//! (shim → containerd → subscriber) while the client goes on to call Start, so arming on it
+//! came after the start about once in 30 runs under load. `record` therefore has the kernel
+//! catch every mount namespace runc makes while it waits ([`crate::agent::Catching`]) and only
+//! identifies the target through this watcher; [`CreatedTask::arm_timing`] still tells, for a
+//! namespace that was not caught (another runtime), whether the process was still held by runc
+//! (its init still named `runc:[2:INIT]`), so a late arm is reported rather than silently
+//! losing the first reads.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -78,6 +79,20 @@ pub struct CreatedTask {
     pub target: TaskTarget,
     /// The container's image name, empty if it has none.
     pub image: String,
+}
+
+/// A task creation the watcher saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Watched {
+    /// A task of a matching container.
+    Matching(CreatedTask),
+    /// A task of another container: its init process, in the host's pid namespace.
+    Other {
+        /// The container id.
+        container_id: String,
+        /// The task's init process.
+        pid: u32,
+    },
 }
 
 /// Whether a filter was armed before the container's entrypoint ran.
@@ -219,6 +234,17 @@ impl TaskWatcher {
     /// mount namespace. Arm the filter with it, then call [`CreatedTask::arm_timing`].
     pub async fn next(&mut self) -> Result<CreatedTask> {
         loop {
+            if let Watched::Matching(created) = self.next_task().await? {
+                return Ok(created);
+            }
+        }
+    }
+
+    /// Waits for the next task created for any container: a matching one as in
+    /// [`TaskWatcher::next`], another with its process, so that what was prepared for it can
+    /// be dropped.
+    pub async fn next_task(&mut self) -> Result<Watched> {
+        loop {
             let envelope = match self.events.message().await {
                 Ok(Some(e)) => e,
                 Ok(None) => return Err(self.ended("the subscription closed".into())),
@@ -243,8 +269,13 @@ impl TaskWatcher {
                         Some(v) => v,
                         None => self.verdict(&ev.container_id).await,
                     };
-                    let Some(image) = verdict else { continue };
                     let pid = ev.pid;
+                    let Some(image) = verdict else {
+                        return Ok(Watched::Other {
+                            container_id: ev.container_id,
+                            pid,
+                        });
+                    };
                     let mntns = mount_namespace_of(pid).map_err(|_| ContainerdError::Exited {
                         id: ev.container_id.clone(),
                         pid,
@@ -253,14 +284,14 @@ impl TaskWatcher {
                         container = ev.container_id,
                         pid, mntns, "matching task created"
                     );
-                    return Ok(CreatedTask {
+                    return Ok(Watched::Matching(CreatedTask {
                         target: TaskTarget {
                             container_id: ev.container_id,
                             pid,
                             mntns,
                         },
                         image,
-                    });
+                    }));
                 }
                 _ => {}
             }

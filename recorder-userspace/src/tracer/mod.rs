@@ -14,7 +14,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, ProgramError, TracePoint},
 };
 use recorder_common::globals;
@@ -142,6 +142,7 @@ pub struct Tracer {
     // The programs stay loaded while it lives.
     ebpf: Ebpf,
     targets: HashMap<MapData, u32, u8>,
+    catch_runc: Array<MapData, u32>,
     counters: PerCpuArray<MapData, u64>,
     events: Option<RingBuf<MapData>>,
     poll_interval: Duration,
@@ -243,6 +244,7 @@ impl Tracer {
         }
 
         let targets = take_map(&mut ebpf, "TARGETS", HashMap::try_from)?;
+        let catch_runc = take_map(&mut ebpf, "CATCH_RUNC", Array::try_from)?;
         let counters = take_map(&mut ebpf, "COUNTERS", PerCpuArray::try_from)?;
         let events = take_map(&mut ebpf, "EVENTS", RingBuf::try_from)?;
         info!(ring_bytes = config.ring_bytes, "tracer attached");
@@ -250,6 +252,7 @@ impl Tracer {
             links,
             ebpf,
             targets,
+            catch_runc,
             counters,
             events: Some(events),
             poll_interval: config.poll_interval,
@@ -272,11 +275,28 @@ impl Tracer {
     pub fn remove_target(&mut self, mntns: u32) -> Result<(), TracerError> {
         match self.targets.remove(&mntns) {
             Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            // What a delete of an absent key gives (seen: a namespace removed twice).
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                Ok(())
+            }
             Err(source) => Err(TracerError::Map {
                 name: "TARGETS",
                 source,
             }),
         }
+    }
+
+    /// While `on`, each mount namespace a runc init stage makes (a container's, as runc creates
+    /// it) joins the filter the moment it is made, reported by a caught
+    /// [`EventKind::MntNs`](recorder_common::EventKind::MntNs) event; see
+    /// [`crate::agent::Catching`].
+    pub fn catch_runc_namespaces(&mut self, on: bool) -> Result<(), TracerError> {
+        self.catch_runc
+            .set(0, u32::from(on), 0)
+            .map_err(|source| TracerError::Map {
+                name: "CATCH_RUNC",
+                source,
+            })
     }
 
     /// Stops tracing every namespace: those armed and those the kernel joined to the filter as

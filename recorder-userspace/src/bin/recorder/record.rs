@@ -11,12 +11,14 @@ use std::path::Path;
 use anyhow::Context;
 use recorder::agent::session::COMMIT_TIMEOUT;
 use recorder::agent::{
-    Agent, AgentError, CommitOptions, ContainerdSink, ImageSource, IndexFailure, Indexed, Outcome,
-    RecordSink, StopConditions, Stopped, Stops, Summary, Target, WorkloadExit, procs::processes_in,
+    Agent, AgentError, Catching, CommitOptions, ContainerdSink, ImageSource, IndexFailure, Indexed,
+    Outcome, RecordSink, StopConditions, Stopped, Stops, Summary, Target, WorkloadExit,
+    procs::processes_in,
 };
 use recorder::containerd::ContainerdSource;
 use recorder::containerd::{
-    ArmTiming, ContainerPattern, ContainerdError, RecordLabels, TaskTarget, TaskWatcher,
+    ArmTiming, ContainerPattern, ContainerdError, CreatedTask, RecordLabels, TaskTarget,
+    TaskWatcher,
 };
 use recorder::image::{BlobDigest, Image, Platform};
 use recorder::k8s::normalize_reference;
@@ -891,12 +893,22 @@ async fn record(
         target: target.to_string(),
         message,
     };
+    // A container not created yet: the namespaces runc makes are caught from before the
+    // subscription on, so the one the watcher reports is traced from its creation.
+    let mut catching = match &target {
+        TargetArg::ContainerName(_) => {
+            Some(Catching::start(Tracer::load(&common.tracer_config())?)?)
+        }
+        _ => None,
+    };
     let found = find(&target, session).await?;
     status.set_target(target.to_string());
 
-    let indexed = input
-        .index_or_stop(Agent::new(status.clone()), platform, stops)
-        .await?;
+    let index = input.index_or_stop(Agent::new(status.clone()), platform, stops);
+    let indexed = match &mut catching {
+        Some(catching) => catching.while_waiting(index).await??,
+        None => index.await?,
+    };
     if let Some(reason) = stops.fired() {
         return Err(AgentError::StoppedEarly(reason));
     }
@@ -906,10 +918,10 @@ async fn record(
         check_container_image(session, id, &image).await?;
     }
     let commit = common.commit_options(session, indexed.image().manifest_digest())?;
-    let tracer = Tracer::load(&common.tracer_config())?;
     let mut late_arm = None;
     let tracing = match found {
         Found::Process { pid, mntns } => {
+            let tracer = Tracer::load(&common.tracer_config())?;
             let mount_pid = match pid {
                 Some(pid) => pid,
                 None => processes_in(mntns)
@@ -924,11 +936,10 @@ async fn record(
         }
         Found::Watching(mut watcher) => {
             status.set_state(State::Armed);
+            let mut catching =
+                catching.ok_or_else(|| target_err("watched without catching namespaces".into()))?;
             tracing::info!(%target, "ready: waiting for a matching container to be created");
-            let created = tokio::select! {
-                created = watcher.next() => created?,
-                reason = stops.wait() => return Err(AgentError::StoppedEarly(reason)),
-            };
+            let created = catching.created(&mut watcher, stops).await?;
             let task = &created.target;
             if let Some(session) = session {
                 check_container_image(session, &task.container_id, &created.image).await?;
@@ -944,21 +955,12 @@ async fn record(
                 }
                 Err(e) => return Err(e),
             };
-            let mut tracing = indexed.arm(tracer, pinned)?;
-            match created.arm_timing() {
-                ArmTiming::BeforeStart => tracing::info!(
-                    container = task.container_id,
-                    pid = task.pid,
-                    "armed before the container started"
-                ),
-                ArmTiming::AfterStart => {
-                    tracing.warn(format!(
-                        "container {} had started before the filter was armed: its first reads \
-                         may be missing from the record",
-                        task.container_id
-                    ));
-                    late_arm = Some(format!("container {}", task.container_id));
-                }
+            let caught = catching.identify(pinned)?;
+            let in_time = caught.in_time();
+            let mut tracing = indexed.arm_caught(caught);
+            if let Some(warning) = late_arm_warning(in_time, &created) {
+                tracing.warn(warning);
+                late_arm = Some(format!("container {}", task.container_id));
             }
             tracing
         }
@@ -1020,31 +1022,21 @@ async fn record_pod(
     } = plan;
     status.set_target(target.to_string());
     let tracer = Tracer::load(&common.tracer_config())?;
+    // Caught from before the subscription on: see record().
+    let mut catching = Catching::start(tracer)?;
     let mut watcher = session.client.watch_tasks(pattern).await?;
     let ready = Agent::new(status.clone()).ready();
     tracing::info!(%target, "ready: waiting for a matching container to be created");
-    let created = tokio::select! {
-        created = watcher.next() => created?,
-        reason = stops.wait() => return Err(AgentError::StoppedEarly(reason)),
-    };
+    let created = catching.created(&mut watcher, stops).await?;
     let task = &created.target;
     let pinned = pin_created(task)?;
-    let mut armed = ready.arm(tracer, pinned)?;
+    let caught = catching.identify(pinned)?;
+    let in_time = caught.in_time();
+    let mut armed = ready.arm_caught(caught);
     let mut late_arm = None;
-    match created.arm_timing() {
-        ArmTiming::BeforeStart => tracing::info!(
-            container = task.container_id,
-            pid = task.pid,
-            "armed before the container started"
-        ),
-        ArmTiming::AfterStart => {
-            armed.warn(format!(
-                "container {} had started before the filter was armed: its first reads may be \
-                 missing from the record",
-                task.container_id
-            ));
-            late_arm = Some(format!("container {}", task.container_id));
-        }
+    if let Some(warning) = late_arm_warning(in_time, &created) {
+        armed.warn(warning);
+        late_arm = Some(format!("container {}", task.container_id));
     }
     // The container's image is the one actually run: a record resolved against another
     // image's layers would be wrong.
@@ -1073,6 +1065,35 @@ async fn record_pod(
         late_arm,
         workload: None,
     })
+}
+
+/// Whether the filter was armed on `created` before its entrypoint ran: logged, or the
+/// warning to put in the summary. Call it right after arming.
+fn late_arm_warning(caught_in_time: bool, created: &CreatedTask) -> Option<String> {
+    let task = &created.target;
+    if caught_in_time {
+        tracing::info!(
+            container = task.container_id,
+            pid = task.pid,
+            "armed before the container started: traced since runc made its mount namespace"
+        );
+        return None;
+    }
+    match created.arm_timing() {
+        ArmTiming::BeforeStart => {
+            tracing::info!(
+                container = task.container_id,
+                pid = task.pid,
+                "armed before the container started"
+            );
+            None
+        }
+        ArmTiming::AfterStart => Some(format!(
+            "container {} had started before the filter was armed: its first reads may be \
+             missing from the record",
+            task.container_id
+        )),
+    }
 }
 
 /// The created task's mount namespace, pinned, or why it is gone.
