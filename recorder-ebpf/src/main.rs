@@ -650,8 +650,8 @@ fn read_file(header: &mut EventHeader, out: &mut [u8; 2 * PATH_MAX], file: u64) 
         return Some(1);
     }
     // Each loop is left at any of its steps, knowing the step: without `opaque`, the verifier
-    // walks what follows once per exit, each loop once per length of the one before (3.7 s to
-    // load the programs here instead of 0.3 s).
+    // walks what follows once per exit, each loop once per length of the one before. With it
+    // the programs load in about 0.2 s more than with the one-pass walk (measured under load).
     let depth = opaque(out, 0, depth);
     let mut len = 0;
     for i in 0..walk::MAX_DEPTH {
