@@ -10,6 +10,7 @@ pub mod k8s;
 pub mod outputs;
 pub mod procfs;
 pub mod record;
+pub mod recording;
 pub mod registry;
 pub mod sandbox;
 pub mod status;

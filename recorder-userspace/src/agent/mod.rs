@@ -115,8 +115,20 @@ pub enum AgentError {
     #[error(transparent)]
     Containerd(Box<crate::containerd::ContainerdError>),
     /// A background task panicked or was cancelled.
-    #[error("background task: {0}")]
-    Join(String),
+    #[error("a background task failed")]
+    Join(#[source] tokio::task::JoinError),
+    /// The image could not be opened from containerd.
+    #[error("opening {reference} from containerd")]
+    OpenImage {
+        /// The image reference.
+        reference: String,
+        /// The cause.
+        #[source]
+        source: Box<ContainerdError>,
+    },
+    /// The status socket could not be served.
+    #[error(transparent)]
+    Status(#[from] crate::status::ServeError),
 }
 
 impl From<ContainerdError> for AgentError {

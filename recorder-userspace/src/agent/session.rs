@@ -158,32 +158,23 @@ impl From<AgentError> for IndexFailure {
     }
 }
 
-/// Opens and indexes an image on a plain thread: a containerd-backed image blocks on its
-/// reads, which it refuses to do on a thread that has a runtime context (a `spawn_blocking`
-/// thread has one), and indexing a large image takes seconds.
+/// Opens and indexes an image on a blocking thread: a containerd-backed image blocks on its
+/// reads, and indexing a large image takes seconds. A stop meanwhile drops this future; the
+/// thread, which writes nothing, ends with the runtime's background shutdown.
 async fn index_off_runtime(
     described: String,
     open: impl FnOnce() -> Result<Image, IndexFailure> + Send + 'static,
 ) -> Result<(Arc<Image>, Arc<MergedView>), AgentError> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("index".into())
-        .spawn(move || {
-            let indexed = open().and_then(|image| {
-                let view = index_image(&image, &IndexOptions::default())
-                    .map_err(|source| IndexFailure::Image(Box::new(source)))?;
-                Ok((image, view))
-            });
-            // The receiver is gone only if the recording was abandoned.
-            let _ = tx.send(indexed);
+    let task = tokio::task::spawn_blocking(move || {
+        open().and_then(|image| {
+            let view = index_image(&image, &IndexOptions::default())
+                .map_err(|source| IndexFailure::Image(Box::new(source)))?;
+            Ok((image, view))
         })
-        .map_err(|source| AgentError::Io {
-            op: "starting the indexing thread".into(),
-            source,
-        })?;
-    let (image, view) = rx
+    });
+    let (image, view) = task
         .await
-        .map_err(|_| AgentError::Join("the indexing thread ended without an answer".into()))?
+        .map_err(AgentError::Join)?
         .map_err(|failure| match failure {
             IndexFailure::Image(source) => AgentError::Image {
                 image: described,
@@ -647,6 +638,11 @@ impl Stopped {
         &self.record
     }
 
+    /// What was counted while tracing.
+    pub fn counters(&self) -> crate::status::Counters {
+        self.status.counters()
+    }
+
     /// Why tracing stopped.
     pub fn reason(&self) -> &StopReason {
         &self.reason
@@ -684,7 +680,7 @@ impl Committing {
         let task = tokio::task::spawn_blocking(move || self.commit(&owned));
         match tokio::time::timeout(timeout, task).await {
             Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(AgentError::Join(join.to_string())),
+            Ok(Err(join)) => Err(AgentError::Join(join)),
             Err(_) => {
                 let kept = super::commit::keep_fallback(&opts.fallback_dir, &bytes);
                 let error = super::CommitError::TimedOut {

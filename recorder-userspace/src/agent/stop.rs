@@ -92,6 +92,14 @@ impl Stops {
         self.signal.is_triggered().then(|| self.reason())
     }
 
+    /// Fails when a signal or a stop request has arrived: there is nothing to go on with.
+    pub fn check(&self) -> Result<(), AgentError> {
+        match self.fired() {
+            Some(reason) => Err(AgentError::StoppedEarly(reason)),
+            None => Ok(()),
+        }
+    }
+
     /// Completes on a signal or a stop request.
     pub async fn wait(&self) -> StopReason {
         self.signal.triggered().await;

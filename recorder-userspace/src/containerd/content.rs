@@ -20,6 +20,7 @@ use tracing::{debug, info};
 use super::client::Containerd;
 use super::error::{ContainerdError, Result};
 use super::source::ContainerdSource;
+use super::wait::wait;
 use crate::content::{self, Committed, ContentError, Labels};
 use crate::image::{BlobDigest, BlobSource, ImageError};
 use crate::record::stored::RecordLabels;
@@ -182,8 +183,8 @@ impl Containerd {
 }
 
 /// containerd's content service as a [`content::Store`]: each call is driven on `handle`'s
-/// runtime from a thread of its own, so it may be made from plain code or from inside another
-/// runtime alike.
+/// runtime and waited for where it is made (see `wait`: a plain thread, `spawn_blocking`, or
+/// a multi-thread runtime).
 #[derive(Clone)]
 pub struct ContainerdContent {
     client: Containerd,
@@ -197,16 +198,8 @@ impl ContainerdContent {
     }
 
     /// Runs `call` to completion on the connection's runtime.
-    fn block<T: Send>(&self, call: impl Future<Output = T> + Send) -> content::Result<T> {
-        // Handle::block_on panics inside a runtime's context; a fresh thread has none.
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| self.handle.block_on(call))
-                .join()
-                .map_err(|_| ContentError::Panicked {
-                    store: content::Store::name(self),
-                })
-        })
+    fn block<T>(&self, call: impl Future<Output = T>) -> content::Result<T> {
+        wait(&self.handle, call).map_err(|e| ContentError::Store(Box::new(e)))
     }
 
     /// A containerd error as a content error: NotFound for a missing blob. (`rpc_error` keeps
@@ -259,33 +252,22 @@ impl content::Store for ContainerdContent {
             });
         }
         let source = ContainerdSource::new(self.client.clone(), self.handle.clone());
-        // The source streams on the connection's runtime and blocks the reading thread, which
-        // must not be inside a runtime: read from one of its own.
-        let read = std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    let mut out = Vec::new();
-                    source
-                        .open(digest, Some(info.size))?
-                        .read_to_end(&mut out)
-                        .map_err(|e| {
-                            crate::image::digest::unwrap_io(e, |source| ImageError::Io {
-                                path: self.client.address().to_owned(),
-                                source,
-                            })
-                        })?;
-                    Ok::<_, ImageError>(out)
+        let mut out = Vec::new();
+        let read = source.open(digest, Some(info.size)).and_then(|mut reader| {
+            reader.read_to_end(&mut out).map_err(|e| {
+                crate::image::digest::unwrap_io(e, |source| ImageError::Io {
+                    path: self.client.address().to_owned(),
+                    source,
                 })
-                .join()
+            })
         });
         match read {
-            Ok(Ok(bytes)) => Ok(bytes),
-            Ok(Err(ImageError::MissingBlob { .. })) => Err(ContentError::NotFound {
+            Ok(_) => Ok(out),
+            Err(ImageError::MissingBlob { .. }) => Err(ContentError::NotFound {
                 digest: digest.clone(),
                 store: self.name(),
             }),
-            Ok(Err(e)) => Err(ContentError::Store(Box::new(e))),
-            Err(_) => Err(ContentError::Panicked { store: self.name() }),
+            Err(e) => Err(ContentError::Store(Box::new(e))),
         }
     }
 

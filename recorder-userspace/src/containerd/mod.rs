@@ -8,6 +8,7 @@
 //! - [`target`]: a container's task, or the next matching task as soon as it is created.
 //! - [`pattern`]: the `container-name:PATTERN` matcher.
 //! - [`runner`]: running an image's container through containerd, held between create and start.
+//! - `wait`: waiting for a call from synchronous code, on the process's one runtime.
 //! - [`leftovers`]: removing what a dead recorder's runs left (task, container, snapshot, lease).
 
 pub mod client;
@@ -18,6 +19,7 @@ pub mod pattern;
 pub mod runner;
 pub mod source;
 pub mod target;
+pub(crate) mod wait;
 
 pub use crate::record::stored::{GC_ROOT_LABEL, IMAGE_LABEL, MANIFEST_LABEL, RecordLabels};
 pub use client::{Containerd, DEFAULT_ADDRESS, DEFAULT_NAMESPACE};

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use super::client::{Containerd, status_text};
 use super::error::{ContainerdError, Result};
+use super::wait::wait;
 use crate::image::{BlobDigest, BlobSource, Image, ImageError, Platform};
 
 /// Chunks buffered between the gRPC stream and the blocking reader: enough to keep the
@@ -72,8 +73,8 @@ impl Containerd {
 
 /// Blobs of a containerd content store, read over gRPC.
 ///
-/// Reads block the calling thread while a task on `handle`'s runtime streams the blob, so
-/// open and read blobs from plain threads (or `spawn_blocking`), never from async code.
+/// Reads block the calling thread while a task on `handle`'s runtime streams the blob: read
+/// from `spawn_blocking` or a plain thread (see `wait` for the one thread refused).
 #[derive(Clone)]
 pub struct ContainerdSource {
     client: Containerd,
@@ -112,15 +113,6 @@ impl BlobSource for ContainerdSource {
         &self,
         digest: &BlobDigest,
     ) -> crate::image::error::Result<Box<dyn Read + Send>> {
-        if Handle::try_current().is_ok() {
-            // Blocking here would stall the runtime that must drive the stream.
-            return Err(ImageError::Io {
-                path: self.client.address().to_owned(),
-                source: io::Error::other(
-                    "containerd blobs must be read outside async code (use spawn_blocking)",
-                ),
-            });
-        }
         let (tx, mut rx) = mpsc::channel(READ_AHEAD_CHUNKS);
         let client = self.client.clone();
         let request = ReadContentRequest {
@@ -153,7 +145,10 @@ impl BlobSource for ContainerdSource {
             }
         });
         // The first message tells a missing blob apart from a readable one.
-        let first = rx.blocking_recv();
+        let first = wait(&self.handle, rx.recv()).map_err(|source| ImageError::Io {
+            path: self.client.address().to_owned(),
+            source,
+        })?;
         let first = match first {
             Some(Err(status)) if status.code() == Code::NotFound => {
                 return Err(ImageError::MissingBlob {
@@ -175,6 +170,7 @@ impl BlobSource for ContainerdSource {
         };
         Ok(Box::new(StreamReader {
             rx,
+            handle: self.handle.clone(),
             chunk: first,
             pos: 0,
             digest: digest.to_string(),
@@ -185,6 +181,7 @@ impl BlobSource for ContainerdSource {
 /// The blocking side of a Content.Read stream.
 struct StreamReader {
     rx: mpsc::Receiver<Result<Vec<u8>, containerd_client::tonic::Status>>,
+    handle: Handle,
     chunk: Vec<u8>,
     pos: usize,
     digest: String,
@@ -193,12 +190,7 @@ struct StreamReader {
 impl Read for StreamReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.pos >= self.chunk.len() {
-            if Handle::try_current().is_ok() {
-                return Err(io::Error::other(
-                    "containerd blobs must be read outside async code (use spawn_blocking)",
-                ));
-            }
-            match self.rx.blocking_recv() {
+            match wait(&self.handle, self.rx.recv())? {
                 None => return Ok(0),
                 Some(Ok(data)) => {
                     self.chunk = data;

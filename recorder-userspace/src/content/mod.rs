@@ -66,12 +66,6 @@ pub enum ContentError {
     /// The implementation failed; its error says how.
     #[error(transparent)]
     Store(Box<dyn std::error::Error + Send + Sync>),
-    /// The thread a call was driven on panicked (a bug, reported rather than propagated).
-    #[error("the thread talking to {store} panicked")]
-    Panicked {
-        /// The store.
-        store: String,
-    },
 }
 
 /// Result of content store operations.

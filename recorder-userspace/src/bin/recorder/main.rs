@@ -1,7 +1,9 @@
 //! The `recorder` command line.
 
+mod conclude;
 mod image;
 mod k8s;
+mod parse;
 mod record;
 mod record_show;
 mod record_store;
@@ -88,6 +90,26 @@ impl std::fmt::Display for Usage {
 }
 
 impl std::error::Error for Usage {}
+
+/// The process's one runtime: multi-threaded, so that a containerd blob may be waited for
+/// from any of its threads (a layer reader, a content store call).
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Runs `work` on the process's runtime; what is left on its blocking threads (an indexing
+/// abandoned on a stop, a commit past its deadline) ends with the process, not waited for.
+pub fn block_on<T>(
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let runtime = runtime()?;
+    let result = runtime.block_on(work);
+    runtime.shutdown_background();
+    result
+}
 
 /// Exit statuses: see [`EXIT_STATUS_HELP`].
 fn main() -> ExitCode {

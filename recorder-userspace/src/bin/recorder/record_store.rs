@@ -80,7 +80,8 @@ impl Records {
         match ctrd.and_then(|c| c.containerd.as_deref().map(|a| (a, &c.namespace))) {
             Some((address, namespace)) => {
                 let session = connect_containerd(address, namespace, "")?;
-                let store = ContainerdContent::new(session.client.clone(), session.handle());
+                let connection = &session.connection;
+                let store = ContainerdContent::new(connection.client.clone(), connection.handle());
                 Ok(Records {
                     store: Some(Box::new(store)),
                     _session: Some(session),

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use recorder::agent::Summary;
-use recorder::containerd::ContainerdSource;
 use recorder::image::{BlobDigest, BlobSource, Platform};
 use recorder::registry::{
     ANNOTATION_COMMAND, ANNOTATION_COMPLETE, ANNOTATION_IMAGE, ANNOTATION_PERIOD,
@@ -16,8 +15,10 @@ use recorder::registry::{
 };
 use recorder::store::ContentStore;
 
-use crate::record::{CommonArgs, runtime};
-use crate::source::{ContainerdArgs, ContainerdSession, connect_containerd};
+use crate::record::CommonArgs;
+use crate::runtime;
+use crate::source::{ContainerdArgs, connect_containerd};
+use recorder::recording::Connection;
 
 /// How to reach and log in to the registry.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -117,7 +118,7 @@ enum Blobs<'a> {
     /// A local content store.
     Store(&'a Path),
     /// containerd's content store.
-    Containerd(&'a ContainerdSession),
+    Containerd(&'a Connection),
 }
 
 impl Blobs<'_> {
@@ -139,24 +140,15 @@ impl Blobs<'_> {
             Blobs::Store(dir) => ContentStore::open(dir)?
                 .read(digest)
                 .with_context(|| format!("reading {digest} from {}", dir.display())),
-            Blobs::Containerd(session) => {
-                let source = ContainerdSource::new(session.client.clone(), session.handle());
-                // The source drives its stream on the session's runtime and refuses to block
-                // inside another: read from a thread with none.
-                std::thread::scope(|scope| {
-                    scope
-                        .spawn(|| {
-                            let mut out = Vec::new();
-                            source
-                                .open(digest, None)?
-                                .read_to_end(&mut out)
-                                .map_err(anyhow::Error::from)?;
-                            Ok::<_, anyhow::Error>(out)
-                        })
-                        .join()
-                        .map_err(|_| anyhow::anyhow!("the thread reading containerd panicked"))?
-                })
-                .with_context(|| format!("reading {digest} from {}", source.name()))
+            Blobs::Containerd(connection) => {
+                let source = connection.source();
+                let mut out = Vec::new();
+                source
+                    .open(digest, None)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|mut reader| Ok(reader.read_to_end(&mut out)?))
+                    .with_context(|| format!("reading {digest} from {}", source.name()))?;
+                Ok(out)
             }
         }
     }
@@ -169,7 +161,7 @@ pub fn push(args: PushArgs) -> anyhow::Result<()> {
         None => None,
     };
     let blobs = match (&args.store, &session) {
-        (_, Some(session)) => Blobs::Containerd(session),
+        (_, Some(session)) => Blobs::Containerd(&session.connection),
         (Some(dir), None) => Blobs::Store(dir),
         (None, None) => Blobs::Files,
     };
@@ -212,10 +204,8 @@ pub fn pull(args: PullArgs) -> anyhow::Result<()> {
     if args.json && !args.all && args.out.is_none() {
         bail!("--json describes the pulled record on stdout: give --out FILE for the record");
     }
-    let platform = match &args.platform {
-        Some(p) => Platform::parse(p).with_context(|| format!("--platform {p}"))?,
-        None => Platform::host(),
-    };
+    let platform =
+        crate::source::parse_platform(args.platform.as_deref())?.unwrap_or_else(Platform::host);
     runtime()?.block_on(pull_async(&args, &platform))
 }
 
@@ -325,15 +315,15 @@ pub fn workload_annotations(
 /// Pushes a committed record (read back from where it was committed) as `--push` asks.
 pub async fn push_committed(
     common: &CommonArgs,
-    session: Option<&ContainerdSession>,
+    containerd: Option<&Connection>,
     summary: &Summary,
     annotations: BTreeMap<String, String>,
 ) -> anyhow::Result<Option<Pushed>> {
     let Some(reference) = &common.push.push else {
         return Ok(None);
     };
-    let blobs = match (session, &common.store) {
-        (Some(session), _) => Blobs::Containerd(session),
+    let blobs = match (containerd, &common.store) {
+        (Some(connection), _) => Blobs::Containerd(connection),
         (None, Some(dir)) => Blobs::Store(dir),
         (None, None) => Blobs::Files,
     };

@@ -9,35 +9,14 @@
 //! containerd's content store as with `recorder record --containerd`. The workload's output is
 //! printed once it has exited.
 
-use std::fmt::Display;
-use std::future::Future;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use recorder::agent::workdir::{DEFAULT_UNPACKED_SHARE, free_space};
-use recorder::agent::{
-    Agent, AgentError, CommitOptions, ImageSource, Indexed, Outcome, StopConditions, StopReason,
-    Stopped, Stops, Target, Tracing, WorkDir, WorkloadExit, unpack_layers,
-};
-use recorder::containerd::{ContainerRun, RunRequest};
-use recorder::image::{BlobDigest, Platform};
-use recorder::sandbox::{
-    Confinement, DEFAULT_PIDS_LIMIT, ImageProcess, ProcessOverrides, Sandbox, UnpackBudget,
-    parse_env_file,
-};
-use recorder::status::{State, StatusHandle};
-use recorder::tracer::{Tracer, mount_namespace_of};
-use tokio::task::JoinHandle;
+use recorder::recording::RunPlan;
+use recorder::sandbox::{Confinement, DEFAULT_PIDS_LIMIT, ProcessOverrides, parse_env_file};
 
-use crate::record::{
-    CommonArgs, ImageInput, commit_unless_empty, conclude_pushed, push_if_asked, runtime,
-    start_status,
-};
-use crate::source::ContainerdSession;
+use crate::conclude::{Output, record_and_conclude};
+use crate::record::CommonArgs;
 
 /// `recorder run --image ... --store ... [-- CMD ARGS...]`.
 #[derive(clap::Args, Debug)]
@@ -49,7 +28,7 @@ pub struct Args {
     confine: ConfineArgs,
     /// Most bytes the image may take unpacked (e.g. 20G); default: half the space free where
     /// the work dir is. Holes in sparse files do not count.
-    #[arg(long, value_name = "SIZE", value_parser = crate::record::parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::parse::parse_size)]
     max_unpacked: Option<u64>,
     #[command(flatten)]
     process: ProcessArgs,
@@ -104,7 +83,7 @@ pub struct ConfineArgs {
     #[arg(long)]
     net_host: bool,
     /// Memory limit of the workload (e.g. 512M, 2G).
-    #[arg(long, value_name = "SIZE", value_parser = crate::record::parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::parse::parse_size)]
     memory: Option<u64>,
     /// Most processes and threads the workload may have; 0 for no limit.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_PIDS_LIMIT)]
@@ -173,338 +152,18 @@ impl Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     crate::source::require_privileges("recorder run", true)?;
     args.common.validate()?;
-    let overrides = args.overrides()?;
-    let confinement = args.confine.confinement()?;
-    if args.common.ctrd.containerd.is_some() {
-        return run_containerd(args, confinement, overrides);
-    }
-    let source = args.common.source()?;
-    let platform = args.common.platform()?;
-    let commit = args.common.commit_options(None, &BlobDigest::of(b""))?;
-    runtime()?.block_on(async {
-        let (status, stops, server) = start_status(&args.common)?;
-        let result = profile(
-            &args,
-            source,
-            platform,
-            &commit,
-            (confinement, &overrides),
-            &status,
-            &stops,
-        )
-        .await;
-        let pushed = push_if_asked(&result, &args.common, None, args.command()).await;
-        conclude_pushed(result, pushed, &args.common, &status, server).await
-    })
-}
-
-/// `recorder run --containerd`: the container is created and started through containerd.
-fn run_containerd(
-    args: Args,
-    confinement: Confinement,
-    overrides: ProcessOverrides,
-) -> anyhow::Result<ExitCode> {
-    let (input, session) = args.common.input()?;
-    let session = session.context("--containerd gave no containerd connection")?;
-    let platform = args.common.platform()?;
-    let outcome = runtime()?.block_on(async {
-        let (status, stops, server) = start_status(&args.common)?;
-        let result = profile_containerd(
-            &args,
-            input,
-            platform,
-            &session,
-            (confinement, &overrides),
-            &status,
-            &stops,
-        )
-        .await;
-        let pushed = push_if_asked(&result, &args.common, Some(&session), args.command()).await;
-        conclude_pushed(result, pushed, &args.common, &status, server).await
-    });
-    // Out of the async context: the connection's runtime cannot be dropped inside one.
-    drop(session);
-    outcome
-}
-
-async fn profile_containerd(
-    args: &Args,
-    input: ImageInput,
-    platform: Platform,
-    session: &ContainerdSession,
-    (confinement, overrides): (Confinement, &ProcessOverrides),
-    status: &StatusHandle,
-    stops: &Stops,
-) -> Result<Outcome, AgentError> {
-    status.set_target(format!("run {} (containerd)", session.reference));
-    let indexed = input
-        .index_or_stop(Agent::new(status.clone()), platform, stops)
-        .await?;
-    if let Some(reason) = stops.fired() {
-        return Err(AgentError::StoppedEarly(reason));
-    }
-    args.common.check_platform(indexed.image())?;
-    let commit = args
-        .common
-        .commit_options(Some(session), indexed.image().manifest_digest())?;
-    // Holds the workload's stdout and stderr files; removed on every way out.
-    let work = WorkDir::create(&args.common.work_base())?;
-    let request = RunRequest {
-        image: indexed.image(),
-        reference: &session.reference,
-        overrides,
-        io_dir: work.path(),
-        confinement,
+    let plan = RunPlan {
+        overrides: args.overrides()?,
+        confinement: args.confine.confinement()?,
+        max_unpacked: args.max_unpacked,
     };
-    // A recorder that was SIGKILLed left its task running and its container, snapshot and
-    // lease behind: removed first.
-    let reclaimed = session.client.reclaim_dead_runs().await;
-    if !reclaimed.is_empty() {
-        tracing::warn!(
-            runs = reclaimed.join(" "),
-            "removed the leftovers of a dead recorder"
-        );
-    }
-    let run = session.client.create_run(&request).await?;
-    let result = trace_run(args, indexed, &run, stops).await;
-    run.forward_output(args.common.stdout_taken());
-    // Whatever happened, the task, container, snapshot and lease go before the commit.
-    run.remove().await;
-    drop(work);
-    let (stopped, workload) = result?;
-    let summary =
-        commit_unless_empty(stopped, &args.common, &commit, status, workload.as_ref()).await?;
-    Ok(Outcome {
-        summary,
-        late_arm: None,
-        workload,
-    })
-}
-
-/// Arms the filter on the created task, starts it, and traces until it exits or a stop
-/// condition fires (then kills it and waits for it).
-async fn trace_run(
-    args: &Args,
-    indexed: Indexed,
-    run: &ContainerRun,
-    stops: &Stops,
-) -> Result<(Stopped, Option<WorkloadExit>), AgentError> {
-    if let Some(reason) = stops.fired() {
-        return Err(AgentError::StoppedEarly(reason));
-    }
-    let pid = run.pid();
-    let target_err = |message: String| AgentError::Target {
-        target: format!("container:{}", run.id()),
-        message,
-    };
-    let mntns = mount_namespace_of(pid).map_err(|e| target_err(e.to_string()))?;
-    let tracer = Tracer::load(&args.common.tracer_config())?;
-    let tracing = indexed.arm(tracer, Target::of_pid(mntns, pid)?)?;
-    // The filter is armed: only now may runc execute the workload.
-    run.start().await?;
-    let waiter = tokio::spawn(run.wait());
-    let stop_workload = || async {
-        if let Err(error) = run.kill().await {
-            tracing::warn!(%error, "killing the workload");
-        }
-    };
-    let conditions = StopConditions {
-        period: args.common.period,
-        until_exit: None,
-    };
-    // containerd reports a task killed by signal N as exit status 128 + N, as a shell does.
-    trace_until_exit(tracing, waiter, conditions, stops, stop_workload, |code| {
-        WorkloadExit::code(i32::try_from(*code).unwrap_or(i32::MAX))
-    })
-    .await
-}
-
-async fn profile(
-    args: &Args,
-    source: ImageSource,
-    platform: Platform,
-    commit: &CommitOptions,
-    (confinement, overrides): (Confinement, &ProcessOverrides),
-    status: &StatusHandle,
-    stops: &Stops,
-) -> Result<Outcome, AgentError> {
-    status.set_target(format!("run {source}"));
-    // A stop while indexing is acted on at once: the indexing thread is left to the runtime's
-    // shutdown (it writes nothing).
-    let indexed = tokio::select! {
-        biased;
-        reason = stops.wait() => return Err(AgentError::StoppedEarly(reason)),
-        indexed = Agent::new(status.clone()).index(source, platform) => indexed?,
-    };
-    args.common.check_platform(indexed.image())?;
-    // Dropped on every way out of this function, after the sandbox: removes the layers.
-    let work = WorkDir::create(&args.common.work_base())?;
-    let lowerdirs = unpack(args, &indexed, &work, status, stops).await?;
-    if let Some(reason) = stops.fired() {
-        return Err(AgentError::StoppedEarly(reason));
-    }
-    let config = indexed.image().run_config();
-    let mut process = ImageProcess {
-        entrypoint: config.entrypoint,
-        cmd: config.cmd,
-        env: config.env,
-        working_dir: config.working_dir,
-        user: config.user,
-    };
-    let cmd = overrides.apply(&mut process);
-    let spec = process.to_spec(cmd.as_deref(), &lowerdirs)?;
-    // Loaded before the workload exists, so it is held before exec as briefly as possible.
-    let tracer = Tracer::load(&args.common.tracer_config())?;
-    let mut sandbox = Sandbox::new(lowerdirs, work.scratch(), spec);
-    if args.common.stdout_taken() {
-        // stdout carries the record: the workload's output goes to stderr.
-        let stderr = std::os::fd::AsFd::as_fd(&std::io::stderr())
-            .try_clone_to_owned()
-            .map_err(|source| AgentError::Io {
-                op: "duplicating stderr for the workload".into(),
-                source,
-            })?;
-        sandbox = sandbox.stdout(stderr);
-    }
-    let pending = sandbox
-        .confinement(confinement)
-        .watchdog(work.watchdog())
-        .start()?;
-    let mntns = u32::try_from(pending.mntns_inode()).map_err(|_| AgentError::Target {
-        target: format!("pid:{}", pending.pid()),
-        message: "mount namespace inode does not fit in 32 bits".into(),
-    })?;
-    let target = Target::of_pid(mntns, pending.pid())?;
-    let tracing = indexed.arm(tracer, target)?;
-    // The filter is armed: only now may the workload exec.
-    let running = pending.release()?;
-    let pid = Pid::from_raw(running.pid() as i32);
-    let waiter = tokio::spawn(running.wait());
-    // The workload is PID 1 of its namespace: SIGKILL takes the whole namespace, and its
-    // mounts, down. It is not reaped before the waiter returns, so the pid is still its.
-    let stop_workload = || async move {
-        if let Err(error) = kill(pid, Signal::SIGKILL) {
-            tracing::warn!(%error, "killing the workload");
-        }
-    };
-    let conditions = StopConditions {
-        period: args.common.period,
-        until_exit: None,
-    };
-    let stopped = trace_until_exit(
-        tracing,
-        waiter,
-        conditions,
-        stops,
-        stop_workload,
-        WorkloadExit::of_status,
+    let options = args.common.options()?;
+    record_and_conclude(
+        &args.common,
+        &options,
+        None,
+        args.command(),
+        &Output::default(),
+        async |recording, input| recording.run(&options, input, &plan).await,
     )
-    .await;
-    let summary = match stopped {
-        Ok((stopped, workload)) => {
-            commit_unless_empty(stopped, &args.common, commit, status, workload.as_ref())
-                .await
-                .map(|summary| Outcome {
-                    summary,
-                    late_arm: None,
-                    workload,
-                })
-        }
-        Err(e) => Err(e),
-    };
-    drop(work);
-    summary
-}
-
-/// Unpacks the image's layers into `work` (state `unpacking`) within `--max-unpacked`; a stop
-/// cancels it within one 64 KiB chunk.
-async fn unpack(
-    args: &Args,
-    indexed: &Indexed,
-    work: &WorkDir,
-    status: &StatusHandle,
-    stops: &Stops,
-) -> Result<Vec<std::path::PathBuf>, AgentError> {
-    status.set_state(State::Unpacking);
-    let limit = match args.max_unpacked {
-        Some(limit) => limit,
-        None => (free_space(work.path())? as f64 * DEFAULT_UNPACKED_SHARE) as u64,
-    };
-    let cancel = Arc::new(AtomicBool::new(false));
-    let mut budget = UnpackBudget::new(limit).cancel_on(cancel.clone());
-    let image = indexed.image().clone();
-    let dir = work.path().to_owned();
-    let mut task = tokio::task::spawn_blocking(move || {
-        let dirs = unpack_layers(&image, &dir, Some(limit), &mut budget);
-        tracing::info!(bytes = budget.used(), limit, "layers unpacked");
-        dirs
-    });
-    let join = |e: tokio::task::JoinError| AgentError::Join(e.to_string());
-    tokio::select! {
-        result = &mut task => result.map_err(join)?,
-        reason = stops.wait() => {
-            cancel.store(true, Ordering::Relaxed);
-            // Prompt: the unpacker checks the flag between chunks of 64 KiB.
-            let _ = task.await;
-            Err(AgentError::StoppedEarly(reason))
-        }
-    }
-}
-
-/// Traces until the workload exits or a stop condition fires. On a stop the workload is killed
-/// and waited for, so nothing of it outlives the run; either way its exit is logged, and
-/// returned (unknown when waiting for it failed).
-async fn trace_until_exit<T, E, K, F>(
-    tracing: Tracing,
-    mut waiter: JoinHandle<Result<T, E>>,
-    conditions: StopConditions,
-    stops: &Stops,
-    kill: K,
-    classify: impl Fn(&T) -> WorkloadExit,
-) -> Result<(Stopped, Option<WorkloadExit>), AgentError>
-where
-    E: Display,
-    K: FnOnce() -> F,
-    F: Future<Output = ()>,
-{
-    let mut exit = None;
-    let mut exited = false;
-    let stopped = tracing
-        .run(async {
-            tokio::select! {
-                result = &mut waiter => {
-                    exited = true;
-                    StopReason::WorkloadExited(match result {
-                        Ok(Ok(status)) => {
-                            let status = classify(&status);
-                            let shown = status.to_string();
-                            exit = Some(status);
-                            shown
-                        }
-                        Ok(Err(e)) => e.to_string(),
-                        Err(e) => e.to_string(),
-                    })
-                }
-                reason = conditions.wait(stops) => reason,
-            }
-        })
-        .await;
-    if !exited {
-        // A workload that ended on its own as the stop came is not the recorder's doing.
-        let killed = !waiter.is_finished();
-        if killed {
-            kill().await;
-        }
-        match waiter.await {
-            Ok(Ok(status)) => {
-                let mut status = classify(&status);
-                status.stopped_by_recorder = killed;
-                tracing::info!(status = %status, "workload stopped");
-                exit = Some(status);
-            }
-            Ok(Err(error)) => tracing::warn!(%error, "waiting for the workload"),
-            Err(error) => tracing::warn!(%error, "waiting for the workload"),
-        }
-    }
-    Ok((stopped?, exit))
 }

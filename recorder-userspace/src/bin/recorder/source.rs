@@ -6,8 +6,9 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use recorder::containerd::{Containerd, ContainerdSource, DEFAULT_ADDRESS, DEFAULT_NAMESPACE};
+use recorder::containerd::{Containerd, DEFAULT_ADDRESS, DEFAULT_NAMESPACE};
 use recorder::image::{BlobDigest, Image, Platform};
+use recorder::recording::Connection;
 
 /// Image source options; SOURCE itself is a positional argument of each command.
 #[derive(clap::Args, Debug, Clone)]
@@ -79,22 +80,13 @@ impl ContainerdArgs {
     }
 }
 
-/// A containerd connection, with the runtime that drives its I/O.
+/// A containerd connection, with the runtime that drives its I/O, for the commands that are
+/// plain (non-async) code; `record` and `run` connect inside their runtime instead.
 pub struct ContainerdSession {
     /// The connection.
-    pub client: Containerd,
-    /// The image reference opened through it.
-    pub reference: String,
+    pub connection: Connection,
     runtime: tokio::runtime::Runtime,
 }
-
-impl ContainerdSession {
-    /// The runtime the connection and the image's reads are driven on.
-    pub fn handle(&self) -> tokio::runtime::Handle {
-        self.runtime.handle().clone()
-    }
-}
-
 /// An opened image, with what keeps a containerd-backed one readable.
 pub struct OpenedImage {
     /// The image.
@@ -110,10 +102,7 @@ pub struct OpenedImage {
 impl SourceArgs {
     /// The platform to pick.
     pub fn platform(&self) -> anyhow::Result<Platform> {
-        match &self.platform {
-            Some(p) => Platform::parse(p).with_context(|| format!("--platform {p}")),
-            None => Ok(Platform::host()),
-        }
+        Ok(parse_platform(self.platform.as_deref())?.unwrap_or_else(Platform::host))
     }
 
     /// Opens the image `source` (a layout directory or a containerd reference; none with
@@ -136,8 +125,8 @@ impl SourceArgs {
                     open_containerd(address, &self.ctrd.namespace, reference, &platform)?;
                 Ok(OpenedImage {
                     image,
-                    containerd: Some(session.client),
-                    reference: Some(session.reference),
+                    containerd: Some(session.connection.client),
+                    reference: Some(session.connection.reference),
                     _runtime: Some(session.runtime),
                 })
             }
@@ -189,14 +178,17 @@ pub fn open_containerd(
     platform: &Platform,
 ) -> anyhow::Result<(Image, ContainerdSession)> {
     let session = connect_containerd(address, namespace, reference)?;
-    let target = session
+    let image = session
         .runtime
-        .block_on(session.client.resolve_image(reference))?;
-    let source = ContainerdSource::new(session.client.clone(), session.handle());
-    let image = source
-        .open_image(&target, platform)
-        .with_context(|| format!("opening {reference} from containerd"))?;
+        .block_on(session.connection.open(platform))?;
     Ok((image, session))
+}
+
+/// `--platform`, parsed when given.
+pub fn parse_platform(given: Option<&str>) -> anyhow::Result<Option<Platform>> {
+    given
+        .map(|p| Platform::parse(p).with_context(|| format!("--platform {p}")))
+        .transpose()
 }
 
 /// Fails, naming the path, when the layout or store directory `dir` of `given` does not exist;
@@ -269,22 +261,16 @@ fn socket_hint(source: &Path) -> anyhow::Result<()> {
 }
 
 /// Connects to containerd at `address`, namespace `namespace`, for image `reference` that
-/// may not exist yet (it is opened later, e.g. once a pod's workload is created). Call it from
-/// plain (non-async) code, as [`open_containerd`].
+/// may not exist yet. Call it from plain (non-async) code, as [`open_containerd`].
 pub fn connect_containerd(
     address: &Path,
     namespace: &str,
     reference: &str,
 ) -> anyhow::Result<ContainerdSession> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .context("starting the containerd client runtime")?;
-    let client = runtime.block_on(Containerd::connect(address, namespace))?;
+    let runtime = crate::runtime()?;
+    let connection = runtime.block_on(Connection::connect(address, namespace, reference))?;
     Ok(ContainerdSession {
-        client,
-        reference: reference.to_owned(),
+        connection,
         runtime,
     })
 }

@@ -24,7 +24,7 @@ pub struct Args {
         long,
         value_name = "DURATION",
         default_value = "300s",
-        value_parser = crate::record::parse_positive_duration,
+        value_parser = crate::parse::parse_positive_duration,
         requires = "wait"
     )]
     timeout: Duration,
@@ -33,7 +33,7 @@ pub struct Args {
         long,
         value_name = "DURATION",
         default_value = "200ms",
-        value_parser = crate::record::parse_positive_duration,
+        value_parser = crate::parse::parse_positive_duration,
         requires = "wait"
     )]
     interval: Duration,

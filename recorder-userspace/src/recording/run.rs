@@ -1,0 +1,330 @@
+//! `recorder run`: the image's workload started under the armed filter, in a private sandbox
+//! or through containerd, traced until it exits or a stop condition fires.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::task::JoinHandle;
+
+use crate::agent::workdir::{DEFAULT_UNPACKED_SHARE, free_space};
+use crate::agent::{
+    Agent, AgentError, CommitOptions, Indexed, Outcome, StopConditions, StopReason, Stopped,
+    Target, Tracing, WorkDir, WorkloadExit, unpack_layers,
+};
+use crate::containerd::{ContainerRun, RunRequest};
+use crate::image::BlobDigest;
+use crate::sandbox::{ImageProcess, Sandbox, UnpackBudget};
+use crate::status::State;
+use crate::tracer::{Tracer, mount_namespace_of};
+
+use super::Recording;
+use super::input::{Connection, ImageInput, Input};
+use super::options::{ImageSpec, Options, RunPlan};
+use super::record::stop_conditions;
+
+impl Recording {
+    /// Runs the image's workload under the armed filter until it exits or a stop condition
+    /// fires, and commits the record.
+    pub async fn run(
+        &self,
+        options: &Options,
+        input: Input,
+        plan: &RunPlan,
+    ) -> Result<Outcome, AgentError> {
+        match (input.image, input.containerd.as_ref()) {
+            (Some(image), Some(connection)) => {
+                self.run_containerd(options, image, connection, plan).await
+            }
+            (Some(ImageInput::Source(_)) | None, None) | (None, Some(_)) => {
+                self.run_sandboxed(options, plan).await
+            }
+            (Some(ImageInput::Containerd(..)), None) => Err(AgentError::Target {
+                target: "containerd run".into(),
+                message: "an image from containerd without its connection".into(),
+            }),
+        }
+    }
+
+    async fn run_containerd(
+        &self,
+        options: &Options,
+        input: ImageInput,
+        connection: &Connection,
+        plan: &RunPlan,
+    ) -> Result<Outcome, AgentError> {
+        let status = &self.status;
+        status.set_target(format!("run {} (containerd)", connection.reference));
+        let indexed = input
+            .index_or_stop(Agent::new(status.clone()), options.platform(), &self.stops)
+            .await?;
+        self.stops.check()?;
+        options.check_platform(indexed.image())?;
+        let commit = options.commit_options(Some(connection), indexed.image().manifest_digest())?;
+        // Holds the workload's stdout and stderr files; removed on every way out.
+        let work = WorkDir::create(&options.work_dir)?;
+        let request = RunRequest {
+            image: indexed.image(),
+            reference: &connection.reference,
+            overrides: &plan.overrides,
+            io_dir: work.path(),
+            confinement: plan.confinement,
+        };
+        // A recorder that was SIGKILLed left its task running and its container, snapshot and
+        // lease behind: removed first.
+        let reclaimed = connection.client.reclaim_dead_runs().await;
+        if !reclaimed.is_empty() {
+            tracing::warn!(
+                runs = reclaimed.join(" "),
+                "removed the leftovers of a dead recorder"
+            );
+        }
+        let run = connection.client.create_run(&request).await?;
+        let result = self.trace_run(options, indexed, &run).await;
+        run.forward_output(options.stdout_taken);
+        // Whatever happened, the task, container, snapshot and lease go before the commit.
+        run.remove().await;
+        drop(work);
+        let (stopped, workload) = result?;
+        let summary = self
+            .commit(options, stopped, &commit, workload.as_ref())
+            .await?;
+        Ok(Outcome {
+            summary,
+            late_arm: None,
+            workload,
+        })
+    }
+
+    /// Arms the filter on the created task, starts it, and traces until it exits or a stop
+    /// condition fires (then kills it and waits for it).
+    async fn trace_run(
+        &self,
+        options: &Options,
+        indexed: Indexed,
+        run: &ContainerRun,
+    ) -> Result<(Stopped, Option<WorkloadExit>), AgentError> {
+        self.stops.check()?;
+        let pid = run.pid();
+        let mntns = mount_namespace_of(pid).map_err(|e| AgentError::Target {
+            target: format!("container:{}", run.id()),
+            message: e.to_string(),
+        })?;
+        let tracer = Tracer::load(&options.tracer)?;
+        let tracing = indexed.arm(tracer, Target::of_pid(mntns, pid)?)?;
+        // The filter is armed: only now may runc execute the workload.
+        run.start().await?;
+        let waiter = tokio::spawn(run.wait());
+        let stop_workload = || async {
+            if let Err(error) = run.kill().await {
+                tracing::warn!(%error, "killing the workload");
+            }
+        };
+        // containerd reports a task killed by signal N as exit status 128 + N, as a shell does.
+        self.trace_until_exit(
+            tracing,
+            waiter,
+            stop_conditions(options, None),
+            stop_workload,
+            |code| WorkloadExit::code(i32::try_from(*code).unwrap_or(i32::MAX)),
+        )
+        .await
+    }
+
+    async fn run_sandboxed(
+        &self,
+        options: &Options,
+        plan: &RunPlan,
+    ) -> Result<Outcome, AgentError> {
+        let ImageSpec::Local(source) = &options.image else {
+            return Err(AgentError::Target {
+                target: "run".into(),
+                message: "a sandboxed run needs a local image".into(),
+            });
+        };
+        let commit = options.commit_options(None, &BlobDigest::of(b""))?;
+        let status = &self.status;
+        status.set_target(format!("run {source}"));
+        // A stop while indexing is acted on at once: the indexing thread is left to the
+        // runtime's shutdown (it writes nothing).
+        let indexed = tokio::select! {
+            biased;
+            reason = self.stops.wait() => return Err(AgentError::StoppedEarly(reason)),
+            indexed = Agent::new(status.clone()).index(source.clone(), options.platform()) => indexed?,
+        };
+        options.check_platform(indexed.image())?;
+        // Dropped on every way out of this function, after the sandbox: removes the layers.
+        let work = WorkDir::create(&options.work_dir)?;
+        let result = self.sandboxed(options, plan, indexed, &work, &commit).await;
+        drop(work);
+        result
+    }
+
+    async fn sandboxed(
+        &self,
+        options: &Options,
+        plan: &RunPlan,
+        indexed: Indexed,
+        work: &WorkDir,
+        commit: &CommitOptions,
+    ) -> Result<Outcome, AgentError> {
+        let lowerdirs = self.unpack(plan, &indexed, work).await?;
+        self.stops.check()?;
+        let config = indexed.image().run_config();
+        let mut process = ImageProcess {
+            entrypoint: config.entrypoint,
+            cmd: config.cmd,
+            env: config.env,
+            working_dir: config.working_dir,
+            user: config.user,
+        };
+        let cmd = plan.overrides.apply(&mut process);
+        let spec = process.to_spec(cmd.as_deref(), &lowerdirs)?;
+        // Loaded before the workload exists, so it is held before exec as briefly as possible.
+        let tracer = Tracer::load(&options.tracer)?;
+        let mut sandbox = Sandbox::new(lowerdirs, work.scratch(), spec);
+        if options.stdout_taken {
+            // stdout carries the record: the workload's output goes to stderr.
+            let stderr = std::os::fd::AsFd::as_fd(&std::io::stderr())
+                .try_clone_to_owned()
+                .map_err(|source| AgentError::Io {
+                    op: "duplicating stderr for the workload".into(),
+                    source,
+                })?;
+            sandbox = sandbox.stdout(stderr);
+        }
+        let pending = sandbox
+            .confinement(plan.confinement)
+            .watchdog(work.watchdog())
+            .start()?;
+        let mntns = u32::try_from(pending.mntns_inode()).map_err(|_| AgentError::Target {
+            target: format!("pid:{}", pending.pid()),
+            message: "mount namespace inode does not fit in 32 bits".into(),
+        })?;
+        let target = Target::of_pid(mntns, pending.pid())?;
+        let tracing = indexed.arm(tracer, target)?;
+        // The filter is armed: only now may the workload exec.
+        let running = pending.release()?;
+        let pid = Pid::from_raw(running.pid() as i32);
+        let waiter = tokio::spawn(running.wait());
+        // The workload is PID 1 of its namespace: SIGKILL takes the whole namespace, and its
+        // mounts, down. It is not reaped before the waiter returns, so the pid is still its.
+        let stop_workload = || async move {
+            if let Err(error) = kill(pid, Signal::SIGKILL) {
+                tracing::warn!(%error, "killing the workload");
+            }
+        };
+        let (stopped, workload) = self
+            .trace_until_exit(
+                tracing,
+                waiter,
+                stop_conditions(options, None),
+                stop_workload,
+                WorkloadExit::of_status,
+            )
+            .await?;
+        let summary = self
+            .commit(options, stopped, commit, workload.as_ref())
+            .await?;
+        Ok(Outcome {
+            summary,
+            late_arm: None,
+            workload,
+        })
+    }
+
+    /// Unpacks the image's layers into `work` (state `unpacking`) within the budget; a stop
+    /// cancels it within one 64 KiB chunk.
+    async fn unpack(
+        &self,
+        plan: &RunPlan,
+        indexed: &Indexed,
+        work: &WorkDir,
+    ) -> Result<Vec<PathBuf>, AgentError> {
+        self.status.set_state(State::Unpacking);
+        let limit = match plan.max_unpacked {
+            Some(limit) => limit,
+            None => (free_space(work.path())? as f64 * DEFAULT_UNPACKED_SHARE) as u64,
+        };
+        let cancel = Arc::new(AtomicBool::new(false));
+        let mut budget = UnpackBudget::new(limit).cancel_on(cancel.clone());
+        let image = indexed.image().clone();
+        let dir = work.path().to_owned();
+        let mut task = tokio::task::spawn_blocking(move || {
+            let dirs = unpack_layers(&image, &dir, Some(limit), &mut budget);
+            tracing::info!(bytes = budget.used(), limit, "layers unpacked");
+            dirs
+        });
+        tokio::select! {
+            result = &mut task => result.map_err(AgentError::Join)?,
+            reason = self.stops.wait() => {
+                cancel.store(true, Ordering::Relaxed);
+                // Prompt: the unpacker checks the flag between chunks of 64 KiB.
+                let _ = task.await;
+                Err(AgentError::StoppedEarly(reason))
+            }
+        }
+    }
+
+    /// Traces until the workload exits or a stop condition fires. On a stop the workload is
+    /// killed and waited for, so nothing of it outlives the run; either way its exit is
+    /// logged, and returned (unknown when waiting for it failed).
+    async fn trace_until_exit<T, E, K, F>(
+        &self,
+        tracing: Tracing,
+        mut waiter: JoinHandle<Result<T, E>>,
+        conditions: StopConditions,
+        kill: K,
+        classify: impl Fn(&T) -> WorkloadExit,
+    ) -> Result<(Stopped, Option<WorkloadExit>), AgentError>
+    where
+        E: Display,
+        K: FnOnce() -> F,
+        F: Future<Output = ()>,
+    {
+        let mut exit = None;
+        let mut exited = false;
+        let stopped = tracing
+            .run(async {
+                tokio::select! {
+                    result = &mut waiter => {
+                        exited = true;
+                        StopReason::WorkloadExited(match result {
+                            Ok(Ok(status)) => {
+                                let status = classify(&status);
+                                let shown = status.to_string();
+                                exit = Some(status);
+                                shown
+                            }
+                            Ok(Err(e)) => e.to_string(),
+                            Err(e) => e.to_string(),
+                        })
+                    }
+                    reason = conditions.wait(&self.stops) => reason,
+                }
+            })
+            .await;
+        if !exited {
+            // A workload that ended on its own as the stop came is not the recorder's doing.
+            let killed = !waiter.is_finished();
+            if killed {
+                kill().await;
+            }
+            match waiter.await {
+                Ok(Ok(status)) => {
+                    let mut status = classify(&status);
+                    status.stopped_by_recorder = killed;
+                    tracing::info!(status = %status, "workload stopped");
+                    exit = Some(status);
+                }
+                Ok(Err(error)) => tracing::warn!(%error, "waiting for the workload"),
+                Err(error) => tracing::warn!(%error, "waiting for the workload"),
+            }
+        }
+        Ok((stopped?, exit))
+    }
+}
