@@ -346,7 +346,7 @@ async fn a_ring_overflow_commits_and_exits_3_with_the_drop_count() {
     assert_eq!(out.status.code(), Some(3), "stderr:\n{stderr}");
     let drops: u64 = stderr
         .lines()
-        .find_map(|l| l.strip_prefix("kernel drops: "))
+        .find_map(|l| l.strip_prefix("events lost: "))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no drop count in:\n{stderr}"));
     assert!(drops > 0, "{stderr}");

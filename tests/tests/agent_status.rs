@@ -97,7 +97,7 @@ async fn status_socket_answers_in_each_state() {
     assert_eq!(report.counters.failed_opens, summary.failed);
     assert!(summary.failed >= 1, "cat /nope fails: {summary}");
     assert!(report.counters.events >= report.counters.recorded_paths);
-    assert_eq!(report.counters.drops, 0);
+    assert_eq!(report.counters.lost, 0);
     let seen: Vec<State> = report.states.iter().map(|c| c.state).collect();
     assert_eq!(
         seen,

@@ -67,7 +67,7 @@ async fn status_reports_state_history_and_counters() {
     f.status.add_recorded_paths(4);
     f.status.add_failed_opens(2);
     f.status.add_excluded("not-in-image", 3);
-    f.status.set_drops(1);
+    f.status.set_lost(1);
     f.status.set_state(State::Committing);
     f.status.set_record_digest("sha256:def");
     f.status.set_state(State::Done);
@@ -94,7 +94,7 @@ async fn status_reports_state_history_and_counters() {
     assert_eq!(report.counters.recorded_paths, 4);
     assert_eq!(report.counters.failed_opens, 2);
     assert_eq!(report.counters.excluded["not-in-image"], 3);
-    assert_eq!(report.counters.drops, 1);
+    assert_eq!(report.counters.lost, 1);
 
     // The wire names are the ones the issue specifies.
     let (resp, _) = raw(
@@ -116,13 +116,7 @@ async fn status_reports_state_history_and_counters() {
     ] {
         assert!(json.get(key).is_some(), "missing {key} in {json}");
     }
-    for key in [
-        "events",
-        "recordedPaths",
-        "failedOpens",
-        "excluded",
-        "drops",
-    ] {
+    for key in ["events", "recordedPaths", "failedOpens", "excluded", "lost"] {
         assert!(
             json["counters"].get(key).is_some(),
             "missing counters.{key}"
@@ -151,7 +145,7 @@ async fn metrics_are_prometheus_text() {
         "recorder_events_total",
         "recorder_recorded_paths_total",
         "recorder_failed_opens_total",
-        "recorder_kernel_drops_total",
+        "recorder_events_lost_total",
         "recorder_excluded_total",
     ] {
         assert!(text.contains(&format!("# HELP {name} ")), "{text}");

@@ -3,6 +3,9 @@
 //!
 //! - [`session`]: the lifecycle, [`Agent`] → [`Indexed`] (or [`Ready`] → [`Armed`]) → [`Tracing`] → [`Stopped`] →
 //!   [`Committing`] → [`Summary`], moving the status along.
+//! - [`tracing`]: [`Tracing`], the armed filter's events through the [`core`] (events to
+//!   decisions, record entries and counters, no kernel) into the record; [`stopped`]:
+//!   [`Stopped`] and [`Committing`].
 //! - [`resolve`]: one event to one decision (the image path and layer read, or why not).
 //! - [`mounts`]: the container's mounts, whose content the image does not provide.
 //! - [`stop`]: period, signals, `--until-exit`, `POST /stop`.
@@ -12,6 +15,7 @@
 
 pub mod catch;
 pub mod commit;
+pub mod core;
 pub mod interp;
 pub mod mounts;
 pub mod outcome;
@@ -20,7 +24,9 @@ pub mod resolve;
 pub mod session;
 pub mod source;
 pub mod stop;
+pub mod stopped;
 pub mod summary;
+pub mod tracing;
 pub mod workdir;
 
 use std::io;
@@ -32,12 +38,12 @@ pub use outcome::{
     EXIT_USAGE, EXIT_WORKLOAD_FAILED, Outcome, OutcomeReport, Verdict, WorkloadExit,
 };
 pub use resolve::{Decision, Exclusion, Resolver};
-pub use session::{
-    Agent, Armed, Committing, IndexFailure, Indexed, Ready, Stopped, Target, Tracing,
-};
+pub use session::{Agent, Armed, IndexFailure, Indexed, Ready, Target};
 pub use source::ImageSource;
 pub use stop::{StopConditions, StopReason, Stops};
+pub use stopped::{COMMIT_TIMEOUT, Committing, Stopped};
 pub use summary::{EXIT_COMPLETE, EXIT_ERROR, EXIT_INCOMPLETE, Summary};
+pub use tracing::Tracing;
 pub use workdir::{WorkDir, unpack_layers};
 
 use crate::containerd::ContainerdError;

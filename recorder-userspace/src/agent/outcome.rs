@@ -160,7 +160,7 @@ impl Outcome {
             recorded_paths: s.recorded,
             failed_opens: s.failed,
             excluded: s.excluded.clone(),
-            kernel_drops: s.lost,
+            events_lost: s.lost,
             warnings: s.warnings.clone(),
             record_digest: s.committed.record.to_string(),
             companion_digest: s.committed.companion.as_ref().map(ToString::to_string),
@@ -198,7 +198,7 @@ pub struct OutcomeReport {
     /// Events not recorded, by reason.
     pub excluded: std::collections::BTreeMap<String, u64>,
     /// Events lost before reaching the recorder.
-    pub kernel_drops: u64,
+    pub events_lost: u64,
     /// What makes the record less trustworthy without failing it.
     pub warnings: Vec<String>,
     /// The committed record.
@@ -281,7 +281,7 @@ mod tests {
             signal: Some(11),
             stopped_by_recorder: false,
         };
-        // (kernel drops, late arm, workload, exit status, text in the summary)
+        // (events lost, late arm, workload, exit status, text in the summary)
         type Case<'a> = (u64, Option<&'a str>, Option<WorkloadExit>, u8, &'a str);
         let cases: [Case; 8] = [
             (0, None, None, 0, "record: complete"),
@@ -362,6 +362,6 @@ mod tests {
         assert_eq!(json["workload"]["code"], 3);
         assert_eq!(json["workload"]["stoppedByRecorder"], false);
         assert_eq!(json["recordedPaths"], 1);
-        assert_eq!(json["kernelDrops"], 0);
+        assert_eq!(json["eventsLost"], 0);
     }
 }

@@ -26,7 +26,7 @@ pub struct Summary {
     pub failed: u64,
     /// Events not recorded, by reason.
     pub excluded: BTreeMap<String, u64>,
-    /// Events lost before reaching the recorder (kernel drops and undecodable records).
+    /// Events lost before reaching the recorder (dropped by the kernel, or undecodable).
     pub lost: u64,
     /// What makes the record less trustworthy without failing it, e.g. a late arm.
     pub warnings: Vec<String>,
@@ -64,7 +64,7 @@ impl Summary {
             write!(f, " {reason}={n}")?;
         }
         writeln!(f)?;
-        writeln!(f, "kernel drops: {}", self.lost)?;
+        writeln!(f, "events lost: {}", self.lost)?;
         writeln!(f, "warnings: {}", self.warnings.len())?;
         for warning in &self.warnings {
             writeln!(f, "warning: {warning}")?;

@@ -27,8 +27,7 @@ pub use input::{Connection, ImageInput, Input};
 pub use options::{ImageSpec, Options, RecordPlan, RunPlan};
 pub use target::TargetSpec;
 
-/// How long a commit may take before the record is saved to a fallback file instead.
-pub use crate::agent::session::COMMIT_TIMEOUT;
+use crate::agent::COMMIT_TIMEOUT;
 
 /// The status socket's options.
 #[derive(Debug, Clone, Default)]

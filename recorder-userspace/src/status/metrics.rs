@@ -31,9 +31,9 @@ pub(crate) fn render(status: &StatusHandle) -> String {
             counters.failed_opens,
         ),
         (
-            "recorder_kernel_drops_total",
-            "Events the kernel dropped because the ring buffer was full.",
-            counters.drops,
+            "recorder_events_lost_total",
+            "Events lost before they could be recorded (dropped by the kernel, or undecodable).",
+            counters.lost,
         ),
     ];
     for (name, help, value) in simple {

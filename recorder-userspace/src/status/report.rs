@@ -114,8 +114,9 @@ pub struct Counters {
     pub failed_opens: u64,
     /// Events not recorded, by reason.
     pub excluded: BTreeMap<String, u64>,
-    /// Events the kernel dropped because the ring buffer was full.
-    pub drops: u64,
+    /// Events lost before they could be recorded: dropped by the kernel (a full ring buffer,
+    /// too many calls in flight, a full filter) or undecodable.
+    pub lost: u64,
 }
 
 /// A point-in-time copy of the status, as `GET /status` returns it.
@@ -185,7 +186,7 @@ struct Inner {
     events: AtomicU64,
     recorded_paths: AtomicU64,
     failed_opens: AtomicU64,
-    drops: AtomicU64,
+    lost: AtomicU64,
     // Reasons are few and fixed early, so the write lock is taken a handful of times.
     excluded: RwLock<BTreeMap<String, AtomicU64>>,
 }
@@ -218,7 +219,7 @@ impl StatusHandle {
                 events: AtomicU64::new(0),
                 recorded_paths: AtomicU64::new(0),
                 failed_opens: AtomicU64::new(0),
-                drops: AtomicU64::new(0),
+                lost: AtomicU64::new(0),
                 excluded: RwLock::new(BTreeMap::new()),
             }),
         }
@@ -300,9 +301,9 @@ impl StatusHandle {
         self.inner.failed_opens.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Sets the kernel drop count to `total` (the kernel keeps the running total).
-    pub fn set_drops(&self, total: u64) {
-        self.inner.drops.store(total, Ordering::Relaxed);
+    /// Sets the count of lost events to `total` (the kernel keeps the running total).
+    pub fn set_lost(&self, total: u64) {
+        self.inner.lost.store(total, Ordering::Relaxed);
     }
 
     /// Counts `n` events excluded for `reason` (a short kebab-case word, e.g. `not-in-image`).
@@ -343,7 +344,7 @@ impl StatusHandle {
             recorded_paths: self.inner.recorded_paths.load(Ordering::Relaxed),
             failed_opens: self.inner.failed_opens.load(Ordering::Relaxed),
             excluded,
-            drops: self.inner.drops.load(Ordering::Relaxed),
+            lost: self.inner.lost.load(Ordering::Relaxed),
         }
     }
 
@@ -432,10 +433,10 @@ mod tests {
         status.add_excluded("not-in-image", 2);
         status.add_excluded("not-in-image", 1);
         status.add_excluded("pseudo-fs", 1);
-        status.set_drops(7);
+        status.set_lost(7);
         let c = status.counters();
         assert_eq!(
-            (c.events, c.recorded_paths, c.failed_opens, c.drops),
+            (c.events, c.recorded_paths, c.failed_opens, c.lost),
             (5, 1, 4, 7)
         );
         assert_eq!(c.excluded["not-in-image"], 3);

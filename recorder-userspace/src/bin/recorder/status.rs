@@ -81,8 +81,8 @@ fn summary(report: &StatusReport) -> String {
     let c = &report.counters;
     let _ = writeln!(
         out,
-        "events:   {} ({} paths recorded, {} failed opens, {} kernel drops)",
-        c.events, c.recorded_paths, c.failed_opens, c.drops
+        "events:   {} ({} paths recorded, {} failed opens, {} lost)",
+        c.events, c.recorded_paths, c.failed_opens, c.lost
     );
     if !c.excluded.is_empty() {
         let reasons: Vec<String> = c.excluded.iter().map(|(r, n)| format!("{r} {n}")).collect();

@@ -107,7 +107,7 @@ impl Output {
             workload: since(started, workload_exit)?,
             cpu,
             events: self.counter("events:")?,
-            lost: self.counter("kernel drops:")?,
+            lost: self.counter("events lost:")?,
         })
     }
 
