@@ -78,9 +78,10 @@ pub struct Committed {
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
     /// The content store refused the record.
-    #[error("committing the record to the content store failed: {source}; {}", kept_note(.kept))]
+    #[error("committing the record to the content store failed; {}", kept_note(.kept))]
     Store {
         /// The store's error.
+        #[source]
         source: ContentError,
         /// Where the record was kept instead.
         kept: Option<PathBuf>,

@@ -46,7 +46,7 @@ pub use summary::{EXIT_COMPLETE, EXIT_ERROR, EXIT_INCOMPLETE, Summary};
 pub use tracing::Tracing;
 pub use workdir::{WorkDir, unpack_layers};
 
-use crate::containerd::ContainerdError;
+use crate::containerd::{ContainerdError, RunError};
 use crate::image::ImageError;
 use crate::sandbox::{SandboxError, SpecError, UnpackError};
 use crate::tracer::TracerError;
@@ -55,11 +55,12 @@ use crate::tracer::TracerError;
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     /// The image could not be read or indexed.
-    #[error("image {image}: {source}")]
+    #[error("using image {image} failed")]
     Image {
         /// Which image (or layer).
         image: String,
         /// The cause.
+        #[source]
         source: ImageError,
     },
     /// The tracer failed.
@@ -76,6 +77,26 @@ pub enum AgentError {
         /// What is wrong with it.
         message: String,
     },
+    /// The target's process is gone.
+    #[error("target {target}: the process vanished")]
+    Vanished {
+        /// The target as given.
+        target: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The target could not be looked at (its mount namespace, its processes).
+    #[error("target {target}: {op} failed")]
+    TargetUnreadable {
+        /// The target as given.
+        target: String,
+        /// What was being done.
+        op: &'static str,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The tracer's events were already taken.
     #[error("the tracer's event stream was already taken")]
     StreamTaken,
@@ -83,19 +104,23 @@ pub enum AgentError {
     #[error(transparent)]
     Commit(#[from] CommitError),
     /// A layer could not be unpacked for `recorder run`.
-    #[error("unpacking layer {layer}: {source}")]
+    #[error("unpacking layer {layer} failed")]
     Unpack {
         /// The layer.
         layer: usize,
         /// The cause.
+        #[source]
         source: UnpackError,
     },
     /// The image's process could not be turned into a command.
-    #[error("the image's process: {0}")]
+    #[error("building the image's process failed")]
     Spec(#[from] SpecError),
     /// The sandbox failed.
-    #[error("sandbox: {0}")]
+    #[error("the sandbox failed")]
     Sandbox(#[from] SandboxError),
+    /// Running the workload through containerd failed.
+    #[error(transparent)]
+    Run(RunError),
     /// A signal or stop request came before tracing started: there is nothing to commit.
     #[error("stopped ({0}) before tracing started; nothing was recorded")]
     StoppedEarly(StopReason),
@@ -110,11 +135,12 @@ pub enum AgentError {
         detail: String,
     },
     /// A system call failed.
-    #[error("{op}: {source}")]
+    #[error("{op} failed")]
     Io {
         /// What was being done.
         op: String,
         /// The cause.
+        #[source]
         source: io::Error,
     },
     /// containerd could not find, or lost, the target container.
@@ -140,5 +166,15 @@ pub enum AgentError {
 impl From<ContainerdError> for AgentError {
     fn from(e: ContainerdError) -> Self {
         AgentError::Containerd(Box::new(e))
+    }
+}
+
+impl From<RunError> for AgentError {
+    fn from(error: RunError) -> Self {
+        match error {
+            RunError::Containerd(e) => e.into(),
+            RunError::Process(e) => AgentError::Spec(e),
+            other => AgentError::Run(other),
+        }
     }
 }

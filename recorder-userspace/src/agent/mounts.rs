@@ -12,11 +12,12 @@ use crate::image::path;
 #[derive(Debug, thiserror::Error)]
 pub enum MountsError {
     /// The mountinfo file could not be read (usually: the process is gone).
-    #[error("reading {path}: {source}")]
+    #[error("reading {path} failed")]
     Read {
         /// The mountinfo file.
         path: PathBuf,
         /// The cause.
+        #[source]
         source: std::io::Error,
     },
     /// A line does not have the mountinfo shape.

@@ -45,9 +45,9 @@ impl Target {
     /// The target of process `pid`, in mount namespace `mntns`: its mounts and root, with the
     /// namespace pinned.
     pub fn of_pid(mntns: u32, pid: u32) -> Result<Self, AgentError> {
-        let vanished = |e: std::io::Error| AgentError::Target {
+        let vanished = |source| AgentError::Vanished {
             target: format!("pid:{pid}"),
-            message: format!("the process vanished: {e}"),
+            source,
         };
         let mounts = MountTable::of_pid(pid)?;
         let pin = File::open(format!("/proc/{pid}/ns/mnt")).map_err(vanished)?;

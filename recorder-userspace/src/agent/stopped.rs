@@ -98,7 +98,7 @@ impl Committing {
                     after: timeout,
                     kept,
                 };
-                status.fail(&error);
+                status.fail(crate::errors::Chain(&error));
                 Err(error.into())
             }
         }
@@ -121,7 +121,7 @@ impl Committing {
         let committed = match committed {
             Ok(c) => c,
             Err(e) => {
-                status.fail(&e);
+                status.fail(crate::errors::Chain(&e));
                 return Err(e.into());
             }
         };

@@ -42,7 +42,6 @@ use tracing::{debug, info, warn};
 use super::client::Containerd;
 use super::error::ContainerdError;
 use super::leftovers::OWNER_LABEL;
-use crate::agent::AgentError;
 use crate::image::Image;
 use crate::sandbox::{
     Confinement, ImageProcess, ProcessOverrides, SpecError, SpecLayout, runtime_spec,
@@ -95,11 +94,17 @@ pub enum RunError {
         mounts: String,
     },
     /// The image config does not give a process to run.
-    #[error("the image's process: {0}")]
+    #[error("building the image's process failed")]
     Process(#[from] SpecError),
     /// Building or serializing the runtime spec failed.
-    #[error("building the OCI runtime spec: {0}")]
-    Spec(String),
+    #[error("building the OCI runtime spec failed ({what})")]
+    Spec {
+        /// What of it.
+        what: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// containerd refused to create the task (runc create failed, e.g. no such command).
     #[error("creating the task of container {id}: {message}")]
     TaskCreate {
@@ -111,19 +116,6 @@ pub enum RunError {
     /// A containerd call failed.
     #[error(transparent)]
     Containerd(#[from] ContainerdError),
-}
-
-impl From<RunError> for AgentError {
-    fn from(error: RunError) -> Self {
-        match error {
-            RunError::Containerd(e) => e.into(),
-            RunError::Process(e) => AgentError::Spec(e),
-            other => AgentError::Target {
-                target: "containerd run".into(),
-                message: other.to_string(),
-            },
-        }
-    }
 }
 
 /// What to run: the image, under which name, and where the stdio files go.
@@ -165,8 +157,10 @@ impl Containerd {
     /// whatever was made is removed before returning.
     pub async fn create_run(&self, req: &RunRequest<'_>) -> Result<ContainerRun, RunError> {
         let id = unique_id();
-        let lease = AsciiMetadataValue::try_from(id.as_str())
-            .map_err(|e| RunError::Spec(format!("lease id {id:?}: {e}")))?;
+        let lease = AsciiMetadataValue::try_from(id.as_str()).map_err(|e| RunError::Spec {
+            what: format!("lease id {id:?}"),
+            source: Box::new(e),
+        })?;
         let mut run = ContainerRun {
             client: self.clone(),
             id,
@@ -268,9 +262,15 @@ impl ContainerRun {
             cgroups_path: PathBuf::from(format!("/{}/{}", c.namespace(), self.id)),
             tmp_tmpfs: false,
         };
-        let runtime_spec = runtime_spec(&process, &layout, &req.confinement)
-            .map_err(|e| RunError::Spec(e.to_string()))?;
-        let value = serde_json::to_vec(&runtime_spec).map_err(|e| RunError::Spec(e.to_string()))?;
+        let runtime_spec =
+            runtime_spec(&process, &layout, &req.confinement).map_err(|e| RunError::Spec {
+                what: "the spec".into(),
+                source: Box::new(e),
+            })?;
+        let value = serde_json::to_vec(&runtime_spec).map_err(|e| RunError::Spec {
+            what: "serialising it".into(),
+            source: Box::new(e),
+        })?;
         ContainersClient::new(c.channel())
             .create(self.leased(CreateContainerRequest {
                 container: Some(Container {

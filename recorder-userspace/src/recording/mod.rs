@@ -79,7 +79,7 @@ impl Recording {
     pub fn conclude(&self, result: &Result<Outcome, AgentError>) {
         match result {
             Ok(outcome) => self.status.set_outcome(outcome.report()),
-            Err(error) => self.status.fail(error),
+            Err(error) => self.status.fail(crate::errors::Chain(error)),
         }
     }
 

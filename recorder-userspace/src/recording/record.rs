@@ -94,7 +94,11 @@ impl Recording {
                 let mount_pid = match pid {
                     Some(pid) => pid,
                     None => processes_in(mntns)
-                        .map_err(|e| target_err(format!("scanning /proc: {e}")))?
+                        .map_err(|e| AgentError::TargetUnreadable {
+                            target: target.to_string(),
+                            op: "scanning /proc",
+                            source: Box::new(e),
+                        })?
                         .first()
                         .copied()
                         .ok_or_else(|| {
@@ -219,9 +223,10 @@ async fn find(target: &TargetSpec, containerd: Option<&Connection>) -> Result<Fo
     Ok(match target {
         TargetSpec::Pid(pid) => Found::Process {
             pid: Some(*pid),
-            mntns: mount_namespace_of(*pid).map_err(|e| AgentError::Target {
+            mntns: mount_namespace_of(*pid).map_err(|e| AgentError::TargetUnreadable {
                 target: target.to_string(),
-                message: e.to_string(),
+                op: "reading its mount namespace",
+                source: Box::new(e),
             })?,
         },
         TargetSpec::Mntns(n) => Found::Process {

@@ -110,9 +110,10 @@ impl Recording {
     ) -> Result<(Stopped, Option<WorkloadExit>), AgentError> {
         self.stops.check()?;
         let pid = run.pid();
-        let mntns = mount_namespace_of(pid).map_err(|e| AgentError::Target {
+        let mntns = mount_namespace_of(pid).map_err(|e| AgentError::TargetUnreadable {
             target: format!("container:{}", run.id()),
-            message: e.to_string(),
+            op: "reading its mount namespace",
+            source: Box::new(e),
         })?;
         let tracer = Tracer::load(&options.tracer)?;
         let tracing = indexed.arm(tracer, Target::of_pid(mntns, pid)?)?;

@@ -19,7 +19,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Nothing listens on the socket (or it does not exist).
-    #[error("cannot connect to status socket {path}: {source}")]
+    #[error("connecting to status socket {path} failed")]
     Connect {
         /// The socket path.
         path: PathBuf,
@@ -28,10 +28,10 @@ pub enum ClientError {
         source: std::io::Error,
     },
     /// The HTTP exchange failed.
-    #[error("status socket request failed: {0}")]
+    #[error("the status socket request failed")]
     Http(#[from] hyper::Error),
     /// The request could not be built.
-    #[error("invalid request: {0}")]
+    #[error("building the request failed")]
     Request(#[from] hyper::http::Error),
     /// The server answered with an error status.
     #[error("status socket answered {code}: {body}")]
@@ -42,7 +42,7 @@ pub enum ClientError {
         body: String,
     },
     /// The `/status` body was not a status report.
-    #[error("invalid status report: {0}")]
+    #[error("decoding the status report failed")]
     Decode(#[from] serde_json::Error),
     /// The server did not answer in time.
     #[error("status socket did not answer within {0:?}")]

@@ -47,7 +47,7 @@ pub enum ServeError {
     #[error("invalid status socket path {0}")]
     InvalidPath(PathBuf),
     /// A filesystem or socket call failed.
-    #[error("status socket {path}: {op}: {source}")]
+    #[error("status socket {path}: {op} failed")]
     Io {
         /// The path operated on.
         path: PathBuf,

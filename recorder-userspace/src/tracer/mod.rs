@@ -68,25 +68,27 @@ pub enum TracerError {
         source: aya::BtfError,
     },
     /// tracefs is needed to attach tracepoints.
-    #[error("tracefs is not mounted and mounting it at {TRACEFS} failed: {0}")]
-    Tracefs(nix::Error),
+    #[error("tracefs is not mounted and mounting it at {TRACEFS} failed")]
+    Tracefs(#[source] nix::Error),
     /// The kernel refused the object.
-    #[error("loading the eBPF object failed (this needs root, or CAP_BPF and CAP_PERFMON): {0}")]
+    #[error("loading the eBPF object failed (this needs root, or CAP_BPF and CAP_PERFMON)")]
     Load(#[from] aya::EbpfError),
     /// A program is missing, failed verification, or could not attach.
-    #[error("program {name}: {source}")]
+    #[error("program {name} failed")]
     Program {
         /// The program.
         name: &'static str,
         /// The cause.
+        #[source]
         source: ProgramError,
     },
     /// A map is missing or could not be used.
-    #[error("map {name}: {source}")]
+    #[error("map {name} failed")]
     Map {
         /// The map.
         name: &'static str,
         /// The cause.
+        #[source]
         source: MapError,
     },
     /// A map the object must define is absent.
@@ -96,11 +98,12 @@ pub enum TracerError {
     #[error("ring buffer size {0} must be a power of two and a multiple of the page size")]
     RingSize(u32),
     /// Reading a target's namespace or polling the ring failed.
-    #[error("{context}: {source}")]
+    #[error("{context} failed")]
     Io {
         /// What was being done.
         context: String,
         /// The cause.
+        #[source]
         source: io::Error,
     },
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use recorder::agent::{AgentError, Outcome};
+use recorder::errors::Chain;
 use recorder::recording::{Connection, Input, Options, Recording, TargetSpec};
 
 use crate::record::CommonArgs;
@@ -89,7 +90,7 @@ async fn conclude(
             (Ok(_), PushOutcome::Pushed(reference)) => reference.clone(),
             (Ok(_), PushOutcome::Failed(e)) => format!("recorder failed: {e:#}"),
             (Ok(outcome), PushOutcome::NotAsked) => outcome.summary.committed.record.to_string(),
-            (Err(error), _) => format!("recorder failed: {error}"),
+            (Err(error), _) => format!("recorder failed: {}", Chain(error)),
         };
         if let Err(e) = std::fs::write(path, &message) {
             // Not fatal: the record is committed, and the log says where.
