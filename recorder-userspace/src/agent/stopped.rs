@@ -15,35 +15,17 @@ use super::summary::Summary;
 /// Tracing has stopped; the record is complete in memory.
 #[derive(Debug)]
 pub struct Stopped {
-    status: StatusHandle,
-    record: RecordBuilder,
-    counters: Counters,
-    reason: StopReason,
-    warnings: Vec<String>,
+    pub(super) status: StatusHandle,
+    pub(super) record: RecordBuilder,
+    pub(super) counters: Counters,
+    pub(super) reason: StopReason,
+    pub(super) warnings: Vec<String>,
     /// Disarmed but still attached, with its ring: detaching and unmapping wait for the kernel
     /// (about 260 ms measured), so they happen after the commit, off the critical path.
-    kernel: (Tracer, EventStream),
+    pub(super) kernel: (Tracer, EventStream),
 }
 
 impl Stopped {
-    pub(super) fn new(
-        status: StatusHandle,
-        record: RecordBuilder,
-        counters: Counters,
-        reason: StopReason,
-        warnings: Vec<String>,
-        kernel: (Tracer, EventStream),
-    ) -> Self {
-        Stopped {
-            status,
-            record,
-            counters,
-            reason,
-            warnings,
-            kernel,
-        }
-    }
-
     /// The record so far.
     pub fn record(&self) -> &RecordBuilder {
         &self.record

@@ -128,14 +128,14 @@ impl Tracing {
         tracing::info!(%reason, lost, "tracing stopped");
         let (record, mut counters) = self.core.into_parts();
         counters.lost = lost;
-        Ok(Stopped::new(
-            self.status,
+        Ok(Stopped {
+            status: self.status,
             record,
             counters,
             reason,
-            self.warnings,
-            (self.tracer, self.events),
-        ))
+            warnings: self.warnings,
+            kernel: (self.tracer, self.events),
+        })
     }
 
     /// Events that never became a decision: the kernel's losses and undecodable records.

@@ -43,9 +43,7 @@ use super::client::Containerd;
 use super::error::ContainerdError;
 use super::leftovers::OWNER_LABEL;
 use crate::image::Image;
-use crate::sandbox::{
-    Confinement, ImageProcess, ProcessOverrides, SpecError, SpecLayout, runtime_spec,
-};
+use crate::sandbox::{Confinement, ProcessOverrides, SpecError, SpecLayout, runtime_spec};
 
 /// The snapshotter `ctr images import` unpacks into by default.
 pub const SNAPSHOTTER: &str = "overlayfs";
@@ -245,16 +243,7 @@ impl ContainerRun {
             key: self.id.clone(),
             mounts: format!("{mounts:?}"),
         })?;
-        let config = req.image.run_config();
-        let mut process = ImageProcess {
-            entrypoint: config.entrypoint,
-            cmd: config.cmd,
-            env: config.env,
-            working_dir: config.working_dir,
-            user: config.user,
-        };
-        let cmd = req.overrides.apply(&mut process);
-        let process = process.to_spec(cmd.as_deref(), &lowerdirs)?;
+        let process = req.overrides.spec(req.image, &lowerdirs)?;
         let layout = SpecLayout {
             // Relative: the shim mounts the task's rootfs there, in the bundle.
             root: PathBuf::from("rootfs"),

@@ -3,7 +3,8 @@
 
 use crate::agent::procs::processes_in;
 use crate::agent::{
-    Agent, AgentError, Catching, Caught, IndexFailure, Outcome, StopConditions, Target,
+    Agent, AgentError, Catching, Caught, CommitOptions, IndexFailure, Outcome, StopConditions,
+    Target, Tracing,
 };
 use crate::containerd::{ArmTiming, ContainerPattern, ContainerdError, CreatedTask, TaskWatcher};
 use crate::status::State;
@@ -129,14 +130,8 @@ impl Recording {
                 tracing
             }
         };
-        let conditions = stop_conditions(options, plan.until_exit.then(|| tracing.namespaces()));
-        let stopped = tracing.run(conditions.wait(&self.stops)).await?;
-        let summary = self.commit(options, stopped, &commit, None).await?;
-        Ok(Outcome {
-            summary,
-            late_arm,
-            workload: None,
-        })
+        self.trace_and_commit(options, plan, tracing, &commit, late_arm)
+            .await
     }
 
     /// Records a pod's container: subscribe and load the tracer (then `armed`), arm as soon as
@@ -185,9 +180,24 @@ impl Recording {
             .await?;
         options.check_platform(tracing.image())?;
         let commit = options.commit_options(Some(connection), tracing.image().manifest_digest())?;
+        self.trace_and_commit(options, plan, tracing, &commit, late_arm)
+            .await
+    }
+}
+
+impl Recording {
+    /// Traces until a stop condition, and commits.
+    async fn trace_and_commit(
+        &self,
+        options: &Options,
+        plan: &RecordPlan,
+        tracing: Tracing,
+        commit: &CommitOptions,
+        late_arm: Option<String>,
+    ) -> Result<Outcome, AgentError> {
         let conditions = stop_conditions(options, plan.until_exit.then(|| tracing.namespaces()));
         let stopped = tracing.run(conditions.wait(&self.stops)).await?;
-        let summary = self.commit(options, stopped, &commit, None).await?;
+        let summary = self.commit(options, stopped, commit, None).await?;
         Ok(Outcome {
             summary,
             late_arm,

@@ -18,7 +18,7 @@ use crate::agent::{
 };
 use crate::containerd::{ContainerRun, RunRequest};
 use crate::image::BlobDigest;
-use crate::sandbox::{ImageProcess, Sandbox, UnpackBudget};
+use crate::sandbox::{Sandbox, UnpackBudget};
 use crate::status::State;
 use crate::tracer::{Tracer, mount_namespace_of};
 
@@ -175,16 +175,7 @@ impl Recording {
     ) -> Result<Outcome, AgentError> {
         let lowerdirs = self.unpack(plan, &indexed, work).await?;
         self.stops.check()?;
-        let config = indexed.image().run_config();
-        let mut process = ImageProcess {
-            entrypoint: config.entrypoint,
-            cmd: config.cmd,
-            env: config.env,
-            working_dir: config.working_dir,
-            user: config.user,
-        };
-        let cmd = plan.overrides.apply(&mut process);
-        let spec = process.to_spec(cmd.as_deref(), &lowerdirs)?;
+        let spec = plan.overrides.spec(indexed.image(), &lowerdirs)?;
         // Loaded before the workload exists, so it is held before exec as briefly as possible.
         let tracer = Tracer::load(&options.tracer)?;
         let mut sandbox = Sandbox::new(lowerdirs, work.scratch(), spec);

@@ -21,6 +21,17 @@ pub struct ProcessOverrides {
 }
 
 impl ProcessOverrides {
+    /// The process spec of `image` with these overrides, over the image's `lowerdirs`.
+    pub fn spec(
+        &self,
+        image: &crate::image::Image,
+        lowerdirs: &[std::path::PathBuf],
+    ) -> Result<super::ProcessSpec, super::SpecError> {
+        let mut process = image.run_config();
+        let cmd = self.apply(&mut process);
+        process.to_spec(cmd.as_deref(), lowerdirs)
+    }
+
     /// Applies the overrides to `process`; returns the command replacing `Cmd`, if any, for
     /// [`ImageProcess::to_spec`].
     pub fn apply(&self, process: &mut ImageProcess) -> Option<Vec<String>> {

@@ -36,20 +36,10 @@ impl ProcessSpec {
     }
 }
 
-/// The parts of an OCI image config that say what to run (the image module fills this in).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ImageProcess {
-    /// `config.Entrypoint`.
-    pub entrypoint: Vec<String>,
-    /// `config.Cmd`.
-    pub cmd: Vec<String>,
-    /// `config.Env`.
-    pub env: Vec<String>,
-    /// `config.WorkingDir` (empty for unset).
-    pub working_dir: String,
-    /// `config.User`: `uid`, `uid:gid`, `name`, `name:group` or empty.
-    pub user: String,
-}
+/// The parts of an OCI image config that say what to run: the image's own [`RunConfig`].
+///
+/// [`RunConfig`]: crate::image::RunConfig
+pub use crate::image::RunConfig as ImageProcess;
 
 /// Why an image config could not be turned into a [`ProcessSpec`].
 #[derive(Debug, thiserror::Error)]
