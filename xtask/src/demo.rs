@@ -74,7 +74,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let paths = DemoPaths::under("demo", profile);
     heading(&format!(
         "building the recorder (cargo build {}--bin recorder)",
-        profile.flags().iter().map(|f| format!("{f} ")).collect::<String>()
+        profile
+            .flags()
+            .iter()
+            .map(|f| format!("{f} "))
+            .collect::<String>()
     ));
     build_recorder(profile)?;
 

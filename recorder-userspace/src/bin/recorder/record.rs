@@ -941,20 +941,13 @@ async fn record(
             tracing::info!(%target, "ready: waiting for a matching container to be created");
             let created = catching.created(&mut watcher, stops).await?;
             let task = &created.target;
+            // Pinned first: its mounts and root can only be read while it lives, and the image
+            // check's two containerd round trips took long enough under load for a short
+            // workload to exit before the pin (seen once in a suite run at load 10).
+            let pinned = pin_created(task)?;
             if let Some(session) = session {
                 check_container_image(session, &task.container_id, &created.image).await?;
             }
-            let exited = || ContainerdError::Exited {
-                id: task.container_id.clone(),
-                pid: task.pid,
-            };
-            let pinned = match Target::of_pid(task.mntns, task.pid) {
-                Ok(pinned) => pinned,
-                Err(_) if !Path::new(&format!("/proc/{}", task.pid)).exists() => {
-                    return Err(exited().into());
-                }
-                Err(e) => return Err(e),
-            };
             let caught = catching.identify(pinned)?;
             let in_time = caught.in_time();
             let mut tracing = indexed.arm_caught(caught);
