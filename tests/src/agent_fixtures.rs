@@ -5,6 +5,7 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::image_fixtures::{digest, oci_layout_with_config};
@@ -221,8 +222,17 @@ pub fn record_entries(bytes: &[u8], manifest: &str) -> Vec<(String, usize)> {
         .collect()
 }
 
-/// The `recorder` binary of this build, built on demand.
+/// The `recorder` binary of this build, built on demand, once per test process.
+///
+/// The build is a no-op when it is up to date, and keeps the test honest when it is not. Once
+/// per process: the suite is one binary, and a no-op `cargo build` per test took several seconds
+/// each under load, the tests queueing on cargo's lock.
 pub fn recorder_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(build_recorder).clone()
+}
+
+fn build_recorder() -> PathBuf {
     // target/<profile>/deps/<test>-HASH -> target/<profile>/recorder
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().and_then(Path::parent).unwrap();

@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use recorder::status::{self, ServeError, State, StatusHandle, StopSignal, client};
+use recorder_tests::agent_fixtures::recorder_bin;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -515,34 +516,6 @@ fn which(name: &str) -> Option<PathBuf> {
             .map(|dir| dir.join(name))
             .find(|p| p.is_file())
     })
-}
-
-/// The `recorder` binary beside this test's target dir, built on demand.
-fn recorder_bin() -> PathBuf {
-    // target/<profile>/deps/status_socket-HASH -> target/<profile>/recorder
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = profile_dir.join("recorder");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = std::process::Command::new(cargo);
-    build.args([
-        "build",
-        "--quiet",
-        "-p",
-        "recorder-userspace",
-        "--bin",
-        "recorder",
-    ]);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        build.arg("--release");
-    }
-    // Building is a no-op when it is up to date, and keeps the test honest when it is not.
-    let status = build
-        .status()
-        .expect("running cargo to build the recorder binary");
-    assert!(status.success(), "building the recorder binary failed");
-    assert!(bin.is_file(), "no recorder binary at {}", bin.display());
-    bin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -116,12 +116,16 @@ impl Recording {
                     .ok_or_else(|| target_err("watched without catching namespaces".into()))?;
                 tracing::info!(%target, "ready: waiting for a matching container to be created");
                 let created = catching.created(&mut watcher, &self.stops).await?;
+                // Pinned first: its mounts and root can only be read while it lives, and the
+                // image check's two containerd round trips took long enough under load for a
+                // short workload to exit before the pin (seen once in a suite run at load 10).
+                let pinned = pin_created(&created)?;
                 if let Some(connection) = connection {
                     connection
                         .check_container_image(&created.target.container_id, &created.image)
                         .await?;
                 }
-                let armed = arm_on(catching, &created)?;
+                let armed = arm_on(catching, &created, pinned)?;
                 let mut tracing = indexed.arm_caught(armed.caught);
                 if let Some((warning, container)) = armed.late {
                     tracing.warn(warning);
@@ -151,7 +155,8 @@ impl Recording {
         let ready = Agent::new(self.status.clone()).ready();
         tracing::info!(target = %plan.target, "ready: waiting for a matching container to be created");
         let created = catching.created(&mut watcher, &self.stops).await?;
-        let armed_on = arm_on(catching, &created)?;
+        let pinned = pin_created(&created)?;
+        let armed_on = arm_on(catching, &created, pinned)?;
         let mut armed = ready.arm_caught(armed_on.caught);
         let mut late_arm = None;
         if let Some((warning, container)) = armed_on.late {
@@ -264,21 +269,30 @@ async fn find(target: &TargetSpec, containerd: Option<&Connection>) -> Result<Fo
     })
 }
 
-/// Pins the created task's mount namespace (or says it exited), stops catching and arms on
-/// it, and says whether the filter came in time.
-fn arm_on(catching: Catching, created: &CreatedTask) -> Result<ArmedOn, AgentError> {
+/// The created task's mount namespace, pinned, or why it is gone.
+fn pin_created(created: &CreatedTask) -> Result<Target, AgentError> {
     let task = &created.target;
-    let pinned = match Target::of_pid(task.mntns, task.pid) {
-        Ok(pinned) => pinned,
+    match Target::of_pid(task.mntns, task.pid) {
+        Ok(pinned) => Ok(pinned),
         Err(_) if !std::path::Path::new(&format!("/proc/{}", task.pid)).exists() => {
-            return Err(ContainerdError::Exited {
+            Err(ContainerdError::Exited {
                 id: task.container_id.clone(),
                 pid: task.pid,
             }
-            .into());
+            .into())
         }
-        Err(e) => return Err(e),
-    };
+        Err(e) => Err(e),
+    }
+}
+
+/// Stops catching and arms on the created task, `pinned`, and says whether the filter came in
+/// time.
+fn arm_on(
+    catching: Catching,
+    created: &CreatedTask,
+    pinned: Target,
+) -> Result<ArmedOn, AgentError> {
+    let task = &created.target;
     let caught = catching.identify(pinned)?;
     let late = late_arm_warning(caught.in_time(), created)
         .map(|warning| (warning, format!("container {}", task.container_id)));

@@ -47,7 +47,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     ensure!(args.rounds > 0, "--rounds must be at least 1");
-    let paths = DemoPaths::under("bench-agent");
+    let paths = DemoPaths::under("bench-agent", demo::Profile::Release);
     if args.no_build {
         ensure!(
             paths.recorder.is_file(),
@@ -56,7 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     } else {
         eprintln!("building the recorder");
-        demo::build_recorder()?;
+        demo::build_recorder(demo::Profile::Release)?;
     }
     eprintln!("building the benchmark image in {}", paths.image.display());
     let image = demo_image::build(

@@ -1,0 +1,88 @@
+//! The open family (`open`, `openat`, `openat2`, 2.6.x+ tracepoints): each successful call
+//! named at its exit by the `struct file` at the fd it returned.
+
+use aya_ebpf::{
+    helpers::{bpf_probe_read_user, bpf_task_pt_regs},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use recorder_common::{AT_FDCWD, EventKind};
+
+use crate::{
+    ARG_PATHS, PT_REGS_DI_OFFSET, PT_REGS_DX_OFFSET, PT_REGS_SI_OFFSET, RET, SCRATCH,
+    dir::append_dir,
+    file::{emit_file, unresolved},
+    kernel::{arg, current_task, global, load},
+    record::{emit, fill_header, path_is_relative, read_path},
+    task::{fd_file, target_mntns},
+};
+
+/// Emits an open-family call at its exit, reading its arguments from the saved user registers.
+#[inline(always)]
+pub(crate) fn exit_open(ctx: &TracePointContext, kind: EventKind) {
+    let task = current_task();
+    let Some(mntns) = target_mntns(task) else {
+        return;
+    };
+    // SAFETY: bpf_task_pt_regs returns the BTF pointer to the current task's user registers;
+    // the offsets are its fields' (see load). x86-64 passes arguments in di, si, dx.
+    let (a0, a1, a2) = unsafe {
+        let regs = bpf_task_pt_regs(task as *mut _) as *const u8;
+        (
+            load::<u64>(regs, global(&PT_REGS_DI_OFFSET)),
+            load::<u64>(regs, global(&PT_REGS_SI_OFFSET)),
+            load::<u64>(regs, global(&PT_REGS_DX_OFFSET)),
+        )
+    };
+    let (dirfd, filename, flags) = match kind {
+        EventKind::Open => (AT_FDCWD, a0, a1),
+        // SAFETY: openat2's third argument is a user pointer to `struct open_how`, flags first.
+        EventKind::Openat2 => (a0 as i32, a1, unsafe {
+            bpf_probe_read_user(a2 as *const u64).unwrap_or(0)
+        }),
+        _ => (a0 as i32, a1, a2),
+    };
+    let Some(buf) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch; the kernel never nests tracing programs on one CPU and keeps the
+    // program on this CPU, so nothing else touches the buffer until the record is emitted.
+    let buf = unsafe { &mut *buf };
+    fill_header(&mut buf.header, task, kind as u8, mntns, dirfd, flags);
+    let ret = arg::<i64>(ctx, RET);
+    buf.header.ret = ret;
+    if global(&ARG_PATHS) != 0 {
+        read_path(buf, filename);
+        // Only a call that succeeded resolved anything, so only then is its directory worth
+        // the walk.
+        if ret >= 0 && path_is_relative(buf) {
+            append_dir(buf, task, dirfd);
+        }
+    }
+    if ret >= 0 {
+        match fd_file(task as u64, ret) {
+            Some(file) => return emit_file(buf, file),
+            // Closed by another thread between the install and this program.
+            None => unresolved(&mut buf.header),
+        }
+    }
+    emit(buf);
+}
+
+#[tracepoint]
+pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
+    exit_open(&ctx, EventKind::Open);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_openat(ctx: TracePointContext) -> u32 {
+    exit_open(&ctx, EventKind::Openat);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_openat2(ctx: TracePointContext) -> u32 {
+    exit_open(&ctx, EventKind::Openat2);
+    0
+}

@@ -1,0 +1,121 @@
+//! Records for userspace: the header every record starts with, the user path argument
+//! (`recorder trace` only), loss counters, and the ring buffer writes.
+
+use core::ptr::addr_of;
+
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user_str_bytes},
+};
+use recorder_common::{
+    Counter, DIR_NONE, EventBuf, EventHeader, FILE_NONE, HEADER_LEN, PATH_MAX, PATH_OK,
+    PATH_READ_FAILED,
+};
+
+use crate::{
+    COUNTERS, EVENTS, MAX_RECORD, TASK_COMM_OFFSET, WAKEUP_THRESHOLD,
+    kernel::{global, load},
+};
+
+#[inline(always)]
+pub(crate) fn count(counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // A plain increment is enough: the slot is this CPU's, and the kernel never runs two
+        // tracing programs on one CPU at once (a nested one is skipped and counted by the
+        // kernel as a recursion miss, which userspace reports).
+        // SAFETY: the pointer is a valid, aligned u64 in a map value.
+        unsafe { *slot += 1 };
+    }
+}
+
+#[inline(always)]
+pub(crate) fn fill_header(
+    header: &mut EventHeader,
+    task: *const u8,
+    kind: u8,
+    mntns: u32,
+    dirfd: i32,
+    flags: u64,
+) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: plain helper call.
+    header.ts_ns = unsafe { bpf_ktime_get_ns() };
+    header.ret = 0;
+    header.flags = flags;
+    header.tgid = (pid_tgid >> 32) as u32;
+    header.tid = pid_tgid as u32;
+    header.mntns = mntns;
+    header.dirfd = dirfd;
+    // SAFETY: task is the current task's BTF pointer and comm its 16-byte array (see load);
+    // two plain loads instead of a helper call.
+    let comm: [u64; 2] = unsafe { load(task, global(&TASK_COMM_OFFSET)) };
+    // SAFETY: same size, plain bytes.
+    header.comm = unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(comm) };
+    header.kind = kind;
+    header.path_status = PATH_OK;
+    header.path_len = 0;
+    header.dir_len = 0;
+    header.dir_status = DIR_NONE;
+    header.file_status = FILE_NONE;
+    header.file_len = 0;
+    header.mode = 0;
+    header.exec_flags = 0;
+    header.ino = 0;
+    header.magic = 0;
+    header.dev = 0;
+    header.mnt_id = 0;
+    header._pad = [0; 3];
+}
+
+/// Reads a user path into the start of `buf.strings`, recording the outcome in the header.
+#[inline(always)]
+pub(crate) fn read_path(buf: &mut EventBuf, filename: u64) {
+    // SAFETY: the helper validates the user pointer and bounds the copy by the slice length.
+    match unsafe {
+        bpf_probe_read_user_str_bytes(filename as *const u8, &mut buf.strings[..PATH_MAX])
+    } {
+        Ok(path) => {
+            buf.header.path_len = path.len() as u16;
+            buf.header.path_status = PATH_OK;
+        }
+        Err(_) => {
+            buf.header.path_len = 0;
+            buf.header.path_status = PATH_READ_FAILED;
+            count(Counter::PathReadFailed);
+        }
+    }
+}
+
+/// Whether the path just read is relative (an empty path with AT_EMPTY_PATH names the dirfd).
+#[inline(always)]
+pub(crate) fn path_is_relative(buf: &EventBuf) -> bool {
+    buf.header.path_status == PATH_OK && buf.strings[0] != b'/'
+}
+
+/// Writes header + strings to the ring.
+#[inline(always)]
+pub(crate) fn emit(buf: &EventBuf) {
+    let len = HEADER_LEN
+        + buf.header.path_len as usize
+        + buf.header.dir_len as usize
+        + buf.header.file_len as usize;
+    if len > MAX_RECORD {
+        return;
+    }
+    // SAFETY: `len` is within the record, which is plain bytes.
+    output(unsafe { core::slice::from_raw_parts(addr_of!(*buf).cast::<u8>(), len) });
+}
+
+/// Writes one record to the ring, waking the consumer only when the ring is filling up.
+#[inline(always)]
+pub(crate) fn output(bytes: &[u8]) {
+    let wakeup = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= global(&WAKEUP_THRESHOLD) as u64 {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    match EVENTS.output::<[u8]>(bytes, wakeup as u64) {
+        Ok(()) => count(Counter::Emitted),
+        Err(_) => count(Counter::Dropped),
+    }
+}

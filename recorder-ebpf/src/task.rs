@@ -1,0 +1,67 @@
+//! The current task: its mount namespace (the filter's key) and its descriptor table.
+
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+use recorder_common::walk;
+
+use crate::{
+    MNT_NS_INUM_OFFSET, NSPROXY_MNT_NS_OFFSET, TASK_NSPROXY_OFFSET,
+    kernel::{global, load, walk_offset},
+    mntns::TARGETS,
+};
+
+/// A task's mount-namespace inode; `None` for an exiting task, which has dropped its namespaces.
+#[inline(always)]
+pub(crate) fn mntns_of(task: *const u8) -> Option<u32> {
+    // SAFETY: task is a BTF task pointer; the offsets are its fields' (see load).
+    unsafe {
+        let nsproxy: *const u8 = load(task, global(&TASK_NSPROXY_OFFSET));
+        if nsproxy.is_null() {
+            return None;
+        }
+        let mnt_ns: *const u8 = load(nsproxy, global(&NSPROXY_MNT_NS_OFFSET));
+        if mnt_ns.is_null() {
+            return None;
+        }
+        Some(load::<u32>(mnt_ns, global(&MNT_NS_INUM_OFFSET)))
+    }
+}
+
+/// The task's mount-namespace inode, if it is a target.
+#[inline(always)]
+pub(crate) fn target_mntns(task: *const u8) -> Option<u32> {
+    let mntns = mntns_of(task)?;
+    // SAFETY: the value is only checked for presence.
+    unsafe { TARGETS.get(&mntns) }.map(|_| mntns)
+}
+
+/// The `struct file` open at `fd` in `task`'s descriptor table (`task` a BTF task pointer:
+/// the current task's, or a tracepoint's).
+///
+/// `task→files→fdt` and the table's size and array are typed loads through BTF pointers, as in
+/// `target_mntns`: plain loads the verifier makes fault-tolerant, where helper calls cost more.
+/// The slot itself is a `struct file **` element the verifier cannot type, read by the helper.
+#[inline(always)]
+pub(crate) fn fd_file(task: u64, fd: i64) -> Option<u64> {
+    // SAFETY: task is a BTF task pointer; files and fdt are the BTF pointers its fields hold; the
+    // offsets are those fields' (see load).
+    let (max_fds, fds) = unsafe {
+        let files: *const u8 = load(task as *const u8, walk_offset(walk::TASK_FILES) as usize);
+        if files.is_null() {
+            return None;
+        }
+        let fdt: *const u8 = load(files, walk_offset(walk::FILES_FDT) as usize);
+        if fdt.is_null() {
+            return None;
+        }
+        (
+            load::<u32>(fdt, walk_offset(walk::FDT_MAX_FDS) as usize),
+            load::<u64>(fdt, walk_offset(walk::FDT_FD) as usize),
+        )
+    };
+    if fd < 0 || fd >= i64::from(max_fds) {
+        return None;
+    }
+    // SAFETY: see kread; the slot index was checked against the table size.
+    let file: u64 = unsafe { bpf_probe_read_kernel((fds + fd as u64 * 8) as *const u64) }.ok()?;
+    (file != 0).then_some(file)
+}
