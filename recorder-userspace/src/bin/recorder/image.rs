@@ -41,7 +41,9 @@ enum Sub {
         #[command(flatten)]
         index: IndexArgs,
     },
-    /// The layer providing each path: `SOURCE PATH...`, or `PATH...` with --store.
+    /// The layer providing each path: `SOURCE PATH...`, or `PATH...` with --store. Every path
+    /// is answered; exit status 1 if one is not in the image (absent, deleted by a whiteout,
+    /// hidden by an opaque directory...), and the error names it.
     Which {
         /// The layout directory (or image reference with --containerd) followed by paths, or
         /// only paths with --store.
@@ -228,6 +230,9 @@ fn which(
             );
         }
     }
+    // Every path is answered; the ones not in the merged image make the command fail
+    // afterwards (exit status 1), as `which` and `grep` do, so scripts can test for a path.
+    let mut missing = Vec::new();
     for p in paths {
         let raw = p.as_os_str().as_bytes();
         let (path, result, target, chain) = if follow {
@@ -237,6 +242,9 @@ fn which(
             let l = view.which(raw);
             (l.path, l.result, None, Vec::new())
         };
+        if let Err(r) = &result {
+            missing.push(format!("/{}: {}", path::display(&path), reason_text(r)));
+        }
         if json {
             let mut obj = serde_json::json!({
                 "path": String::from_utf8_lossy(&path),
@@ -269,5 +277,14 @@ fn which(
         }
         println!("{line}");
     }
-    Ok(())
+    match missing.as_slice() {
+        [] => Ok(()),
+        [one] => anyhow::bail!("not in the image: {one}"),
+        many => anyhow::bail!(
+            "{} of {} paths are not in the image: {}",
+            many.len(),
+            paths.len(),
+            many.join("; ")
+        ),
+    }
 }
