@@ -452,6 +452,7 @@ impl ContainerRun {
     /// Removes the task (killing it if it still runs), the container, the snapshot and the
     /// lease, in that order. Failures are logged, and the rest still removed.
     pub async fn remove(mut self) {
+        let _progress = crate::progress::Progress::spinner("removing the container");
         let c = self.client.clone();
         let id = self.id.clone();
         if self.made.task {

@@ -1,13 +1,11 @@
 //! `recorder image inspect|which`: what an image's layers hold and which layer provides a path.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use recorder::image::{Image, IndexOptions, MergedView, Reason, index_image, path};
+use recorder::progress::Progress;
 
 use crate::source::{OpenedImage, SourceArgs};
 
@@ -96,38 +94,17 @@ fn open(source: Option<PathBuf>, src: &SourceArgs) -> anyhow::Result<OpenedImage
     src.open(source.as_deref())
 }
 
-/// Indexes the image, drawing progress on stderr when it is a terminal.
+/// Indexes the image, with a progress bar on a terminal (none with --quiet).
 pub fn index(image: &Image, threads: usize) -> anyhow::Result<(MergedView, Duration)> {
     let total: u64 = image.layers().iter().map(|l| l.size).sum();
-    let counter = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicBool::new(false));
-    let layers = image.layers().len();
-    let show = std::io::stderr().is_terminal();
-    let painter = show.then(|| {
-        let (counter, done) = (counter.clone(), done.clone());
-        std::thread::spawn(move || {
-            while !done.load(Ordering::Relaxed) {
-                let n = counter.load(Ordering::Relaxed);
-                eprint!(
-                    "\rindexing {layers} layers: {:.1}/{:.1} MB",
-                    n as f64 / 1e6,
-                    total as f64 / 1e6
-                );
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            eprint!("\r\x1b[K");
-        })
-    });
+    let progress = Progress::bytes("indexing", total);
     let start = Instant::now();
     let opts = IndexOptions {
         threads,
-        progress: Some(counter),
+        progress: Some(progress.counter()),
     };
     let result = index_image(image, &opts);
-    done.store(true, Ordering::Relaxed);
-    if let Some(p) = painter {
-        let _ = p.join();
-    }
+    drop(progress);
     Ok((result.context("indexing the image")?, start.elapsed()))
 }
 
