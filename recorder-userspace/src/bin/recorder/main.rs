@@ -105,6 +105,10 @@ fn main() -> ExitCode {
 }
 
 fn run_cli() -> anyhow::Result<ExitCode> {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(message) = source::containerd_address_with_a_space(&argv) {
+        return Err(Usage(message).into());
+    }
     let cli = Cli::parse();
     QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
     // Bars only for a person watching: not when stderr is piped or logged, not with --quiet.
