@@ -45,7 +45,8 @@ use super::leftovers::OWNER_LABEL;
 use crate::agent::AgentError;
 use crate::image::Image;
 use crate::sandbox::{
-    Confinement, ImageProcess, ProcessOverrides, SpecError, SpecLayout, runtime_spec,
+    BindMount, Confinement, ImageProcess, ProcessOverrides, SpecError, SpecLayout, Watchdog,
+    runtime_spec,
 };
 
 /// The snapshotter `ctr images import` unpacks into by default.
@@ -108,6 +109,15 @@ pub enum RunError {
         /// containerd's status, with runc's message.
         message: String,
     },
+    /// The watchdog could not be told the task's init (it would outlive a killed recorder).
+    #[error("telling the watchdog about task {pid}")]
+    Watchdog {
+        /// The task's init.
+        pid: u32,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
     /// A containerd call failed.
     #[error(transparent)]
     Containerd(#[from] ContainerdError),
@@ -118,6 +128,10 @@ impl From<RunError> for AgentError {
         match error {
             RunError::Containerd(e) => e.into(),
             RunError::Process(e) => AgentError::Spec(e),
+            RunError::Watchdog { pid, source } => AgentError::Io {
+                op: format!("telling the watchdog about task {pid}"),
+                source,
+            },
             other => AgentError::Target {
                 target: "containerd run".into(),
                 message: other.to_string(),
@@ -138,6 +152,10 @@ pub struct RunRequest<'a> {
     pub io_dir: &'a Path,
     /// How the workload is contained.
     pub confinement: Confinement,
+    /// Host paths bind-mounted into the container (`--mount`).
+    pub binds: &'a [BindMount],
+    /// Kills the task's init should the recorder die before removing the run.
+    pub watchdog: Option<&'a Watchdog>,
 }
 
 /// What of a run exists in containerd, so that removal undoes exactly that.
@@ -267,6 +285,7 @@ impl ContainerRun {
             // Where `ctr run` puts its containers, so cgroups are found and removed the same way.
             cgroups_path: PathBuf::from(format!("/{}/{}", c.namespace(), self.id)),
             tmp_tmpfs: false,
+            binds: req.binds.to_vec(),
         };
         let runtime_spec = runtime_spec(&process, &layout, &req.confinement)
             .map_err(|e| RunError::Spec(e.to_string()))?;
@@ -312,6 +331,16 @@ impl ContainerRun {
             .into_inner();
         self.made.task = true;
         self.pid = created.pid;
+        // From here on a SIGKILLed recorder does not leave the workload running: the watchdog
+        // kills the task's init (see crate::sandbox::watchdog).
+        if let Some(watchdog) = req.watchdog {
+            watchdog
+                .watch_process(self.pid)
+                .map_err(|source| RunError::Watchdog {
+                    pid: self.pid,
+                    source,
+                })?;
+        }
         info!(container = self.id, pid = self.pid, "task created");
         Ok(())
     }
@@ -423,6 +452,7 @@ impl ContainerRun {
     /// Removes the task (killing it if it still runs), the container, the snapshot and the
     /// lease, in that order. Failures are logged, and the rest still removed.
     pub async fn remove(mut self) {
+        let _progress = crate::progress::Progress::spinner("removing the container");
         let c = self.client.clone();
         let id = self.id.clone();
         if self.made.task {

@@ -26,8 +26,8 @@ use recorder::agent::{
 use recorder::containerd::{ContainerRun, RunRequest};
 use recorder::image::{BlobDigest, Platform};
 use recorder::sandbox::{
-    Confinement, DEFAULT_PIDS_LIMIT, ImageProcess, ProcessOverrides, Sandbox, UnpackBudget,
-    parse_env_file,
+    BindMount, Confinement, DEFAULT_PIDS_LIMIT, ImageProcess, ProcessOverrides, Sandbox,
+    UnpackBudget, parse_env_file,
 };
 use recorder::status::{State, StatusHandle};
 use recorder::tracer::{Tracer, mount_namespace_of};
@@ -80,6 +80,16 @@ pub struct ProcessArgs {
     /// Working directory instead of the image's WorkingDir.
     #[arg(long, value_name = "DIR")]
     cwd: Option<String>,
+    /// Bind-mount a host path into the container, as ctr-remote optimize:
+    /// `type=bind,src=/host/path,dst=/in/container[,options=rbind:ro]` (repeatable). What is
+    /// read through it is not image content and is not recorded.
+    #[arg(long, value_name = "SPEC", value_parser = parse_mount)]
+    mount: Vec<BindMount>,
+}
+
+/// A `--mount` value, checked now (the source must exist): a bad one is a usage error.
+fn parse_mount(s: &str) -> Result<BindMount, String> {
+    BindMount::parse(s).map_err(|e| e.to_string())
 }
 
 /// `KEY=VALUE` with a non-empty key.
@@ -255,6 +265,8 @@ async fn profile_containerd(
         overrides,
         io_dir: work.path(),
         confinement,
+        binds: &args.process.mount,
+        watchdog: Some(&work.watchdog()),
     };
     // A recorder that was SIGKILLed left its task running and its container, snapshot and
     // lease behind: removed first.
@@ -368,6 +380,7 @@ async fn profile(
     }
     let pending = sandbox
         .confinement(confinement)
+        .binds(args.process.mount.clone())
         .watchdog(work.watchdog())
         .start()?;
     let mntns = u32::try_from(pending.mntns_inode()).map_err(|_| AgentError::Target {
