@@ -10,6 +10,7 @@ pub mod image;
 pub mod k8s;
 pub mod outputs;
 pub mod procfs;
+pub mod progress;
 pub mod record;
 pub mod recording;
 pub mod registry;

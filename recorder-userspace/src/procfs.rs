@@ -42,6 +42,26 @@ impl fmt::Display for MntNs {
     }
 }
 
+/// When process `pid` started, in clock ticks after boot (`/proc/PID/stat` field 22): with the
+/// pid, it names one process, never a later one that reused the pid.
+pub fn start_time(pid: u32) -> io::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    parse_start_time(&stat).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("/proc/{pid}/stat: no start time"),
+        )
+    })
+}
+
+/// Field 22 of a `/proc/PID/stat` line; the fields are counted after the last `)`, as the
+/// command name (field 2) may hold spaces and parentheses.
+fn parse_start_time(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    // `rest` starts at field 3.
+    rest.split_whitespace().nth(22 - 3)?.parse().ok()
+}
+
 /// `/proc/PID/ns/mnt`.
 pub fn mnt_ns_path(pid: u32) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/ns/mnt"))
@@ -50,6 +70,25 @@ pub fn mnt_ns_path(pid: u32) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn start_times() {
+        let line = |comm: &str| {
+            format!("42 ({comm}) S 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 123456 1 2 3\n")
+        };
+        for (stat, want) in [
+            (line("sh"), Some(123456)),
+            (line("a) b (c"), Some(123456)),
+            (line("x y z"), Some(123456)),
+            ("42 (sh) S 1".to_owned(), None),
+            ("garbage".to_owned(), None),
+        ] {
+            assert_eq!(parse_start_time(&stat), want, "{stat}");
+        }
+        let me = std::process::id();
+        assert_eq!(start_time(me).unwrap(), start_time(me).unwrap());
+        assert!(start_time(me).unwrap() > 0);
+    }
 
     #[test]
     fn the_own_namespace_reads_and_pins_alike() {

@@ -66,18 +66,36 @@ fn image_inspect_and_which_read_an_oci_layout() {
     assert!(lines[1 + tars.len()].starts_with("index "), "{out}");
 
     assert_eq!(
-        ok(&[
-            "image",
-            "which",
-            image,
-            "app/conf",
-            "etc/gone",
-            "/etc/shadowed"
-        ]),
-        "/app/conf: layer 2 (symlink)\n\
-         /etc/gone: deleted by a whiteout of etc/gone in layer 1\n\
-         /etc/shadowed: layer 1 (file)\n"
+        ok(&["image", "which", image, "app/conf", "/etc/shadowed"]),
+        "/app/conf: layer 2 (symlink)\n/etc/shadowed: layer 1 (file)\n"
     );
+    // A path not in the image: every path is still answered, and the command fails (exit
+    // status 1, as the README's table says for an error) naming each missing one.
+    for (paths, error) in [
+        (
+            &["app/conf", "etc/gone", "/etc/shadowed"][..],
+            "Error: not in the image: /etc/gone: deleted by a whiteout of etc/gone in layer 1",
+        ),
+        (
+            &["no/such", "etc/gone"][..],
+            "Error: 2 of 2 paths are not in the image: /no/such: not in the image; \
+             /etc/gone: deleted by a whiteout of etc/gone in layer 1",
+        ),
+    ] {
+        let out = recorder(&[&["image", "which", image][..], paths].concat());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{paths:?}: {stderr}");
+        assert!(stderr.contains(error), "{paths:?}: {stderr}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).lines().count(),
+            paths.len(),
+            "every path answered"
+        );
+    }
+    let out = recorder(&["image", "which", image, "--json", "etc/gone"]);
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["layerIndex"], serde_json::Value::Null);
     assert_eq!(
         ok(&["image", "which", image, "--follow", "app/conf"]),
         "/app/conf -> ../cfg/tool.conf (symlink in layer 2) -> /opt/real (symlink in layer 1) \

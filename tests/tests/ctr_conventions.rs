@@ -76,6 +76,53 @@ fn address_and_namespace_come_as_ctr_takes_them() {
     );
 }
 
+/// `--containerd SOCK` with a space gave three different errors depending on the command
+/// (issue #10); now one, the same everywhere, saying how to give the socket (exit status 2).
+#[test]
+fn a_socket_after_containerd_with_a_space_is_one_clear_usage_error() {
+    let want = "--containerd is a switch: give the socket as `--containerd -a /tmp/x.sock` \
+                (as ctr takes it) or `--containerd=/tmp/x.sock`";
+    for args in [
+        &[
+            "image",
+            "inspect",
+            "--containerd",
+            "/tmp/x.sock",
+            "docker.io/a:1",
+        ][..],
+        &[
+            "image",
+            "which",
+            "--containerd",
+            "/tmp/x.sock",
+            "docker.io/a:1",
+            "/x",
+        ],
+        &[
+            "record",
+            "--containerd",
+            "/tmp/x.sock",
+            "--image",
+            "docker.io/a:1",
+            "--target",
+            "container:x",
+        ],
+        &[
+            "run",
+            "--containerd",
+            "/tmp/x.sock",
+            "--image",
+            "docker.io/a:1",
+        ],
+        &["record", "ls", "--containerd", "/tmp/x.sock"],
+    ] {
+        let out = recorder(args, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+}
+
 #[test]
 fn help_shows_the_conventions_and_the_exit_statuses() {
     for command in [&["record"][..], &["run"], &["image", "inspect"]] {

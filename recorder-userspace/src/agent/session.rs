@@ -155,7 +155,14 @@ async fn index_off_runtime(
 ) -> Result<(Arc<Image>, Arc<MergedView>), AgentError> {
     let task = tokio::task::spawn_blocking(move || {
         open().and_then(|image| {
-            let view = index_image(&image, &IndexOptions::default())
+            // The layers' bytes as stored (compressed), as the indexer counts them.
+            let stored = image.layers().iter().map(|l| l.size).sum();
+            let progress = crate::progress::Progress::bytes("indexing", stored);
+            let options = IndexOptions {
+                progress: Some(progress.counter()),
+                ..IndexOptions::default()
+            };
+            let view = index_image(&image, &options)
                 .map_err(|source| IndexFailure::Image(Box::new(source)))?;
             Ok((image, view))
         })

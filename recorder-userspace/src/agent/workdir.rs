@@ -65,6 +65,8 @@ impl WorkDir {
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
+        // The unpacked layers: as many files as the image has.
+        let _progress = crate::progress::Progress::spinner("removing the work dir");
         if let Err(error) = std::fs::remove_dir_all(&self.path) {
             tracing::warn!(path = %self.path.display(), %error, "removing the work dir");
         }

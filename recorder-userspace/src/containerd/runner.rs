@@ -43,7 +43,9 @@ use super::client::Containerd;
 use super::error::ContainerdError;
 use super::leftovers::OWNER_LABEL;
 use crate::image::Image;
-use crate::sandbox::{Confinement, ProcessOverrides, SpecError, SpecLayout, runtime_spec};
+use crate::sandbox::{
+    BindMount, Confinement, ProcessOverrides, SpecError, SpecLayout, Watchdog, runtime_spec,
+};
 
 /// The snapshotter `ctr images import` unpacks into by default.
 pub const SNAPSHOTTER: &str = "overlayfs";
@@ -111,6 +113,15 @@ pub enum RunError {
         /// containerd's status, with runc's message.
         message: String,
     },
+    /// The watchdog could not be told the task's init (it would outlive a killed recorder).
+    #[error("telling the watchdog about task {pid} failed")]
+    Watchdog {
+        /// The task's init.
+        pid: u32,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
     /// A containerd call failed.
     #[error(transparent)]
     Containerd(#[from] ContainerdError),
@@ -128,6 +139,10 @@ pub struct RunRequest<'a> {
     pub io_dir: &'a Path,
     /// How the workload is contained.
     pub confinement: Confinement,
+    /// Host paths bind-mounted into the container (`--mount`).
+    pub binds: &'a [BindMount],
+    /// Kills the task's init should the recorder die before removing the run.
+    pub watchdog: Option<&'a Watchdog>,
 }
 
 /// What of a run exists in containerd, so that removal undoes exactly that.
@@ -250,6 +265,7 @@ impl ContainerRun {
             // Where `ctr run` puts its containers, so cgroups are found and removed the same way.
             cgroups_path: PathBuf::from(format!("/{}/{}", c.namespace(), self.id)),
             tmp_tmpfs: false,
+            binds: req.binds.to_vec(),
         };
         let runtime_spec =
             runtime_spec(&process, &layout, &req.confinement).map_err(|e| RunError::Spec {
@@ -301,6 +317,16 @@ impl ContainerRun {
             .into_inner();
         self.made.task = true;
         self.pid = created.pid;
+        // From here on a SIGKILLed recorder does not leave the workload running: the watchdog
+        // kills the task's init (see crate::sandbox::watchdog).
+        if let Some(watchdog) = req.watchdog {
+            watchdog
+                .watch_process(self.pid)
+                .map_err(|source| RunError::Watchdog {
+                    pid: self.pid,
+                    source,
+                })?;
+        }
         info!(container = self.id, pid = self.pid, "task created");
         Ok(())
     }
@@ -412,6 +438,7 @@ impl ContainerRun {
     /// Removes the task (killing it if it still runs), the container, the snapshot and the
     /// lease, in that order. Failures are logged, and the rest still removed.
     pub async fn remove(mut self) {
+        let _progress = crate::progress::Progress::spinner("removing the container");
         let c = self.client.clone();
         let id = self.id.clone();
         if self.made.task {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::agent::{AgentError, CommitOptions, ContainerdSink, ImageSource, RecordSink};
 use crate::containerd::RecordLabels;
 use crate::image::{BlobDigest, Image, Platform};
-use crate::sandbox::{Confinement, ProcessOverrides};
+use crate::sandbox::{BindMount, Confinement, ProcessOverrides};
 use crate::tracer::TracerConfig;
 
 use super::input::Connection;
@@ -74,6 +74,8 @@ pub struct RunPlan {
     pub overrides: ProcessOverrides,
     /// Most bytes the image may take unpacked; `None`: a share of the free space.
     pub max_unpacked: Option<u64>,
+    /// Host paths bind-mounted into the container (`--mount`).
+    pub binds: Vec<BindMount>,
 }
 
 impl Options {

@@ -67,12 +67,15 @@ impl Recording {
         let commit = options.commit_options(Some(connection), indexed.image().manifest_digest())?;
         // Holds the workload's stdout and stderr files; removed on every way out.
         let work = WorkDir::create(&options.work_dir)?;
+        let watchdog = work.watchdog();
         let request = RunRequest {
             image: indexed.image(),
             reference: &connection.reference,
             overrides: &plan.overrides,
             io_dir: work.path(),
             confinement: plan.confinement,
+            binds: &plan.binds,
+            watchdog: Some(&watchdog),
         };
         // A recorder that was SIGKILLed left its task running and its container, snapshot and
         // lease behind: removed first.
@@ -191,6 +194,7 @@ impl Recording {
         }
         let pending = sandbox
             .confinement(plan.confinement)
+            .binds(plan.binds.clone())
             .watchdog(work.watchdog())
             .start()?;
         let mntns = u32::try_from(pending.mntns_inode()).map_err(|_| AgentError::Target {

@@ -13,6 +13,7 @@
 //! scratch dir is removed on every way out, including drop, and by a [`Watchdog`] if the
 //! recorder is killed.
 
+mod bind;
 mod overrides;
 mod plan;
 mod run;
@@ -22,6 +23,7 @@ mod spec;
 mod unpack;
 pub mod watchdog;
 
+pub use bind::{BindMount, BindMountError};
 pub use overrides::{ProcessOverrides, parse_env_file};
 pub use plan::PlanError;
 pub use run::{Pending, Running, Sandbox, SandboxError, find_runc};

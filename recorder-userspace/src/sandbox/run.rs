@@ -18,6 +18,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use super::bind::BindMount;
 use super::plan::{PlanError, overlay_options};
 use super::runtime_spec::{Confinement, SpecLayout, runtime_spec};
 use super::spec::ProcessSpec;
@@ -94,6 +95,7 @@ pub struct Sandbox {
     process: ProcessSpec,
     stdio: [Option<OwnedFd>; 3],
     confinement: Confinement,
+    binds: Vec<BindMount>,
     watchdog: Option<Watchdog>,
 }
 
@@ -108,6 +110,7 @@ impl Sandbox {
             process,
             stdio: [None, None, None],
             confinement: Confinement::default(),
+            binds: Vec::new(),
             watchdog: None,
         }
     }
@@ -123,6 +126,12 @@ impl Sandbox {
     /// Contains the workload as `confinement` says (default: [`Confinement::default`]).
     pub fn confinement(mut self, confinement: Confinement) -> Self {
         self.confinement = confinement;
+        self
+    }
+
+    /// Bind-mounts these host paths into the container (`--mount`).
+    pub fn binds(mut self, binds: Vec<BindMount>) -> Self {
+        self.binds = binds;
         self
     }
 
@@ -172,6 +181,7 @@ impl Sandbox {
                 // At the top of each hierarchy: `runc delete` removes it and leaves nothing.
                 cgroups_path: PathBuf::from(format!("/{id}")),
                 tmp_tmpfs: true,
+                binds: self.binds.clone(),
             },
             &self.confinement,
         )

@@ -28,6 +28,7 @@ use oci_spec::runtime::{
     ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
+use super::bind::BindMount;
 use super::seccomp;
 use super::spec::ProcessSpec;
 
@@ -113,6 +114,9 @@ pub struct SpecLayout {
     pub cgroups_path: PathBuf,
     /// Mount a private tmpfs on `/tmp`, as the self-contained runs always have.
     pub tmp_tmpfs: bool,
+    /// Host paths bind-mounted in (`--mount`), after the defaults so that one may go below
+    /// `/tmp`.
+    pub binds: Vec<BindMount>,
 }
 
 /// The spec for `process` laid out as `layout`, contained as `confinement` says.
@@ -202,7 +206,13 @@ pub fn runtime_spec(
                 .readonly(false)
                 .build()?,
         )
-        .mounts(default_mounts(privileged, layout.tmp_tmpfs)?)
+        .mounts({
+            let mut mounts = default_mounts(privileged, layout.tmp_tmpfs)?;
+            for bind in &layout.binds {
+                mounts.push(bind.to_oci()?);
+            }
+            mounts
+        })
         .linux(linux.build()?)
         .build()
 }
@@ -361,6 +371,7 @@ mod tests {
             root: "rootfs".into(),
             cgroups_path: "/ns/c1".into(),
             tmp_tmpfs: false,
+            binds: Vec::new(),
         }
     }
 
@@ -405,6 +416,23 @@ mod tests {
             ]
         );
         assert_eq!(json["linux"]["namespaces"].as_array().unwrap().len(), 5);
+        let with_bind = SpecLayout {
+            binds: vec![BindMount::parse("type=bind,src=/,dst=/tmp/host,options=ro").unwrap()],
+            tmp_tmpfs: true,
+            ..layout()
+        };
+        let json = serde_json::to_value(
+            runtime_spec(&process(), &with_bind, &Confinement::default()).unwrap(),
+        )
+        .unwrap();
+        let mounts = json["mounts"].as_array().unwrap();
+        // After the /tmp tmpfs, so that it is not hidden by it.
+        assert_eq!(mounts[mounts.len() - 2]["destination"], "/tmp");
+        assert_eq!(
+            mounts[mounts.len() - 1],
+            serde_json::json!({"destination": "/tmp/host", "type": "bind", "source": "/",
+                               "options": ["rbind", "ro"]})
+        );
         assert_eq!(
             json["process"]["capabilities"]["bounding"]
                 .as_array()

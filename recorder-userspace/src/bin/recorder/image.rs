@@ -1,13 +1,11 @@
 //! `recorder image inspect|which`: what an image's layers hold and which layer provides a path.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use recorder::image::{Image, IndexOptions, MergedView, Reason, index_image, path};
+use recorder::progress::Progress;
 
 use crate::source::{OpenedImage, SourceArgs};
 
@@ -41,7 +39,9 @@ enum Sub {
         #[command(flatten)]
         index: IndexArgs,
     },
-    /// The layer providing each path: `SOURCE PATH...`, or `PATH...` with --store.
+    /// The layer providing each path: `SOURCE PATH...`, or `PATH...` with --store. Every path
+    /// is answered; exit status 1 if one is not in the image (absent, deleted by a whiteout,
+    /// hidden by an opaque directory...), and the error names it.
     Which {
         /// The layout directory (or image reference with --containerd) followed by paths, or
         /// only paths with --store.
@@ -94,38 +94,17 @@ fn open(source: Option<PathBuf>, src: &SourceArgs) -> anyhow::Result<OpenedImage
     src.open(source.as_deref())
 }
 
-/// Indexes the image, drawing progress on stderr when it is a terminal.
+/// Indexes the image, with a progress bar on a terminal (none with --quiet).
 pub fn index(image: &Image, threads: usize) -> anyhow::Result<(MergedView, Duration)> {
     let total: u64 = image.layers().iter().map(|l| l.size).sum();
-    let counter = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicBool::new(false));
-    let layers = image.layers().len();
-    let show = std::io::stderr().is_terminal();
-    let painter = show.then(|| {
-        let (counter, done) = (counter.clone(), done.clone());
-        std::thread::spawn(move || {
-            while !done.load(Ordering::Relaxed) {
-                let n = counter.load(Ordering::Relaxed);
-                eprint!(
-                    "\rindexing {layers} layers: {:.1}/{:.1} MB",
-                    n as f64 / 1e6,
-                    total as f64 / 1e6
-                );
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            eprint!("\r\x1b[K");
-        })
-    });
+    let progress = Progress::bytes("indexing", total);
     let start = Instant::now();
     let opts = IndexOptions {
         threads,
-        progress: Some(counter),
+        progress: Some(progress.counter()),
     };
     let result = index_image(image, &opts);
-    done.store(true, Ordering::Relaxed);
-    if let Some(p) = painter {
-        let _ = p.join();
-    }
+    drop(progress);
     Ok((result.context("indexing the image")?, start.elapsed()))
 }
 
@@ -228,6 +207,9 @@ fn which(
             );
         }
     }
+    // Every path is answered; the ones not in the merged image make the command fail
+    // afterwards (exit status 1), as `which` and `grep` do, so scripts can test for a path.
+    let mut missing = Vec::new();
     for p in paths {
         let raw = p.as_os_str().as_bytes();
         let (path, result, target, chain) = if follow {
@@ -237,6 +219,9 @@ fn which(
             let l = view.which(raw);
             (l.path, l.result, None, Vec::new())
         };
+        if let Err(r) = &result {
+            missing.push(format!("/{}: {}", path::display(&path), reason_text(r)));
+        }
         if json {
             let mut obj = serde_json::json!({
                 "path": String::from_utf8_lossy(&path),
@@ -269,5 +254,14 @@ fn which(
         }
         println!("{line}");
     }
-    Ok(())
+    match missing.as_slice() {
+        [] => Ok(()),
+        [one] => anyhow::bail!("not in the image: {one}"),
+        many => anyhow::bail!(
+            "{} of {} paths are not in the image: {}",
+            many.len(),
+            paths.len(),
+            many.join("; ")
+        ),
+    }
 }

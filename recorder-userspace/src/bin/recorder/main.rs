@@ -127,15 +127,21 @@ fn main() -> ExitCode {
 }
 
 fn run_cli() -> anyhow::Result<ExitCode> {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(message) = source::containerd_address_with_a_space(&argv) {
+        return Err(Usage(message).into());
+    }
     let cli = Cli::parse();
     QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
+    // Bars only for a person watching: not when stderr is piped or logged, not with --quiet.
+    recorder::progress::enable(!cli.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let default_level = if cli.quiet { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RECORDER_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(recorder::progress::LogWriter)
         .with_ansi(color())
         .init();
     let done = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);

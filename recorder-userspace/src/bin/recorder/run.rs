@@ -13,7 +13,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use recorder::recording::RunPlan;
-use recorder::sandbox::{Confinement, DEFAULT_PIDS_LIMIT, ProcessOverrides, parse_env_file};
+use recorder::sandbox::{
+    BindMount, Confinement, DEFAULT_PIDS_LIMIT, ProcessOverrides, parse_env_file,
+};
 
 use crate::conclude::{Output, record_and_conclude};
 use crate::record::CommonArgs;
@@ -59,6 +61,16 @@ pub struct ProcessArgs {
     /// Working directory instead of the image's WorkingDir.
     #[arg(long, value_name = "DIR")]
     cwd: Option<String>,
+    /// Bind-mount a host path into the container, as ctr-remote optimize:
+    /// `type=bind,src=/host/path,dst=/in/container[,options=rbind:ro]` (repeatable). What is
+    /// read through it is not image content and is not recorded.
+    #[arg(long, value_name = "SPEC", value_parser = parse_mount)]
+    mount: Vec<BindMount>,
+}
+
+/// A `--mount` value, checked now (the source must exist): a bad one is a usage error.
+fn parse_mount(s: &str) -> Result<BindMount, String> {
+    BindMount::parse(s).map_err(|e| e.to_string())
 }
 
 /// `KEY=VALUE` with a non-empty key.
@@ -156,6 +168,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         overrides: args.overrides()?,
         confinement: args.confine.confinement()?,
         max_unpacked: args.max_unpacked,
+        binds: args.process.mount.clone(),
     };
     let options = args.common.options()?;
     record_and_conclude(

@@ -274,3 +274,84 @@ pub fn connect_containerd(
         runtime,
     })
 }
+
+/// A socket given after `--containerd` with a space (`--containerd /run/x.sock`): clap would
+/// take it for a positional argument, or a subcommand, and say something different for each
+/// command; this names the mistake once, the same everywhere. Looks at the arguments before
+/// `--` for `--containerd` followed by what can only be an address: `unix://...`, a name
+/// ending in `.sock`, or an existing socket file (a layout directory or a record file is
+/// neither).
+pub fn containerd_address_with_a_space(args: &[std::ffi::OsString]) -> Option<String> {
+    use std::os::unix::fs::FileTypeExt;
+    let args: Vec<&std::ffi::OsStr> = args
+        .iter()
+        .map(|a| a.as_os_str())
+        .take_while(|a| *a != "--")
+        .collect();
+    args.windows(2).find_map(|pair| {
+        let next = pair[1].to_str()?;
+        let is_address = next.starts_with("unix://")
+            || (!next.starts_with('-') && next.ends_with(".sock"))
+            || std::fs::metadata(next).is_ok_and(|m| m.file_type().is_socket());
+        (pair[0] == "--containerd" && is_address).then(|| {
+            format!(
+                "--containerd is a switch: give the socket as `--containerd -a {next}` (as ctr \
+                 takes it) or `--containerd={next}`"
+            )
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_after_a_space_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("c");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let socket = socket.to_str().unwrap();
+        let layout = dir.path().to_str().unwrap();
+        for (args, found) in [
+            (
+                vec!["image", "inspect", "--containerd", "/run/x.sock", "a:1"],
+                true,
+            ),
+            (
+                vec!["run", "--containerd", "unix:///run/c", "--image", "a:1"],
+                true,
+            ),
+            (vec!["record", "ls", "--containerd", socket], true),
+            (
+                vec!["image", "inspect", "--containerd", "-a", "/run/x.sock"],
+                false,
+            ),
+            (
+                vec!["image", "inspect", "--containerd=/run/x.sock", "a:1"],
+                false,
+            ),
+            (
+                vec!["image", "inspect", "--containerd", "docker.io/a:1"],
+                false,
+            ),
+            (vec!["record", "push", "--containerd", layout, "h/r"], false),
+            (
+                vec!["run", "--containerd", "--image", "a", "--", "x.sock"],
+                false,
+            ),
+        ] {
+            let argv: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+            let said = containerd_address_with_a_space(&argv);
+            assert_eq!(said.is_some(), found, "{args:?}: {said:?}");
+        }
+        let said = containerd_address_with_a_space(&["--containerd".into(), "/run/x.sock".into()]);
+        assert_eq!(
+            said.as_deref(),
+            Some(
+                "--containerd is a switch: give the socket as `--containerd -a /run/x.sock` \
+                 (as ctr takes it) or `--containerd=/run/x.sock`"
+            )
+        );
+    }
+}
