@@ -1,0 +1,185 @@
+//! A created run from start to removal: start, wait, kill, the workload's output, and
+//! removing the task, container, snapshot and lease.
+
+use std::future::Future;
+
+use containerd_client::services::v1::containers_client::ContainersClient;
+use containerd_client::services::v1::leases_client::LeasesClient;
+use containerd_client::services::v1::snapshots::RemoveSnapshotRequest;
+use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
+use containerd_client::services::v1::tasks_client::TasksClient;
+use containerd_client::services::v1::{
+    DeleteContainerRequest, DeleteRequest as DeleteLeaseRequest, DeleteTaskRequest, KillRequest,
+    StartRequest, WaitRequest,
+};
+use containerd_client::tonic::Code;
+use tracing::{debug, info, warn};
+
+use super::{ContainerRun, KILL_TIMEOUT, Made, RunError, SNAPSHOTTER};
+
+impl ContainerRun {
+    /// Lets runc's init execute the workload (Tasks.Start).
+    pub async fn start(&self) -> Result<(), RunError> {
+        let c = &self.client;
+        TasksClient::new(c.channel())
+            .start(c.request(StartRequest {
+                container_id: self.id.clone(),
+                exec_id: String::new(),
+            }))
+            .await
+            .map_err(|s| c.rpc_error("Tasks.Start", &s))?;
+        info!(container = self.id, "task started");
+        Ok(())
+    }
+
+    /// A future that resolves to the task's exit status (Tasks.Wait); it owns what it needs,
+    /// so it can be spawned.
+    pub fn wait(&self) -> impl Future<Output = Result<u32, RunError>> + Send + 'static {
+        let c = self.client.clone();
+        let id = self.id.clone();
+        async move {
+            let reply = TasksClient::new(c.channel())
+                .wait(c.request(WaitRequest {
+                    container_id: id,
+                    exec_id: String::new(),
+                }))
+                .await
+                .map_err(|s| c.rpc_error("Tasks.Wait", &s))?;
+            Ok(reply.into_inner().exit_status)
+        }
+    }
+
+    /// Sends SIGKILL to the task's init; with its own pid namespace, that ends them all.
+    pub async fn kill(&self) -> Result<(), RunError> {
+        let c = &self.client;
+        let killed = TasksClient::new(c.channel())
+            .kill(c.request(KillRequest {
+                container_id: self.id.clone(),
+                exec_id: String::new(),
+                signal: libc::SIGKILL as u32,
+                all: false,
+            }))
+            .await;
+        match killed {
+            // Already gone: nothing to kill.
+            Err(s) if matches!(s.code(), Code::NotFound | Code::FailedPrecondition) => Ok(()),
+            Err(s) => Err(c.rpc_error("Tasks.Kill", &s).into()),
+            Ok(_) => Ok(()),
+        }
+    }
+
+    /// Copies the workload's stdout and stderr files to ours.
+    pub fn forward_output(&self, stdout_to_stderr: bool) {
+        use std::io::Write;
+        let stdout: Box<dyn Write> = if stdout_to_stderr {
+            Box::new(std::io::stderr())
+        } else {
+            Box::new(std::io::stdout())
+        };
+        for (path, mut out) in [
+            (&self.stdout, stdout),
+            (&self.stderr, Box::new(std::io::stderr())),
+        ] {
+            match std::fs::read(path) {
+                Ok(bytes) => {
+                    if let Err(error) = out.write_all(&bytes).and_then(|()| out.flush()) {
+                        warn!(%error, "forwarding the workload's output");
+                    }
+                }
+                // The shim creates the file only once the task has stdio; none is no output.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    warn!(%error, path = %path.display(), "reading the workload's output")
+                }
+            }
+        }
+    }
+
+    /// Removes the task (killing it if it still runs), the container, the snapshot and the
+    /// lease, in that order. Failures are logged, and the rest still removed.
+    pub async fn remove(mut self) {
+        let _progress = crate::progress::Progress::spinner("removing the container");
+        let c = self.client.clone();
+        let id = self.id.clone();
+        if self.made.task {
+            if let Err(error) = self.kill().await {
+                warn!(%error, container = id, "killing the task");
+            }
+            // A task can only be deleted once it has exited.
+            match tokio::time::timeout(KILL_TIMEOUT, self.wait()).await {
+                Ok(Ok(status)) => debug!(container = id, status, "task exited"),
+                Ok(Err(error)) => debug!(%error, container = id, "waiting for the task"),
+                Err(_) => warn!(
+                    container = id,
+                    "the task did not exit {KILL_TIMEOUT:?} after SIGKILL"
+                ),
+            }
+            let deleted = TasksClient::new(c.channel())
+                .delete(c.request(DeleteTaskRequest {
+                    container_id: id.clone(),
+                }))
+                .await;
+            log_removal("Tasks.Delete", &id, deleted.map(drop));
+            self.made.task = false;
+        }
+        if self.made.container {
+            let deleted = ContainersClient::new(c.channel())
+                .delete(c.request(DeleteContainerRequest { id: id.clone() }))
+                .await;
+            log_removal("Containers.Delete", &id, deleted.map(drop));
+            self.made.container = false;
+        }
+        if self.made.snapshot {
+            let removed = SnapshotsClient::new(c.channel())
+                .remove(c.request(RemoveSnapshotRequest {
+                    snapshotter: SNAPSHOTTER.into(),
+                    key: id.clone(),
+                }))
+                .await;
+            log_removal("Snapshots.Remove", &id, removed.map(drop));
+            self.made.snapshot = false;
+        }
+        if self.made.lease {
+            let deleted = LeasesClient::new(c.channel())
+                .delete(c.request(DeleteLeaseRequest {
+                    id: id.clone(),
+                    sync: false,
+                }))
+                .await;
+            log_removal("Leases.Delete", &id, deleted.map(drop));
+            self.made.lease = false;
+        }
+        info!(container = id, "container removed");
+    }
+}
+
+impl Drop for ContainerRun {
+    fn drop(&mut self) {
+        // Removal is async and cannot run here: say what is left, rather than leak silently.
+        let Made {
+            lease,
+            snapshot,
+            container,
+            task,
+        } = self.made;
+        if lease || snapshot || container || task {
+            warn!(
+                container = self.id,
+                "dropped without remove(): the task, container, snapshot or lease may remain"
+            );
+        }
+    }
+}
+
+fn log_removal(call: &'static str, id: &str, result: Result<(), containerd_client::tonic::Status>) {
+    match result {
+        Ok(()) => debug!(call, container = id, "removed"),
+        Err(s) if s.code() == Code::NotFound => debug!(call, container = id, "already gone"),
+        Err(s) => warn!(
+            call,
+            container = id,
+            status = %crate::containerd::client::status_text(&s),
+            "removal failed"
+        ),
+    }
+}
