@@ -259,6 +259,16 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    /// A local store, `record_out`, and `dir` for the fallback.
+    fn options(dir: &Path, store: PathBuf, record_out: Option<PathBuf>) -> CommitOptions {
+        CommitOptions {
+            store: store.into(),
+            record_out,
+            companion_out: None,
+            fallback_dir: dir.to_owned(),
+        }
+    }
+
     #[test]
     fn store_failure_keeps_the_record() {
         let dir = tempfile::tempdir().unwrap();
@@ -267,16 +277,7 @@ mod tests {
         std::fs::write(&store, b"not a directory").unwrap();
         let mut record = RecordBuilder::new("sha256:abc");
         record.push(b"bin/sh", Some(0));
-        let err = commit(
-            &record,
-            &CommitOptions {
-                store: store.into(),
-                record_out: None,
-                companion_out: None,
-                fallback_dir: dir.path().to_owned(),
-            },
-        )
-        .unwrap_err();
+        let err = commit(&record, &options(dir.path(), store, None)).unwrap_err();
         let CommitError::Store {
             kept: Some(kept), ..
         } = &err
@@ -347,12 +348,7 @@ mod tests {
         let out = dir.path().join("missing/record.json");
         let err = commit(
             &record,
-            &CommitOptions {
-                store: store.clone().into(),
-                record_out: Some(out.clone()),
-                companion_out: None,
-                fallback_dir: dir.path().to_owned(),
-            },
+            &options(dir.path(), store.clone(), Some(out.clone())),
         )
         .unwrap_err();
         let CommitError::Partial {
@@ -383,12 +379,7 @@ mod tests {
         let out = dir.path().join("record.json");
         let committed = commit(
             &record,
-            &CommitOptions {
-                store: dir.path().join("store").into(),
-                record_out: Some(out.clone()),
-                companion_out: None,
-                fallback_dir: dir.path().to_owned(),
-            },
+            &options(dir.path(), dir.path().join("store"), Some(out.clone())),
         )
         .unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), record.to_bytes());
@@ -411,12 +402,7 @@ mod tests {
         let out = dir.path().join("record.json");
         let committed = commit(
             &record,
-            &CommitOptions {
-                store: dir.path().join("store").into(),
-                record_out: Some(out.clone()),
-                companion_out: None,
-                fallback_dir: dir.path().to_owned(),
-            },
+            &options(dir.path(), dir.path().join("store"), Some(out.clone())),
         )
         .unwrap();
         let sidecar = crate::record::companion::sidecar_path(&out);

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use plotters::prelude::*;
 
-use super::needs::{Needs, human_bytes, percent};
+use super::needs::{Amount, Needs, human_bytes, percent};
 
 /// Why the report could not be drawn.
 #[derive(Debug, thiserror::Error)]
@@ -93,31 +93,17 @@ pub fn render(needs: &Needs, title: &str) -> Result<String, ReportError> {
         let _ = writeln!(
             h,
             "<tr><td><span class=\"key\" style=\"background:rgb({r},{g},{b})\"></span>{}</td>\
-             <td><code title=\"{}\">{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td><td>{:.1}</td></tr>",
+             <td><code title=\"{}\">{}</code></td>{}</tr>",
             l.index,
             escape(&l.digest),
             escape(l.digest.get(..19).unwrap_or(&l.digest)),
-            human_bytes(l.blob_bytes),
-            l.entries,
-            l.read.files,
-            l.total.files,
-            human_bytes(l.read.bytes),
-            human_bytes(l.total.bytes),
-            percent(l.read.bytes, l.total.bytes)
+            amounts(l.blob_bytes, l.entries, &l.read, &l.total),
         );
     }
     let _ = writeln!(
         h,
-        "<tr class=\"total\"><td>image</td><td></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-         <td>{}</td><td>{}</td><td>{:.1}</td></tr></tbody></table>",
-        human_bytes(needs.blob_bytes),
-        needs.entries,
-        needs.read.files,
-        needs.total.files,
-        human_bytes(needs.read.bytes),
-        human_bytes(needs.total.bytes),
-        percent(needs.read.bytes, needs.total.bytes)
+        "<tr class=\"total\"><td>image</td><td></td>{}</tr></tbody></table>",
+        amounts(needs.blob_bytes, needs.entries, &needs.read, &needs.total),
     );
     h.push_str(
         "<h2>Files, in record order</h2>\n<table id=\"files\"><thead><tr><th>#</th>\
@@ -283,6 +269,21 @@ fn unit_of(bytes: u64) -> (&'static str, f64) {
         b if b >= 1 << 10 => ("KiB", 1024.0),
         _ => ("B", 1.0),
     }
+}
+
+/// The cells of a layer's (or the image's) row: blob, entries, files and bytes read against
+/// its totals, and the share of bytes.
+fn amounts(blob_bytes: u64, entries: u64, read: &Amount, total: &Amount) -> String {
+    format!(
+        "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td>",
+        human_bytes(blob_bytes),
+        entries,
+        read.files,
+        total.files,
+        human_bytes(read.bytes),
+        human_bytes(total.bytes),
+        percent(read.bytes, total.bytes)
+    )
 }
 
 #[cfg(test)]

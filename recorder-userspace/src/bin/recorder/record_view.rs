@@ -187,36 +187,25 @@ pub fn show(record: &str, store: Option<&Path>, view: &ViewArgs) -> anyhow::Resu
         "layer", "digest", "blob", "entries", "files read/all", "bytes needed/all", "%"
     )?;
     for l in &needs.layers {
-        writeln!(
-            out,
-            "{:<6} {:<19} {:>10} {:>8} {:>16} {:>24} {:>6.1}",
-            l.index,
+        let name = l.index.to_string();
+        needs_row(
+            &mut out,
+            &name,
             short(&l.digest),
-            human_bytes(l.blob_bytes),
+            l.blob_bytes,
             l.entries,
-            format!("{}/{}", l.read.files, l.total.files),
-            format!(
-                "{} / {}",
-                human_bytes(l.read.bytes),
-                human_bytes(l.total.bytes)
-            ),
-            percent(l.read.bytes, l.total.bytes)
+            &l.read,
+            &l.total,
         )?;
     }
-    writeln!(
-        out,
-        "{:<6} {:<19} {:>10} {:>8} {:>16} {:>24} {:>6.1}",
+    needs_row(
+        &mut out,
         "image",
         "",
-        human_bytes(needs.blob_bytes),
+        needs.blob_bytes,
         needs.entries,
-        format!("{}/{}", needs.read.files, needs.total.files),
-        format!(
-            "{} / {}",
-            human_bytes(needs.read.bytes),
-            human_bytes(needs.total.bytes)
-        ),
-        percent(needs.read.bytes, needs.total.bytes)
+        &needs.read,
+        &needs.total,
     )?;
     if needs.outside > 0 {
         writeln!(out, "outside the image: {} entries", needs.outside)?;
@@ -245,6 +234,30 @@ pub fn show(record: &str, store: Option<&Path>, view: &ViewArgs) -> anyhow::Resu
         }
     }
     Ok(())
+}
+
+/// One row of `record show`'s table: a layer's (or the image's) blob, entries, files and bytes
+/// read against its totals.
+fn needs_row(
+    out: &mut impl Write,
+    name: &str,
+    digest: &str,
+    blob_bytes: u64,
+    entries: u64,
+    read: &needs::Amount,
+    total: &needs::Amount,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<6} {:<19} {:>10} {:>8} {:>16} {:>24} {:>6.1}",
+        name,
+        digest,
+        human_bytes(blob_bytes),
+        entries,
+        format!("{}/{}", read.files, total.files),
+        format!("{} / {}", human_bytes(read.bytes), human_bytes(total.bytes)),
+        percent(read.bytes, total.bytes)
+    )
 }
 
 /// `sha256:0123456789ab` of a digest.
