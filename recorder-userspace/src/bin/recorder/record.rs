@@ -944,7 +944,7 @@ async fn record(
             // Pinned first: its mounts and root can only be read while it lives, and the image
             // check's two containerd round trips took long enough under load for a short
             // workload to exit before the pin (seen once in a suite run at load 10).
-            let pinned = pin_created(task)?;
+            let pinned = pin_created(task, &mut catching)?;
             if let Some(session) = session {
                 check_container_image(session, &task.container_id, &created.image).await?;
             }
@@ -1022,7 +1022,7 @@ async fn record_pod(
     tracing::info!(%target, "ready: waiting for a matching container to be created");
     let created = catching.created(&mut watcher, stops).await?;
     let task = &created.target;
-    let pinned = pin_created(task)?;
+    let pinned = pin_created(task, &mut catching)?;
     let caught = catching.identify(pinned)?;
     let in_time = caught.in_time();
     let mut armed = ready.arm_caught(caught);
@@ -1090,15 +1090,19 @@ fn late_arm_warning(caught_in_time: bool, created: &CreatedTask) -> Option<Strin
 }
 
 /// The created task's mount namespace, pinned, or why it is gone.
-fn pin_created(task: &TaskTarget) -> Result<Target, AgentError> {
+/// The created task's target, pinned; for a task whose process has exited already, its caught
+/// namespace's.
+fn pin_created(task: &TaskTarget, catching: &mut Catching) -> Result<Target, AgentError> {
     match Target::of_pid(task.mntns, task.pid) {
         Ok(pinned) => Ok(pinned),
         Err(_) if !Path::new(&format!("/proc/{}", task.pid)).exists() => {
-            Err(ContainerdError::Exited {
-                id: task.container_id.clone(),
-                pid: task.pid,
-            }
-            .into())
+            catching.exited_target(task).ok_or_else(|| {
+                ContainerdError::Exited {
+                    id: task.container_id.clone(),
+                    pid: task.pid,
+                }
+                .into()
+            })
         }
         Err(e) => Err(e),
     }
