@@ -312,10 +312,18 @@ impl Catching {
 
     fn sort(&mut self) -> Result<(), AgentError> {
         for event in self.batch.drain(..) {
+            let (mntns, tid) = (event.mntns, event.tid);
             if event.kind == EventKind::MntNs && event.flags & MNTNS_CAUGHT != 0 {
-                pin(&mut self.pins, event.mntns, event.tid);
+                // A new namespace under this number: the old pin (if any) is of a dead one.
+                self.pins.remove(&mntns);
             }
-            if let Some(rejoin) = self.trees.sort(event) {
+            let rejoin = self.trees.sort(event);
+            // Pinned through the first of its tasks still alive when its event is read: runc's
+            // stage that made it exits within milliseconds, its init lives on.
+            if self.trees.roots.get(&mntns) == Some(&mntns) && !self.pins.contains_key(&mntns) {
+                pin(&mut self.pins, mntns, tid);
+            }
+            if let Some(rejoin) = rejoin {
                 // Reported after being removed: a new namespace under a freed number, which the
                 // removal may have taken out of the filter again.
                 self.tracer.add_target(rejoin)?;
@@ -325,9 +333,9 @@ impl Catching {
     }
 }
 
-/// Holds caught namespace `mntns` open in `pins`, through task `tid` that made it, so that it
-/// outlives a container that exits before it is identified. Best effort: a task already gone,
-/// or one that is not in `mntns` (a namespace reported by its parent's fork), pins nothing.
+/// Holds caught namespace `mntns` open in `pins`, through task `tid`, so that it outlives a
+/// container that exits before it is identified. Best effort: a task already gone, or one no
+/// longer in `mntns`, pins nothing (the namespace's next event tries again).
 fn pin(pins: &mut HashMap<u32, File>, mntns: u32, tid: u32) {
     if pins.len() >= PINS_MAX {
         return;

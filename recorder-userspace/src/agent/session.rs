@@ -94,15 +94,28 @@ impl Target {
         let entered = std::thread::scope(|scope| {
             scope
                 .spawn(|| -> Result<(Vec<u8>, ContainerRoot), String> {
+                    // Opened before entering: inside, `/proc` is the container's (or nothing),
+                    // where this thread has no pid. Its mountinfo shows the namespace the
+                    // thread is in when read, relative to the thread's root.
+                    let this_thread = File::open("/proc/thread-self")
+                        .map_err(|e| format!("opening /proc/thread-self: {e}"))?;
                     nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)
                         .map_err(|e| format!("unsharing the thread's root: {e}"))?;
                     nix::sched::setns(&pin, nix::sched::CloneFlags::CLONE_NEWNS)
                         .map_err(|e| format!("entering the namespace: {e}"))?;
-                    let mountinfo = std::fs::read("/proc/thread-self/mountinfo")
-                        .map_err(|e| format!("reading its mounts: {e}"))?;
+                    let mountinfo = nix::fcntl::openat(
+                        &this_thread,
+                        "mountinfo",
+                        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                        nix::sys::stat::Mode::empty(),
+                    )
+                    .map_err(|e| format!("opening its mountinfo: {e}"))?;
+                    let mut text = Vec::new();
+                    std::io::Read::read_to_end(&mut File::from(mountinfo), &mut text)
+                        .map_err(|e| format!("reading its mountinfo: {e}"))?;
                     let root = ContainerRoot::of_path(Path::new("/"))
                         .map_err(|e| format!("opening its root: {e}"))?;
-                    Ok((mountinfo, root))
+                    Ok((text, root))
                 })
                 .join()
         });
