@@ -193,7 +193,21 @@ pub fn index_from_toc(image: &Image, i: usize) -> Result<Option<LayerIndex>, Toc
             message,
         },
     })?;
-    let actual = BlobDigest::of(&json);
+    // Hashing and parsing each take a good part of the CPU time of the whole (perf, on the
+    // index benchmark's 19.5 MB TOC: 12% in SHA-256, 20% in the JSON parser): the parse does
+    // not wait for the hash, and its index is dropped unless the hash matches.
+    let (actual, built) = std::thread::scope(|s| {
+        let hashing = std::thread::Builder::new()
+            .name("toc-digest".into())
+            .spawn_scoped(s, || BlobDigest::of(&json));
+        let built = build(&json);
+        let actual = match hashing {
+            Ok(h) => h.join().ok(),
+            Err(_) => None,
+        };
+        // A thread that could not be made (or failed) leaves the hash to this one.
+        (actual.unwrap_or_else(|| BlobDigest::of(&json)), built)
+    });
     if actual != expected {
         return Err(TocError::Mismatch {
             layer: name,
@@ -201,7 +215,7 @@ pub fn index_from_toc(image: &Image, i: usize) -> Result<Option<LayerIndex>, Toc
             actual: actual.to_string(),
         });
     }
-    build(&json)
+    built
         .map_err(|e| match e {
             Build::Json(source) => TocError::Json {
                 layer: name.clone(),
