@@ -596,7 +596,7 @@ pub fn start_status(
 
 /// Closes the status socket, after `--linger`: until then it answers with the final state
 /// (`done` with the record digest and outcome, or `failed` with the error).
-async fn close(server: Option<ServerHandle>, common: &CommonArgs) {
+pub async fn close(server: Option<ServerHandle>, common: &CommonArgs) {
     let Some(server) = server else {
         return;
     };
@@ -746,7 +746,7 @@ pub async fn conclude_pushed(
 }
 
 /// As [`conclude_pushed`], leaving the socket open.
-fn conclude_pushed_now(
+pub fn conclude_pushed_now(
     result: Result<Outcome, AgentError>,
     pushed: PushOutcome,
     common: &CommonArgs,

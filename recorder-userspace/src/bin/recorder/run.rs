@@ -34,8 +34,8 @@ use recorder::tracer::{Tracer, mount_namespace_of};
 use tokio::task::JoinHandle;
 
 use crate::record::{
-    CommonArgs, ImageInput, commit_unless_empty, conclude_pushed, push_if_asked, runtime,
-    start_status,
+    CommonArgs, ImageInput, close, commit_unless_empty, conclude_pushed, conclude_pushed_now,
+    push_if_asked, runtime, start_status,
 };
 use crate::source::ContainerdSession;
 
@@ -193,7 +193,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let commit = args.common.commit_options(None, &BlobDigest::of(b""))?;
     runtime()?.block_on(async {
         let (status, stops, server) = start_status(&args.common)?;
-        let result = profile(
+        let (result, work) = match profile(
             &args,
             source,
             platform,
@@ -202,9 +202,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             &status,
             &stops,
         )
-        .await;
+        .await
+        {
+            Ok((outcome, work)) => (Ok(outcome), Some(work)),
+            Err(e) => (Err(e), None),
+        };
         let pushed = push_if_asked(&result, &args.common, None, args.command()).await;
-        conclude_pushed(result, pushed, &args.common, &status, server).await
+        let code = conclude_pushed_now(result, pushed, &args.common, &status);
+        // The digest is out: only now are the unpacked layers removed, which takes as long as
+        // the image has files.
+        drop(work);
+        close(server, &args.common).await;
+        code
     })
 }
 
@@ -339,8 +348,25 @@ async fn profile(
     (confinement, overrides): (Confinement, &ProcessOverrides),
     status: &StatusHandle,
     stops: &Stops,
-) -> Result<Outcome, AgentError> {
+) -> Result<(Outcome, WorkDir), AgentError> {
     status.set_target(format!("run {source}"));
+    // The eBPF programs are loaded and attached while the image is indexed and unpacked: the
+    // verifier and the attach are the largest fixed cost of a run (0.28 s on a quiet machine,
+    // 0.7 s on a loaded one, against 0.2 s for indexing and unpacking the demo image;
+    // docs/benchmarks.md). Nothing is traced until the filter is armed on the sandbox below.
+    // On a way out before that, the task ends on its own and its tracer detaches as it drops.
+    let config = args.common.tracer_config();
+    let loading = tokio::task::spawn_blocking(move || {
+        let start = std::time::Instant::now();
+        let tracer = Tracer::load(&config);
+        if tracer.is_ok() {
+            tracing::info!(
+                took_ms = start.elapsed().as_millis() as u64,
+                "eBPF programs loaded"
+            );
+        }
+        tracer
+    });
     // A stop while indexing is acted on at once: the indexing thread is left to the runtime's
     // shutdown (it writes nothing).
     let indexed = tokio::select! {
@@ -349,7 +375,8 @@ async fn profile(
         indexed = Agent::new(status.clone()).index(source, platform) => indexed?,
     };
     args.common.check_platform(indexed.image())?;
-    // Dropped on every way out of this function, after the sandbox: removes the layers.
+    // Removes the layers when dropped: on a way out of this function, after the sandbox, or by
+    // the caller once the digest is printed.
     let work = WorkDir::create(&args.common.work_base())?;
     let lowerdirs = unpack(args, &indexed, &work, status, stops).await?;
     if let Some(reason) = stops.fired() {
@@ -365,8 +392,10 @@ async fn profile(
     };
     let cmd = overrides.apply(&mut process);
     let spec = process.to_spec(cmd.as_deref(), &lowerdirs)?;
-    // Loaded before the workload exists, so it is held before exec as briefly as possible.
-    let tracer = Tracer::load(&args.common.tracer_config())?;
+    // Awaited before the workload exists, so it is held before exec as briefly as possible.
+    let tracer = loading
+        .await
+        .map_err(|e| AgentError::Join(e.to_string()))??;
     let mut sandbox = Sandbox::new(lowerdirs, work.scratch(), spec);
     if args.common.stdout_taken() {
         // stdout carries the record: the workload's output goes to stderr.
@@ -413,20 +442,18 @@ async fn profile(
         WorkloadExit::of_status,
     )
     .await;
-    let summary = match stopped {
-        Ok((stopped, workload)) => {
-            commit_unless_empty(stopped, &args.common, commit, status, workload.as_ref())
-                .await
-                .map(|summary| Outcome {
-                    summary,
-                    late_arm: None,
-                    workload,
-                })
-        }
-        Err(e) => Err(e),
-    };
-    drop(work);
-    summary
+    let (stopped, workload) = stopped?;
+    let summary =
+        commit_unless_empty(stopped, &args.common, commit, status, workload.as_ref()).await?;
+    // The work dir goes back to the caller, which removes it once the digest is printed.
+    Ok((
+        Outcome {
+            summary,
+            late_arm: None,
+            workload,
+        },
+        work,
+    ))
 }
 
 /// Unpacks the image's layers into `work` (state `unpacking`) within `--max-unpacked`; a stop
