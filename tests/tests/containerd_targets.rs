@@ -208,3 +208,95 @@ fn ctr_run(socket: &std::path::Path, namespace: &str, id: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A container that runs and exits before containerd's report of its task reaches the
+/// recorder (seen under load: "exited before the filter was armed") is recorded from its
+/// caught namespace, pinned when the kernel reported it: its mounts and root are read from
+/// inside the namespace, and its events were buffered from its creation.
+#[test]
+fn a_container_that_exits_before_its_report_is_recorded_from_its_caught_namespace() {
+    let daemon = daemon_with_image();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let client = connect(&rt, &daemon);
+    let tracer = Tracer::load(&TracerConfig::default()).expect("load the eBPF programs");
+    let mut catching = Catching::start(tracer).expect("catch runc's namespaces");
+    let stops = Stops::install(recorder::status::StopSignal::new()).unwrap();
+    let mut watcher = rt
+        .block_on(client.watch_tasks(ContainerPattern::parse("gone-*").unwrap()))
+        .expect("watch");
+
+    // The container runs to its end while the ring is read (so its namespace is caught and
+    // pinned), but before the watcher is asked about it: its report is read after it exited.
+    let runner = {
+        let (socket, ns) = (daemon.socket(), daemon.namespace().to_owned());
+        std::thread::spawn(move || {
+            let out = std::process::Command::new("ctr")
+                .arg("-a")
+                .arg(&socket)
+                .args(["-n", &ns, "run", "--null-io", IMAGE, "gone-1"])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "ctr run: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        })
+    };
+    rt.block_on(catching.while_waiting(async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while !runner.is_finished() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ctr run did not end in 120 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }))
+    .unwrap();
+    runner.join().unwrap();
+
+    let created = rt
+        .block_on(catching.created(&mut watcher, &stops))
+        .expect("the task's report");
+    assert_eq!(created.target.container_id, "gone-1");
+    assert_eq!(
+        created.target.mntns, 0,
+        "the task's process was still there when its report was read"
+    );
+    assert!(Target::of_pid(created.target.mntns, created.target.pid).is_err());
+    let target = catching
+        .exited_target(&created.target)
+        .expect("the caught namespace stands for the exited container");
+    // Read from inside the namespace: the container's own root (the overlay, whole).
+    let root = target.mounts.root().cloned().expect("no root mount read");
+    assert_eq!(root.root, b"", "{root:?}");
+    assert!(target.root.is_some() && target.pin.is_some());
+    let caught = catching.identify(target).expect("identify the target");
+    assert!(caught.in_time(), "not traced from its creation");
+    let (_tracer, _stream, target, events) = caught.into_parts();
+    assert!(
+        events.iter().all(|e| e.mntns == target.mntns),
+        "events of another namespace:\n{}",
+        describe(&events)
+    );
+    let exec = events
+        .iter()
+        .find(|e| e.is_exec() && e.path() == std::path::Path::new("/bin/cat"))
+        .unwrap_or_else(|| panic!("no execve of the entrypoint:\n{}", describe(&events)));
+    assert_eq!(
+        exec.file.as_ref().map(|f| f.dev),
+        Some(root.dev),
+        "the entrypoint is not on the root read from the namespace"
+    );
+    assert!(
+        events.iter().any(|e| !e.is_exec()
+            && e.succeeded()
+            && e.file
+                .as_ref()
+                .is_some_and(|f| f.path.ends_with(b"etc/hello"))),
+        "the entrypoint's open is missing:\n{}",
+        describe(&events)
+    );
+}

@@ -25,6 +25,7 @@ mod ctr_conventions;
 mod helpful_errors;
 mod hostile_names;
 mod image_errors;
+mod image_estargz;
 mod image_merged;
 mod interop_ctr_remote;
 mod k8s_cri;

@@ -9,6 +9,7 @@ use std::{
     fs::File,
     io::{self, Read},
     os::{fd::OwnedFd, unix::ffi::OsStrExt},
+    path::Path,
 };
 
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
@@ -32,7 +33,12 @@ pub struct ContainerRoot {
 impl ContainerRoot {
     /// The root of process `pid`.
     pub fn of_pid(pid: u32) -> io::Result<Self> {
-        let file = File::open(format!("/proc/{pid}/root"))?;
+        Self::of_path(Path::new(&format!("/proc/{pid}/root")))
+    }
+
+    /// The directory at `path`, as a root.
+    pub fn of_path(path: &Path) -> io::Result<Self> {
+        let file = File::open(path)?;
         Ok(Self { fd: file.into() })
     }
 

@@ -13,6 +13,7 @@
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::image::{Image, IndexOptions, MergedView, Platform, index_image};
@@ -60,6 +61,57 @@ impl Target {
             });
         }
         let root = ContainerRoot::of_pid(pid).map_err(vanished)?;
+        Ok(Self {
+            mntns,
+            mounts,
+            root: Some(root),
+            pin: Some(pin.into()),
+        })
+    }
+
+    /// The target of mount namespace `mntns`, held open by `pin`, whose processes may all have
+    /// exited: its mounts and root are read from inside it, by a thread that enters it
+    /// (`setns`, which needs CAP_SYS_ADMIN and CAP_SYS_CHROOT; a thread of its own, unshared
+    /// from the process's root and working directory, as `setns` into a mount namespace
+    /// requires of a multithreaded process).
+    pub fn of_namespace(mntns: u32, pin: File) -> Result<Self, AgentError> {
+        let failed = |message: String| AgentError::Target {
+            target: format!("mntns:{mntns}"),
+            message,
+        };
+        let entered = std::thread::scope(|scope| {
+            scope
+                .spawn(|| -> Result<(Vec<u8>, ContainerRoot), String> {
+                    // Opened before entering: inside, `/proc` is the container's (or nothing),
+                    // where this thread has no pid. Its mountinfo shows the namespace the
+                    // thread is in when read, relative to the thread's root.
+                    let this_thread = File::open("/proc/thread-self")
+                        .map_err(|e| format!("opening /proc/thread-self: {e}"))?;
+                    nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)
+                        .map_err(|e| format!("unsharing the thread's root: {e}"))?;
+                    nix::sched::setns(&pin, nix::sched::CloneFlags::CLONE_NEWNS)
+                        .map_err(|e| format!("entering the namespace: {e}"))?;
+                    let mountinfo = nix::fcntl::openat(
+                        &this_thread,
+                        "mountinfo",
+                        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                        nix::sys::stat::Mode::empty(),
+                    )
+                    .map_err(|e| format!("opening its mountinfo: {e}"))?;
+                    let mut text = Vec::new();
+                    std::io::Read::read_to_end(&mut File::from(mountinfo), &mut text)
+                        .map_err(|e| format!("reading its mountinfo: {e}"))?;
+                    let root = ContainerRoot::of_path(Path::new("/"))
+                        .map_err(|e| format!("opening its root: {e}"))?;
+                    Ok((text, root))
+                })
+                .join()
+        });
+        let (mountinfo, root) = entered
+            .map_err(|_| failed("the thread entering the namespace panicked".into()))?
+            .map_err(failed)?;
+        let mounts = MountTable::parse(&mountinfo)
+            .map_err(|line| failed(format!("its mountinfo is malformed at line {line}")))?;
         Ok(Self {
             mntns,
             mounts,

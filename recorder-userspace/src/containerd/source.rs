@@ -113,12 +113,65 @@ impl BlobSource for ContainerdSource {
         &self,
         digest: &BlobDigest,
     ) -> crate::image::error::Result<Box<dyn Read + Send>> {
+        self.stream(digest, 0, 0)
+    }
+
+    fn read_at(
+        &self,
+        digest: &BlobDigest,
+        offset: u64,
+        len: usize,
+    ) -> crate::image::error::Result<Option<Vec<u8>>> {
+        let range = |n: u64| {
+            i64::try_from(n).map_err(|_| ImageError::Io {
+                path: self.client.address().to_owned(),
+                source: io::Error::other(format!("Content.Read {digest}: range past 2^63")),
+            })
+        };
+        let (start, size) = (range(offset)?, range(len as u64)?);
+        if size == 0 {
+            return Ok(Some(Vec::new()));
+        }
+        let mut buf = Vec::with_capacity(len);
+        let mut reader = self.stream(digest, start, size)?;
+        reader
+            .by_ref()
+            .take(len as u64)
+            .read_to_end(&mut buf)
+            .map_err(|source| ImageError::Io {
+                path: self.client.address().to_owned(),
+                source,
+            })?;
+        if buf.len() != len {
+            return Err(ImageError::Io {
+                path: self.client.address().to_owned(),
+                source: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "Content.Read {digest}: {} bytes at {offset}, {len} asked",
+                        buf.len()
+                    ),
+                ),
+            });
+        }
+        Ok(Some(buf))
+    }
+}
+
+impl ContainerdSource {
+    /// Streams `size` bytes of a blob from `offset` (0: to its end) through Content.Read.
+    fn stream(
+        &self,
+        digest: &BlobDigest,
+        offset: i64,
+        size: i64,
+    ) -> crate::image::error::Result<Box<dyn Read + Send>> {
         let (tx, mut rx) = mpsc::channel(READ_AHEAD_CHUNKS);
         let client = self.client.clone();
         let request = ReadContentRequest {
             digest: digest.to_string(),
-            offset: 0,
-            size: 0,
+            offset,
+            size,
         };
         self.handle.spawn(async move {
             let stream = ContentClient::new(client.channel())

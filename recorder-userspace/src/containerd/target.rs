@@ -68,7 +68,8 @@ pub struct TaskTarget {
     pub container_id: String,
     /// The task's init process, in the host's pid namespace.
     pub pid: u32,
-    /// The inode of its mount namespace (the filter's key).
+    /// The inode of its mount namespace (the filter's key); 0 when a created task's process
+    /// had exited before it was reported.
     pub mntns: u32,
 }
 
@@ -276,10 +277,9 @@ impl TaskWatcher {
                             pid,
                         });
                     };
-                    let mntns = mount_namespace_of(pid).map_err(|_| ContainerdError::Exited {
-                        id: ev.container_id.clone(),
-                        pid,
-                    })?;
+                    // 0 when the process has exited already: the namespace catch may still
+                    // know it (agent::Catching::exited_target).
+                    let mntns = mount_namespace_of(pid).unwrap_or(0);
                     info!(
                         container = ev.container_id,
                         pid, mntns, "matching task created"

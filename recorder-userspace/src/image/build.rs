@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::error::{ImageError, Result};
+use super::estargz;
 use super::index::{LayerIndex, LayerIndexBuilder};
 use super::merged::MergedView;
 use super::open::Image;
@@ -18,6 +19,9 @@ pub struct IndexOptions {
     pub threads: usize,
     /// Accumulates compressed bytes read, for progress reports.
     pub progress: Option<Arc<AtomicU64>>,
+    /// Decompress every layer, even an eStargz one whose table of contents could be read
+    /// instead (which also checks every layer blob against its digest).
+    pub full_decompression: bool,
 }
 
 /// Indexes every layer of `image` (in parallel) and returns the merged view.
@@ -38,11 +42,7 @@ pub fn index_image(image: &Image, opts: &IndexOptions) -> Result<MergedView> {
             if i >= count || cancel.load(Ordering::Relaxed) {
                 break;
             }
-            let r = image
-                .open_layer_counted(i, opts.progress.clone())
-                .and_then(|mut reader| {
-                    LayerIndexBuilder::new().read_tar(&mut reader, Some(&cancel))
-                });
+            let r = index_layer(image, i, opts, &cancel);
             if let Err(e) = &r {
                 tracing::debug!(layer = i, error = %e, "indexing failed");
                 cancel.store(true, Ordering::Relaxed);
@@ -86,6 +86,50 @@ pub fn index_image(image: &Image, opts: &IndexOptions) -> Result<MergedView> {
         Some(e) => Err(e),
         None => Ok(MergedView::new(layers)),
     }
+}
+
+/// Indexes layer `i`: from its eStargz TOC when it has one, else by decompressing it.
+fn index_layer(
+    image: &Image,
+    i: usize,
+    opts: &IndexOptions,
+    cancel: &AtomicBool,
+) -> Result<LayerIndex> {
+    if !opts.full_decompression {
+        match estargz::index_from_toc(image, i) {
+            Ok(Some(index)) => {
+                if let (Some(p), Some(layer)) = (&opts.progress, image.layers().get(i)) {
+                    p.fetch_add(layer.size, Ordering::Relaxed);
+                }
+                tracing::debug!(layer = i, "indexed from its eStargz TOC");
+                return Ok(index);
+            }
+            Ok(None) => {}
+            // Falling back rather than failing: the TOC is only a shortcut to what the layer's
+            // tar stream says, and that stream is checked against the layer's digest as it is
+            // read, so a layer with a bad TOC still gets an exact index (and a corrupt layer
+            // still gets its error); a converter's bad TOC must not stop a profiling run.
+            Err(e) => tracing::warn!(
+                layer = i,
+                error = %with_causes(&e),
+                "cannot index from the eStargz TOC; decompressing the whole layer instead"
+            ),
+        }
+    }
+    let mut reader = image.open_layer_counted(i, opts.progress.clone())?;
+    LayerIndexBuilder::new().read_tar(&mut reader, Some(cancel))
+}
+
+/// An error and its causes on one line, for a log field.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 fn is_cancel(e: &ImageError) -> bool {

@@ -4,6 +4,7 @@
 pub mod build;
 pub mod digest;
 pub mod error;
+pub mod estargz;
 pub mod index;
 pub mod layer;
 pub mod media;

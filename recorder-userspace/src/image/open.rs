@@ -32,6 +32,9 @@ pub struct LayerInfo {
     pub size: u64,
     /// How the blob is compressed.
     pub compression: Compression,
+    /// The digest of its eStargz table of contents, as the descriptor's
+    /// `containerd.io/snapshot/stargz/toc.digest` annotation gives it (unparsed).
+    pub toc_digest: Option<String>,
 }
 
 /// What the image config says about running the image.
@@ -190,11 +193,17 @@ impl Image {
                         media_type: media_type.clone(),
                     }
                 })?;
+                let toc_digest = d
+                    .annotations()
+                    .as_ref()
+                    .and_then(|a| a.get(super::estargz::TOC_DIGEST_ANNOTATION))
+                    .cloned();
                 Ok(LayerInfo {
                     digest,
                     media_type,
                     size: d.size(),
                     compression,
+                    toc_digest,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

@@ -29,6 +29,14 @@ pub trait BlobSource: Send + Sync {
         ))
     }
 
+    /// `len` bytes of a blob from `offset`, unverified (the caller verifies what it reads by
+    /// other means, as the eStargz TOC digest); `None` when this source can only stream blobs
+    /// from their start, so that reading a range would cost as much as reading it all.
+    fn read_at(&self, digest: &BlobDigest, offset: u64, len: usize) -> Result<Option<Vec<u8>>> {
+        let _ = (digest, offset, len);
+        Ok(None)
+    }
+
     /// A small blob (a JSON document), read whole and verified.
     fn read_small(&self, digest: &BlobDigest, size: Option<u64>) -> Result<Vec<u8>> {
         read_all_verified(self.open(digest, size)?, MAX_JSON_BLOB)
@@ -75,4 +83,26 @@ impl BlobSource for BlobDir {
             Err(source) => Err(ImageError::Io { path, source }),
         }
     }
+
+    fn read_at(&self, digest: &BlobDigest, offset: u64, len: usize) -> Result<Option<Vec<u8>>> {
+        let path = self.blob_path(digest);
+        read_file_at(&path, offset, len)
+            .map(Some)
+            .map_err(|source| match source.kind() {
+                io::ErrorKind::NotFound => ImageError::MissingBlob {
+                    digest: digest.to_string(),
+                    source_name: self.name(),
+                },
+                _ => ImageError::Io { path, source },
+            })
+    }
+}
+
+/// `len` bytes of the regular file `path` from `offset`; a short file is `UnexpectedEof`.
+pub(crate) fn read_file_at(path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let file = crate::files::open_regular(path)?;
+    let mut buf = vec![0; len];
+    file.read_exact_at(&mut buf, offset)?;
+    Ok(buf)
 }

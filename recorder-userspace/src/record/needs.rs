@@ -286,6 +286,7 @@ mod tests {
             media_type: String::new(),
             size: 100 * u64::from(i + 1),
             compression: Compression::Gzip,
+            toc_digest: None,
         }
     }
 

@@ -18,9 +18,12 @@ mod run;
 pub mod target;
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::agent::{AgentError, CommitOptions, Outcome, Stopped, Stops, Summary, WorkloadExit};
+use crate::agent::{
+    AgentError, CommitOptions, Outcome, Stopped, Stops, Summary, WorkDir, WorkloadExit,
+};
 use crate::status::{ServerHandle, StatusHandle, StopSignal, serve};
 
 pub use input::{Connection, ImageInput, Input};
@@ -44,6 +47,8 @@ pub struct Recording {
     stops: Stops,
     server: Option<ServerHandle>,
     linger: Option<Duration>,
+    /// Kept until the outcome is printed (a run's unpacked layers), then removed.
+    kept: Mutex<Option<WorkDir>>,
 }
 
 impl Recording {
@@ -62,6 +67,7 @@ impl Recording {
             stops,
             server,
             linger: options.linger,
+            kept: Mutex::new(None),
         })
     }
 
@@ -81,6 +87,20 @@ impl Recording {
             Ok(outcome) => self.status.set_outcome(outcome.report()),
             Err(error) => self.status.fail(crate::errors::Chain(error)),
         }
+    }
+
+    /// Keeps `work` until [`Recording::printed`].
+    fn keep(&self, work: WorkDir) {
+        if let Ok(mut kept) = self.kept.lock() {
+            *kept = Some(work);
+        }
+    }
+
+    /// The outcome is out: what was kept for after it (a run's unpacked layers) is removed now,
+    /// before any linger.
+    pub fn printed(&self) {
+        let kept = self.kept.lock().ok().and_then(|mut kept| kept.take());
+        drop(kept);
     }
 
     /// Waits for SIGTERM, SIGINT or `POST /stop`; at once if one already stopped the

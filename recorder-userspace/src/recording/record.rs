@@ -119,7 +119,7 @@ impl Recording {
                 // Pinned first: its mounts and root can only be read while it lives, and the
                 // image check's two containerd round trips took long enough under load for a
                 // short workload to exit before the pin (seen once in a suite run at load 10).
-                let pinned = pin_created(&created)?;
+                let pinned = pin_created(&created, &mut catching)?;
                 if let Some(connection) = connection {
                     connection
                         .check_container_image(&created.target.container_id, &created.image)
@@ -155,7 +155,7 @@ impl Recording {
         let ready = Agent::new(self.status.clone()).ready();
         tracing::info!(target = %plan.target, "ready: waiting for a matching container to be created");
         let created = catching.created(&mut watcher, &self.stops).await?;
-        let pinned = pin_created(&created)?;
+        let pinned = pin_created(&created, &mut catching)?;
         let armed_on = arm_on(catching, &created, pinned)?;
         let mut armed = ready.arm_caught(armed_on.caught);
         let mut late_arm = None;
@@ -269,17 +269,20 @@ async fn find(target: &TargetSpec, containerd: Option<&Connection>) -> Result<Fo
     })
 }
 
-/// The created task's mount namespace, pinned, or why it is gone.
-fn pin_created(created: &CreatedTask) -> Result<Target, AgentError> {
+/// The created task's target, pinned; for a task whose process has exited already, its caught
+/// namespace's; or why it is gone.
+fn pin_created(created: &CreatedTask, catching: &mut Catching) -> Result<Target, AgentError> {
     let task = &created.target;
     match Target::of_pid(task.mntns, task.pid) {
         Ok(pinned) => Ok(pinned),
         Err(_) if !std::path::Path::new(&format!("/proc/{}", task.pid)).exists() => {
-            Err(ContainerdError::Exited {
-                id: task.container_id.clone(),
-                pid: task.pid,
-            }
-            .into())
+            catching.exited_target(task).ok_or_else(|| {
+                ContainerdError::Exited {
+                    id: task.container_id.clone(),
+                    pid: task.pid,
+                }
+                .into()
+            })
         }
         Err(e) => Err(e),
     }

@@ -17,7 +17,7 @@ pub use writer::Writer;
 
 use crate::content::{self, ContentError, Info, Labels};
 use crate::image::digest::{BlobDigest, VerifyingReader, unwrap_io};
-use crate::image::{BlobSource, ImageError};
+use crate::image::{BlobDir, BlobSource, ImageError};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -381,5 +381,13 @@ impl BlobSource for ContentStore {
                 source: io::Error::other(e.to_string()),
             }),
         }
+    }
+    fn read_at(
+        &self,
+        digest: &BlobDigest,
+        offset: u64,
+        len: usize,
+    ) -> Result<Option<Vec<u8>>, ImageError> {
+        BlobDir::new(&self.root).read_at(digest, offset, len)
     }
 }

@@ -1,6 +1,7 @@
 //! `cargo xtask bench NAME`: benchmarks that report ratios against a baseline of the same run.
 
 mod agent;
+mod estargz;
 mod index;
 
 use std::process::Command;

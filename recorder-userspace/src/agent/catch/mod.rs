@@ -31,14 +31,14 @@
 //!
 //! [`CreatedTask::arm_timing`]: crate::containerd::CreatedTask::arm_timing
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::future::Future;
 use std::os::unix::fs::MetadataExt;
 
-use recorder_common::EventKind;
+use recorder_common::{EventKind, MNTNS_CAUGHT};
 
-use crate::containerd::{CreatedTask, TaskWatcher, Watched};
+use crate::containerd::{CreatedTask, TaskTarget, TaskWatcher, Watched};
 use crate::tracer::{Event, EventStream, Tracer};
 
 mod trees;
@@ -48,6 +48,9 @@ use trees::Trees;
 use super::AgentError;
 use super::session::{Target, monotonic_ns};
 use super::stop::Stops;
+
+/// Caught namespaces held open at once (one file descriptor each); more are not pinned.
+const PINS_MAX: usize = 256;
 
 /// The comm prefix of runc's own init stages: their reads (the rootfs setup, the user's
 /// `/etc/passwd` and `/etc/group`) are runc's, not the workload's, and a filter armed on the
@@ -60,6 +63,8 @@ pub struct Catching {
     events: EventStream,
     trees: Trees,
     batch: Vec<Event>,
+    /// Each caught namespace, held open from its report on (see [`Catching::exited_target`]).
+    pins: HashMap<u32, File>,
 }
 
 impl std::fmt::Debug for Catching {
@@ -120,6 +125,7 @@ impl Catching {
             events,
             trees: Trees::default(),
             batch: Vec::with_capacity(4096),
+            pins: HashMap::new(),
         })
     }
 
@@ -166,6 +172,8 @@ impl Catching {
     /// its buffered events; every other caught namespace leaves the filter.
     pub fn identify(mut self, target: Target) -> Result<Caught, AgentError> {
         self.tracer.catch_runc_namespaces(false)?;
+        // The target holds its own pin; the others' namespaces may go.
+        self.pins.clear();
         // Everything reported before the namespace was pinned is in the ring by now.
         self.drain()?;
         let mine: HashSet<u32> = self
@@ -218,6 +226,45 @@ impl Catching {
         })
     }
 
+    /// The target of a created task whose process has already exited, from its caught
+    /// namespace, if it was caught and is still held: its mounts and root are read from inside
+    /// the namespace ([`Target::of_namespace`]), which holds them while it is pinned.
+    ///
+    /// A short workload can run and exit before this process hears of its task (seen under
+    /// load: containerd's report arrived after the container had exited, 3 times in 4 loops of
+    /// the containerd tests with five builds running). Its events are all in the caught
+    /// namespace's buffer; only what `/proc/PID` would have said is missing, and the pin taken
+    /// at the kernel's report has it.
+    pub fn exited_target(&mut self, task: &TaskTarget) -> Option<Target> {
+        self.drain().ok()?;
+        let root = self
+            .trees
+            .trees
+            .get(&task.mntns)
+            .map(|_| task.mntns)
+            .or_else(|| self.trees.root_of_process(task.pid))?;
+        let pin = self.pins.remove(&root)?;
+        match Target::of_namespace(root, pin) {
+            Ok(target) => {
+                tracing::info!(
+                    container = task.container_id,
+                    pid = task.pid,
+                    mntns = root,
+                    "the container exited before its report: its caught namespace stands for it"
+                );
+                Some(target)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    container = task.container_id,
+                    error = %e,
+                    "reading the exited container's namespace failed"
+                );
+                None
+            }
+        }
+    }
+
     /// A container that does not match: its namespace (pinned meanwhile, so that its number
     /// cannot pass to another) and those its tasks made leave the filter, their buffer dropped.
     fn pass_over(&mut self, container_id: &str, pid: u32) -> Result<(), AgentError> {
@@ -237,6 +284,7 @@ impl Catching {
             self.tracer.remove_target(ns)?;
             self.trees.filtered.remove(&ns);
         }
+        self.pins.remove(&mntns);
         tracing::debug!(
             container = container_id,
             mntns,
@@ -260,12 +308,38 @@ impl Catching {
 
     fn sort(&mut self) -> Result<(), AgentError> {
         for event in self.batch.drain(..) {
-            if let Some(rejoin) = self.trees.sort(event) {
+            let (mntns, tid) = (event.mntns, event.tid);
+            if event.kind == EventKind::MntNs && event.flags & MNTNS_CAUGHT != 0 {
+                // A new namespace under this number: the old pin (if any) is of a dead one.
+                self.pins.remove(&mntns);
+            }
+            let rejoin = self.trees.sort(event);
+            // Pinned through the first of its tasks still alive when its event is read: runc's
+            // stage that made it exits within milliseconds, its init lives on.
+            if self.trees.roots.get(&mntns) == Some(&mntns) && !self.pins.contains_key(&mntns) {
+                pin(&mut self.pins, mntns, tid);
+            }
+            if let Some(rejoin) = rejoin {
                 // Reported after being removed: a new namespace under a freed number, which the
                 // removal may have taken out of the filter again.
                 self.tracer.add_target(rejoin)?;
             }
         }
         Ok(())
+    }
+}
+
+/// Holds caught namespace `mntns` open in `pins`, through task `tid`, so that it outlives a
+/// container that exits before it is identified. Best effort: a task already gone, or one no
+/// longer in `mntns`, pins nothing (the namespace's next event tries again).
+fn pin(pins: &mut HashMap<u32, File>, mntns: u32, tid: u32) {
+    if pins.len() >= PINS_MAX {
+        return;
+    }
+    let Ok(pin) = File::open(format!("/proc/{tid}/ns/mnt")) else {
+        return;
+    };
+    if pin.metadata().is_ok_and(|m| m.ino() == u64::from(mntns)) {
+        pins.insert(mntns, pin);
     }
 }

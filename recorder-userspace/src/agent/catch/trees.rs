@@ -97,6 +97,14 @@ impl Trees {
         rejoin
     }
 
+    /// The caught namespace in whose tree process `pid` ran (its tasks' events name it).
+    pub(super) fn root_of_process(&self, pid: u32) -> Option<u32> {
+        self.trees
+            .iter()
+            .find(|(_, tree)| tree.events.iter().any(|e| e.tgid == pid))
+            .map(|(&root, _)| root)
+    }
+
     /// Takes the tree of caught namespace `mntns` out, if it is one.
     pub(super) fn take(&mut self, mntns: u32) -> Option<Tree> {
         if self.roots.get(&mntns) != Some(&mntns) {

@@ -101,6 +101,7 @@ async fn conclude(
     let code = match result {
         Ok(outcome) => {
             print_outcome(&outcome, common, output);
+            recording.printed();
             match pushed {
                 PushOutcome::Failed(e) => Err(e),
                 PushOutcome::NotAsked | PushOutcome::Pushed(_) => {
@@ -108,7 +109,10 @@ async fn conclude(
                 }
             }
         }
-        Err(error) => Err(error.into()),
+        Err(error) => {
+            recording.printed();
+            Err(error.into())
+        }
     };
     if output.linger_until_signal {
         recording.linger_until_signal().await;

@@ -15,6 +15,10 @@ pub struct IndexArgs {
     /// Layers indexed at once (0: one per CPU).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Decompress every layer, eStargz ones too (whose table of contents is read instead by
+    /// default); checks every layer blob against its digest.
+    #[arg(long)]
+    full_decompression: bool,
 }
 
 /// `recorder image ...`.
@@ -95,13 +99,18 @@ fn open(source: Option<PathBuf>, src: &SourceArgs) -> anyhow::Result<OpenedImage
 }
 
 /// Indexes the image, with a progress bar on a terminal (none with --quiet).
-pub fn index(image: &Image, threads: usize) -> anyhow::Result<(MergedView, Duration)> {
+pub fn index(
+    image: &Image,
+    threads: usize,
+    full_decompression: bool,
+) -> anyhow::Result<(MergedView, Duration)> {
     let total: u64 = image.layers().iter().map(|l| l.size).sum();
     let progress = Progress::bytes("indexing", total);
     let start = Instant::now();
     let opts = IndexOptions {
         threads,
         progress: Some(progress.counter()),
+        full_decompression,
     };
     let result = index_image(image, &opts);
     drop(progress);
@@ -117,7 +126,7 @@ fn inspect(
     let opened = open(source, src)?;
     let image = &opened.image;
     if json {
-        let (view, _) = index(image, opts.threads)?;
+        let (view, _) = index(image, opts.threads, opts.full_decompression)?;
         let layers: Vec<serde_json::Value> = image
             .layers()
             .iter()
@@ -132,6 +141,7 @@ fn inspect(
                     "whiteouts": s.whiteouts,
                     "opaques": s.opaques,
                     "refusedByRun": s.refused_by_run,
+                    "indexedFrom": if s.from_toc { "toc" } else { "tar" },
                 })
             })
             .collect();
@@ -153,7 +163,7 @@ fn inspect(
             client.namespace()
         );
     }
-    let (view, took) = index(image, opts.threads)?;
+    let (view, took) = index(image, opts.threads, opts.full_decompression)?;
     println!("manifest {}", image.manifest_digest());
     for (i, (layer, idx)) in image.layers().iter().zip(view.layers()).enumerate() {
         let s = idx.stats();
@@ -198,7 +208,7 @@ fn which(
 ) -> anyhow::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let opened = open(source, src)?;
-    let (view, _) = index(&opened.image, opts.threads)?;
+    let (view, _) = index(&opened.image, opts.threads, opts.full_decompression)?;
     for (i, idx) in view.layers().iter().enumerate() {
         if let Some((name, why)) = &idx.stats().first_refused {
             eprintln!(

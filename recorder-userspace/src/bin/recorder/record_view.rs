@@ -151,7 +151,7 @@ fn needs_of(
             (image, None)
         }
     };
-    let (view_index, _) = crate::image::index(&image, 0)?;
+    let (view_index, _) = crate::image::index(&image, 0, false)?;
     let needs = needs::compute(
         &entries,
         &lines,

@@ -260,6 +260,11 @@ impl LayerIndexBuilder {
         Ok(self.finish())
     }
 
+    /// Notes that the entries came from an eStargz TOC.
+    pub(in crate::image) fn mark_from_toc(&mut self) {
+        self.index.stats.from_toc = true;
+    }
+
     /// The finished index, trimmed to size.
     pub fn finish(self) -> LayerIndex {
         let mut index = self.index;

@@ -126,13 +126,16 @@ pub struct LayerStats {
     pub whiteouts: u64,
     /// `.wh..wh..opq` entries.
     pub opaques: u64,
-    /// Uncompressed tar bytes read.
+    /// Uncompressed tar bytes read (0 for a layer indexed from its eStargz TOC, which is not
+    /// decompressed).
     pub tar_bytes: u64,
     /// Entries `recorder run` refuses to unpack (absolute names, `..` components, in the name
     /// or a hardlink's target), which the index takes after cleaning, as the stargz seed does.
     pub refused_by_run: u64,
     /// The first of them, and why.
     pub first_refused: Option<(String, &'static str)>,
+    /// Indexed from the layer's eStargz table of contents, not by decompressing it.
+    pub from_toc: bool,
 }
 
 /// The index of one layer.

@@ -16,6 +16,19 @@ const RECORDER_LOG: &str = "info,recorder::status::report=debug";
 
 /// What one run took.
 pub struct RecordedRun {
+    /// `recorder run` spawned to the workload's start stamp: the fixed cost before the workload.
+    pub start_to_workload: Duration,
+    /// Spawned to the "image indexed" log line.
+    pub start_to_indexed: Duration,
+    /// "image indexed" to "layers unpacked".
+    pub indexed_to_unpacked: Duration,
+    /// Spawned to "eBPF programs loaded" (loaded while the image is indexed and unpacked);
+    /// `None` for a recorder that does not log it (one that loads them after unpacking).
+    pub start_to_loaded: Option<Duration>,
+    /// "layers unpacked" to the filter armed on the sandbox ("tracing mntns=").
+    pub unpacked_to_tracing: Duration,
+    /// Filter armed to the workload's start stamp (runc's exec, the shell's start).
+    pub tracing_to_workload: Duration,
     /// Workload exit stamp to the agent's "tracing stopped" log line (ring drained).
     pub exit_to_stopped: Duration,
     /// "tracing stopped" to the state change to `committing`.
@@ -55,6 +68,7 @@ pub fn record(paths: &DemoPaths, cmd: &[&str]) -> anyhow::Result<RecordedRun> {
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    let spawned_at = SystemTime::now();
     let mut child = command
         .spawn()
         .with_context(|| format!("starting {command:?}"))?;
@@ -74,7 +88,7 @@ pub fn record(paths: &DemoPaths, cmd: &[&str]) -> anyhow::Result<RecordedRun> {
     if !status.success() {
         bail!("{command:?} failed: {status}\n{}", output.text());
     }
-    output.measure(exited_at, cpu)
+    output.measure(spawned_at, exited_at, cpu)
 }
 
 /// Lines of both streams, each with the wall-clock time it reached us.
@@ -84,8 +98,17 @@ struct Output {
 }
 
 impl Output {
-    fn measure(&self, exited_at: SystemTime, cpu: Duration) -> anyhow::Result<RecordedRun> {
+    fn measure(
+        &self,
+        spawned_at: SystemTime,
+        exited_at: SystemTime,
+        cpu: Duration,
+    ) -> anyhow::Result<RecordedRun> {
         let started = self.stamp("workload-start-ns=")?;
+        let indexed = self.logged_at("image indexed")?;
+        let unpacked = self.logged_at("layers unpacked")?;
+        let loaded = self.logged_at("eBPF programs loaded").ok();
+        let armed = self.logged_at("tracing mntns=")?;
         let workload_exit = self.stamp("workload-exit-ns=")?;
         let stopped = self.logged_at("tracing stopped")?;
         let committing = self.logged_at("to=committing")?;
@@ -98,6 +121,12 @@ impl Output {
             .map(|(at, _)| *at)
             .with_context(|| format!("recorder run printed no digest line\n{}", self.text()))?;
         Ok(RecordedRun {
+            start_to_workload: since(spawned_at, started)?,
+            start_to_indexed: since(spawned_at, indexed)?,
+            indexed_to_unpacked: since(indexed, unpacked)?,
+            start_to_loaded: loaded.map(|l| since(spawned_at, l)).transpose()?,
+            unpacked_to_tracing: since(unpacked, armed)?,
+            tracing_to_workload: since(armed, started)?,
             exit_to_stopped: since(workload_exit, stopped)?,
             stopped_to_committing: since(stopped, committing)?,
             committing_to_done: since(committing, done)?,

@@ -1,0 +1,268 @@
+//! The eStargz case of `cargo xtask bench index`: one of the generated layers converted by
+//! `ctr-remote image convert --oci --estargz` in a private containerd, kept (cached) as a
+//! containerd content store directory that `recorder image inspect STORE@sha256:…` reads.
+
+use std::fs;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use sha2::{Digest, Sha256};
+
+/// How long containerd may take to answer on its socket.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const NAMESPACE: &str = "bench-estargz";
+const SOURCE: &str = "docker.io/bench/index-src:latest";
+const CONVERTED: &str = "docker.io/bench/index-estargz:latest";
+
+/// The converted image: a content store directory and the converted image's target digest.
+pub struct Converted {
+    pub store: PathBuf,
+    pub digest: String,
+    /// The eStargz layer blob.
+    pub layer: PathBuf,
+}
+
+impl Converted {
+    /// `STORE@sha256:…`, the form `recorder image inspect` takes.
+    pub fn image_arg(&self) -> String {
+        format!("{}@{}", self.store.display(), self.digest)
+    }
+}
+
+/// A private containerd in `dir`, stopped (SIGTERM, then waited for) when dropped.
+struct Daemon {
+    dir: PathBuf,
+    child: Child,
+}
+
+impl Daemon {
+    fn start(dir: &Path) -> anyhow::Result<Daemon> {
+        let d = dir.display();
+        let config = format!(
+            r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{d}/c.sock"
+[ttrpc]
+  address = "{d}/c.sock.ttrpc"
+[debug]
+  address = "{d}/debug.sock"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+"#
+        );
+        fs::write(dir.join("config.toml"), config)?;
+        let log = fs::File::create(dir.join("containerd.log"))?;
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting containerd (`cargo xtask setup` installs it)")?;
+        let mut daemon = Daemon {
+            dir: dir.to_owned(),
+            child,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = daemon.child.try_wait()? {
+                bail!("containerd exited ({status}) at start:\n{}", daemon.log());
+            }
+            if UnixStream::connect(daemon.socket()).is_ok() {
+                return Ok(daemon);
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "containerd did not answer within {START_TIMEOUT:?}:\n{}",
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("c.sock")
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
+    }
+
+    /// `PROGRAM -a SOCKET -n NAMESPACE ARGS...`; its stdout.
+    fn client(&self, program: &str, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new(program)
+            .arg("-a")
+            .arg(self.socket())
+            .args(["-n", NAMESPACE])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {program}"))?;
+        ensure!(
+            out.status.success(),
+            "{program} {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // Our own child, by its pid.
+        // SAFETY: kill(2) on a pid we spawned and have not reaped; no memory involved.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+fn sha256_of_stream(cmd: &mut Command) -> anyhow::Result<String> {
+    let mut child = cmd.stdout(Stdio::piped()).spawn()?;
+    let mut out = child.stdout.take().context("stdout")?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut out, &mut hasher)?;
+    ensure!(child.wait()?.success(), "{cmd:?} failed");
+    Ok(format!("sha256:{:x}", hasher.finalize()))
+}
+
+fn put(blobs: &Path, bytes: &[u8]) -> anyhow::Result<(String, usize)> {
+    let hex = format!("{:x}", Sha256::digest(bytes));
+    fs::write(blobs.join(&hex), bytes)?;
+    Ok((format!("sha256:{hex}"), bytes.len()))
+}
+
+/// Converts the tar+gzip layer `layer` to eStargz (once; cached under `dir`).
+pub fn convert(layer: &Path, dir: &Path) -> anyhow::Result<Converted> {
+    let meta = dir.join("converted.json");
+    let store = dir.join("store");
+    if let Ok(m) = fs::read(&meta) {
+        let m: serde_json::Value = serde_json::from_slice(&m)?;
+        let digest = m["digest"].as_str().context("meta digest")?.to_owned();
+        let layer = m["layer"].as_str().context("meta layer")?;
+        eprintln!("using cached eStargz image {}", store.display());
+        return Ok(Converted {
+            layer: store.join("blobs/sha256").join(layer),
+            store,
+            digest,
+        });
+    }
+    let _ = fs::remove_dir_all(dir);
+    fs::create_dir_all(dir)?;
+    eprintln!("converting {} to eStargz with ctr-remote", layer.display());
+
+    // The source image: the layer, with its real diff id (the converter rewrites the config's).
+    let src = dir.join("src");
+    let blobs = src.join("blobs").join("sha256");
+    fs::create_dir_all(&blobs)?;
+    let layer_hex = layer
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("layer blob name")?
+        .to_owned();
+    fs::hard_link(layer, blobs.join(&layer_hex))
+        .or_else(|_| fs::copy(layer, blobs.join(&layer_hex)).map(|_| ()))?;
+    let diff_id = sha256_of_stream(Command::new("gzip").arg("-dc").arg(layer))?;
+    let cfg = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    }))?;
+    let (cd, cs) = put(&blobs, &cfg)?;
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+        "layers": [{
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": format!("sha256:{layer_hex}"),
+            "size": fs::metadata(layer)?.len(),
+        }],
+    }))?;
+    let (md, ms) = put(&blobs, &manifest)?;
+    fs::write(src.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    fs::write(
+        src.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": md, "size": ms,
+            "annotations": {"io.containerd.image.name": SOURCE,
+                            "org.opencontainers.image.ref.name": "latest"},
+        }]}))?,
+    )?;
+    let archive = dir.join("src.tar");
+    let status = Command::new("tar")
+        .arg("-cf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&src)
+        .arg(".")
+        .status()?;
+    ensure!(status.success(), "tar of the source layout failed");
+
+    let daemon_dir = dir.join("containerd");
+    fs::create_dir_all(&daemon_dir)?;
+    let digest = {
+        let daemon = Daemon::start(&daemon_dir)?;
+        let archive = archive.to_str().context("archive path")?;
+        daemon.client(
+            "ctr",
+            &[
+                "images",
+                "import",
+                "--no-unpack",
+                "--base-name",
+                "docker.io/bench/index-src",
+                archive,
+            ],
+        )?;
+        daemon.client(
+            "ctr-remote",
+            &["image", "convert", "--oci", "--estargz", SOURCE, CONVERTED],
+        )?;
+        let ls = daemon.client("ctr", &["images", "ls"])?;
+        ls.lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.first() == Some(&CONVERTED)).then(|| f.get(2).map(|d| d.to_string()))?
+            })
+            .with_context(|| format!("no {CONVERTED} after the conversion:\n{ls}"))?
+    };
+    fs::rename(
+        daemon_dir
+            .join("root")
+            .join("io.containerd.content.v1.content"),
+        &store,
+    )?;
+    fs::remove_dir_all(&daemon_dir)?;
+    fs::remove_dir_all(&src)?;
+    fs::remove_file(&archive)?;
+    // The converted layer: the manifest's only layer.
+    let store_blobs = store.join("blobs").join("sha256");
+    let read = |d: &str| fs::read(store_blobs.join(d.trim_start_matches("sha256:")));
+    let manifest: serde_json::Value = serde_json::from_slice(&read(&digest)?)?;
+    let estargz_layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .context("converted manifest has no layer")?
+        .trim_start_matches("sha256:")
+        .to_owned();
+    ensure!(
+        manifest["layers"][0]["annotations"]["containerd.io/snapshot/stargz/toc.digest"]
+            .is_string(),
+        "the converted layer has no TOC annotation"
+    );
+    fs::write(
+        &meta,
+        serde_json::to_vec(&serde_json::json!({"digest": digest, "layer": estargz_layer}))?,
+    )?;
+    Ok(Converted {
+        layer: store_blobs.join(&estargz_layer),
+        store,
+        digest,
+    })
+}
