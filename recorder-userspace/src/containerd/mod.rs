@@ -8,6 +8,7 @@
 //! - [`target`]: a container's task, or the next matching task as soon as it is created.
 //! - [`pattern`]: the `container-name:PATTERN` matcher.
 //! - [`runner`]: running an image's container through containerd, held between create and start.
+//! - [`stdio`]: the FIFOs through which such a run's stdout and stderr reach ours.
 //! - [`leftovers`]: removing what a dead recorder's runs left (task, container, snapshot, lease).
 
 pub mod client;
@@ -17,6 +18,7 @@ pub mod leftovers;
 pub mod pattern;
 pub mod runner;
 pub mod source;
+pub mod stdio;
 pub mod target;
 
 pub use crate::record::stored::{GC_ROOT_LABEL, IMAGE_LABEL, MANIFEST_LABEL, RecordLabels};

@@ -12,9 +12,8 @@
 //! 4. a task, created but not started: its pid is runc's init, blocked on its exec fifo
 //!    until [`ContainerRun::start`].
 //!
-//! The workload's stdout and stderr go to files (`file://` stdio, which the runc shim opens
-//! itself), copied to ours by [`ContainerRun::forward_output`] once the task has exited:
-//! simpler than relaying FIFOs, at the price of the output arriving at the end.
+//! The workload's stdout and stderr go through FIFOs, relayed to ours while it runs (see
+//! [`super::stdio`] for why not `file://` stdio).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -42,6 +41,7 @@ use tracing::{debug, info, warn};
 use super::client::Containerd;
 use super::error::ContainerdError;
 use super::leftovers::OWNER_LABEL;
+use super::stdio::{Forwarding, StdioError, TaskStdio};
 use crate::agent::AgentError;
 use crate::image::Image;
 use crate::sandbox::{
@@ -118,6 +118,9 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// The FIFOs of the task's stdio could not be made.
+    #[error("the task's stdio")]
+    Stdio(#[from] StdioError),
     /// A containerd call failed.
     #[error(transparent)]
     Containerd(#[from] ContainerdError),
@@ -132,6 +135,14 @@ impl From<RunError> for AgentError {
                 op: format!("telling the watchdog about task {pid}"),
                 source,
             },
+            RunError::Stdio(StdioError::Io { op, path, source }) => AgentError::Io {
+                op: format!("{op} {}", path.display()),
+                source,
+            },
+            RunError::Stdio(not_utf8) => AgentError::Target {
+                target: "containerd run".into(),
+                message: not_utf8.to_string(),
+            },
             other => AgentError::Target {
                 target: "containerd run".into(),
                 message: other.to_string(),
@@ -140,7 +151,7 @@ impl From<RunError> for AgentError {
     }
 }
 
-/// What to run: the image, under which name, and where the stdio files go.
+/// What to run: the image, under which name, and where the stdio FIFOs go.
 pub struct RunRequest<'a> {
     /// The image, opened from this containerd.
     pub image: &'a Image,
@@ -148,7 +159,7 @@ pub struct RunRequest<'a> {
     pub reference: &'a str,
     /// What changes of the image's process: entrypoint, command (`Cmd`), env, user, cwd.
     pub overrides: &'a ProcessOverrides,
-    /// A private directory for the stdout and stderr files.
+    /// A private directory for the stdout and stderr FIFOs.
     pub io_dir: &'a Path,
     /// How the workload is contained.
     pub confinement: Confinement,
@@ -173,8 +184,8 @@ pub struct ContainerRun {
     id: String,
     lease: AsciiMetadataValue,
     pid: u32,
-    stdout: PathBuf,
-    stderr: PathBuf,
+    /// The task's stdio, from its creation until [`ContainerRun::forward_output`].
+    stdio: Option<TaskStdio>,
     made: Made,
 }
 
@@ -190,8 +201,7 @@ impl Containerd {
             id,
             lease,
             pid: 0,
-            stdout: req.io_dir.join("stdout"),
-            stderr: req.io_dir.join("stderr"),
+            stdio: None,
             made: Made::default(),
         };
         match run.create(req).await {
@@ -215,8 +225,7 @@ impl ContainerRun {
             id,
             lease,
             pid: 0,
-            stdout: PathBuf::new(),
-            stderr: PathBuf::new(),
+            stdio: None,
             made: Made {
                 lease: true,
                 snapshot: true,
@@ -313,13 +322,15 @@ impl ContainerRun {
             .map_err(|s| c.rpc_error("Containers.Create", &s))?;
         self.made.container = true;
 
+        // Read ends open before Tasks.Create: the shim opens the write ends during it.
+        let stdio = TaskStdio::create(req.io_dir)?;
         let created = TasksClient::new(c.channel())
             .create(self.leased(CreateTaskRequest {
                 container_id: self.id.clone(),
                 rootfs: mounts,
                 stdin: String::new(),
-                stdout: file_uri(&self.stdout),
-                stderr: file_uri(&self.stderr),
+                stdout: stdio.stdout_path().to_owned(),
+                stderr: stdio.stderr_path().to_owned(),
                 terminal: false,
                 ..CreateTaskRequest::default()
             }))
@@ -331,6 +342,7 @@ impl ContainerRun {
             .into_inner();
         self.made.task = true;
         self.pid = created.pid;
+        self.stdio = Some(stdio);
         // From here on a SIGKILLed recorder does not leave the workload running: the watchdog
         // kills the task's init (see crate::sandbox::watchdog).
         if let Some(watchdog) = req.watchdog {
@@ -422,31 +434,12 @@ impl ContainerRun {
         }
     }
 
-    /// Copies the workload's stdout and stderr files to ours.
-    pub fn forward_output(&self, stdout_to_stderr: bool) {
-        use std::io::Write;
-        let stdout: Box<dyn Write> = if stdout_to_stderr {
-            Box::new(std::io::stderr())
-        } else {
-            Box::new(std::io::stdout())
-        };
-        for (path, mut out) in [
-            (&self.stdout, stdout),
-            (&self.stderr, Box::new(std::io::stderr())),
-        ] {
-            match std::fs::read(path) {
-                Ok(bytes) => {
-                    if let Err(error) = out.write_all(&bytes).and_then(|()| out.flush()) {
-                        warn!(%error, "forwarding the workload's output");
-                    }
-                }
-                // The shim creates the file only once the task has stdio; none is no output.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => {
-                    warn!(%error, path = %path.display(), "reading the workload's output")
-                }
-            }
-        }
+    /// Starts relaying the workload's stdout to ours (to our stderr if `stdout_to_stderr`)
+    /// and its stderr to ours, live; [`Forwarding::finish`] waits for the end of both.
+    pub fn forward_output(&mut self, stdout_to_stderr: bool) -> Forwarding {
+        self.stdio
+            .take()
+            .map_or_else(Forwarding::none, |stdio| stdio.forward(stdout_to_stderr))
     }
 
     /// Removes the task (killing it if it still runs), the container, the snapshot and the
@@ -579,11 +572,6 @@ fn image_dirs(mounts: &[Mount]) -> Option<Vec<PathBuf>> {
         "bind" => Some(vec![PathBuf::from(&mount.source)]),
         _ => None,
     }
-}
-
-/// A stdio path the runc shim opens as a plain file (its `file://` scheme).
-fn file_uri(path: &Path) -> String {
-    format!("file://{}", path.display())
 }
 
 /// The lease's `containerd.io/gc.expire` label: RFC 3339, [`LEASE_EXPIRY`] from now.

@@ -7,7 +7,7 @@
 //! its container is created there (snapshot, runtime spec from its config, runc task), the
 //! filter is armed on the created task before Tasks.Start, and the record goes to
 //! containerd's content store as with `recorder record --containerd`. The workload's output is
-//! printed once it has exited.
+//! relayed as it comes, through FIFOs.
 
 use std::fmt::Display;
 use std::future::Future;
@@ -266,7 +266,7 @@ async fn profile_containerd(
     let commit = args
         .common
         .commit_options(Some(session), indexed.image().manifest_digest())?;
-    // Holds the workload's stdout and stderr files; removed on every way out.
+    // Holds the workload's stdout and stderr FIFOs; removed on every way out.
     let work = WorkDir::create(&args.common.work_base())?;
     let request = RunRequest {
         image: indexed.image(),
@@ -286,11 +286,18 @@ async fn profile_containerd(
             "removed the leftovers of a dead recorder"
         );
     }
-    let run = session.client.create_run(&request).await?;
+    let mut run = session.client.create_run(&request).await?;
+    let mut output = run.forward_output(args.common.stdout_taken());
     let result = trace_run(args, indexed, &run, stops).await;
-    run.forward_output(args.common.stdout_taken());
+    // All the output is out before the record's digest is printed. After an exit it ends once
+    // the shim has copied the rest, which is waited for before Tasks.Delete (which gives that
+    // copying only 2 s); without one, the task may still be there, and removing it ends it.
+    if matches!(result, Ok((_, Some(_)))) {
+        output.finish().await;
+    }
     // Whatever happened, the task, container, snapshot and lease go before the commit.
     run.remove().await;
+    output.finish().await;
     drop(work);
     let (stopped, workload) = result?;
     let summary =
