@@ -2,12 +2,18 @@
 //! is created through containerd (snapshot, spec from its config, runc task), traced from
 //! before Tasks.Start, and the record lands in containerd's content store; the task,
 //! container, snapshot and lease are gone afterwards, also when the command does not exist.
+//! The workload's stdout and stderr reach ours apart, while it runs.
+
+use std::io::{BufRead, BufReader, Read};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use recorder_tests::agent_fixtures::{Expected, expected_record, record_entries};
 use recorder_tests::containerd::{
     AGENT_IMAGE as REF, RUN_ID_PREFIX, agent_daemon, assert_run_left_nothing, finish, recorder_run,
     wait_for_log,
 };
+use recorder_tests::deadline::output_within;
 
 /// Runs `recorder run --containerd ... ARGS`; returns exit code, stdout and stderr.
 fn run(
@@ -174,5 +180,109 @@ fn sigint_kills_the_workload_commits_and_leaves_nothing() {
         want.0,
         "stderr:\n{stderr}"
     );
+    assert_run_left_nothing(&daemon);
+}
+
+/// The workload's stdout and stderr each reach ours, and as they come (containerd 1.6's
+/// `file://` stdio put both into the stdout file, in no fixed order, printed at the end):
+/// stdout has its stdout lines then the record's digest, stderr its stderr line. The workload
+/// prints, then waits for a file that the test creates only once it has read the line.
+#[test]
+fn the_workloads_stdout_and_stderr_reach_ours_apart_while_it_runs() {
+    let (daemon, _) = agent_daemon();
+    let dir = tempfile::tempdir().unwrap();
+    let mount = format!("type=bind,src={},dst=/data", dir.path().display());
+    let script = "echo out1; echo err1 >&2; echo out2; \
+                  while [ ! -e /data/go ]; do sleep 0.1; done; echo out3";
+    let mut child = recorder_run(
+        &daemon,
+        &[
+            "--image",
+            REF,
+            // A backstop: the workload ends even if the test fails before creating the file.
+            "--period",
+            "120s",
+            "--mount",
+            &mount,
+            "--entrypoint",
+            "/bin/sh",
+            "--",
+            "-c",
+            script,
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (lines_tx, lines) = mpsc::channel();
+    let stdout_reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = lines_tx.send(line.unwrap());
+        }
+    });
+    let mut stderr = child.stderr.take().unwrap();
+    let stderr_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        stderr.read_to_string(&mut text).unwrap();
+        text
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut seen = Vec::new();
+    while seen.last().is_none_or(|l| l != "out2") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                panic!(
+                    "out2 did not reach stdout while the workload ran; stdout so far: \
+                     {seen:?}; stderr:\n{}",
+                    stderr_reader.join().unwrap()
+                );
+            }
+        }
+    }
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    let status = output_within(child, Duration::from_secs(180), "run --containerd").status;
+    stdout_reader.join().unwrap();
+    seen.extend(lines.try_iter());
+    let stderr = stderr_reader.join().unwrap();
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+    let [out1, out2, out3, digest] = seen.as_slice() else {
+        panic!("stdout is not the workload's 3 lines and the digest: {seen:?}\n{stderr}")
+    };
+    assert_eq!([out1, out2, out3], ["out1", "out2", "out3"]);
+    assert!(digest.starts_with("sha256:"), "{seen:?}");
+    daemon.ctr_ok(&["content", "get", digest]);
+    assert!(stderr.lines().any(|l| l == "err1"), "stderr:\n{stderr}");
+    assert_run_left_nothing(&daemon);
+
+    // With the record on stdout, the workload's stdout goes to our stderr, its stderr too.
+    let (code, stdout, stderr) = run(
+        &daemon,
+        &[
+            "--image",
+            REF,
+            "--record-out",
+            "-",
+            "--entrypoint",
+            "/bin/sh",
+            "--",
+            "-c",
+            "echo out1; echo err1 >&2",
+        ],
+    );
+    assert_eq!(code, Some(0), "stderr:\n{stderr}");
+    assert!(
+        !stdout.contains("out1") && !stdout.contains("err1"),
+        "{stdout}"
+    );
+    for line in ["out1", "err1"] {
+        assert!(
+            stderr.lines().any(|l| l == line),
+            "{line}: stderr:\n{stderr}"
+        );
+    }
     assert_run_left_nothing(&daemon);
 }

@@ -691,9 +691,9 @@ type Without = fn(&mut serde_json::Value);
 
 /// Without each privilege the Job grants, the recorder fails and says why (termination
 /// message, failed probe), so none is granted for nothing. CAP_SYS_PTRACE matters only for a
-/// workload running as another uid than the recorder's 0. The message when the workload's
-/// namespaces cannot be read (no hostPID, no CAP_SYS_PTRACE) is today's: it blames the
-/// workload's exit rather than the recorder's view of /proc. The BTF host mount the Job used to have is not needed: the container's own sysfs shows
+/// workload running as another uid than the recorder's 0; without it the message says so.
+/// Without hostPID the workload's pid is not in the recorder's /proc at all, which looks like
+/// an exit to it, and the message says the container exited before the filter was armed. The BTF host mount the Job used to have is not needed: the container's own sysfs shows
 /// `/sys/kernel/btf` (the main test runs without it).
 #[test]
 fn without_each_privilege_the_job_grants_the_recorder_fails_and_says_why() {
@@ -749,7 +749,7 @@ fn without_each_privilege_the_job_grants_the_recorder_fails_and_says_why() {
                     serde_json::json!({"runAsUser": 65534});
             },
             true,
-            "before the filter was armed",
+            "the recorder needs CAP_SYS_PTRACE",
         ),
     ];
     let mut node = Node::start();

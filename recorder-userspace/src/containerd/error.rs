@@ -73,6 +73,20 @@ pub enum ContainerdError {
         /// Its init process.
         pid: u32,
     },
+    /// The task's process exists but its mount namespace cannot be read by this process.
+    #[error(
+        "the mount namespace of container {id:?} (pid {pid}) is not readable: the recorder needs \
+         CAP_SYS_PTRACE (or the workload's uid) to read /proc/{pid}/ns/mnt"
+    )]
+    Unreadable {
+        /// The container id.
+        id: String,
+        /// Its init process.
+        pid: u32,
+        /// Why it could not be read.
+        #[source]
+        source: std::io::Error,
+    },
     /// A target string is not `container:ID` or `container-name:PATTERN`.
     #[error("invalid containerd target {0:?}: expected container:ID or container-name:PATTERN")]
     BadTarget(String),

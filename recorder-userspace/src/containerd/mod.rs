@@ -8,6 +8,7 @@
 //! - [`target`]: a container's task, or the next matching task as soon as it is created.
 //! - [`pattern`]: the `container-name:PATTERN` matcher.
 //! - [`runner`]: running an image's container through containerd, held between create and start.
+//! - [`stdio`]: the FIFOs through which such a run's stdout and stderr reach ours.
 //! - `wait`: waiting for a call from synchronous code, on the process's one runtime.
 //! - [`leftovers`]: removing what a dead recorder's runs left (task, container, snapshot, lease).
 
@@ -18,6 +19,7 @@ pub mod leftovers;
 pub mod pattern;
 pub mod runner;
 pub mod source;
+pub mod stdio;
 pub mod target;
 pub(crate) mod wait;
 

@@ -277,9 +277,19 @@ impl TaskWatcher {
                             pid,
                         });
                     };
-                    // 0 when the process has exited already: the namespace catch may still
-                    // know it (agent::Catching::exited_target).
-                    let mntns = mount_namespace_of(pid).unwrap_or(0);
+                    // 0 when the process has exited already (or is not in our pid namespace):
+                    // the namespace catch may still know it (agent::Catching::exited_target).
+                    let mntns = match crate::procfs::MntNs::of_pid(pid) {
+                        Ok(ns) => u32::try_from(ns.inode()).unwrap_or(0),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+                        Err(source) => {
+                            return Err(ContainerdError::Unreadable {
+                                id: ev.container_id,
+                                pid,
+                                source,
+                            });
+                        }
+                    };
                     info!(
                         container = ev.container_id,
                         pid, mntns, "matching task created"

@@ -65,7 +65,7 @@ impl Recording {
         self.stops.check()?;
         options.check_platform(indexed.image())?;
         let commit = options.commit_options(Some(connection), indexed.image().manifest_digest())?;
-        // Holds the workload's stdout and stderr files; removed on every way out.
+        // Holds the workload's stdout and stderr FIFOs; removed on every way out.
         let work = WorkDir::create(&options.work_dir)?;
         let watchdog = work.watchdog();
         let request = RunRequest {
@@ -86,11 +86,19 @@ impl Recording {
                 "removed the leftovers of a dead recorder"
             );
         }
-        let run = connection.client.create_run(&request).await?;
+        let mut run = connection.client.create_run(&request).await?;
+        let mut output = run.forward_output(options.stdout_taken);
         let result = self.trace_run(options, indexed, &run).await;
-        run.forward_output(options.stdout_taken);
+        // All the output is out before the record's digest is printed. After an exit it ends
+        // once the shim has copied the rest, which is waited for before Tasks.Delete (which
+        // gives that copying only 2 s); without one, the task may still be there, and removing
+        // it ends it.
+        if matches!(result, Ok((_, Some(_)))) {
+            output.finish().await;
+        }
         // Whatever happened, the task, container, snapshot and lease go before the commit.
         run.remove().await;
+        output.finish().await;
         drop(work);
         let (stopped, workload) = result?;
         let summary = self

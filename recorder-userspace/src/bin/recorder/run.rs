@@ -7,7 +7,7 @@
 //! its container is created there (snapshot, runtime spec from its config, runc task), the
 //! filter is armed on the created task before Tasks.Start, and the record goes to
 //! containerd's content store as with `recorder record --containerd`. The workload's output is
-//! printed once it has exited.
+//! relayed as it comes, through FIFOs.
 
 use std::process::ExitCode;
 

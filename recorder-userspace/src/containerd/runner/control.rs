@@ -16,6 +16,7 @@ use containerd_client::tonic::Code;
 use tracing::{debug, info, warn};
 
 use super::{ContainerRun, KILL_TIMEOUT, Made, RunError, SNAPSHOTTER};
+use crate::containerd::stdio::Forwarding;
 
 impl ContainerRun {
     /// Lets runc's init execute the workload (Tasks.Start).
@@ -68,31 +69,12 @@ impl ContainerRun {
         }
     }
 
-    /// Copies the workload's stdout and stderr files to ours.
-    pub fn forward_output(&self, stdout_to_stderr: bool) {
-        use std::io::Write;
-        let stdout: Box<dyn Write> = if stdout_to_stderr {
-            Box::new(std::io::stderr())
-        } else {
-            Box::new(std::io::stdout())
-        };
-        for (path, mut out) in [
-            (&self.stdout, stdout),
-            (&self.stderr, Box::new(std::io::stderr())),
-        ] {
-            match std::fs::read(path) {
-                Ok(bytes) => {
-                    if let Err(error) = out.write_all(&bytes).and_then(|()| out.flush()) {
-                        warn!(%error, "forwarding the workload's output");
-                    }
-                }
-                // The shim creates the file only once the task has stdio; none is no output.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => {
-                    warn!(%error, path = %path.display(), "reading the workload's output")
-                }
-            }
-        }
+    /// Starts relaying the workload's stdout to ours (to our stderr if `stdout_to_stderr`)
+    /// and its stderr to ours, live; [`Forwarding::finish`] waits for the end of both.
+    pub fn forward_output(&mut self, stdout_to_stderr: bool) -> Forwarding {
+        self.stdio
+            .take()
+            .map_or_else(Forwarding::none, |stdio| stdio.forward(stdout_to_stderr))
     }
 
     /// Removes the task (killing it if it still runs), the container, the snapshot and the

@@ -12,9 +12,8 @@
 //! 4. a task, created but not started: its pid is runc's init, blocked on its exec fifo
 //!    until [`ContainerRun::start`].
 //!
-//! The workload's stdout and stderr go to files (`file://` stdio, which the runc shim opens
-//! itself), copied to ours by [`ContainerRun::forward_output`] once the task has exited:
-//! simpler than relaying FIFOs, at the price of the output arriving at the end.
+//! The workload's stdout and stderr go through FIFOs, relayed to ours while it runs (see
+//! [`super::stdio`] for why not `file://` stdio).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -40,6 +39,7 @@ mod control;
 use super::client::Containerd;
 use super::error::ContainerdError;
 use super::leftovers::OWNER_LABEL;
+use super::stdio::{StdioError, TaskStdio};
 use crate::image::Image;
 use crate::sandbox::{
     BindMount, Confinement, ProcessOverrides, SpecError, SpecLayout, Watchdog, runtime_spec,
@@ -120,12 +120,15 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// The FIFOs of the task's stdio could not be made.
+    #[error("setting up the task's stdio failed")]
+    Stdio(#[from] StdioError),
     /// A containerd call failed.
     #[error(transparent)]
     Containerd(#[from] ContainerdError),
 }
 
-/// What to run: the image, under which name, and where the stdio files go.
+/// What to run: the image, under which name, and where the stdio FIFOs go.
 pub struct RunRequest<'a> {
     /// The image, opened from this containerd.
     pub image: &'a Image,
@@ -133,7 +136,7 @@ pub struct RunRequest<'a> {
     pub reference: &'a str,
     /// What changes of the image's process: entrypoint, command (`Cmd`), env, user, cwd.
     pub overrides: &'a ProcessOverrides,
-    /// A private directory for the stdout and stderr files.
+    /// A private directory for the stdout and stderr FIFOs.
     pub io_dir: &'a Path,
     /// How the workload is contained.
     pub confinement: Confinement,
@@ -158,8 +161,8 @@ pub struct ContainerRun {
     id: String,
     lease: AsciiMetadataValue,
     pid: u32,
-    stdout: PathBuf,
-    stderr: PathBuf,
+    /// The task's stdio, from its creation until [`ContainerRun::forward_output`].
+    stdio: Option<TaskStdio>,
     made: Made,
 }
 
@@ -177,8 +180,7 @@ impl Containerd {
             id,
             lease,
             pid: 0,
-            stdout: req.io_dir.join("stdout"),
-            stderr: req.io_dir.join("stderr"),
+            stdio: None,
             made: Made::default(),
         };
         match run.create(req).await {
@@ -202,8 +204,7 @@ impl ContainerRun {
             id,
             lease,
             pid: 0,
-            stdout: PathBuf::new(),
-            stderr: PathBuf::new(),
+            stdio: None,
             made: Made {
                 lease: true,
                 snapshot: true,
@@ -297,13 +298,15 @@ impl ContainerRun {
             .map_err(|s| c.rpc_error("Containers.Create", &s))?;
         self.made.container = true;
 
+        // Read ends open before Tasks.Create: the shim opens the write ends during it.
+        let stdio = TaskStdio::create(req.io_dir)?;
         let created = TasksClient::new(c.channel())
             .create(self.leased(CreateTaskRequest {
                 container_id: self.id.clone(),
                 rootfs: mounts,
                 stdin: String::new(),
-                stdout: file_uri(&self.stdout),
-                stderr: file_uri(&self.stderr),
+                stdout: stdio.stdout_path().to_owned(),
+                stderr: stdio.stderr_path().to_owned(),
                 terminal: false,
                 ..CreateTaskRequest::default()
             }))
@@ -315,6 +318,7 @@ impl ContainerRun {
             .into_inner();
         self.made.task = true;
         self.pid = created.pid;
+        self.stdio = Some(stdio);
         // From here on a SIGKILLed recorder does not leave the workload running: the watchdog
         // kills the task's init (see crate::sandbox::watchdog).
         if let Some(watchdog) = req.watchdog {
@@ -398,11 +402,6 @@ fn image_dirs(mounts: &[Mount]) -> Option<Vec<PathBuf>> {
         "bind" => Some(vec![PathBuf::from(&mount.source)]),
         _ => None,
     }
-}
-
-/// A stdio path the runc shim opens as a plain file (its `file://` scheme).
-fn file_uri(path: &Path) -> String {
-    format!("file://{}", path.display())
 }
 
 /// The lease's `containerd.io/gc.expire` label: RFC 3339, [`LEASE_EXPIRY`] from now.
