@@ -38,7 +38,7 @@ pub use session::{
 pub use source::ImageSource;
 pub use stop::{StopConditions, StopReason, Stops};
 pub use summary::{EXIT_COMPLETE, EXIT_ERROR, EXIT_INCOMPLETE, Summary};
-pub use workdir::{WorkDir, unpack_layers};
+pub use workdir::{Unpacked, WorkDir, unpack_layers};
 
 use crate::containerd::ContainerdError;
 use crate::image::ImageError;
@@ -84,6 +84,9 @@ pub enum AgentError {
         /// The cause.
         source: UnpackError,
     },
+    /// The layer cache could not be used.
+    #[error(transparent)]
+    Cache(#[from] crate::sandbox::CacheError),
     /// The image's process could not be turned into a command.
     #[error("the image's process: {0}")]
     Spec(#[from] SpecError),

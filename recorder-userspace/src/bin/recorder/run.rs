@@ -11,6 +11,7 @@
 
 use std::fmt::Display;
 use std::future::Future;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,13 +22,13 @@ use nix::unistd::Pid;
 use recorder::agent::workdir::{DEFAULT_UNPACKED_SHARE, free_space};
 use recorder::agent::{
     Agent, AgentError, CommitOptions, ImageSource, Indexed, Outcome, StopConditions, StopReason,
-    Stopped, Stops, Target, Tracing, WorkDir, WorkloadExit, unpack_layers,
+    Stopped, Stops, Target, Tracing, Unpacked, WorkDir, WorkloadExit, unpack_layers,
 };
 use recorder::containerd::{ContainerRun, RunRequest};
 use recorder::image::{BlobDigest, Platform};
 use recorder::sandbox::{
-    Confinement, DEFAULT_PIDS_LIMIT, ImageProcess, ProcessOverrides, Sandbox, UnpackBudget,
-    parse_env_file,
+    Confinement, DEFAULT_CACHE_DIR, DEFAULT_PIDS_LIMIT, ImageProcess, LayerCache, ProcessOverrides,
+    Sandbox, UnpackBudget, parse_env_file,
 };
 use recorder::status::{State, StatusHandle};
 use recorder::tracer::{Tracer, mount_namespace_of};
@@ -52,11 +53,50 @@ pub struct Args {
     #[arg(long, value_name = "SIZE", value_parser = crate::record::parse_size)]
     max_unpacked: Option<u64>,
     #[command(flatten)]
+    cache: RunCacheArgs,
+    #[command(flatten)]
     process: ProcessArgs,
     /// Command to run instead of the image's Cmd (its Entrypoint is kept, as `docker run`);
     /// with --entrypoint, its arguments.
     #[arg(last = true)]
     cmd: Vec<String>,
+}
+
+/// Where unpacked layers are kept for later runs.
+#[derive(clap::Args, Debug)]
+pub struct CacheDirArg {
+    /// The layer cache: each layer unpacked once, keyed by its diff id, and shared read-only
+    /// by later runs (made root-owned 0700; an existing one must be).
+    #[arg(long, value_name = "DIR", env = "RECORDER_CACHE_DIR", default_value = DEFAULT_CACHE_DIR)]
+    pub cache_dir: PathBuf,
+}
+
+/// The layer cache options of `run`.
+#[derive(clap::Args, Debug)]
+pub struct RunCacheArgs {
+    #[command(flatten)]
+    dir: CacheDirArg,
+    /// Unpack the layers into the work dir, as if there were no cache (nothing is read from or
+    /// written to it).
+    #[arg(long, conflicts_with = "cache_max")]
+    no_cache: bool,
+    /// Most bytes the cache may hold (e.g. 10G; same syntax as --max-unpacked): after the
+    /// layers are unpacked, the least recently used entries no running recorder uses are
+    /// removed until it fits. Default: no limit (`recorder gc --cache` empties it).
+    #[arg(long, value_name = "SIZE", value_parser = crate::record::parse_size)]
+    cache_max: Option<u64>,
+}
+
+impl RunCacheArgs {
+    /// Opens the cache (creating it), unless --no-cache: a usage error if it is unfit.
+    fn open(&self) -> anyhow::Result<Option<LayerCache>> {
+        if self.no_cache {
+            return Ok(None);
+        }
+        LayerCache::open(&self.dir.cache_dir)
+            .map(Some)
+            .map_err(|e| anyhow::Error::from(crate::Usage(format!("--cache-dir: {e}"))))
+    }
 }
 
 /// Changes to the image's process, with `ctr-remote image optimize`'s names.
@@ -181,6 +221,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let source = args.common.source()?;
     let platform = args.common.platform()?;
     let commit = args.common.commit_options(None, &BlobDigest::of(b""))?;
+    let cache = args.cache.open()?;
     runtime()?.block_on(async {
         let (status, stops, server) = start_status(&args.common)?;
         let result = profile(
@@ -189,8 +230,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             platform,
             &commit,
             (confinement, &overrides),
-            &status,
-            &stops,
+            cache.as_ref(),
+            (&status, &stops),
         )
         .await;
         let pushed = push_if_asked(&result, &args.common, None, args.command()).await;
@@ -325,8 +366,8 @@ async fn profile(
     platform: Platform,
     commit: &CommitOptions,
     (confinement, overrides): (Confinement, &ProcessOverrides),
-    status: &StatusHandle,
-    stops: &Stops,
+    cache: Option<&LayerCache>,
+    (status, stops): (&StatusHandle, &Stops),
 ) -> Result<Outcome, AgentError> {
     status.set_target(format!("run {source}"));
     // A stop while indexing is acted on at once: the indexing thread is left to the runtime's
@@ -339,7 +380,9 @@ async fn profile(
     args.common.check_platform(indexed.image())?;
     // Dropped on every way out of this function, after the sandbox: removes the layers.
     let work = WorkDir::create(&args.common.work_base())?;
-    let lowerdirs = unpack(args, &indexed, &work, status, stops).await?;
+    // Dropped after the work dir: holds the cache entries the overlay is made of.
+    let unpacked = unpack(args, &indexed, &work, cache, (status, stops)).await?;
+    let lowerdirs = unpacked.dirs.clone();
     if let Some(reason) = stops.fired() {
         return Err(AgentError::StoppedEarly(reason));
     }
@@ -413,6 +456,7 @@ async fn profile(
         Err(e) => Err(e),
     };
     drop(work);
+    drop(unpacked);
     summary
 }
 
@@ -422,9 +466,9 @@ async fn unpack(
     args: &Args,
     indexed: &Indexed,
     work: &WorkDir,
-    status: &StatusHandle,
-    stops: &Stops,
-) -> Result<Vec<std::path::PathBuf>, AgentError> {
+    cache: Option<&LayerCache>,
+    (status, stops): (&StatusHandle, &Stops),
+) -> Result<Unpacked, AgentError> {
     status.set_state(State::Unpacking);
     let limit = match args.max_unpacked {
         Some(limit) => limit,
@@ -434,10 +478,21 @@ async fn unpack(
     let mut budget = UnpackBudget::new(limit).cancel_on(cancel.clone());
     let image = indexed.image().clone();
     let dir = work.path().to_owned();
+    let cache = cache.cloned();
+    let cache_max = args.cache.cache_max;
     let mut task = tokio::task::spawn_blocking(move || {
-        let dirs = unpack_layers(&image, &dir, Some(limit), &mut budget);
-        tracing::info!(bytes = budget.used(), limit, "layers unpacked");
-        dirs
+        let unpacked = unpack_layers(&image, &dir, Some(limit), &mut budget, cache.as_ref())?;
+        tracing::info!(
+            bytes = budget.used(),
+            limit,
+            cached = unpacked.hits,
+            layers = unpacked.dirs.len(),
+            "layers unpacked"
+        );
+        if let (Some(cache), Some(max)) = (&cache, cache_max) {
+            evict(cache, max);
+        }
+        Ok(unpacked)
     });
     let join = |e: tokio::task::JoinError| AgentError::Join(e.to_string());
     tokio::select! {
@@ -448,6 +503,32 @@ async fn unpack(
             let _ = task.await;
             Err(AgentError::StoppedEarly(reason))
         }
+    }
+}
+
+/// Brings the cache down to `max` bytes (`--cache-max`), least recently used first; logs
+/// what it removed, and warns when the entries in use alone exceed it.
+fn evict(cache: &LayerCache, max: u64) {
+    match cache.evict_to(max) {
+        Ok(removal) => {
+            for entry in &removal.removed {
+                tracing::info!(
+                    diff_id = entry.diff_id,
+                    bytes = entry.bytes,
+                    "evicted from the layer cache (--cache-max)"
+                );
+            }
+            let busy: u64 = removal.busy.iter().map(|e| e.bytes).sum();
+            if busy > max {
+                tracing::warn!(
+                    in_use = busy,
+                    max,
+                    "the layer cache holds more than --cache-max: its entries in use by \
+                     running recorders (this one's included) take that much"
+                );
+            }
+        }
+        Err(error) => tracing::warn!(%error, "evicting from the layer cache"),
     }
 }
 
