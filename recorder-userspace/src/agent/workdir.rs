@@ -9,6 +9,8 @@
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use nix::fcntl::{Flock, FlockArg};
 use sha2::{Digest as _, Sha256};
@@ -16,7 +18,8 @@ use sha2::{Digest as _, Sha256};
 use crate::content::BlobDigest;
 use crate::image::{Image, ImageError};
 use crate::sandbox::{
-    CachedLayer, LayerCache, Lookup, UnpackBudget, UnpackError, Watchdog, unpack_layer_within,
+    CachedLayer, LayerCache, Lookup, UnpackBudget, UnpackError, UnpackStats, Watchdog,
+    unpack_layer_within,
 };
 
 use super::AgentError;
@@ -244,35 +247,117 @@ pub fn unpack_layers(
         }
         (None, _) => None,
     };
+    // Layers are independent until the overlay is mounted: unpacked in parallel, one thread
+    // per core at most. The budget's clones share one count.
+    let count = image.layers().len();
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, count.max(1));
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Vec<Mutex<Option<Result<Layer, AgentError>>>> =
+        (0..count).map(|_| Mutex::new(None)).collect();
+    let diff_ids = diff_ids.as_ref();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let mut budget = budget.clone();
+            let (next, failed, results) = (&next, &failed, &results);
+            scope.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    // After a failure the run is over: no more layers started.
+                    if i >= count || failed.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let result = match cache {
+                        Some((cache, ids)) => cached_layer(image, i, cache, &ids[i], &mut budget),
+                        None => plain_layer(image, i, work, &mut budget, diff_ids.map(|d| &d[i])),
+                    };
+                    failed.fetch_or(result.is_err(), Ordering::Relaxed);
+                    if let Ok(mut slot) = results[i].lock() {
+                        *slot = Some(result);
+                    }
+                }
+            });
+        }
+    });
     let mut out = Unpacked::default();
-    for i in 0..image.layers().len() {
-        let Some((cache, ids)) = cache else {
-            let dir = work.join("layers").join(i.to_string());
-            std::fs::create_dir_all(&dir).map_err(|source| AgentError::Io {
-                op: format!("creating {}", dir.display()),
-                source,
-            })?;
-            unpack_verified(image, i, &dir, budget, diff_ids.as_ref().map(|d| &d[i]))?;
-            out.dirs.push(dir);
-            continue;
-        };
-        let making = match cache.acquire(&ids[i])? {
-            Lookup::Hit(held) => {
-                tracing::debug!(layer = i, diff_id = %ids[i], "layer cached");
-                out.hits += 1;
-                out.dirs.push(held.root().to_owned());
-                out.held.push(held);
-                continue;
+    let mut first_error = None;
+    for (i, slot) in results.into_iter().enumerate() {
+        let result = slot
+            .into_inner()
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| Err(AgentError::Join(format!("layer {i} was not unpacked"))));
+        match result {
+            Ok(layer) => {
+                out.hits += usize::from(layer.hit);
+                out.dirs.push(layer.dir);
+                out.held.extend(layer.held);
             }
-            Lookup::Miss(making) => making,
-        };
-        let before = budget.used();
-        unpack_verified(image, i, &making.root(), budget, Some(&ids[i]))?;
-        let held = making.commit(budget.used() - before)?;
-        out.dirs.push(held.root().to_owned());
-        out.held.push(held);
+            // The first layer's error in image order, not a "not unpacked" of a later one.
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
     }
-    Ok(out)
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+/// One unpacked layer.
+struct Layer {
+    dir: PathBuf,
+    hit: bool,
+    held: Option<CachedLayer>,
+}
+
+/// Layer `i` without the cache: into `<work>/layers/<i>`.
+fn plain_layer(
+    image: &Image,
+    i: usize,
+    work: &Path,
+    budget: &mut UnpackBudget,
+    diff_id: Option<&BlobDigest>,
+) -> Result<Layer, AgentError> {
+    let dir = work.join("layers").join(i.to_string());
+    std::fs::create_dir_all(&dir).map_err(|source| AgentError::Io {
+        op: format!("creating {}", dir.display()),
+        source,
+    })?;
+    unpack_verified(image, i, &dir, budget, diff_id)?;
+    Ok(Layer {
+        dir,
+        hit: false,
+        held: None,
+    })
+}
+
+/// Layer `i` from the cache, made there first if need be.
+fn cached_layer(
+    image: &Image,
+    i: usize,
+    cache: &LayerCache,
+    diff_id: &BlobDigest,
+    budget: &mut UnpackBudget,
+) -> Result<Layer, AgentError> {
+    let (held, hit) = match cache.acquire(diff_id)? {
+        Lookup::Hit(held) => {
+            tracing::debug!(layer = i, %diff_id, "layer cached");
+            (held, true)
+        }
+        Lookup::Miss(making) => {
+            let stats = unpack_verified(image, i, &making.root(), budget, Some(diff_id))?;
+            (making.commit(stats.bytes)?, false)
+        }
+    };
+    Ok(Layer {
+        dir: held.root().to_owned(),
+        hit,
+        held: Some(held),
+    })
 }
 
 /// Unpacks layer `i` into `dir`; checks its blob against its digest and, when given, its
@@ -283,7 +368,7 @@ fn unpack_verified(
     dir: &Path,
     budget: &mut UnpackBudget,
     diff_id: Option<&BlobDigest>,
-) -> Result<(), AgentError> {
+) -> Result<UnpackStats, AgentError> {
     let layer_err = |source| AgentError::Image {
         image: format!("layer {i}"),
         source,
@@ -293,7 +378,7 @@ fn unpack_verified(
         inner: &mut reader,
         hasher: Sha256::new(),
     };
-    unpack_layer_within(&mut hashing, dir, budget)
+    let stats = unpack_layer_within(&mut hashing, dir, budget)
         .map_err(|source| AgentError::Unpack { layer: i, source })?;
     // The tar reader stops at the end-of-archive blocks: the rest counts towards both digests.
     let rest = std::io::copy(&mut hashing, &mut std::io::sink());
@@ -310,7 +395,7 @@ fn unpack_verified(
             ),
         }));
     }
-    Ok(())
+    Ok(stats)
 }
 
 /// Hashes what is read through it.
