@@ -222,6 +222,11 @@ pub fn record_entries(bytes: &[u8], manifest: &str) -> Vec<(String, usize)> {
         .collect()
 }
 
+/// The variable `recorder run` reads its layer cache dir from (`--cache-dir`): every test
+/// that runs `recorder run` points it into its own temp dir, so no test writes to the
+/// system's cache (/var/lib/recorder/cache).
+pub const CACHE_DIR_ENV: &str = "RECORDER_CACHE_DIR";
+
 /// The `recorder` binary of this build, built on demand, once per test process.
 ///
 /// The build is a no-op when it is up to date, and keeps the test honest when it is not. Once
@@ -308,6 +313,8 @@ impl Default for LocalRun {
 /// has exited (failing the test if that takes more than 180 s).
 pub fn run_into_store(image: &Path, store: &Path, work: &Path, extra: &[&str]) -> Output {
     let child = Command::new(recorder_bin())
+        // Beside the work dir, in the test's temp dir: never the system's cache.
+        .env(CACHE_DIR_ENV, work.with_file_name("layer-cache"))
         .arg("run")
         .args(["--image".as_ref(), image.as_os_str()])
         .args(["--store".as_ref(), store.as_os_str()])

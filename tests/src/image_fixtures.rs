@@ -163,11 +163,16 @@ pub fn layer_blobs(layers: &[Vec<E>], comp: Comp) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-/// Config JSON with an entrypoint, for the run-config accessors.
+/// Config JSON with an entrypoint, for the run-config accessors (placeholder diff ids).
 pub fn config_json(layer_count: usize) -> Vec<u8> {
     let diff_ids: Vec<String> = (0..layer_count)
         .map(|i| digest(format!("diff{i}").as_bytes()))
         .collect();
+    config_with_diff_ids(&diff_ids)
+}
+
+/// As [`config_json`], with `diff_ids`.
+pub fn config_with_diff_ids(diff_ids: &[String]) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64",
         "os": "linux",
@@ -181,6 +186,25 @@ pub fn config_json(layer_count: usize) -> Vec<u8> {
         "rootfs": {"type": "layers", "diff_ids": diff_ids}
     }))
     .unwrap()
+}
+
+/// A layer blob's diff id: the digest of its uncompressed tar (`recorder run` checks it, and
+/// keys its layer cache by it); of the blob as it is when it does not decompress (the
+/// fixtures of corrupt layers).
+pub fn diff_id(media_type: &str, blob: &[u8]) -> String {
+    use std::io::Read;
+    let tar = if media_type.ends_with("+gzip") {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(blob)
+            .read_to_end(&mut out)
+            .ok()
+            .map(|_| out)
+    } else if media_type.ends_with("+zstd") {
+        zstd::decode_all(blob).ok()
+    } else {
+        None
+    };
+    digest(tar.as_deref().unwrap_or(blob))
 }
 
 /// Writes config and layers and a manifest into `root`; returns `(manifest bytes, digest)`.
@@ -250,7 +274,8 @@ pub fn oci_layout(root: &Path, name: &str, layers: &[Vec<E>], comp: Comp) -> Str
 
 /// As [`oci_layout`], from ready layer blobs.
 pub fn oci_layout_from_blobs(root: &Path, name: &str, blobs: &[(String, Vec<u8>)]) -> String {
-    oci_layout_with_config(root, name, &config_json(blobs.len()), blobs)
+    let diff_ids: Vec<String> = blobs.iter().map(|(mt, b)| diff_id(mt, b)).collect();
+    oci_layout_with_config(root, name, &config_with_diff_ids(&diff_ids), blobs)
 }
 
 /// As [`oci_layout_from_blobs`], with the given image config.

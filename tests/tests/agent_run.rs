@@ -99,6 +99,7 @@ fn run_records_exactly_the_image_files_the_workload_reads() {
     let record_out = dir.path().join("record.json");
 
     let out = Command::new(recorder_bin())
+        .env("RECORDER_CACHE_DIR", dir.path().join("layer-cache"))
         .arg("run")
         .args(["--image".as_ref(), image.as_os_str()])
         .args(["--store".as_ref(), store.as_os_str()])
@@ -162,6 +163,7 @@ async fn run_stopped_by_sigterm_commits_what_was_read() {
         .exec("sleep");
 
     let child = Command::new(recorder_bin())
+        .env("RECORDER_CACHE_DIR", dir.path().join("layer-cache"))
         .arg("run")
         .args(["--image".as_ref(), image.as_os_str()])
         .args(["--store".as_ref(), store.as_os_str()])
@@ -230,6 +232,7 @@ fn run_stopped_by_its_period_commits_what_was_read() {
     std::fs::create_dir(&work).unwrap();
     let manifest = write_image(&image);
     let out = Command::new(recorder_bin())
+        .env("RECORDER_CACHE_DIR", dir.path().join("layer-cache"))
         .arg("run")
         .args(["--image".as_ref(), image.as_os_str()])
         .args(["--store".as_ref(), store.as_os_str()])

@@ -298,6 +298,7 @@ fn run_many_files(dir: &Path) -> (std::process::Child, PathBuf, PathBuf) {
     let (work, socket) = (dir.join("work"), dir.join("status.sock"));
     std::fs::create_dir(&work).unwrap();
     let child = Command::new(recorder_bin())
+        .env("RECORDER_CACHE_DIR", dir.join("layer-cache"))
         .arg("run")
         .arg("--image")
         .arg(&image)
@@ -374,10 +375,15 @@ async fn sigterm_while_unpacking_stops_promptly_and_cleans_up() {
         let out = child.wait_with_output().unwrap();
         panic!("no run dir: {}", String::from_utf8_lossy(&out.stderr));
     };
-    let run_dir = run_dir.unwrap().path();
-    let unpacked_before = std::fs::read_dir(run_dir.join("layers/0/f"))
+    drop(run_dir);
+    // The layer is being unpacked into a temp dir of the layer cache.
+    let cache = dir.path().join("layer-cache");
+    let making: Vec<_> = std::fs::read_dir(cache.join("tmp"))
         .unwrap()
-        .count();
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(making.len(), 1, "{making:?}");
+    let unpacked_before = std::fs::read_dir(making[0].join("root/f")).unwrap().count();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -401,4 +407,9 @@ async fn sigterm_while_unpacking_stops_promptly_and_cleans_up() {
     );
     let left: Vec<_> = std::fs::read_dir(&work).unwrap().collect();
     assert!(left.is_empty(), "work dir not emptied: {left:?}");
+    // The half-made cache entry is removed, and none was put in place.
+    for sub in ["tmp", "layers"] {
+        let left: Vec<_> = std::fs::read_dir(cache.join(sub)).unwrap().collect();
+        assert!(left.is_empty(), "cache {sub}/ not emptied: {left:?}");
+    }
 }

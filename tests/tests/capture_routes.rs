@@ -30,6 +30,7 @@ fn run(dir: &Path, steps: &[&str], args: &[&str]) -> (Option<i32>, String, Vec<(
     let manifest = write_image(&image, "routes", Path::new(WORKLOAD), steps);
     let record_out = dir.join("record.json");
     let out = Command::new(recorder_bin())
+        .env("RECORDER_CACHE_DIR", dir.join("layer-cache"))
         .arg("run")
         .args(["--image".as_ref(), image.as_os_str()])
         .args(["--store".as_ref(), store.as_os_str()])

@@ -149,8 +149,11 @@ fn an_image_in_a_content_store_is_named_by_its_manifest_digest() {
     );
 
     let records = dir.path().join("records");
+    let cache = dir.path().join("layer-cache");
     let out = recorder(&[
         "run",
+        "--cache-dir",
+        cache.to_str().unwrap(),
         "--image",
         &by_digest,
         "--store",

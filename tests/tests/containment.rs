@@ -78,7 +78,8 @@ impl Fixture {
     fn command(&self, flags: &[&str], cmd: &[&str]) -> Command {
         let p = self.dir.path();
         let mut c = Command::new(recorder_bin());
-        c.arg("run")
+        c.env("RECORDER_CACHE_DIR", p.join("layer-cache"))
+            .arg("run")
             .arg("--image")
             .arg(p.join("image"))
             .arg("--store")

@@ -76,8 +76,11 @@ fn a_failed_workload_exits_4_with_its_status_and_the_record_committed() {
     );
     std::fs::create_dir(&work).unwrap();
     write_image(&image);
+    let cache = dir.path().join("layer-cache");
     let out = run(&[
         "run".as_ref(),
+        "--cache-dir".as_ref(),
+        cache.as_os_str(),
         "--image".as_ref(),
         image.as_os_str(),
         "--store".as_ref(),
@@ -118,8 +121,11 @@ fn a_workload_that_succeeds_exits_0_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let (image, store) = (dir.path().join("image"), dir.path().join("store"));
     write_image(&image);
+    let cache = dir.path().join("layer-cache");
     let out = run(&[
         "run".as_ref(),
+        "--cache-dir".as_ref(),
+        cache.as_os_str(),
         "--image".as_ref(),
         image.as_os_str(),
         "--store".as_ref(),

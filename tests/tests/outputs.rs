@@ -33,8 +33,11 @@ fn run(dir: &Path, extra: &[&std::ffi::OsStr], cmd: &[&str]) -> Output {
     if !image.exists() {
         write_image(&image);
     }
+    let cache = dir.join("layer-cache");
     let mut args: Vec<&std::ffi::OsStr> = vec![
         "run".as_ref(),
+        "--cache-dir".as_ref(),
+        cache.as_os_str(),
         "--image".as_ref(),
         image.as_os_str(),
         "--store".as_ref(),

@@ -150,6 +150,7 @@ fn a_failed_push_exits_1_and_leaves_the_record_committed() {
 
     let out = Command::new(recorder_bin())
         .env("DOCKER_CONFIG", dir.path().join("docker"))
+        .env("RECORDER_CACHE_DIR", dir.path().join("layer-cache"))
         .arg("run")
         .args(["--image".as_ref(), image.as_os_str()])
         .args(["--store".as_ref(), store.as_os_str()])

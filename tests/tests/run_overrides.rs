@@ -25,6 +25,7 @@ fn entrypoint_env_user_and_cwd_replace_the_image_config() {
                   grep -q '^Uid:.1234' /proc/self/status || exit 9; \
                   cat here.txt";
     let child = Command::new(recorder_bin())
+        .env("RECORDER_CACHE_DIR", dir.path().join("layer-cache"))
         .args(["--quiet", "run", "--image"])
         .arg(&image)
         .arg("--store")

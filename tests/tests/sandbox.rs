@@ -580,3 +580,87 @@ impl TapMkdir for PathBuf {
         self
     }
 }
+
+/// An xattr of `path` (not following a symlink), if it has it.
+fn xattr(path: &Path, name: &std::ffi::CStr) -> Option<Vec<u8>> {
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    let mut v = [0u8; 256];
+    // SAFETY: valid C strings and a live buffer of the given length.
+    let n = unsafe { libc::lgetxattr(c.as_ptr(), name.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
+    (n >= 0).then(|| v[..n as usize].to_vec())
+}
+
+#[test]
+fn unpack_keeps_every_attribute_the_workload_can_see() {
+    require_root("unpack_keeps_every_attribute_the_workload_can_see");
+    // vfs_cap_data v2, effective, permitting CAP_NET_RAW (13): what ping carries.
+    let cap: &[u8] = &[
+        0x01, 0, 0, 0x02, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    // (name, mode, uid, gid, mtime): modes the umask would narrow, set-id bits, owners, and
+    // a file in a set-group-id directory (which would give it the directory's group).
+    let files: &[(&str, u32, u64, u64, u64)] = &[
+        ("plain", 0o644, 0, 0, 1_500_000_000),
+        ("writable", 0o666, 0, 0, 1_500_000_001),
+        ("exec", 0o755, 0, 0, 1_500_000_002),
+        ("readonly", 0o444, 0, 0, 1_500_000_003),
+        ("owned", 0o640, 1000, 2000, 1_500_000_004),
+        ("setgid", 0o2755, 0, 50, 1_500_000_005),
+        ("sgid-dir/inside", 0o644, 0, 0, 1_500_000_006),
+        ("sgid-dir/theirs", 0o600, 7, 8, 1_500_000_007),
+        ("sticky", 0o1777, 0, 0, 1_500_000_008),
+    ];
+    let mut b = tar::Builder::new(Vec::new());
+    let mut dir_header = tar::Header::new_ustar();
+    dir_header.set_entry_type(EntryType::Directory);
+    dir_header.set_mode(0o2775);
+    dir_header.set_uid(0);
+    dir_header.set_gid(3000);
+    dir_header.set_mtime(1_400_000_000);
+    dir_header.set_size(0);
+    b.append_data(&mut dir_header, "sgid-dir/", &[][..])
+        .unwrap();
+    for (name, mode, uid, gid, mtime) in files {
+        if *name == "plain" {
+            b.append_pax_extensions([
+                ("SCHILY.xattr.user.origin", &b"layer"[..]),
+                ("SCHILY.xattr.security.capability", cap),
+                // Would forge an opaque dir in the lower dir: dropped.
+                ("SCHILY.xattr.trusted.overlay.opaque", &b"y"[..]),
+            ])
+            .unwrap();
+        }
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(EntryType::Regular);
+        h.set_mode(*mode);
+        h.set_uid(*uid);
+        h.set_gid(*gid);
+        h.set_mtime(*mtime);
+        h.set_size(name.len() as u64);
+        b.append_data(&mut h, name, name.as_bytes()).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let stats = unpack_layer(b.into_inner().unwrap().as_slice(), dir.path()).unwrap();
+    assert_eq!(stats.xattrs, 2);
+    for (name, mode, uid, gid, mtime) in files {
+        let path = dir.path().join(name);
+        let m = std::fs::symlink_metadata(&path).unwrap();
+        let got = (
+            m.mode() & 0o7777,
+            m.uid() as u64,
+            m.gid() as u64,
+            m.mtime() as u64,
+        );
+        assert_eq!(got, (*mode, *uid, *gid, *mtime), "{name}");
+        assert_eq!(std::fs::read(&path).unwrap(), name.as_bytes(), "{name}");
+    }
+    let plain = dir.path().join("plain");
+    assert_eq!(
+        xattr(&plain, c"user.origin").as_deref(),
+        Some(&b"layer"[..])
+    );
+    assert_eq!(xattr(&plain, c"security.capability").as_deref(), Some(cap));
+    assert_eq!(xattr(&plain, c"trusted.overlay.opaque"), None);
+    let sgid = std::fs::symlink_metadata(dir.path().join("sgid-dir")).unwrap();
+    assert_eq!((sgid.mode() & 0o7777, sgid.gid()), (0o2775, 3000));
+}

@@ -30,6 +30,7 @@ mod image_merged;
 mod interop_ctr_remote;
 mod k8s_cri;
 mod k8s_manifests;
+mod layer_cache;
 mod outcomes;
 mod outputs;
 mod poller_states;

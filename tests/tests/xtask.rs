@@ -16,8 +16,11 @@ fn workspace() -> PathBuf {
 }
 
 fn xtask(args: &[&str]) -> Output {
+    // The demo's `recorder run` keeps its layer cache here, not in the system's.
+    let cache = tempfile::tempdir().unwrap();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     Command::new(cargo)
+        .env("RECORDER_CACHE_DIR", cache.path().join("layer-cache"))
         .current_dir(workspace())
         .arg("xtask")
         .args(args)

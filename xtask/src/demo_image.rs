@@ -60,7 +60,16 @@ pub struct LayerSummary {
 
 /// Builds the image into `dir`, replacing whatever is there.
 pub fn build(dir: &Path, workload: &Workload) -> anyhow::Result<BuiltImage> {
-    let layers = [
+    build_with(dir, workload, Vec::new())
+}
+
+/// As [`build`], with `extra` layers (and their history lines) on top.
+pub fn build_with(
+    dir: &Path,
+    workload: &Workload,
+    extra: Vec<(Layer, String)>,
+) -> anyhow::Result<BuiltImage> {
+    let mut layers = vec![
         (
             base_layer()?,
             "base: /bin/sh, coreutils and their libraries, /etc/passwd",
@@ -74,14 +83,18 @@ pub fn build(dir: &Path, workload: &Workload) -> anyhow::Result<BuiltImage> {
             "update: new config.txt, whiteout old.txt, opaque cache/",
         ),
         (links_layer()?, "links: symlinks to lower-layer files"),
-    ];
+    ]
+    .into_iter()
+    .map(|(layer, what)| (layer, what.to_owned()))
+    .collect::<Vec<_>>();
+    layers.extend(extra);
     let mut written = Vec::new();
     for (layer, what) in &layers {
         written.push(HistoryLayer {
             blob: layer
                 .write()
                 .with_context(|| format!("writing the {what} layer"))?,
-            created_by: (*what).to_owned(),
+            created_by: what.clone(),
         });
     }
     let run = RunConfig {

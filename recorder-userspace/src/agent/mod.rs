@@ -44,7 +44,7 @@ pub use stop::{StopConditions, StopReason, Stops};
 pub use stopped::{COMMIT_TIMEOUT, Committing, Stopped};
 pub use summary::{EXIT_COMPLETE, EXIT_ERROR, EXIT_INCOMPLETE, Summary};
 pub use tracing::Tracing;
-pub use workdir::{WorkDir, unpack_layers};
+pub use workdir::{Unpacked, WorkDir, unpack_layers};
 
 use crate::containerd::{ContainerdError, RunError};
 use crate::image::ImageError;
@@ -112,6 +112,9 @@ pub enum AgentError {
         #[source]
         source: UnpackError,
     },
+    /// The layer cache could not be used.
+    #[error(transparent)]
+    Cache(#[from] crate::sandbox::CacheError),
     /// The image's process could not be turned into a command.
     #[error("building the image's process failed")]
     Spec(#[from] SpecError),

@@ -39,10 +39,9 @@ fn alive(pid: u32) -> bool {
 }
 
 impl Containerd {
-    /// Removes the runs of dead recorders in this namespace (task, container, snapshot,
-    /// lease); returns their ids. Failures are logged, never fatal: a run of our own does not
-    /// depend on them.
-    pub async fn reclaim_dead_runs(&self) -> Vec<String> {
+    /// The runs of dead recorders in this namespace (their containers and leases), by id.
+    /// Listing failures are logged, never fatal.
+    pub async fn dead_runs(&self) -> Vec<String> {
         let mut ids = std::collections::BTreeSet::new();
         match ContainersClient::new(self.channel())
             .list(self.request(ListContainersRequest {
@@ -62,22 +61,25 @@ impl Containerd {
             Ok(reply) => ids.extend(reply.into_inner().leases.into_iter().map(|l| l.id)),
             Err(s) => warn!(status = %s.message(), "listing leases for leftovers"),
         }
-        let mut reclaimed = Vec::new();
-        for id in ids {
-            let Some(pid) = owner_of(&id) else {
-                continue;
-            };
-            if alive(pid) {
-                continue;
-            }
+        ids.into_iter()
+            .filter(|id| owner_of(id).is_some_and(|pid| !alive(pid)))
+            .collect()
+    }
+
+    /// Removes the runs of dead recorders in this namespace (task, container, snapshot,
+    /// lease); returns their ids. Failures are logged, never fatal: a run of our own does not
+    /// depend on them.
+    pub async fn reclaim_dead_runs(&self) -> Vec<String> {
+        let ids = self.dead_runs().await;
+        for id in &ids {
             info!(
                 container = id,
-                pid, "removing the leftovers of a dead recorder"
+                pid = owner_of(id),
+                "removing the leftovers of a dead recorder"
             );
             ContainerRun::adopt(self.clone(), id.clone()).remove().await;
-            reclaimed.push(id);
         }
-        reclaimed
+        ids
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::agent::{AgentError, CommitOptions, ContainerdSink, ImageSource, RecordSink};
 use crate::containerd::RecordLabels;
 use crate::image::{BlobDigest, Image, Platform};
-use crate::sandbox::{BindMount, Confinement, ProcessOverrides};
+use crate::sandbox::{BindMount, Confinement, LayerCache, ProcessOverrides};
 use crate::tracer::TracerConfig;
 
 use super::input::Connection;
@@ -76,6 +76,10 @@ pub struct RunPlan {
     pub max_unpacked: Option<u64>,
     /// Host paths bind-mounted into the container (`--mount`).
     pub binds: Vec<BindMount>,
+    /// The layer cache the layers are unpacked into and shared from; `None`: into the work dir.
+    pub cache: Option<LayerCache>,
+    /// Most bytes the cache may hold after the layers are unpacked (`--cache-max`).
+    pub cache_max: Option<u64>,
 }
 
 impl Options {

@@ -14,11 +14,11 @@ use tokio::task::JoinHandle;
 use crate::agent::workdir::{DEFAULT_UNPACKED_SHARE, free_space};
 use crate::agent::{
     Agent, AgentError, CommitOptions, Indexed, Outcome, StopConditions, StopReason, Stopped,
-    Target, Tracing, WorkDir, WorkloadExit, unpack_layers,
+    Target, Tracing, Unpacked, WorkDir, WorkloadExit, unpack_layers,
 };
 use crate::containerd::{ContainerRun, RunRequest};
 use crate::image::BlobDigest;
-use crate::sandbox::{Sandbox, UnpackBudget};
+use crate::sandbox::{LayerCache, Sandbox, UnpackBudget};
 use crate::status::State;
 use crate::tracer::{Tracer, mount_namespace_of};
 
@@ -210,7 +210,10 @@ impl Recording {
         commit: &CommitOptions,
         loading: JoinHandle<Result<Tracer, crate::tracer::TracerError>>,
     ) -> Result<Outcome, AgentError> {
-        let lowerdirs = self.unpack(plan, &indexed, work).await?;
+        // Held to the end of the run: its shared locks keep the cache entries the overlay is
+        // made of from eviction by other runs.
+        let unpacked = self.unpack(plan, &indexed, work).await?;
+        let lowerdirs = unpacked.dirs.clone();
         self.stops.check()?;
         let spec = plan.overrides.spec(indexed.image(), &lowerdirs)?;
         // Awaited before the workload exists, so it is held before exec as briefly as possible.
@@ -260,6 +263,7 @@ impl Recording {
         let summary = self
             .commit(options, stopped, commit, workload.as_ref())
             .await?;
+        drop(unpacked);
         Ok(Outcome {
             summary,
             late_arm: None,
@@ -274,7 +278,7 @@ impl Recording {
         plan: &RunPlan,
         indexed: &Indexed,
         work: &WorkDir,
-    ) -> Result<Vec<PathBuf>, AgentError> {
+    ) -> Result<Unpacked, AgentError> {
         self.status.set_state(State::Unpacking);
         let limit = match plan.max_unpacked {
             Some(limit) => limit,
@@ -284,10 +288,21 @@ impl Recording {
         let mut budget = UnpackBudget::new(limit).cancel_on(cancel.clone());
         let image = indexed.image().clone();
         let dir = work.path().to_owned();
+        let cache = plan.cache.clone();
+        let cache_max = plan.cache_max;
         let mut task = tokio::task::spawn_blocking(move || {
-            let dirs = unpack_layers(&image, &dir, Some(limit), &mut budget);
-            tracing::info!(bytes = budget.used(), limit, "layers unpacked");
-            dirs
+            let unpacked = unpack_layers(&image, &dir, Some(limit), &mut budget, cache.as_ref())?;
+            tracing::info!(
+                bytes = budget.used(),
+                limit,
+                cached = unpacked.hits,
+                layers = unpacked.dirs.len(),
+                "layers unpacked"
+            );
+            if let (Some(cache), Some(max)) = (&cache, cache_max) {
+                evict(cache, max);
+            }
+            Ok::<_, AgentError>(unpacked)
         });
         tokio::select! {
             result = &mut task => result.map_err(AgentError::Join)?,
@@ -356,5 +371,31 @@ impl Recording {
             }
         }
         Ok((stopped?, exit))
+    }
+}
+
+/// Brings the cache down to `max` bytes (`--cache-max`), least recently used first; logs
+/// what it removed, and warns when the entries in use alone exceed it.
+fn evict(cache: &LayerCache, max: u64) {
+    match cache.evict_to(max) {
+        Ok(removal) => {
+            for entry in &removal.removed {
+                tracing::info!(
+                    diff_id = entry.diff_id,
+                    bytes = entry.bytes,
+                    "evicted from the layer cache (--cache-max)"
+                );
+            }
+            let busy: u64 = removal.busy.iter().map(|e| e.bytes).sum();
+            if busy > max {
+                tracing::warn!(
+                    in_use = busy,
+                    max,
+                    "the layer cache holds more than --cache-max: its entries in use by \
+                     running recorders (this one's included) take that much"
+                );
+            }
+        }
+        Err(error) => tracing::warn!(%error, "evicting from the layer cache"),
     }
 }

@@ -4,6 +4,7 @@
 //! mount namespace first.
 //!
 //! - [`unpack_layer`] turns an uncompressed OCI layer tar into an overlay lowerdir.
+//! - [`LayerCache`] keeps unpacked layers for later runs, keyed by diff id.
 //! - [`ImageProcess::to_spec`] turns an image config into a [`ProcessSpec`].
 //! - [`runtime_spec()`] builds the OCI runtime spec, for runc here and for containerd's shim.
 //! - [`Sandbox::start`] creates the container and returns a [`Pending`] workload; arm the
@@ -14,6 +15,7 @@
 //! recorder is killed.
 
 mod bind;
+pub mod cache;
 mod overrides;
 mod plan;
 mod run;
@@ -24,6 +26,7 @@ mod unpack;
 pub mod watchdog;
 
 pub use bind::{BindMount, BindMountError};
+pub use cache::{CacheError, CachedLayer, DEFAULT_CACHE_DIR, LayerCache, Lookup};
 pub use overrides::{ProcessOverrides, parse_env_file};
 pub use plan::PlanError;
 pub use run::{Pending, Running, Sandbox, SandboxError, find_runc};

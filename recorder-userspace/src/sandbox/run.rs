@@ -172,7 +172,22 @@ impl Sandbox {
         let work = scratch.make_dir("work", 0o700)?;
         let rootfs = scratch.make_dir("rootfs", 0o755)?;
         let state = scratch.make_dir("runc", 0o700)?;
-        let overlay = overlay_options(&self.lowerdirs, &upper, &work)?;
+        // The overlay options name the lower dirs by short symlinks in the scratch dir (which
+        // the kernel follows when it resolves them): a page of options then holds ~100
+        // layers whatever the length of the paths to the cached layers (64 hex digits each).
+        let links = scratch.make_dir("lower", 0o700)?;
+        let mut lowers = Vec::with_capacity(self.lowerdirs.len());
+        for (i, dir) in self.lowerdirs.iter().enumerate() {
+            let link = links.join(i.to_string());
+            std::path::absolute(dir)
+                .and_then(|target| std::os::unix::fs::symlink(target, &link))
+                .map_err(|source| SandboxError::Scratch {
+                    path: link.clone(),
+                    source,
+                })?;
+            lowers.push(link);
+        }
+        let overlay = overlay_options(&lowers, &upper, &work)?;
         let id = container_id();
         let spec = runtime_spec(
             &self.process,

@@ -18,7 +18,7 @@
 
 mod baseline;
 mod measure;
-mod report;
+pub mod report;
 
 use anyhow::ensure;
 

@@ -3,6 +3,7 @@
 mod agent;
 mod estargz;
 mod index;
+mod run;
 
 use std::process::Command;
 
@@ -17,6 +18,8 @@ pub enum Which {
     Index(index::Args),
     /// Exit-to-commit latency of `recorder run` and the agent's CPU per 100,000 events.
     Agent(agent::Args),
+    /// `recorder run` with its layer cache cold and warm, against `tar -xzf` of the layers.
+    Run(run::Args),
 }
 
 #[derive(clap::Args)]
@@ -38,5 +41,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ])),
         Which::Index(args) => index::run(args),
         Which::Agent(args) => agent::run(args),
+        Which::Run(args) => run::run(args),
     }
 }

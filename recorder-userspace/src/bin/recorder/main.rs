@@ -1,6 +1,7 @@
 //! The `recorder` command line.
 
 mod conclude;
+mod gc;
 mod image;
 mod k8s;
 mod parse;
@@ -66,6 +67,9 @@ enum Command {
     Record(record::Args),
     /// Run an image's workload in a private sandbox and record what it reads.
     Run(run::Args),
+    /// Remove what dead recorders left (`run`'s work dirs; with --containerd their
+    /// containers, snapshots and leases); with --cache, empty the layer cache; --dry-run lists.
+    Gc(gc::Args),
     /// Kubernetes manifests: `k8s job` renders a profiling-run Job.
     K8s(k8s::Args),
     /// Print shell completions (`cargo xtask docs` writes them for every shell).
@@ -152,6 +156,7 @@ fn run_cli() -> anyhow::Result<ExitCode> {
         Command::Record(args) => record::run(args),
         Command::Run(args) => run::run(args),
         Command::K8s(args) => done(k8s::run(args)),
+        Command::Gc(args) => done(gc::run(args)),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -9,12 +9,14 @@
 //! containerd's content store as with `recorder record --containerd`. The workload's output is
 //! relayed as it comes, through FIFOs.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use recorder::recording::RunPlan;
 use recorder::sandbox::{
-    BindMount, Confinement, DEFAULT_PIDS_LIMIT, ProcessOverrides, parse_env_file,
+    BindMount, Confinement, DEFAULT_CACHE_DIR, DEFAULT_PIDS_LIMIT, LayerCache, ProcessOverrides,
+    parse_env_file,
 };
 
 use crate::conclude::{Output, record_and_conclude};
@@ -33,11 +35,50 @@ pub struct Args {
     #[arg(long, value_name = "SIZE", value_parser = crate::parse::parse_size)]
     max_unpacked: Option<u64>,
     #[command(flatten)]
+    cache: RunCacheArgs,
+    #[command(flatten)]
     process: ProcessArgs,
     /// Command to run instead of the image's Cmd (its Entrypoint is kept, as `docker run`);
     /// with --entrypoint, its arguments.
     #[arg(last = true)]
     cmd: Vec<String>,
+}
+
+/// Where unpacked layers are kept for later runs.
+#[derive(clap::Args, Debug)]
+pub struct CacheDirArg {
+    /// The layer cache: each layer unpacked once, keyed by its diff id, and shared read-only
+    /// by later runs (made root-owned 0700; an existing one must be).
+    #[arg(long, value_name = "DIR", env = "RECORDER_CACHE_DIR", default_value = DEFAULT_CACHE_DIR)]
+    pub cache_dir: PathBuf,
+}
+
+/// The layer cache options of `run`.
+#[derive(clap::Args, Debug)]
+pub struct RunCacheArgs {
+    #[command(flatten)]
+    dir: CacheDirArg,
+    /// Unpack the layers into the work dir, as if there were no cache (nothing is read from or
+    /// written to it).
+    #[arg(long, conflicts_with = "cache_max")]
+    no_cache: bool,
+    /// Most bytes the cache may hold (e.g. 10G; same syntax as --max-unpacked): after the
+    /// layers are unpacked, the least recently used entries no running recorder uses are
+    /// removed until it fits. Default: no limit (`recorder gc --cache` empties it).
+    #[arg(long, value_name = "SIZE", value_parser = crate::parse::parse_size)]
+    cache_max: Option<u64>,
+}
+
+impl RunCacheArgs {
+    /// Opens the cache (creating it), unless --no-cache: a usage error if it is unfit.
+    fn open(&self) -> anyhow::Result<Option<LayerCache>> {
+        if self.no_cache {
+            return Ok(None);
+        }
+        LayerCache::open(&self.dir.cache_dir)
+            .map(Some)
+            .map_err(|e| anyhow::Error::from(crate::Usage(format!("--cache-dir: {e}"))))
+    }
 }
 
 /// Changes to the image's process, with `ctr-remote image optimize`'s names.
@@ -169,6 +210,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         confinement: args.confine.confinement()?,
         max_unpacked: args.max_unpacked,
         binds: args.process.mount.clone(),
+        cache: args.cache.open()?,
+        cache_max: args.cache.cache_max,
     };
     let options = args.common.options()?;
     record_and_conclude(

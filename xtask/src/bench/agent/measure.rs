@@ -64,6 +64,8 @@ pub fn record(paths: &DemoPaths, cmd: &[&str]) -> anyhow::Result<RecordedRun> {
         command.arg("--").args(cmd);
     }
     command
+        // The layer cache beside the image, not the system's.
+        .env("RECORDER_CACHE_DIR", paths.image.with_file_name("cache"))
         .env("RECORDER_LOG", RECORDER_LOG)
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())

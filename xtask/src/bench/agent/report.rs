@@ -173,7 +173,7 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
         0 => f64::NAN,
@@ -187,7 +187,7 @@ fn median_of<T>(runs: &[T], f: impl Fn(&T) -> f64) -> f64 {
 }
 
 /// "2 cores (model), Linux RELEASE".
-fn machine_description() -> String {
+pub fn machine_description() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let model = fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -206,21 +206,32 @@ fn machine_description() -> String {
 /// Replaces the `## Agent` section of docs/benchmarks.md (up to the next `## ` heading), or
 /// appends it; the other sections stay as they are.
 pub fn write_docs_section(section: &str) -> anyhow::Result<()> {
+    write_section(DOCS_SECTION, section)
+}
+
+/// Replaces the section headed `heading` of docs/benchmarks.md (up to the next `## `
+/// heading) with `section`, or appends it.
+pub fn write_section(heading: &str, section: &str) -> anyhow::Result<()> {
     let path = demo::workspace_root().join("docs").join("benchmarks.md");
     let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let updated = replace_section(&text, section);
+    let updated = replace_section_headed(heading, &text, section);
     fs::write(&path, updated).with_context(|| format!("writing {}", path.display()))?;
-    eprintln!("wrote the {DOCS_SECTION} section of {}", path.display());
+    eprintln!("wrote the {heading} section of {}", path.display());
     Ok(())
 }
 
+#[cfg(test)]
 fn replace_section(text: &str, section: &str) -> String {
+    replace_section_headed(DOCS_SECTION, text, section)
+}
+
+fn replace_section_headed(docs_section: &str, text: &str, section: &str) -> String {
     let section = section.trim_end_matches('\n');
-    let heading = format!("\n{DOCS_SECTION}\n");
+    let heading = format!("\n{docs_section}\n");
     match text.find(&heading) {
         Some(at) => {
             let start = at + 1;
-            let body = start + DOCS_SECTION.len();
+            let body = start + docs_section.len();
             let end = text[body..]
                 .find("\n## ")
                 .map_or(text.len(), |i| body + i + 1);

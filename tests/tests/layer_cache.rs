@@ -1,0 +1,327 @@
+//! The layer cache of `recorder run`, end to end as root: concurrent runs share one entry per
+//! layer (and record exactly), an entry cut short by a SIGKILL is never used and is made
+//! again, `--cache-max` evicts the least recently used entry, and `recorder gc --cache`
+//! empties the cache. Every cache here is in the test's temp dir.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use recorder_tests::agent_fixtures::{
+    CACHE_DIR_ENV, expected_record, layers, record_entries, recorder_bin, write_image,
+};
+use recorder_tests::deadline::output_within;
+use recorder_tests::image_fixtures::{Comp, digest, oci_layout_with_config};
+use recorder_tests::root::require_root;
+use recorder_tests::sandbox_fixtures::LayerBuilder;
+
+/// `recorder run` of `image` with the cache in `cache`, a store and work dir of its own under
+/// `dir`, and `extra` arguments.
+fn spawn_run(dir: &Path, image: &Path, cache: &Path, extra: &[&str]) -> std::process::Child {
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    Command::new(recorder_bin())
+        .env(CACHE_DIR_ENV, cache)
+        .arg("run")
+        .arg("--image")
+        .arg(image)
+        .arg("--store")
+        .arg(dir.join("store"))
+        .arg("--work-dir")
+        .arg(&work)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn run(dir: &Path, image: &Path, cache: &Path, extra: &[&str]) -> Output {
+    let child = spawn_run(dir, image, cache, extra);
+    output_within(child, Duration::from_secs(300), "recorder run")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The record `recorder run` committed (the digest on its last stdout line) in `dir`'s store.
+fn record(dir: &Path, out: &Output) -> Vec<u8> {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let digest = stdout.lines().last().unwrap_or_default().parse().unwrap();
+    recorder::store::ContentStore::open(dir.join("store"))
+        .unwrap()
+        .read(&digest)
+        .unwrap()
+}
+
+/// How many layers the run took from the cache, from its "layers unpacked" log line.
+fn cached(stderr: &str) -> usize {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("layers unpacked"))
+        .unwrap_or_else(|| panic!("no \"layers unpacked\" line in:\n{stderr}"));
+    let n = line.split("cached=").nth(1).unwrap_or_default();
+    n.split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap_or_default()
+        .parse()
+        .unwrap_or_else(|_| panic!("{line}"))
+}
+
+/// The complete entries of the cache: diff id -> (bytes, root dir).
+fn entries(cache: &Path) -> Vec<(String, u64, PathBuf)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(cache.join("layers")).unwrap() {
+        let e = e.unwrap();
+        let marker: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(e.path().join("complete")).unwrap()).unwrap();
+        let diff_id = marker["diffId"].as_str().unwrap().to_owned();
+        assert_eq!(
+            diff_id,
+            format!("sha256:{}", e.file_name().to_string_lossy()),
+            "an entry's marker names another diff id"
+        );
+        out.push((
+            diff_id,
+            marker["bytes"].as_u64().unwrap(),
+            e.path().join("root"),
+        ));
+    }
+    out.sort();
+    out
+}
+
+fn tmp_dirs(cache: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(cache.join("tmp"))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default()
+}
+
+/// The agent fixture's layers under `bottom` and over `top` extra layers, as a layout
+/// running `/bin/cat /etc/shadowed`.
+fn image_with(root: &Path, bottom: Vec<(String, Vec<u8>)>, top: Vec<Vec<u8>>) {
+    let tar = Comp::Tar.media_type().to_owned();
+    let mut blobs = bottom;
+    blobs.extend(layers().into_iter().map(|l| (tar.clone(), l)));
+    blobs.extend(top.into_iter().map(|l| (tar.clone(), l)));
+    let diff_ids: Vec<String> = blobs
+        .iter()
+        .map(|(mt, b)| recorder_tests::image_fixtures::diff_id(mt, b))
+        .collect();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Cmd": ["/bin/cat", "/etc/shadowed"], "Env": ["PATH=/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids}
+    }))
+    .unwrap();
+    oci_layout_with_config(root, "img", &config, &blobs);
+}
+
+#[test]
+fn concurrent_runs_of_one_image_share_one_entry_per_layer_and_record_exactly() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image");
+    let manifest = write_image(&image);
+    let cache = dir.path().join("cache");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let children = [
+        spawn_run(&a, &image, &cache, &[]),
+        spawn_run(&b, &image, &cache, &[]),
+    ];
+    let outs: Vec<Output> = children
+        .into_iter()
+        .map(|c| output_within(c, Duration::from_secs(300), "recorder run"))
+        .collect();
+    for (out, d) in outs.iter().zip([&a, &b]) {
+        assert_eq!(out.status.code(), Some(0), "stderr:\n{}", stderr(out));
+        assert_eq!(
+            record_entries(&record(d, out), &manifest),
+            expected_record(true)
+        );
+    }
+    // One entry per layer, made by one run and used as it was by the other: every layer
+    // was taken from the cache exactly once.
+    let made = entries(&cache);
+    assert_eq!(made.len(), layers().len(), "{made:?}");
+    assert_eq!(
+        cached(&stderr(&outs[0])) + cached(&stderr(&outs[1])),
+        made.len(),
+        "{}\n{}",
+        stderr(&outs[0]),
+        stderr(&outs[1])
+    );
+    assert!(tmp_dirs(&cache).is_empty());
+    // The cache is root's alone.
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&cache).unwrap().permissions());
+    assert_eq!(mode & 0o7777, 0o700);
+    // A third run takes everything from the cache, and records the same.
+    let c = dir.path().join("c");
+    let out = run(&c, &image, &cache, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(cached(&stderr(&out)), made.len());
+    assert_eq!(
+        record_entries(&record(&c, &out), &manifest),
+        expected_record(true)
+    );
+}
+
+#[test]
+fn an_entry_cut_short_by_sigkill_is_not_used_and_is_made_again() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    const FILES: usize = 100_000;
+    let mut big = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_ustar();
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_mode(0o755);
+    header.set_size(0);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    big.append_data(&mut header.clone(), "f", &[][..]).unwrap();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_mode(0o644);
+    for i in 0..FILES {
+        big.append_data(&mut header.clone(), format!("f/{i}"), &[][..])
+            .unwrap();
+    }
+    let big = big.into_inner().unwrap();
+    let big_diff = digest(&big);
+    let image = dir.path().join("image");
+    image_with(
+        &image,
+        vec![(Comp::Zstd.media_type().into(), Comp::Zstd.compress(&big))],
+        Vec::new(),
+    );
+    let cache = dir.path().join("cache");
+
+    // Killed while the many-files layer is half unpacked into the cache.
+    let mut child = spawn_run(&dir.path().join("killed"), &image, &cache, &[]);
+    let end = Instant::now() + Duration::from_secs(120);
+    loop {
+        let half = tmp_dirs(&cache)
+            .iter()
+            .any(|t| std::fs::read_dir(t.join("root/f")).is_ok_and(|d| d.count() > 1000));
+        if half {
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            panic!("the recorder ended before it was killed:\n{}", stderr(&out));
+        }
+        assert!(
+            Instant::now() < end,
+            "the layer was not being unpacked after 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !cache.join("layers").join(&big_diff[7..]).exists(),
+        "a half-made entry was put in place"
+    );
+    assert!(!tmp_dirs(&cache).is_empty(), "the half-made entry is gone");
+    // The small layers, unpacked in parallel, may have been completed before the kill.
+    let complete_before = entries(&cache).len();
+
+    // The next run does not use it: it makes the entry again, whole.
+    let again = dir.path().join("again");
+    let out = run(&again, &image, &cache, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Every complete entry is used; the half-made one is not.
+    assert_eq!(cached(&stderr(&out)), complete_before, "{}", stderr(&out));
+    let made = entries(&cache);
+    let (_, _, root) = made
+        .iter()
+        .find(|(d, _, _)| *d == big_diff)
+        .unwrap_or_else(|| panic!("no entry for the many-files layer: {made:?}"));
+    assert_eq!(std::fs::read_dir(root.join("f")).unwrap().count(), FILES);
+    assert!(tmp_dirs(&cache).is_empty(), "{:?}", tmp_dirs(&cache));
+    assert!(String::from_utf8_lossy(&record(&again, &out)).contains("\"path\":\"etc/shadowed\""));
+}
+
+/// A top layer of one file of 64 KiB, different for each `tag`: the images differ in it only,
+/// and their own entries are the same size.
+fn top(tag: u8) -> Vec<u8> {
+    let mut layer = LayerBuilder::new();
+    layer.file("extra", 0o644, &vec![tag; 64 << 10]);
+    layer.finish()
+}
+
+#[test]
+fn cache_max_evicts_the_least_recently_used_and_gc_cache_empties_it() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let images: Vec<PathBuf> = (0..3)
+        .map(|i| {
+            let image = dir.path().join(format!("image{i}"));
+            image_with(&image, Vec::new(), vec![top(i as u8 + 1)]);
+            image
+        })
+        .collect();
+    let own = |i: usize| digest(&top(i as u8 + 1));
+    // Image 0, then 1: 0's own layer is the least recently used.
+    for (i, image) in images[..2].iter().enumerate() {
+        let out = run(&dir.path().join(format!("run{i}")), image, &cache, &[]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let total: u64 = entries(&cache).iter().map(|(_, b, _)| b).sum();
+    // Room for what is there now: image 2's own layer makes one entry too many.
+    let out = run(
+        &dir.path().join("run2"),
+        &images[2],
+        &cache,
+        &["--cache-max", &total.to_string()],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let left: Vec<String> = entries(&cache).into_iter().map(|(d, _, _)| d).collect();
+    assert!(
+        !left.contains(&own(0)),
+        "the least recently used stayed: {left:?}"
+    );
+    assert!(
+        left.contains(&own(1)),
+        "a more recently used one went: {left:?}"
+    );
+    assert!(left.contains(&own(2)), "{left:?}");
+    assert_eq!(left.len(), layers().len() + 2, "{left:?}");
+    let err = stderr(&out);
+    assert!(err.contains("evicted from the layer cache"), "{err}");
+
+    // gc --cache --dry-run lists the entries and removes nothing; gc --cache empties it.
+    let gc = |extra: &[&str]| {
+        let out = Command::new(recorder_bin())
+            .args(["gc", "--cache", "--work-dir"])
+            .arg(dir.path())
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed: serde_json::Value = serde_json::from_str(&gc(&["--dry-run", "--json"])).unwrap();
+    let listed = listed["cache"]["removed"].as_array().unwrap().clone();
+    assert_eq!(listed.len(), left.len(), "{listed:?}");
+    for entry in &listed {
+        assert!(left.contains(&entry["diffId"].as_str().unwrap().to_owned()));
+        assert!(entry["bytes"].as_u64().unwrap() > 0, "{entry}");
+        assert!(entry["lastUse"].as_u64().is_some(), "{entry}");
+    }
+    assert_eq!(entries(&cache).len(), left.len());
+    let human = gc(&[]);
+    assert!(human.contains(&own(1)), "{human}");
+    assert!(entries(&cache).is_empty());
+    // The next run makes every layer again.
+    let out = run(&dir.path().join("run3"), &images[0], &cache, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(cached(&stderr(&out)), 0);
+}
