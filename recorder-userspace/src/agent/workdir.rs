@@ -286,11 +286,12 @@ pub fn unpack_layers(
     let mut out = Unpacked::default();
     let mut first_error = None;
     for (i, slot) in results.into_iter().enumerate() {
-        let result = slot
-            .into_inner()
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| Err(AgentError::Join(format!("layer {i} was not unpacked"))));
+        let result = slot.into_inner().ok().flatten().unwrap_or_else(|| {
+            Err(AgentError::Io {
+                op: format!("unpacking layer {i}"),
+                source: std::io::Error::other("its worker ended without a result"),
+            })
+        });
         match result {
             Ok(layer) => {
                 out.hits += usize::from(layer.hit);

@@ -3,7 +3,6 @@
 
 use std::fmt::Display;
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 

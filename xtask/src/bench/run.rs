@@ -52,7 +52,7 @@ struct Row {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     ensure!(args.rounds > 0, "--rounds must be at least 1");
-    let paths = DemoPaths::under("bench-run");
+    let paths = DemoPaths::under("bench-run", demo::Profile::Release);
     if args.no_build {
         ensure!(
             paths.recorder.is_file(),
@@ -61,7 +61,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     } else {
         eprintln!("building the recorder");
-        demo::build_recorder()?;
+        demo::build_recorder(demo::Profile::Release)?;
     }
     let root = paths.image.parent().context("the bench dir")?.to_owned();
     let workload = Workload {

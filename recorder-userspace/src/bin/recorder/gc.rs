@@ -70,8 +70,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     if let Some(address) = args.ctrd.address() {
         let session = connect_containerd(&address, &args.ctrd.namespace, "")?;
-        let client = session.client.clone();
-        let runs = session.handle().block_on(async move {
+        let client = session.connection.client.clone();
+        let runs = session.connection.handle().block_on(async move {
             if remove {
                 client.reclaim_dead_runs().await
             } else {
