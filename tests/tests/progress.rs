@@ -6,11 +6,16 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use recorder_tests::agent_fixtures::{recorder_bin, write_image};
+use recorder_tests::agent_fixtures::{CACHE_DIR_ENV, recorder_bin, write_image};
 use recorder_tests::deadline::output_within;
 
 /// `recorder ARGS` with stdin, stdout and stderr on a new pseudo-terminal; what it wrote there.
 fn on_a_terminal(args: &[&str]) -> String {
+    on_a_terminal_with(args, &[])
+}
+
+/// [`on_a_terminal`] with environment variables `env` set.
+fn on_a_terminal_with(args: &[&str], env: &[(&str, &Path)]) -> String {
     let mut line = recorder_bin().display().to_string();
     for arg in args {
         assert!(
@@ -25,6 +30,7 @@ fn on_a_terminal(args: &[&str]) -> String {
         .args(["--quiet", "--return", "--command", &line, "/dev/null"])
         .env("TERM", "xterm")
         .env_remove("NO_COLOR")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -34,7 +40,8 @@ fn on_a_terminal(args: &[&str]) -> String {
     assert_eq!(
         out.status.code(),
         Some(0),
-        "{}",
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -78,4 +85,41 @@ fn indexing_shows_a_bar_on_a_terminal_only() {
         !stderr.contains("indexing") && !stderr.contains('\r') && !stderr.contains('\x1b'),
         "progress written to a pipe: {stderr:?}"
     );
+}
+
+/// `recorder run` on a terminal shows its unpacking too (the step that took 6 s in silence).
+#[test]
+fn unpacking_shows_a_bar_on_a_terminal() {
+    recorder_tests::root::require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let image = layout(dir.path());
+    let (store, work, cache) = (
+        dir.path().join("store"),
+        dir.path().join("work"),
+        dir.path().join("cache"),
+    );
+    std::fs::create_dir(&work).unwrap();
+    let shown = on_a_terminal_with(
+        &[
+            "run",
+            "--image",
+            &image,
+            "--store",
+            store.to_str().unwrap(),
+            "--work-dir",
+            work.to_str().unwrap(),
+            "--allow-empty",
+            "--entrypoint",
+            "/bin/sh",
+            "--",
+            "-c",
+            "true",
+        ],
+        &[(CACHE_DIR_ENV, &cache)],
+    );
+    assert!(
+        shown.contains("unpacking"),
+        "no unpacking bar on a terminal: {shown:?}"
+    );
+    assert!(shown.contains("sha256:"), "no digest: {shown:?}");
 }

@@ -360,6 +360,11 @@ impl Indexed {
         &self.image
     }
 
+    /// Its merged view.
+    pub fn view(&self) -> &Arc<MergedView> {
+        &self.view
+    }
+
     /// Arms `tracer`'s filter on `target` and starts recording (state `tracing`).
     pub fn arm(self, mut tracer: Tracer, target: Target) -> Result<Tracing, AgentError> {
         let (events, start_ns) = arm_filter(&mut tracer, &target)?;

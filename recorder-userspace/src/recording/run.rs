@@ -284,7 +284,19 @@ impl Recording {
             None => (free_space(work.path())? as f64 * DEFAULT_UNPACKED_SHARE) as u64,
         };
         let cancel = Arc::new(AtomicBool::new(false));
-        let mut budget = UnpackBudget::new(limit).cancel_on(cancel.clone());
+        // The budget counts file data and 512 bytes an entry, about what the layers' tar
+        // streams hold (data, a 512-byte header an entry): their length is the bar's total.
+        // Layers taken from the cache are not counted, and the bar ends short of it.
+        let total = indexed
+            .view()
+            .layers()
+            .iter()
+            .map(|l| l.stats().tar_bytes)
+            .sum();
+        let progress = crate::progress::Progress::bytes("unpacking", total);
+        let mut budget = UnpackBudget::new(limit)
+            .cancel_on(cancel.clone())
+            .count_into(progress.counter());
         let image = indexed.image().clone();
         let dir = work.path().to_owned();
         let cache = plan.cache.clone();

@@ -137,6 +137,12 @@ impl UnpackBudget {
         Self::default()
     }
 
+    /// Counts into `counter` (a progress bar's), which starts at what it holds.
+    pub fn count_into(mut self, counter: Arc<AtomicU64>) -> Self {
+        self.used = counter;
+        self
+    }
+
     /// Stops unpacking with [`UnpackError::Cancelled`] once `flag` is set.
     pub fn cancel_on(mut self, flag: Arc<AtomicBool>) -> Self {
         self.cancel = Some(flag);
