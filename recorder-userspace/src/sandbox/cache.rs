@@ -387,7 +387,15 @@ impl LayerCache {
                 path: e.path(),
             });
         }
-        out.sort_by_key(|i| (i.complete, i.last_use));
+        // Ordered by the last use to the nanosecond: runs a second apart or less (two runs of
+        // a small image) tie in whole seconds, and a tie evicted the more recently used one.
+        out.sort_by_cached_key(|i| {
+            let used = std::fs::symlink_metadata(i.path.join(MARKER))
+                .or_else(|_| std::fs::symlink_metadata(&i.path))
+                .and_then(|m| m.modified())
+                .ok();
+            (i.complete, used)
+        });
         Ok(out)
     }
 
