@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use recorder::agent::{Catching, Stops, Target};
-use recorder::containerd::{ContainerPattern, Containerd, ContainerdError};
+use recorder::containerd::{ContainerPattern, Containerd, ContainerdError, TaskWatcher};
 use recorder::tracer::{Event, Tracer, TracerConfig, mount_namespace_of};
 use recorder_tests::containerd::{Daemon, IMAGE, runnable_image};
 
@@ -20,6 +20,36 @@ fn daemon_with_image() -> Daemon {
 fn connect(rt: &tokio::runtime::Runtime, daemon: &Daemon) -> Containerd {
     rt.block_on(Containerd::connect(daemon.socket(), daemon.namespace()))
         .expect("connect")
+}
+
+/// The real tracer catching runc's namespaces, then a watcher of the tasks matching `pattern`:
+/// subscribed after the catch started, so whatever it reports was caught as runc made it.
+struct Watching {
+    rt: tokio::runtime::Runtime,
+    catching: Catching,
+    stops: Stops,
+    watcher: TaskWatcher,
+}
+
+fn watching(daemon: &Daemon, pattern: &str) -> Watching {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (catching, stops, watcher) = {
+        let _guard = rt.enter();
+        let client = connect(&rt, daemon);
+        let tracer = Tracer::load(&TracerConfig::default()).expect("load the eBPF programs");
+        let catching = Catching::start(tracer).expect("catch runc's namespaces");
+        let watcher = rt
+            .block_on(client.watch_tasks(ContainerPattern::parse(pattern).unwrap()))
+            .expect("watch");
+        let stops = Stops::install(recorder::status::StopSignal::new()).unwrap();
+        (catching, stops, watcher)
+    };
+    Watching {
+        rt,
+        catching,
+        stops,
+        watcher,
+    }
 }
 
 #[test]
@@ -103,18 +133,14 @@ fn describe(events: &[Event]) -> String {
 #[test]
 fn container_name_pattern_arms_the_tracer_before_the_entrypoint_runs() {
     let daemon = daemon_with_image();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let _guard = rt.enter();
-    let client = connect(&rt, &daemon);
-    let tracer = Tracer::load(&TracerConfig::default()).expect("load the eBPF programs");
-    // Catching before subscribing: whatever the watcher reports was caught as runc made it.
-    let mut catching = Catching::start(tracer).expect("catch runc's namespaces");
-    let stops = Stops::install(recorder::status::StopSignal::new()).unwrap();
-
     // Subscribed first; the container is started only afterwards.
-    let mut watcher = rt
-        .block_on(client.watch_tasks(ContainerPattern::parse("armed-*").unwrap()))
-        .expect("watch");
+    let Watching {
+        rt,
+        mut catching,
+        stops,
+        mut watcher,
+    } = watching(&daemon, "armed-*");
+    let _guard = rt.enter();
     // A container that does not match must be passed over.
     let other = {
         let (socket, ns) = (daemon.socket(), daemon.namespace().to_owned());
@@ -196,15 +222,20 @@ fn container_name_pattern_arms_the_tracer_before_the_entrypoint_runs() {
 }
 
 fn ctr_run(socket: &std::path::Path, namespace: &str, id: &str) {
+    ctr(socket, namespace, &["run", "--rm", "--null-io", IMAGE, id]);
+}
+
+fn ctr(socket: &std::path::Path, namespace: &str, args: &[&str]) {
     let out = std::process::Command::new("ctr")
         .arg("-a")
         .arg(socket)
-        .args(["-n", namespace, "run", "--rm", "--null-io", IMAGE, id])
+        .args(["-n", namespace])
+        .args(args)
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "ctr run {id}: {}",
+        "ctr {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
@@ -216,33 +247,20 @@ fn ctr_run(socket: &std::path::Path, namespace: &str, id: &str) {
 #[test]
 fn a_container_that_exits_before_its_report_is_recorded_from_its_caught_namespace() {
     let daemon = daemon_with_image();
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Watching {
+        rt,
+        mut catching,
+        stops,
+        mut watcher,
+    } = watching(&daemon, "gone-*");
     let _guard = rt.enter();
-    let client = connect(&rt, &daemon);
-    let tracer = Tracer::load(&TracerConfig::default()).expect("load the eBPF programs");
-    let mut catching = Catching::start(tracer).expect("catch runc's namespaces");
-    let stops = Stops::install(recorder::status::StopSignal::new()).unwrap();
-    let mut watcher = rt
-        .block_on(client.watch_tasks(ContainerPattern::parse("gone-*").unwrap()))
-        .expect("watch");
 
     // The container runs to its end while the ring is read (so its namespace is caught and
     // pinned), but before the watcher is asked about it: its report is read after it exited.
     let runner = {
         let (socket, ns) = (daemon.socket(), daemon.namespace().to_owned());
-        std::thread::spawn(move || {
-            let out = std::process::Command::new("ctr")
-                .arg("-a")
-                .arg(&socket)
-                .args(["-n", &ns, "run", "--null-io", IMAGE, "gone-1"])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "ctr run: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        })
+        // Not removed when it exits: the watcher looks the container up by its report.
+        std::thread::spawn(move || ctr(&socket, &ns, &["run", "--null-io", IMAGE, "gone-1"]))
     };
     rt.block_on(catching.while_waiting(async {
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
