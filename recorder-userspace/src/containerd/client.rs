@@ -45,7 +45,8 @@ impl Containerd {
         let channel = tokio::time::timeout(HANDSHAKE_TIMEOUT, containerd_client::connect(&address))
             .await
             .map_err(|_| protocol(&address, "timed out connecting"))?
-            .map_err(|e| protocol(&address, &error_chain(&e)))?;
+            // With its causes: tonic's transport error alone says only "transport error".
+            .map_err(|e| protocol(&address, &crate::errors::Chain(&e).to_string()))?;
         let version = tokio::time::timeout(
             HANDSHAKE_TIMEOUT,
             VersionClient::new(channel.clone()).version(()),
@@ -170,16 +171,4 @@ pub(crate) fn status_text(status: &Status) -> String {
         code => format!("{code:?}"),
     };
     format!("{code}: {}", status.message())
-}
-
-/// An error with its causes, since tonic's transport error alone says only "transport error".
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }

@@ -111,25 +111,13 @@ fn index_layer(
             // still gets its error); a converter's bad TOC must not stop a profiling run.
             Err(e) => tracing::warn!(
                 layer = i,
-                error = %with_causes(&e),
+                error = %crate::errors::Chain(&e),
                 "cannot index from the eStargz TOC; decompressing the whole layer instead"
             ),
         }
     }
     let mut reader = image.open_layer_counted(i, opts.progress.clone())?;
     LayerIndexBuilder::new().read_tar(&mut reader, Some(cancel))
-}
-
-/// An error and its causes on one line, for a log field.
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }
 
 fn is_cancel(e: &ImageError) -> bool {
