@@ -146,6 +146,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The benchmarks' recorder at `paths`: built now, or (`no_build`) the one already there.
+pub fn ensure_recorder(paths: &DemoPaths, no_build: bool) -> anyhow::Result<()> {
+    if no_build {
+        anyhow::ensure!(
+            paths.recorder.is_file(),
+            "--no-build: there is no {}",
+            paths.recorder.display()
+        );
+        return Ok(());
+    }
+    eprintln!("building the recorder");
+    build_recorder(Profile::Release)
+}
+
 /// `cargo build [--release] --bin recorder` in this workspace.
 pub fn build_recorder(profile: Profile) -> anyhow::Result<()> {
     cmd::run(

@@ -48,16 +48,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     ensure!(args.rounds > 0, "--rounds must be at least 1");
     let paths = DemoPaths::under("bench-agent", demo::Profile::Release);
-    if args.no_build {
-        ensure!(
-            paths.recorder.is_file(),
-            "--no-build: there is no {}",
-            paths.recorder.display()
-        );
-    } else {
-        eprintln!("building the recorder");
-        demo::build_recorder(demo::Profile::Release)?;
-    }
+    demo::ensure_recorder(&paths, args.no_build)?;
     eprintln!("building the benchmark image in {}", paths.image.display());
     let image = demo_image::build(
         &paths.image,

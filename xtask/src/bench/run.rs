@@ -53,16 +53,7 @@ struct Row {
 pub fn run(args: Args) -> anyhow::Result<()> {
     ensure!(args.rounds > 0, "--rounds must be at least 1");
     let paths = DemoPaths::under("bench-run", demo::Profile::Release);
-    if args.no_build {
-        ensure!(
-            paths.recorder.is_file(),
-            "--no-build: there is no {}",
-            paths.recorder.display()
-        );
-    } else {
-        eprintln!("building the recorder");
-        demo::build_recorder(demo::Profile::Release)?;
-    }
+    demo::ensure_recorder(&paths, args.no_build)?;
     let root = paths.image.parent().context("the bench dir")?.to_owned();
     let workload = Workload {
         ref_name: "bench-run:latest",
