@@ -52,6 +52,10 @@ use super::stop::Stops;
 /// Caught namespaces held open at once (one file descriptor each); more are not pinned.
 const PINS_MAX: usize = 256;
 
+/// Tries for a namespace's pin before it is given up: runc's stage that made it may be gone
+/// by its first events, and its init, which stays, comes within the next few.
+const PIN_TRIES: u8 = 8;
+
 /// The comm prefix of runc's own init stages: their reads (the rootfs setup, the user's
 /// `/etc/passwd` and `/etc/group`) are runc's, not the workload's, and a filter armed on the
 /// task's creation report never saw them either.
@@ -64,7 +68,7 @@ pub struct Catching {
     trees: Trees,
     batch: Vec<Event>,
     /// Each caught namespace, held open from its report on (see [`Catching::exited_target`]).
-    pins: HashMap<u32, File>,
+    pins: Pins,
 }
 
 impl std::fmt::Debug for Catching {
@@ -125,7 +129,7 @@ impl Catching {
             events,
             trees: Trees::default(),
             batch: Vec::with_capacity(4096),
-            pins: HashMap::new(),
+            pins: Pins::default(),
         })
     }
 
@@ -243,7 +247,7 @@ impl Catching {
             .get(&task.mntns)
             .map(|_| task.mntns)
             .or_else(|| self.trees.root_of_process(task.pid))?;
-        let pin = self.pins.remove(&root)?;
+        let pin = self.pins.take(root)?;
         match Target::of_namespace(root, pin) {
             Ok(target) => {
                 tracing::info!(
@@ -284,7 +288,7 @@ impl Catching {
             self.tracer.remove_target(ns)?;
             self.trees.filtered.remove(&ns);
         }
-        self.pins.remove(&mntns);
+        self.pins.forget(mntns);
         tracing::debug!(
             container = container_id,
             mntns,
@@ -311,13 +315,13 @@ impl Catching {
             let (mntns, tid) = (event.mntns, event.tid);
             if event.kind == EventKind::MntNs && event.flags & MNTNS_CAUGHT != 0 {
                 // A new namespace under this number: the old pin (if any) is of a dead one.
-                self.pins.remove(&mntns);
+                self.pins.forget(mntns);
             }
             let rejoin = self.trees.sort(event);
             // Pinned through the first of its tasks still alive when its event is read: runc's
             // stage that made it exits within milliseconds, its init lives on.
-            if self.trees.roots.get(&mntns) == Some(&mntns) && !self.pins.contains_key(&mntns) {
-                pin(&mut self.pins, mntns, tid);
+            if self.trees.roots.get(&mntns) == Some(&mntns) {
+                self.pins.try_pin(mntns, tid);
             }
             if let Some(rejoin) = rejoin {
                 // Reported after being removed: a new namespace under a freed number, which the
@@ -329,17 +333,51 @@ impl Catching {
     }
 }
 
-/// Holds caught namespace `mntns` open in `pins`, through task `tid`, so that it outlives a
-/// container that exits before it is identified. Best effort: a task already gone, or one no
-/// longer in `mntns`, pins nothing (the namespace's next event tries again).
-fn pin(pins: &mut HashMap<u32, File>, mntns: u32, tid: u32) {
-    if pins.len() >= PINS_MAX {
-        return;
+/// Caught namespaces held open, so that each outlives a container that exits before it is
+/// identified; pinned through one of their tasks, best effort.
+#[derive(Debug, Default)]
+struct Pins {
+    held: HashMap<u32, File>,
+    /// Failed tries per namespace not held yet: a namespace whose tasks this process cannot
+    /// see (no host pid namespace) would otherwise cost an `open` per event.
+    tries: HashMap<u32, u8>,
+}
+
+impl Pins {
+    /// Holds namespace `mntns` through task `tid`, unless it is held, or was tried
+    /// [`PIN_TRIES`] times. A task already gone, or no longer in `mntns`, pins nothing (the
+    /// namespace's next event tries again).
+    fn try_pin(&mut self, mntns: u32, tid: u32) {
+        if self.held.contains_key(&mntns) || self.held.len() >= PINS_MAX {
+            return;
+        }
+        let tries = self.tries.entry(mntns).or_default();
+        if *tries >= PIN_TRIES {
+            return;
+        }
+        *tries += 1;
+        let Ok(pin) = File::open(format!("/proc/{tid}/ns/mnt")) else {
+            return;
+        };
+        if pin.metadata().is_ok_and(|m| m.ino() == u64::from(mntns)) {
+            self.tries.remove(&mntns);
+            self.held.insert(mntns, pin);
+        }
     }
-    let Ok(pin) = File::open(format!("/proc/{tid}/ns/mnt")) else {
-        return;
-    };
-    if pin.metadata().is_ok_and(|m| m.ino() == u64::from(mntns)) {
-        pins.insert(mntns, pin);
+
+    /// The pin of `mntns`, taken out.
+    fn take(&mut self, mntns: u32) -> Option<File> {
+        self.tries.remove(&mntns);
+        self.held.remove(&mntns)
+    }
+
+    /// Lets `mntns` go, and forgets its tries (the number may come back as a new namespace).
+    fn forget(&mut self, mntns: u32) {
+        self.take(mntns);
+    }
+
+    fn clear(&mut self) {
+        self.held.clear();
+        self.tries.clear();
     }
 }
