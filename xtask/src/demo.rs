@@ -73,7 +73,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let paths = DemoPaths::under("demo", profile);
     heading(&format!(
-        "building the recorder (cargo build {}--bin recorder)",
+        "building the recorder (cargo build {}-p recorder-userspace --bin recorder)",
         profile
             .flags()
             .iter()
@@ -160,14 +160,19 @@ pub fn ensure_recorder(paths: &DemoPaths, no_build: bool) -> anyhow::Result<()> 
     build_recorder(Profile::Release)
 }
 
-/// `cargo build [--release] --bin recorder` in this workspace.
+/// `cargo build [--release] -p recorder-userspace --bin recorder` in this workspace.
+///
+/// With `-p`, as the tests' fixtures build it: the same features, so the same binary. Built
+/// from the workspace, features unified with the tests crate's made another one, and the
+/// demo's test relinked `target/debug/recorder` while other tests of the suite spawned it
+/// (seen: ENOENT spawning the recorder, in one suite run).
 pub fn build_recorder(profile: Profile) -> anyhow::Result<()> {
     cmd::run(
         Command::new(env_cargo())
             .current_dir(workspace_root())
             .arg("build")
             .args(profile.flags())
-            .args(["--bin", "recorder"]),
+            .args(["-p", "recorder-userspace", "--bin", "recorder"]),
     )
 }
 
