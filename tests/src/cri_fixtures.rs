@@ -61,8 +61,7 @@ pub fn recorder_image(binary: &Path, out: &Path) -> RecorderImage {
     assert!(status.success(), "objcopy --strip-debug failed");
     let rootfs = out.join("rootfs");
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let output = Command::new(cargo)
+    let output = xtask::cargo()
         .current_dir(&workspace)
         .args(["xtask", "image", "--reference", RECORDER_IMAGE, "--binary"])
         .arg(&stripped)

@@ -201,7 +201,7 @@ fn xtask_docs_writes_completions_and_a_man_page() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap();
-    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let out = xtask::cargo()
         .current_dir(root)
         .args(["xtask", "docs", "--out"])
         .arg(dir.path())

@@ -6,7 +6,9 @@
 //! (How fast that is belongs to a benchmark, not to a test.)
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+use xtask::cargo;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -18,8 +20,7 @@ fn workspace() -> PathBuf {
 fn xtask(args: &[&str]) -> Output {
     // The demo's `recorder run` keeps its layer cache here, not in the system's.
     let cache = tempfile::tempdir().unwrap();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    Command::new(cargo)
+    cargo()
         .env("RECORDER_CACHE_DIR", cache.path().join("layer-cache"))
         .current_dir(workspace())
         .arg("xtask")

@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
+use crate::cmd;
 use crate::demo_image::{self, BuiltImage, DEMO_SCRIPT, Workload};
-use crate::{cmd, env_cargo};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -162,13 +162,14 @@ pub fn ensure_recorder(paths: &DemoPaths, no_build: bool) -> anyhow::Result<()> 
 
 /// `cargo build [--release] -p recorder-userspace --bin recorder` in this workspace.
 ///
-/// With `-p`, as the tests' fixtures build it: the same features, so the same binary. Built
-/// from the workspace, features unified with the tests crate's made another one, and the
-/// demo's test relinked `target/debug/recorder` while other tests of the suite spawned it
-/// (seen: ENOENT spawning the recorder, in one suite run).
+/// With `-p` and [`crate::cargo`]'s environment, as the tests' fixtures build it: the same
+/// features and the same watched variables, so the same binary, and a build that finds it up
+/// to date leaves `target/debug/recorder` alone. Either difference made another binary, and
+/// the demo's test relinked `target/debug/recorder` while other tests of the suite spawned it
+/// (seen: ENOENT spawning the recorder, in CI).
 pub fn build_recorder(profile: Profile) -> anyhow::Result<()> {
     cmd::run(
-        Command::new(env_cargo())
+        crate::cargo()
             .current_dir(workspace_root())
             .arg("build")
             .args(profile.flags())

@@ -9,7 +9,6 @@ use anyhow::Context;
 
 use crate::cmd;
 use crate::demo::{target_dir, workspace_root};
-use crate::env_cargo;
 
 /// Arguments of `cargo xtask docs`.
 #[derive(clap::Args)]
@@ -32,7 +31,7 @@ const SHELLS: &[(&str, &str)] = &[
 pub fn run(args: Args) -> anyhow::Result<()> {
     let root = workspace_root();
     let out = args.out.unwrap_or_else(|| target_dir().join("docs"));
-    cmd::run(Command::new(env_cargo()).current_dir(&root).args([
+    cmd::run(crate::cargo().current_dir(&root).args([
         "build",
         "-p",
         "recorder-userspace",

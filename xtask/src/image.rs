@@ -18,7 +18,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
@@ -27,7 +26,6 @@ use crate::cmd::run;
 use crate::demo_image::host;
 use crate::demo_image::layer::Layer;
 use crate::demo_image::layout::{self, HistoryLayer, RunConfig};
-use crate::env_cargo;
 
 /// Where the binary goes in the image; the Job's `command: ["recorder"]` finds it on `PATH`.
 pub const BINARY_PATH: &str = "/usr/local/bin/recorder";
@@ -65,7 +63,7 @@ pub fn run_image(args: Args) -> anyhow::Result<()> {
         Some(binary) => binary,
         None => {
             eprintln!("image: building the release binary");
-            run(Command::new(env_cargo()).current_dir(&workspace).args([
+            run(crate::cargo().current_dir(&workspace).args([
                 "build",
                 "--release",
                 "--locked",

@@ -66,7 +66,4 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// The cargo that runs this xtask, so nested builds use the same toolchain.
-pub fn env_cargo() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
-}
+pub use xtask::cargo;

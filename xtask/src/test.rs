@@ -2,17 +2,15 @@
 
 use std::{
     io::{BufRead, BufReader},
-    process::{Command, Stdio},
+    process::Stdio,
 };
 
 use anyhow::{Context, bail};
 
-use crate::env_cargo;
-
 /// Runs `cargo test` over the workspace, echoing its output, and closes with the total of every
 /// test binary's `test result:` line (cargo's own last line is that of the doc-tests alone).
 pub fn run(cargo_args: &[String]) -> anyhow::Result<()> {
-    let mut child = Command::new(env_cargo())
+    let mut child = crate::cargo()
         .args(["test", "--no-fail-fast"])
         .args(cargo_args)
         .stdout(Stdio::piped())

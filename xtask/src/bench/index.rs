@@ -247,20 +247,7 @@ fn generate(args: &Args) -> anyhow::Result<Generated> {
 }
 
 fn build_recorder() -> anyhow::Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "recorder-userspace",
-            "--bin",
-            "recorder",
-        ])
-        .current_dir(workspace_root())
-        .status()?;
-    ensure!(status.success(), "building the release recorder failed");
+    crate::demo::build_recorder(crate::demo::Profile::Release)?;
     Ok(target_dir().join("release").join("recorder"))
 }
 

@@ -5,9 +5,7 @@ mod estargz;
 mod index;
 mod run;
 
-use std::process::Command;
-
-use crate::{cmd, env_cargo};
+use crate::cmd;
 
 /// Which benchmark to run.
 #[derive(clap::Subcommand)]
@@ -32,7 +30,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.which {
         // A cargo bench target: it needs the library and its eBPF object, which xtask itself
         // must not depend on (xtask has to build on a machine that setup has not prepared yet).
-        Which::Tracer => cmd::run(Command::new(env_cargo()).args([
+        Which::Tracer => cmd::run(crate::cargo().args([
             "bench",
             "-p",
             "recorder-userspace",

@@ -1,0 +1,63 @@
+//! What the xtask binary shares with the tests, which run cargo as it does.
+
+use std::process::Command;
+
+/// A command for the cargo running this process (so nested builds use the same toolchain),
+/// without the variables cargo set for the crate it runs.
+///
+/// Why: build scripts may watch those variables (ring's watches `CARGO_MANIFEST_DIR` and
+/// `CARGO_PKG_*`), and cargo compares them with its own environment. A build run from xtask or
+/// from a test with them set rebuilt ring, rustls and the recorder, and relinked
+/// `target/debug/recorder` while the test suite was spawning it: ENOENT in CI. Stripped, a
+/// build from xtask, from a test or from a shell sees one environment and makes one binary.
+pub fn cargo() -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(is_set_by_cargo_for_a_crate) {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// Whether `name` is one of the variables cargo sets when it runs a crate's binary or tests
+/// (not the user's own configuration, such as `CARGO_HOME` or `CARGO_TARGET_DIR`).
+fn is_set_by_cargo_for_a_crate(name: &str) -> bool {
+    const NAMES: [&str; 8] = [
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_MANIFEST_LINKS",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "OUT_DIR",
+    ];
+    const PREFIXES: [&str; 2] = ["CARGO_PKG_", "CARGO_BIN_EXE_"];
+    NAMES.contains(&name) || PREFIXES.iter().any(|prefix| name.starts_with(prefix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_set_by_cargo_for_a_crate;
+
+    #[test]
+    fn only_what_cargo_sets_for_a_crate_is_stripped() {
+        let cases = [
+            ("CARGO_MANIFEST_DIR", true),
+            ("CARGO_PKG_NAME", true),
+            ("CARGO_PKG_VERSION_MAJOR", true),
+            ("CARGO_BIN_EXE_recorder", true),
+            ("OUT_DIR", true),
+            ("CARGO", false),
+            ("CARGO_HOME", false),
+            ("CARGO_TARGET_DIR", false),
+            ("CARGO_BUILD_JOBS", false),
+            ("RUSTFLAGS", false),
+            ("PATH", false),
+        ];
+        for (name, stripped) in cases {
+            assert_eq!(is_set_by_cargo_for_a_crate(name), stripped, "{name}");
+        }
+    }
+}
