@@ -166,7 +166,7 @@ pub fn commit(record: &RecordBuilder, opts: &CommitOptions) -> Result<Committed,
         }
         Ok(None) => None,
         Err(error) => {
-            failed.push(format!("companion blob: {error}"));
+            failed.push(format!("companion blob: {}", crate::errors::Chain(&error)));
             None
         }
     };

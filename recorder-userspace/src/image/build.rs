@@ -44,7 +44,7 @@ pub fn index_image(image: &Image, opts: &IndexOptions) -> Result<MergedView> {
             }
             let r = index_layer(image, i, opts, &cancel);
             if let Err(e) = &r {
-                tracing::debug!(layer = i, error = %e, "indexing failed");
+                tracing::debug!(layer = i, error = %crate::errors::Chain(e), "indexing failed");
                 cancel.store(true, Ordering::Relaxed);
             }
             if let Ok(mut slots) = results.lock() {

@@ -32,13 +32,13 @@ pub struct JobRequest {
 #[derive(Debug, thiserror::Error)]
 pub enum K8sError {
     /// The embedded base manifest does not parse as a Job.
-    #[error("the base Job manifest does not parse: {0}")]
+    #[error("the base Job manifest does not parse")]
     BaseParse(#[source] serde_norway::Error),
     /// The embedded base manifest lacks something rendering patches.
     #[error("the base Job manifest has no {0}")]
     BaseMissing(&'static str),
     /// The rendered Job does not serialise.
-    #[error("serialising the Job: {0}")]
+    #[error("serialising the Job")]
     Serialise(#[source] serde_norway::Error),
     /// An image reference that cannot be one.
     #[error("{what} {value:?} is not an image reference (empty, or has whitespace)")]

@@ -23,7 +23,7 @@ use crate::image::{BlobDir, BlobSource, ImageError};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A file operation failed.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         /// What was being done.
         op: &'static str,
@@ -378,7 +378,8 @@ impl BlobSource for ContentStore {
             }),
             Err(e) => Err(ImageError::Io {
                 path: self.blob_path(digest),
-                source: io::Error::other(e.to_string()),
+                // The store's error, cause and all, stays the cause.
+                source: io::Error::other(e),
             }),
         }
     }

@@ -47,7 +47,7 @@ pub enum BtfError {
         path: String,
     },
     /// Reading the BTF file failed.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Read {
         /// The file.
         path: String,
