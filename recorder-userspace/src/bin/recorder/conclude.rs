@@ -33,8 +33,9 @@ pub fn record_and_conclude(
     command: Option<String>,
     output: &Output,
     work: impl AsyncFnOnce(&Recording, Input) -> Result<Outcome, AgentError>,
+    rt: &tokio::runtime::Handle,
 ) -> anyhow::Result<ExitCode> {
-    crate::block_on(async {
+    rt.block_on(async {
         let input = Input::open(options, target).await?;
         let containerd = input.containerd.clone();
         let recording = Recording::start(&common.status_options())?;

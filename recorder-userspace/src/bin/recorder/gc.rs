@@ -58,7 +58,7 @@ struct Report {
 }
 
 /// Runs `recorder gc`.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(args: Args, rt: &tokio::runtime::Handle) -> anyhow::Result<()> {
     crate::source::require_privileges("recorder gc", true)?;
     let remove = !args.dry_run;
     let base = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
@@ -69,9 +69,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ..Report::default()
     };
     if let Some(address) = args.ctrd.address() {
-        let session = connect_containerd(&address, &args.ctrd.namespace, "")?;
-        let client = session.connection.client.clone();
-        let runs = session.connection.handle().block_on(async move {
+        let connection = connect_containerd(rt, &address, &args.ctrd.namespace, "")?;
+        let client = connection.client.clone();
+        let runs = rt.block_on(async move {
             if remove {
                 client.reclaim_dead_runs().await
             } else {
@@ -79,7 +79,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         });
         report.containerd_runs = Some(runs);
-        drop(session);
     }
     if args.cache {
         let dir = &args.cache_dir.cache_dir;

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use recorder::image::{Image, IndexOptions, MergedView, Reason, index_image, path};
 use recorder::progress::Progress;
+use tokio::runtime::Handle;
 
 use crate::source::{OpenedImage, SourceArgs};
 
@@ -65,14 +66,14 @@ enum Sub {
 }
 
 /// Runs `recorder image`.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(args: Args, rt: &Handle) -> anyhow::Result<()> {
     match args.command {
         Sub::Inspect {
             source,
             json,
             src,
             index,
-        } => inspect(source, json, &src, &index),
+        } => inspect(source, json, &src, &index, rt),
         Sub::Which {
             args,
             follow,
@@ -89,13 +90,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             if paths.is_empty() {
                 bail!("no PATH given");
             }
-            which(source, &src, &index, &paths, follow, json)
+            which(source, &src, &index, &paths, follow, json, rt)
         }
     }
 }
 
-fn open(source: Option<PathBuf>, src: &SourceArgs) -> anyhow::Result<OpenedImage> {
-    src.open(source.as_deref())
+fn open(source: Option<PathBuf>, src: &SourceArgs, rt: &Handle) -> anyhow::Result<OpenedImage> {
+    src.open(source.as_deref(), rt)
 }
 
 /// Indexes the image, with a progress bar on a terminal (none with --quiet).
@@ -122,8 +123,9 @@ fn inspect(
     json: bool,
     src: &SourceArgs,
     opts: &IndexArgs,
+    rt: &Handle,
 ) -> anyhow::Result<()> {
-    let opened = open(source, src)?;
+    let opened = open(source, src, rt)?;
     let image = &opened.image;
     if json {
         let (view, _) = index(image, opts.threads, opts.full_decompression)?;
@@ -205,9 +207,10 @@ fn which(
     paths: &[PathBuf],
     follow: bool,
     json: bool,
+    rt: &Handle,
 ) -> anyhow::Result<()> {
     use std::os::unix::ffi::OsStrExt;
-    let opened = open(source, src)?;
+    let opened = open(source, src, rt)?;
     let (view, _) = index(&opened.image, opts.threads, opts.full_decompression)?;
     for (i, idx) in view.layers().iter().enumerate() {
         if let Some((name, why)) = &idx.stats().first_refused {

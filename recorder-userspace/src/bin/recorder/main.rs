@@ -20,6 +20,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use clap::{CommandFactory, Parser, Subcommand};
+use tokio::runtime::Handle;
 
 /// The exit statuses, shown by `--help` (the README has the same table).
 pub const EXIT_STATUS_HELP: &str = "\
@@ -95,24 +96,14 @@ impl std::fmt::Display for Usage {
 
 impl std::error::Error for Usage {}
 
-/// The process's one runtime: multi-threaded, so that a containerd blob may be waited for
-/// from any of its threads (a layer reader, a content store call).
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+/// The process's one runtime, built here and handed to every command: multi-threaded, so that
+/// a containerd blob may be waited for from any of its threads (a layer reader, a content
+/// store call).
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")
-}
-
-/// Runs `work` on the process's runtime; what is left on its blocking threads (an indexing
-/// abandoned on a stop, a commit past its deadline) ends with the process, not waited for.
-pub fn block_on<T>(
-    work: impl std::future::Future<Output = anyhow::Result<T>>,
-) -> anyhow::Result<T> {
-    let runtime = runtime()?;
-    let result = runtime.block_on(work);
-    runtime.shutdown_background();
-    result
 }
 
 /// Exit statuses: see [`EXIT_STATUS_HELP`].
@@ -148,15 +139,25 @@ fn run_cli() -> anyhow::Result<ExitCode> {
         .with_writer(recorder::progress::LogWriter)
         .with_ansi(color())
         .init();
+    let runtime = runtime()?;
+    let result = command(cli.command, runtime.handle());
+    // What is left on its blocking threads (an indexing abandoned on a stop, a commit past its
+    // deadline) ends with the process, not waited for.
+    runtime.shutdown_background();
+    result
+}
+
+/// Runs `command`; `rt` drives whatever it does asynchronously.
+fn command(command: Command, rt: &Handle) -> anyhow::Result<ExitCode> {
     let done = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
-    match cli.command {
-        Command::Trace(args) => done(trace::run(args)),
-        Command::Status(args) => done(status::run(args)),
-        Command::Image(args) => done(image::run(args)),
-        Command::Record(args) => record::run(args),
-        Command::Run(args) => run::run(args),
+    match command {
+        Command::Trace(args) => done(trace::run(args, rt)),
+        Command::Status(args) => done(status::run(args, rt)),
+        Command::Image(args) => done(image::run(args, rt)),
+        Command::Record(args) => record::run(args, rt),
+        Command::Run(args) => run::run(args, rt),
         Command::K8s(args) => done(k8s::run(args)),
-        Command::Gc(args) => done(gc::run(args)),
+        Command::Gc(args) => done(gc::run(args, rt)),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -236,9 +236,9 @@ impl CommonArgs {
 }
 
 /// Runs `recorder record`.
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, rt: &tokio::runtime::Handle) -> anyhow::Result<ExitCode> {
     if let Some(sub) = args.sub {
-        record_show::run(sub)?;
+        record_show::run(sub, rt)?;
         return Ok(ExitCode::SUCCESS);
     }
     crate::source::require_privileges("recorder record", false)?;
@@ -273,5 +273,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None,
         &output,
         async |recording, input| recording.record(&options, input, plan).await,
+        rt,
     )
 }

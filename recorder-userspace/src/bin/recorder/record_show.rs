@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use recorder::record;
+use tokio::runtime::Handle;
 
 use crate::record_store::{self, Records};
 use crate::record_view;
@@ -47,28 +48,28 @@ pub enum Sub {
 }
 
 /// Runs a `recorder record` subcommand.
-pub fn run(sub: Sub) -> anyhow::Result<()> {
+pub fn run(sub: Sub, rt: &Handle) -> anyhow::Result<()> {
     match sub {
         Sub::Show {
             record,
             store,
             view,
-        } if view.image.is_some() => record_view::show(&record, store.as_deref(), &view),
+        } if view.image.is_some() => record_view::show(&record, store.as_deref(), &view, rt),
         Sub::Show {
             record,
             store,
             view,
         } => show(
             &record,
-            &Records::open(store.as_deref(), Some(&view.source.ctrd))?,
+            &Records::open(store.as_deref(), Some((&view.source.ctrd, rt)))?,
         ),
-        Sub::Ls(args) => record_store::ls(&args),
-        Sub::Rm(args) => record_store::rm(&args),
+        Sub::Ls(args) => record_store::ls(&args, rt),
+        Sub::Rm(args) => record_store::rm(&args, rt),
         Sub::Merge(args) => record_view::merge(&args),
         Sub::Export(args) => record_view::export(&args),
-        Sub::Report(args) => record_view::report(&args),
-        Sub::Push(args) => crate::registry::push(*args),
-        Sub::Pull(args) => crate::registry::pull(*args),
+        Sub::Report(args) => record_view::report(&args, rt),
+        Sub::Push(args) => crate::registry::push(*args, rt),
+        Sub::Pull(args) => crate::registry::pull(*args, rt),
     }
 }
 

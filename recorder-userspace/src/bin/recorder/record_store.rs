@@ -14,7 +14,9 @@ use recorder::record::needs::human_bytes;
 use recorder::record::stored::{self, Listed};
 use recorder::store::ContentStore;
 
-use crate::source::{ContainerdArgs, ContainerdSession, connect_containerd};
+use tokio::runtime::Handle;
+
+use crate::source::{ContainerdArgs, connect_containerd};
 
 /// Which content store: `--store DIR` or `--containerd`.
 #[derive(clap::Args, Debug)]
@@ -60,38 +62,33 @@ pub struct RmArgs {
 
 /// Where records given as digests are read from: a content store, or none (files only).
 pub struct Records {
-    // Declared before the session, so dropped before the runtime that drives its calls.
     store: Option<Box<dyn content::Store>>,
-    _session: Option<ContainerdSession>,
 }
 
 impl Records {
     /// `--store DIR` if given, else containerd's store with `--containerd`, else files only.
-    /// Call it from plain (non-async) code: a containerd connection gets its own runtime.
-    pub fn open(store: Option<&Path>, ctrd: Option<&ContainerdArgs>) -> anyhow::Result<Records> {
+    /// Call it from plain (non-async) code: `rt` drives a containerd connection.
+    pub fn open(
+        store: Option<&Path>,
+        ctrd: Option<(&ContainerdArgs, &Handle)>,
+    ) -> anyhow::Result<Records> {
         if let Some(dir) = store {
             let store = ContentStore::open(dir)
                 .with_context(|| format!("opening the content store {}", dir.display()))?;
             return Ok(Records {
                 store: Some(Box::new(store)),
-                _session: None,
             });
         }
-        match ctrd.and_then(|c| c.containerd.as_deref().map(|a| (a, &c.namespace))) {
-            Some((address, namespace)) => {
-                let session = connect_containerd(address, namespace, "")?;
-                let connection = &session.connection;
-                let store = ContainerdContent::new(connection.client.clone(), connection.handle());
-                Ok(Records {
-                    store: Some(Box::new(store)),
-                    _session: Some(session),
-                })
-            }
-            None => Ok(Records {
-                store: None,
-                _session: None,
-            }),
-        }
+        let Some((address, namespace, rt)) =
+            ctrd.and_then(|(c, rt)| Some((c.containerd.as_deref()?, &c.namespace, rt)))
+        else {
+            return Ok(Records { store: None });
+        };
+        let connection = connect_containerd(rt, address, namespace, "")?;
+        let store = ContainerdContent::new(connection.client.clone(), connection.handle());
+        Ok(Records {
+            store: Some(Box::new(store)),
+        })
     }
 
     fn store(&self) -> anyhow::Result<&dyn content::Store> {
@@ -152,14 +149,14 @@ impl Records {
 }
 
 impl StoreArgs {
-    fn open(&self) -> anyhow::Result<Records> {
-        Records::open(self.store.as_deref(), Some(&self.ctrd))
+    fn open(&self, rt: &Handle) -> anyhow::Result<Records> {
+        Records::open(self.store.as_deref(), Some((&self.ctrd, rt)))
     }
 }
 
 /// Runs `recorder record ls`.
-pub fn ls(args: &LsArgs) -> anyhow::Result<()> {
-    let records = args.store.open()?;
+pub fn ls(args: &LsArgs, rt: &Handle) -> anyhow::Result<()> {
+    let records = args.store.open(rt)?;
     let store = records.store()?;
     let mut listed =
         stored::list(store).with_context(|| format!("listing the records in {}", store.name()))?;
@@ -206,8 +203,8 @@ fn write_table(out: &mut impl Write, listed: &[Listed]) -> std::io::Result<()> {
 }
 
 /// Runs `recorder record rm`: removes every record it can, then fails if any could not be.
-pub fn rm(args: &RmArgs) -> anyhow::Result<()> {
-    let records = args.store.open()?;
+pub fn rm(args: &RmArgs, rt: &Handle) -> anyhow::Result<()> {
+    let records = args.store.open(rt)?;
     let store = records.store()?;
     let mut out = std::io::stdout().lock();
     let mut failed = 0;

@@ -12,6 +12,7 @@ use recorder::record::export::Format;
 use recorder::record::merge::Run;
 use recorder::record::needs::{self, Needs, human_bytes, percent};
 use recorder::record::{self, RecordEntry};
+use tokio::runtime::Handle;
 
 use crate::record_show::read_record;
 use crate::record_store::Records;
@@ -128,19 +129,20 @@ fn needs_of(
     record: &str,
     store: Option<&Path>,
     view: &ViewArgs,
+    rt: &Handle,
 ) -> anyhow::Result<(Needs, String)> {
-    let records = Records::open(store, Some(&view.source.ctrd))?;
+    let records = Records::open(store, Some((&view.source.ctrd, rt)))?;
     let (entries, lines) = load(record, &records, view.companion.as_deref())?;
     let src = view.image.as_deref().context("--image is required")?;
     let platform = match &view.source.platform {
         Some(p) => Platform::parse(p).with_context(|| format!("--platform {p}"))?,
         None => Platform::host(),
     };
-    let (image, session) = match &view.source.ctrd.address() {
+    let (image, connection) = match &view.source.ctrd.address() {
         Some(address) => {
-            let (image, session) =
-                open_containerd(address, &view.source.ctrd.namespace, src, &platform)?;
-            (image, Some(session))
+            let (image, connection) =
+                open_containerd(rt, address, &view.source.ctrd.namespace, src, &platform)?;
+            (image, Some(connection))
         }
         None => {
             let source: ImageSource = src.parse().with_context(|| format!("--image {src}"))?;
@@ -161,15 +163,20 @@ fn needs_of(
         view.largest,
     )
     .with_context(|| format!("reading {record} against {src}"))?;
+    // The image's reads go through the connection: dropped before it.
     drop(image);
-    // The containerd connection's runtime is dropped here, outside any async context.
-    drop(session);
+    drop(connection);
     Ok((needs, format!("record {record}, image {src}")))
 }
 
 /// `record show RECORD --image SRC`.
-pub fn show(record: &str, store: Option<&Path>, view: &ViewArgs) -> anyhow::Result<()> {
-    let (needs, _) = needs_of(record, store, view)?;
+pub fn show(
+    record: &str,
+    store: Option<&Path>,
+    view: &ViewArgs,
+    rt: &Handle,
+) -> anyhow::Result<()> {
+    let (needs, _) = needs_of(record, store, view, rt)?;
     let mut out = std::io::stdout().lock();
     if view.json {
         serde_json::to_writer_pretty(&mut out, &needs)?;
@@ -266,8 +273,8 @@ fn short(digest: &str) -> &str {
 }
 
 /// `record report`.
-pub fn report(args: &ReportArgs) -> anyhow::Result<()> {
-    let (needs, title) = needs_of(&args.record, args.store.as_deref(), &args.view)?;
+pub fn report(args: &ReportArgs, rt: &Handle) -> anyhow::Result<()> {
+    let (needs, title) = needs_of(&args.record, args.store.as_deref(), &args.view, rt)?;
     let html = record::report::render(&needs, &title)?;
     std::fs::write(&args.out, html).with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!(

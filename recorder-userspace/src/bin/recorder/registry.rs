@@ -16,9 +16,9 @@ use recorder::registry::{
 use recorder::store::ContentStore;
 
 use crate::record::CommonArgs;
-use crate::runtime;
 use crate::source::{ContainerdArgs, connect_containerd};
 use recorder::recording::Connection;
+use tokio::runtime::Handle;
 
 /// How to reach and log in to the registry.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -155,13 +155,13 @@ impl Blobs<'_> {
 }
 
 /// Runs `recorder record push`.
-pub fn push(args: PushArgs) -> anyhow::Result<()> {
-    let session = match &args.ctrd.address() {
-        Some(address) => Some(connect_containerd(address, &args.ctrd.namespace, "")?),
+pub fn push(args: PushArgs, rt: &Handle) -> anyhow::Result<()> {
+    let connection = match &args.ctrd.address() {
+        Some(address) => Some(connect_containerd(rt, address, &args.ctrd.namespace, "")?),
         None => None,
     };
-    let blobs = match (&args.store, &session) {
-        (_, Some(session)) => Blobs::Containerd(&session.connection),
+    let blobs = match (&args.store, &connection) {
+        (_, Some(connection)) => Blobs::Containerd(connection),
         (Some(dir), None) => Blobs::Store(dir),
         (None, None) => Blobs::Files,
     };
@@ -173,9 +173,7 @@ pub fn push(args: PushArgs) -> anyhow::Result<()> {
         },
         annotations: args.annotations.iter().cloned().collect(),
     };
-    let pushed = runtime()?.block_on(push_to(&args.reference, &args.registry, &artifact));
-    drop(session);
-    let pushed = pushed?;
+    let pushed = rt.block_on(push_to(&args.reference, &args.registry, &artifact))?;
     println!("{}", pushed.reference);
     Ok(())
 }
@@ -200,13 +198,13 @@ async fn push_to(
 }
 
 /// Runs `recorder record pull`.
-pub fn pull(args: PullArgs) -> anyhow::Result<()> {
+pub fn pull(args: PullArgs, rt: &Handle) -> anyhow::Result<()> {
     if args.json && !args.all && args.out.is_none() {
         bail!("--json describes the pulled record on stdout: give --out FILE for the record");
     }
     let platform =
         crate::source::parse_platform(args.platform.as_deref())?.unwrap_or_else(Platform::host);
-    runtime()?.block_on(pull_async(&args, &platform))
+    rt.block_on(pull_async(&args, &platform))
 }
 
 async fn pull_async(args: &PullArgs, platform: &Platform) -> anyhow::Result<()> {

@@ -202,7 +202,7 @@ impl Args {
 }
 
 /// Runs `recorder run`.
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, rt: &tokio::runtime::Handle) -> anyhow::Result<ExitCode> {
     crate::source::require_privileges("recorder run", true)?;
     args.common.validate()?;
     let plan = RunPlan {
@@ -221,5 +221,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.command(),
         &Output::default(),
         async |recording, input| recording.run(&options, input, &plan).await,
+        rt,
     )
 }

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use recorder::containerd::{Containerd, DEFAULT_ADDRESS, DEFAULT_NAMESPACE};
 use recorder::image::{BlobDigest, Image, Platform};
 use recorder::recording::Connection;
+use tokio::runtime::Handle;
 
 /// Image source options; SOURCE itself is a positional argument of each command.
 #[derive(clap::Args, Debug, Clone)]
@@ -80,13 +81,6 @@ impl ContainerdArgs {
     }
 }
 
-/// A containerd connection, with the runtime that drives its I/O, for the commands that are
-/// plain (non-async) code; `record` and `run` connect inside their runtime instead.
-pub struct ContainerdSession {
-    /// The connection.
-    pub connection: Connection,
-    runtime: tokio::runtime::Runtime,
-}
 /// An opened image, with what keeps a containerd-backed one readable.
 pub struct OpenedImage {
     /// The image.
@@ -95,8 +89,6 @@ pub struct OpenedImage {
     pub containerd: Option<Containerd>,
     /// The image reference in containerd, when it came from one.
     pub reference: Option<String>,
-    // Drives the gRPC streams behind a containerd-backed image; dropped last.
-    _runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl SourceArgs {
@@ -106,14 +98,13 @@ impl SourceArgs {
     }
 
     /// Opens the image `source` (a layout directory or a containerd reference; none with
-    /// --store). Call it from plain (non-async) code: a containerd image gets its own runtime.
-    pub fn open(&self, source: Option<&Path>) -> anyhow::Result<OpenedImage> {
+    /// --store). Call it from plain (non-async) code: `rt` drives a containerd image's reads.
+    pub fn open(&self, source: Option<&Path>, rt: &Handle) -> anyhow::Result<OpenedImage> {
         let platform = self.platform()?;
         let plain = |image| OpenedImage {
             image,
             containerd: None,
             reference: None,
-            _runtime: None,
         };
         match (&self.store, &self.manifest, &self.ctrd.address(), source) {
             (_, _, Some(address), Some(reference)) => {
@@ -121,13 +112,12 @@ impl SourceArgs {
                 let reference = reference
                     .to_str()
                     .with_context(|| format!("image reference {reference:?} is not UTF-8"))?;
-                let (image, session) =
-                    open_containerd(address, &self.ctrd.namespace, reference, &platform)?;
+                let (image, connection) =
+                    open_containerd(rt, address, &self.ctrd.namespace, reference, &platform)?;
                 Ok(OpenedImage {
                     image,
-                    containerd: Some(session.connection.client),
-                    reference: Some(session.connection.reference),
-                    _runtime: Some(session.runtime),
+                    containerd: Some(connection.client),
+                    reference: Some(connection.reference),
                 })
             }
             (_, _, Some(_), None) => bail!("--containerd needs an image reference as SOURCE"),
@@ -170,18 +160,17 @@ impl SourceArgs {
 }
 
 /// Opens image `reference` from containerd at `address`, namespace `namespace`. Call it from
-/// plain (non-async) code: the connection gets a runtime of its own, returned with it.
+/// plain (non-async) code: `rt` drives the connection.
 pub fn open_containerd(
+    rt: &Handle,
     address: &Path,
     namespace: &str,
     reference: &str,
     platform: &Platform,
-) -> anyhow::Result<(Image, ContainerdSession)> {
-    let session = connect_containerd(address, namespace, reference)?;
-    let image = session
-        .runtime
-        .block_on(session.connection.open(platform))?;
-    Ok((image, session))
+) -> anyhow::Result<(Image, Connection)> {
+    let connection = connect_containerd(rt, address, namespace, reference)?;
+    let image = rt.block_on(connection.open(platform))?;
+    Ok((image, connection))
 }
 
 /// `--platform`, parsed when given.
@@ -263,16 +252,12 @@ fn socket_hint(source: &Path) -> anyhow::Result<()> {
 /// Connects to containerd at `address`, namespace `namespace`, for image `reference` that
 /// may not exist yet. Call it from plain (non-async) code, as [`open_containerd`].
 pub fn connect_containerd(
+    rt: &Handle,
     address: &Path,
     namespace: &str,
     reference: &str,
-) -> anyhow::Result<ContainerdSession> {
-    let runtime = crate::runtime()?;
-    let connection = runtime.block_on(Connection::connect(address, namespace, reference))?;
-    Ok(ContainerdSession {
-        connection,
-        runtime,
-    })
+) -> anyhow::Result<Connection> {
+    Ok(rt.block_on(Connection::connect(address, namespace, reference))?)
 }
 
 /// A socket given after `--containerd` with a space (`--containerd /run/x.sock`): clap would

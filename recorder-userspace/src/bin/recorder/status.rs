@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use recorder::status::{State, StatusReport, client};
 
 /// Arguments of `recorder status`.
@@ -39,12 +38,8 @@ pub struct Args {
     interval: Duration,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
-    let report = runtime.block_on(async {
+pub fn run(args: Args, rt: &tokio::runtime::Handle) -> anyhow::Result<()> {
+    let report = rt.block_on(async {
         match args.wait {
             None => client::status(&args.socket)
                 .await

@@ -23,7 +23,7 @@ pub struct Args {
     ring_bytes: u32,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(args: Args, rt: &tokio::runtime::Handle) -> anyhow::Result<()> {
     let mut targets = args.mntns.clone();
     for pid in &args.pids {
         targets.push(mount_namespace_of(*pid)?);
@@ -31,11 +31,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if targets.is_empty() {
         bail!("nothing to trace: give --mntns or --pid");
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(trace(args, targets))
+    rt.block_on(trace(args, targets))
 }
 
 async fn trace(args: Args, targets: Vec<u32>) -> anyhow::Result<()> {
