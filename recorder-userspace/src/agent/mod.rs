@@ -1,7 +1,7 @@
 //! The recording agent: indexes an image, arms the tracer on a container's mount namespace,
 //! turns events into image paths, and commits the record.
 //!
-//! - [`session`]: the lifecycle, [`Agent`] → [`Indexed`] (or [`Ready`] → [`Armed`]) → [`Tracing`] → [`Stopped`] →
+//! - [`session`]: the lifecycle, [`Agent`] → [`Indexed`] (or [`Ready`] → [`Buffering`]) → [`Tracing`] → [`Stopped`] →
 //!   [`Committing`] → [`Summary`], moving the status along.
 //! - [`tracing`]: [`Tracing`], the armed filter's events through the [`core`] (events to
 //!   decisions, record entries and counters, no kernel) into the record; [`stopped`]:
@@ -38,7 +38,7 @@ pub use outcome::{
     EXIT_USAGE, EXIT_WORKLOAD_FAILED, Outcome, OutcomeReport, Verdict, WorkloadExit,
 };
 pub use resolve::{Decision, Exclusion, Resolver};
-pub use session::{Agent, Armed, IndexFailure, Indexed, Ready, Target};
+pub use session::{Agent, Buffering, IndexFailure, Indexed, Ready, Target};
 pub use source::ImageSource;
 pub use stop::{StopConditions, StopReason, Stops};
 pub use stopped::{COMMIT_TIMEOUT, Committing, Stopped};

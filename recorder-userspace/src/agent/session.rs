@@ -3,8 +3,8 @@
 //! [`Committing`] (committing) → [`Summary`] (done).
 //!
 //! Armed before the image is known (a pod's sidecar starts before the kubelet pulls the
-//! workload's image): [`Agent::ready`] (armed) → [`Ready::arm`] (tracing) →
-//! [`Armed`] (events buffered raw) → [`Armed::index`] → [`Tracing`], the buffer resolved first.
+//! workload's image): [`Agent::ready`] (armed) → [`Ready::arm_caught`] (buffering: events
+//! held raw) → [`Buffering::index`] → [`Tracing`] (tracing), the buffer resolved first.
 //!
 //! A container not created yet is awaited [`Catching`](super::Catching) the namespaces runc
 //! makes; once identified, [`Indexed::arm_caught`] or [`Ready::arm_caught`] go on with what the
@@ -245,36 +245,17 @@ pub struct Ready {
 }
 
 impl Ready {
-    /// Arms `tracer`'s filter on `target` at once; events are kept raw until the image is
-    /// indexed (see [`Armed::index`]).
-    pub fn arm(self, mut tracer: Tracer, target: Target) -> Result<Armed, AgentError> {
-        let (events, start_ns) = arm_filter(&mut tracer, &target)?;
-        tracing::info!(
-            mntns = target.mntns,
-            mounts = target.mounts.len(),
-            "armed; the image is indexed next"
-        );
-        self.status.set_state(State::Tracing);
-        Ok(Armed {
-            status: self.status,
-            tracer,
-            events,
-            target,
-            start_ns,
-            early: Vec::new(),
-            warnings: Vec::new(),
-        })
-    }
-
-    /// As [`Ready::arm`], on a target identified among caught namespaces: the filter is already
-    /// armed, and what it did so far is resolved first once the image is indexed.
-    pub fn arm_caught(self, caught: Caught) -> Armed {
+    /// Goes on with a target identified among caught namespaces (state `buffering`): the
+    /// filter is already armed on it; its events are kept raw until the image is indexed (see
+    /// [`Buffering::index`]), and what it did so far is resolved first.
+    pub fn arm_caught(self, caught: Caught) -> Buffering {
         tracing::info!(
             mntns = caught.target.mntns,
             mounts = caught.target.mounts.len(),
             "armed; the image is indexed next"
         );
-        Armed {
+        self.status.set_state(State::Buffering);
+        Buffering {
             status: self.status,
             tracer: caught.tracer,
             events: caught.events,
@@ -287,7 +268,7 @@ impl Ready {
 }
 
 /// The filter is armed but the image is not indexed yet: events wait, undecided.
-pub struct Armed {
+pub struct Buffering {
     status: StatusHandle,
     tracer: Tracer,
     events: EventStream,
@@ -298,7 +279,7 @@ pub struct Armed {
     warnings: Vec<String>,
 }
 
-impl Armed {
+impl Buffering {
     /// As [`Tracing::warn`]; carried over into the summary.
     pub fn warn(&mut self, message: impl Into<String>) {
         let message = message.into();
@@ -308,13 +289,13 @@ impl Armed {
 
     /// Opens (with `open`, on a blocking thread) and indexes the image while taking the ring's
     /// events into a buffer, so the ring cannot overflow meanwhile; then resolves the buffer
-    /// against the index, in arrival order, and goes on tracing. The state stays `tracing`.
+    /// against the index, in arrival order, and goes on tracing (state `tracing`).
     pub async fn index(
         self,
         described: String,
         open: impl FnOnce() -> Result<Image, IndexFailure> + Send + 'static,
     ) -> Result<Tracing, AgentError> {
-        let Armed {
+        let Buffering {
             status,
             tracer,
             mut events,
@@ -335,6 +316,7 @@ impl Armed {
             }
         };
         status.set_manifest_digest(image.manifest_digest().to_string());
+        status.set_state(State::Tracing);
         tracing::info!(
             buffered = buffered.len(),
             "resolving the events buffered while indexing"

@@ -139,7 +139,8 @@ impl Recording {
     }
 
     /// Records a pod's container: subscribe and load the tracer (then `armed`), arm as soon as
-    /// the container's task is created, index the image meanwhile, trace, commit.
+    /// the container's task is created (`buffering`), index the image meanwhile, trace
+    /// (`tracing`), commit.
     async fn record_pod(
         &self,
         options: &Options,
@@ -157,10 +158,10 @@ impl Recording {
         let created = catching.created(&mut watcher, &self.stops).await?;
         let pinned = pin_created(&created, &mut catching)?;
         let armed_on = arm_on(catching, &created, pinned)?;
-        let mut armed = ready.arm_caught(armed_on.caught);
+        let mut buffering = ready.arm_caught(armed_on.caught);
         let mut late_arm = None;
         if let Some((warning, container)) = armed_on.late {
-            armed.warn(warning);
+            buffering.warn(warning);
             late_arm = Some(container);
         }
         // The container's image is the one actually run: a record resolved against another
@@ -176,7 +177,7 @@ impl Recording {
         let source = connection.source();
         let described = format!("{} (containerd)", connection.reference);
         let platform = options.platform();
-        let tracing = armed
+        let tracing = buffering
             .index(described, move || {
                 source
                     .open_image(&resolved, &platform)

@@ -10,7 +10,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tokio::time::Instant;
 
-use super::report::{State, StatusReport};
+use super::report::StatusReport;
+use super::state::State;
 
 /// How long one request may take end to end.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

@@ -2,7 +2,8 @@
 
 use std::fmt::Write;
 
-use super::report::{State, StatusHandle};
+use super::report::StatusHandle;
+use super::state::State;
 use super::time::unix_seconds;
 
 /// The `Content-Type` of [`render`]'s output.

@@ -8,9 +8,11 @@ pub mod client;
 mod metrics;
 mod report;
 mod server;
+mod state;
 mod stop;
 pub(crate) mod time;
 
-pub use report::{Counters, State, StateChange, StatusHandle, StatusReport, UnknownState};
+pub use report::{Counters, StatusHandle, StatusReport};
 pub use server::{ServeError, ServerHandle, serve};
+pub use state::{State, StateChange, UnknownState};
 pub use stop::StopSignal;

@@ -2,105 +2,15 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use super::state::{State, StateChange};
 use super::time::rfc3339;
 use crate::agent::OutcomeReport;
-
-/// The agent's lifecycle, in the order it normally moves through it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    /// Process started, nothing loaded yet.
-    Starting,
-    /// Reading the image and indexing its layers.
-    Indexing,
-    /// Unpacking the image's layers for `recorder run`.
-    Unpacking,
-    /// Ready and waiting for the target: the eBPF programs are loaded and the subscription to
-    /// containerd's task events is live, so a container started from now on is armed before
-    /// its entrypoint runs. The signal to start the container (`recorder status --wait armed`).
-    Armed,
-    /// The filter is armed on the target and events are being recorded.
-    Tracing,
-    /// Writing the record out.
-    Committing,
-    /// The record is written; `recordDigest` is set.
-    Done,
-    /// Something went wrong; `error` says what.
-    Failed,
-}
-
-impl State {
-    /// Every state, in lifecycle order.
-    pub const ALL: [State; 8] = [
-        State::Starting,
-        State::Indexing,
-        State::Unpacking,
-        State::Armed,
-        State::Tracing,
-        State::Committing,
-        State::Done,
-        State::Failed,
-    ];
-
-    /// The lowercase name used on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Starting => "starting",
-            State::Indexing => "indexing",
-            State::Unpacking => "unpacking",
-            State::Armed => "armed",
-            State::Tracing => "tracing",
-            State::Committing => "committing",
-            State::Done => "done",
-            State::Failed => "failed",
-        }
-    }
-
-    /// Whether no further transition can happen from here.
-    pub fn is_terminal(self) -> bool {
-        matches!(self, State::Done | State::Failed)
-    }
-}
-
-impl fmt::Display for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A state name that is not one of [`State::ALL`].
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "unknown state {0:?} (expected one of starting, indexing, unpacking, armed, tracing, committing, done, failed)"
-)]
-pub struct UnknownState(pub String);
-
-impl FromStr for State {
-    type Err = UnknownState;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        State::ALL
-            .into_iter()
-            .find(|state| state.as_str() == s)
-            .ok_or_else(|| UnknownState(s.to_owned()))
-    }
-}
-
-/// One entry of the state history: a state and when it began (RFC 3339, UTC).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StateChange {
-    /// The state entered.
-    pub state: State,
-    /// When it was entered.
-    pub since: String,
-}
 
 /// Counters of the tracing loop.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -391,16 +301,51 @@ impl StatusHandle {
 mod tests {
     use super::*;
 
+    /// Which states a history has passed: `armed` and `buffering` are passed by a recording
+    /// that went on without them; `failed` passes nothing else.
     #[test]
-    fn state_names_round_trip() {
-        for state in State::ALL {
-            assert_eq!(state.as_str().parse::<State>().unwrap(), state);
-            assert_eq!(
-                serde_json::to_string(&state).unwrap(),
-                format!("\"{state}\"")
-            );
+    fn passed_states() {
+        use State::*;
+        let cases: &[(&[State], &[State], &[State])] = &[
+            // A pod's sidecar: armed, then its target caught before the image is indexed.
+            (
+                &[Starting, Armed, Buffering],
+                &[Starting, Indexing, Armed, Buffering],
+                &[Tracing, Committing, Done, Failed],
+            ),
+            (
+                &[Starting, Armed, Buffering, Tracing],
+                &[Armed, Buffering, Tracing],
+                &[Committing, Done],
+            ),
+            // A running container's: indexed, then traced at once.
+            (
+                &[Starting, Indexing, Tracing],
+                &[Indexing, Armed, Buffering, Tracing],
+                &[Committing],
+            ),
+            (
+                &[Starting, Armed, Failed],
+                &[Armed, Failed],
+                &[Buffering, Tracing],
+            ),
+        ];
+        for (history, passed, not) in cases {
+            let status = StatusHandle::new();
+            for state in *history {
+                match state {
+                    Failed => status.fail("boom"),
+                    state => status.set_state(*state),
+                }
+            }
+            let report = status.snapshot();
+            for state in *passed {
+                assert!(report.has_passed(*state), "{history:?} {state}");
+            }
+            for state in *not {
+                assert!(!report.has_passed(*state), "{history:?} {state}");
+            }
         }
-        assert!("running".parse::<State>().is_err());
     }
 
     #[test]
