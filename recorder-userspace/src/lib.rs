@@ -5,6 +5,7 @@ pub mod agent;
 pub mod containerd;
 pub mod content;
 pub mod errors;
+pub mod escape;
 pub mod files;
 pub mod image;
 pub mod k8s;

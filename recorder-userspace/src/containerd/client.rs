@@ -93,6 +93,20 @@ impl Containerd {
         req
     }
 
+    /// The error of a failed `call` to get one thing: `not_found` when containerd has no such
+    /// thing, else [`Self::rpc_error`].
+    pub(crate) fn get_error(
+        &self,
+        call: &'static str,
+        status: &Status,
+        not_found: impl FnOnce() -> ContainerdError,
+    ) -> ContainerdError {
+        match status.code() {
+            Code::NotFound => not_found(),
+            _ => self.rpc_error(call, status),
+        }
+    }
+
     /// The error for a failed call that has no more specific meaning.
     pub(crate) fn rpc_error(&self, call: &'static str, status: &Status) -> ContainerdError {
         ContainerdError::Rpc {

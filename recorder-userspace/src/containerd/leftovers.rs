@@ -7,6 +7,7 @@
 use containerd_client::services::v1::containers_client::ContainersClient;
 use containerd_client::services::v1::leases_client::LeasesClient;
 use containerd_client::services::v1::{ListContainersRequest, ListRequest as ListLeasesRequest};
+use containerd_client::tonic::{Response, Status};
 use tracing::{info, warn};
 
 use super::client::Containerd;
@@ -38,29 +39,37 @@ fn alive(pid: u32) -> bool {
     }
 }
 
+/// The ids a list call returned; none (logged) when it failed.
+fn listed<R, T>(
+    what: &str,
+    reply: Result<Response<R>, Status>,
+    items: impl FnOnce(R) -> Vec<T>,
+    id: impl Fn(T) -> String,
+) -> impl Iterator<Item = String> {
+    let items = match reply {
+        Ok(reply) => items(reply.into_inner()),
+        Err(s) => {
+            warn!(status = %s.message(), "listing {what} for leftovers");
+            Vec::new()
+        }
+    };
+    items.into_iter().map(id)
+}
+
 impl Containerd {
     /// The runs of dead recorders in this namespace (their containers and leases), by id.
     /// Listing failures are logged, never fatal.
     pub async fn dead_runs(&self) -> Vec<String> {
-        let mut ids = std::collections::BTreeSet::new();
-        match ContainersClient::new(self.channel())
-            .list(self.request(ListContainersRequest {
-                filters: Vec::new(),
-            }))
-            .await
-        {
-            Ok(reply) => ids.extend(reply.into_inner().containers.into_iter().map(|c| c.id)),
-            Err(s) => warn!(status = %s.message(), "listing containers for leftovers"),
-        }
-        match LeasesClient::new(self.channel())
-            .list(self.request(ListLeasesRequest {
-                filters: Vec::new(),
-            }))
-            .await
-        {
-            Ok(reply) => ids.extend(reply.into_inner().leases.into_iter().map(|l| l.id)),
-            Err(s) => warn!(status = %s.message(), "listing leases for leftovers"),
-        }
+        // Empty requests: no filter, every container and lease of the namespace.
+        let containers = ContainersClient::new(self.channel())
+            .list(self.request(ListContainersRequest::default()))
+            .await;
+        let leases = LeasesClient::new(self.channel())
+            .list(self.request(ListLeasesRequest::default()))
+            .await;
+        let containers = listed("containers", containers, |r| r.containers, |c| c.id);
+        let leases = listed("leases", leases, |r| r.leases, |l| l.id);
+        let ids: std::collections::BTreeSet<String> = containers.chain(leases).collect();
         ids.into_iter()
             .filter(|id| owner_of(id).is_some_and(|pid| !alive(pid)))
             .collect()

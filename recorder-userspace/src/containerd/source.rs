@@ -41,13 +41,12 @@ impl Containerd {
                 name: reference.to_owned(),
             }))
             .await
-            .map_err(|s| match s.code() {
-                Code::NotFound => ContainerdError::ImageNotFound {
+            .map_err(|s| {
+                self.get_error("Images.Get", &s, || ContainerdError::ImageNotFound {
                     reference: reference.to_owned(),
                     namespace: self.namespace().to_owned(),
                     address: self.address().to_owned(),
-                },
-                _ => self.rpc_error("Images.Get", &s),
+                })
             })?
             .into_inner();
         let target = reply

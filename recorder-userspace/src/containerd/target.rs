@@ -212,12 +212,13 @@ impl Containerd {
         let reply = ContainersClient::new(self.channel())
             .get(self.request(GetContainerRequest { id: id.to_owned() }))
             .await
-            .map_err(|s| match s.code() {
-                Code::NotFound => ContainerdError::ContainerNotFound {
-                    id: id.to_owned(),
-                    namespace: self.namespace().to_owned(),
-                },
-                _ => self.rpc_error("Containers.Get", &s),
+            .map_err(|s| {
+                self.get_error("Containers.Get", &s, || {
+                    ContainerdError::ContainerNotFound {
+                        id: id.to_owned(),
+                        namespace: self.namespace().to_owned(),
+                    }
+                })
             })?
             .into_inner();
         let c = reply

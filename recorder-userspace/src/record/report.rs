@@ -140,21 +140,9 @@ fn seconds(ns: u64) -> String {
     format!("{:.3} s", ns as f64 / 1e9)
 }
 
-/// Escapes text for HTML element content and quoted attribute values. Hand-written: five
-/// replacements do not warrant a dependency.
+/// Escapes text for HTML element content and quoted attribute values.
 pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    crate::escape::escape(s, crate::escape::HTML)
 }
 
 /// The stacked series: for each layer, points (x, bytes of this and all lower layers) after

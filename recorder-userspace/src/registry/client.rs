@@ -6,10 +6,13 @@ use std::time::Duration;
 
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
+use oci_client::manifest::OciImageIndex;
 use oci_client::{Client, Reference};
 
 use super::auth::{CredentialSource, Credentials};
 use super::error::{Kind, RegistryError, kind};
+use super::push::with_digest;
+use crate::image::BlobDigest;
 
 /// How to reach registries.
 #[derive(Debug, Clone, Default)]
@@ -147,6 +150,19 @@ impl Registry {
     /// The credentials in use.
     pub fn credentials(&self) -> &Credentials {
         &self.credentials
+    }
+
+    /// The referrers of `subject` in `repository`'s repository: the API's answer, or the tag
+    /// schema's index when the registry has no API.
+    pub(crate) async fn referrers(
+        &self,
+        repository: &Reference,
+        subject: &BlobDigest,
+    ) -> Result<OciImageIndex, RegistryError> {
+        self.client
+            .pull_referrers(&with_digest(repository, &subject.to_string()), None)
+            .await
+            .map_err(|e| self.error(format!("listing the referrers of {subject}"), e))
     }
 
     /// The error of a failed `op`: unreachable, unauthorized, or as the registry said.

@@ -103,12 +103,7 @@ pub async fn records_of(
     platform: &Platform,
 ) -> Result<(BlobDigest, Vec<RecordRef>), RegistryError> {
     let subject = resolve_subject(registry, image, platform).await?;
-    let subject_ref = with_digest(image, &subject.to_string());
-    let index = registry
-        .client
-        .pull_referrers(&subject_ref, None)
-        .await
-        .map_err(|e| registry.error(format!("listing the referrers of {subject}"), e))?;
+    let index = registry.referrers(image, &subject).await?;
     let mut others = Vec::new();
     let mut records = Vec::new();
     for m in index.manifests {

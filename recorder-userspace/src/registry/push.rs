@@ -220,12 +220,7 @@ async fn make_discoverable(
     digest: &BlobDigest,
     descriptor: Value,
 ) -> Result<Discovery, RegistryError> {
-    let subject_ref = with_digest(repository, &subject.to_string());
-    let listed = registry
-        .client
-        .pull_referrers(&subject_ref, None)
-        .await
-        .map_err(|e| registry.error(format!("listing the referrers of {subject}"), e))?;
+    let listed = registry.referrers(repository, subject).await?;
     let digest_str = digest.to_string();
     if listed.manifests.iter().any(|m| m.digest == digest_str) {
         return Ok(Discovery::Listed);

@@ -91,16 +91,7 @@ fn header(out: &mut String, name: &str, help: &str, kind: &str) {
 
 /// Escapes a label value as the exposition format requires.
 fn escape_label(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
+    crate::escape::escape(value, crate::escape::PROMETHEUS_LABEL)
 }
 
 #[cfg(test)]

@@ -22,6 +22,15 @@ pub struct IndexArgs {
     full_decompression: bool,
 }
 
+/// Where the image is and how it is indexed.
+#[derive(clap::Args, Debug)]
+struct ImageArgs {
+    #[command(flatten)]
+    src: SourceArgs,
+    #[command(flatten)]
+    index: IndexArgs,
+}
+
 /// `recorder image ...`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -40,9 +49,7 @@ enum Sub {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        src: SourceArgs,
-        #[command(flatten)]
-        index: IndexArgs,
+        image: ImageArgs,
     },
     /// The layer providing each path: `SOURCE PATH...`, or `PATH...` with --store. Every path
     /// is answered; exit status 1 if one is not in the image (absent, deleted by a whiteout,
@@ -59,9 +66,7 @@ enum Sub {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        src: SourceArgs,
-        #[command(flatten)]
-        index: IndexArgs,
+        image: ImageArgs,
     },
 }
 
@@ -71,17 +76,15 @@ pub fn run(args: Args, rt: &Handle) -> anyhow::Result<()> {
         Sub::Inspect {
             source,
             json,
-            src,
-            index,
-        } => inspect(source, json, &src, &index, rt),
+            image,
+        } => inspect(source, json, &image, rt),
         Sub::Which {
             args,
             follow,
             json,
-            src,
-            index,
+            image,
         } => {
-            let (source, paths) = if src.store.is_some() {
+            let (source, paths) = if image.src.store.is_some() {
                 (None, args)
             } else {
                 let mut it = args.into_iter();
@@ -90,13 +93,19 @@ pub fn run(args: Args, rt: &Handle) -> anyhow::Result<()> {
             if paths.is_empty() {
                 bail!("no PATH given");
             }
-            which(source, &src, &index, &paths, follow, json, rt)
+            which(source, &image, &paths, follow, json, rt)
         }
     }
 }
 
-fn open(source: Option<PathBuf>, src: &SourceArgs, rt: &Handle) -> anyhow::Result<OpenedImage> {
-    src.open(source.as_deref(), rt)
+impl ImageArgs {
+    fn open(&self, source: Option<PathBuf>, rt: &Handle) -> anyhow::Result<OpenedImage> {
+        self.src.open(source.as_deref(), rt)
+    }
+
+    fn index(&self, image: &Image) -> anyhow::Result<(MergedView, Duration)> {
+        index(image, self.index.threads, self.index.full_decompression)
+    }
 }
 
 /// Indexes the image, with a progress bar on a terminal (none with --quiet).
@@ -121,14 +130,13 @@ pub fn index(
 fn inspect(
     source: Option<PathBuf>,
     json: bool,
-    src: &SourceArgs,
-    opts: &IndexArgs,
+    args: &ImageArgs,
     rt: &Handle,
 ) -> anyhow::Result<()> {
-    let opened = open(source, src, rt)?;
+    let opened = args.open(source, rt)?;
     let image = &opened.image;
     if json {
-        let (view, _) = index(image, opts.threads, opts.full_decompression)?;
+        let (view, _) = args.index(image)?;
         let layers: Vec<serde_json::Value> = image
             .layers()
             .iter()
@@ -165,7 +173,7 @@ fn inspect(
             client.namespace()
         );
     }
-    let (view, took) = index(image, opts.threads, opts.full_decompression)?;
+    let (view, took) = args.index(image)?;
     println!("manifest {}", image.manifest_digest());
     for (i, (layer, idx)) in image.layers().iter().zip(view.layers()).enumerate() {
         let s = idx.stats();
@@ -202,16 +210,15 @@ fn reason_text(r: &Reason) -> String {
 
 fn which(
     source: Option<PathBuf>,
-    src: &SourceArgs,
-    opts: &IndexArgs,
+    args: &ImageArgs,
     paths: &[PathBuf],
     follow: bool,
     json: bool,
     rt: &Handle,
 ) -> anyhow::Result<()> {
     use std::os::unix::ffi::OsStrExt;
-    let opened = open(source, src, rt)?;
-    let (view, _) = index(&opened.image, opts.threads, opts.full_decompression)?;
+    let opened = args.open(source, rt)?;
+    let (view, _) = args.index(&opened.image)?;
     for (i, idx) in view.layers().iter().enumerate() {
         if let Some((name, why)) = &idx.stats().first_refused {
             eprintln!(
