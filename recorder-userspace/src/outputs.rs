@@ -279,12 +279,7 @@ mod tests {
         let link = dir.path().join("link");
         symlink(&real, &link).unwrap();
         write(&link, b"through").unwrap();
-        assert!(
-            std::fs::symlink_metadata(&link)
-                .unwrap()
-                .file_type()
-                .is_symlink()
-        );
+        assert!(link.is_symlink());
         assert_eq!(std::fs::read(&real).unwrap(), b"through");
         // No temporary file left.
         let names: Vec<_> = std::fs::read_dir(dir.path())
@@ -300,12 +295,7 @@ mod tests {
         let link = dir.path().join("null");
         symlink("/dev/null", &link).unwrap();
         write(&link, b"x").unwrap();
-        assert!(
-            std::fs::symlink_metadata(&link)
-                .unwrap()
-                .file_type()
-                .is_symlink()
-        );
+        assert!(link.is_symlink());
         assert!(
             std::fs::metadata("/dev/null")
                 .unwrap()
