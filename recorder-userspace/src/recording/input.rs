@@ -11,22 +11,13 @@ use super::options::{ImageSpec, Options};
 use super::target::TargetSpec;
 
 /// A connection to containerd, for one image reference, driven on the runtime it was made on.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Connection {
     /// The connection.
     pub client: Containerd,
     /// The image reference read through it.
     pub reference: String,
     handle: Handle,
-}
-
-impl std::fmt::Debug for Connection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection")
-            .field("address", &self.client.address())
-            .field("reference", &self.reference)
-            .finish()
-    }
 }
 
 impl Connection {

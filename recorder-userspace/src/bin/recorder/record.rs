@@ -13,7 +13,7 @@ use recorder::tracer::TracerConfig;
 use crate::conclude::{Output, record_and_conclude};
 use crate::record_show;
 use crate::registry::PushOption;
-use crate::source::{ContainerdArgs, parse_platform};
+use crate::source::{ContainerdArgs, PickArgs};
 
 /// `recorder record --image ... --target ...`, or `recorder record show ...`.
 #[derive(clap::Args, Debug)]
@@ -57,12 +57,8 @@ pub struct CommonArgs {
     /// store, labelled with the manifest and the reference and kept from garbage collection.
     #[arg(long, required = true)]
     pub image: Option<String>,
-    /// Manifest name (`org.opencontainers.image.ref.name`) in a layout with several.
-    #[arg(long = "ref", conflicts_with = "containerd")]
-    pub reference: Option<String>,
-    /// Platform to pick from an image index, os/arch[/variant]; default: this machine's.
-    #[arg(long)]
-    pub platform: Option<String>,
+    #[command(flatten)]
+    pub pick: PickArgs,
     /// Content store the record is committed to (not with --containerd, which has its own).
     #[arg(
         long,
@@ -136,7 +132,7 @@ impl CommonArgs {
         Ok(Options {
             image,
             image_arg,
-            platform: parse_platform(self.platform.as_deref())?,
+            platform: self.pick.platform()?,
             store: self.store.clone(),
             record_out: self.record_out.clone(),
             companion_out: self.companion_out.clone(),
@@ -164,7 +160,7 @@ impl CommonArgs {
         let source: ImageSource = image.parse().with_context(|| format!("--image {image}"))?;
         let (ImageSource::Layout { dir, .. } | ImageSource::Store { dir, .. }) = &source;
         crate::source::check_exists("--image", image, dir)?;
-        Ok(source.with_reference(self.reference.clone()))
+        Ok(source.with_reference(self.pick.reference.clone()))
     }
 
     /// Whether the record or its companion goes to stdout (`-`): then nothing else may.
@@ -230,7 +226,7 @@ impl CommonArgs {
                 )));
             }
         }
-        parse_platform(self.platform.as_deref()).map_err(|e| usage(format!("{e:#}")))?;
+        self.pick.platform().map_err(|e| usage(format!("{e:#}")))?;
         Ok(())
     }
 }

@@ -16,7 +16,7 @@ use tokio::runtime::Handle;
 
 use crate::record_show::read_record;
 use crate::record_store::Records;
-use crate::source::{ContainerdArgs, open_containerd};
+use crate::source::{ContainerdArgs, PickArgs, open_containerd};
 
 /// The image a record is shown against, and how much to show.
 #[derive(clap::Args, Debug)]
@@ -43,12 +43,8 @@ pub struct ViewArgs {
 /// Where the image is, besides --image.
 #[derive(clap::Args, Debug)]
 pub struct ImageArgs {
-    /// Manifest name (`org.opencontainers.image.ref.name`) in a layout with several.
-    #[arg(long = "ref", conflicts_with = "containerd")]
-    pub reference: Option<String>,
-    /// Platform to pick from an image index, os/arch[/variant]; default: this machine's.
-    #[arg(long)]
-    pub platform: Option<String>,
+    #[command(flatten)]
+    pub pick: PickArgs,
     #[command(flatten)]
     pub ctrd: ContainerdArgs,
 }
@@ -134,10 +130,7 @@ fn needs_of(
     let records = Records::open(store, Some((&view.source.ctrd, rt)))?;
     let (entries, lines) = load(record, &records, view.companion.as_deref())?;
     let src = view.image.as_deref().context("--image is required")?;
-    let platform = match &view.source.platform {
-        Some(p) => Platform::parse(p).with_context(|| format!("--platform {p}"))?,
-        None => Platform::host(),
-    };
+    let platform = view.source.pick.platform()?.unwrap_or_else(Platform::host);
     let (image, connection) = match &view.source.ctrd.address() {
         Some(address) => {
             let (image, connection) =
@@ -146,7 +139,7 @@ fn needs_of(
         }
         None => {
             let source: ImageSource = src.parse().with_context(|| format!("--image {src}"))?;
-            let source = source.with_reference(view.source.reference.clone());
+            let source = source.with_reference(view.source.pick.reference.clone());
             let image: Image = source
                 .open(&platform)
                 .with_context(|| format!("opening {source}"))?;

@@ -30,6 +30,25 @@ pub struct SourceArgs {
     pub platform: Option<String>,
 }
 
+/// Which manifest of the image `record`, `run` and `record show --image` read: its name in a
+/// layout, and the platform.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PickArgs {
+    /// Manifest name (`org.opencontainers.image.ref.name`) in a layout with several.
+    #[arg(long = "ref", conflicts_with = "containerd")]
+    pub reference: Option<String>,
+    /// Platform to pick from an image index, os/arch[/variant]; default: this machine's.
+    #[arg(long)]
+    pub platform: Option<String>,
+}
+
+impl PickArgs {
+    /// `--platform`, parsed when given.
+    pub fn platform(&self) -> anyhow::Result<Option<Platform>> {
+        parse_platform(self.platform.as_deref())
+    }
+}
+
 /// Where containerd is, for the commands that can use it, as `ctr` names it.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ContainerdArgs {
