@@ -144,7 +144,7 @@ pub fn commit(record: &RecordBuilder, opts: &CommitOptions) -> Result<Committed,
         companion_bytes.is_empty(),
     ) && let Err(e) = write_atomically(&sidecar, &companion_bytes)
     {
-        tracing::warn!(path = %sidecar.display(), error = %e, "writing the companion failed");
+        tracing::warn!(path = %sidecar.display(), error = %crate::errors::Chain(&e), "writing the companion failed");
     }
     let stored = put(&opts.store, record, &bytes, &companion_bytes);
     let (record, companion) = match stored {
@@ -243,7 +243,7 @@ pub(crate) fn keep_fallback(dir: &Path, bytes: &[u8]) -> Option<PathBuf> {
     match saved {
         Ok(path) => Some(path),
         Err(error) => {
-            tracing::error!(dir = %dir.display(), %error, "could not save the record");
+            tracing::error!(dir = %dir.display(), error = %crate::errors::Chain(&error), "could not save the record");
             None
         }
     }

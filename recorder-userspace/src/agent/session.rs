@@ -79,37 +79,48 @@ impl Target {
             target: format!("mntns:{mntns}"),
             message,
         };
+        // A failed step: its name, and its error as the cause.
+        type Step = (&'static str, Box<dyn std::error::Error + Send + Sync>);
+        fn step<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
+            op: &'static str,
+        ) -> impl FnOnce(E) -> Step {
+            move |e| (op, e.into())
+        }
         let entered = std::thread::scope(|scope| {
             scope
-                .spawn(|| -> Result<(Vec<u8>, ContainerRoot), String> {
+                .spawn(|| -> Result<(Vec<u8>, ContainerRoot), Step> {
                     // Opened before entering: inside, `/proc` is the container's (or nothing),
                     // where this thread has no pid. Its mountinfo shows the namespace the
                     // thread is in when read, relative to the thread's root.
                     let this_thread = File::open("/proc/thread-self")
-                        .map_err(|e| format!("opening /proc/thread-self: {e}"))?;
+                        .map_err(step("opening /proc/thread-self"))?;
                     nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)
-                        .map_err(|e| format!("unsharing the thread's root: {e}"))?;
+                        .map_err(step("unsharing the thread's root"))?;
                     nix::sched::setns(&pin, nix::sched::CloneFlags::CLONE_NEWNS)
-                        .map_err(|e| format!("entering the namespace: {e}"))?;
+                        .map_err(step("entering the namespace"))?;
                     let mountinfo = nix::fcntl::openat(
                         &this_thread,
                         "mountinfo",
                         nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
                         nix::sys::stat::Mode::empty(),
                     )
-                    .map_err(|e| format!("opening its mountinfo: {e}"))?;
+                    .map_err(step("opening its mountinfo"))?;
                     let mut text = Vec::new();
                     std::io::Read::read_to_end(&mut File::from(mountinfo), &mut text)
-                        .map_err(|e| format!("reading its mountinfo: {e}"))?;
-                    let root = ContainerRoot::of_path(Path::new("/"))
-                        .map_err(|e| format!("opening its root: {e}"))?;
+                        .map_err(step("reading its mountinfo"))?;
+                    let root =
+                        ContainerRoot::of_path(Path::new("/")).map_err(step("opening its root"))?;
                     Ok((text, root))
                 })
                 .join()
         });
         let (mountinfo, root) = entered
             .map_err(|_| failed("the thread entering the namespace panicked".into()))?
-            .map_err(failed)?;
+            .map_err(|(op, source)| AgentError::TargetUnreadable {
+                target: format!("mntns:{mntns}"),
+                op,
+                source,
+            })?;
         let mounts = MountTable::parse(&mountinfo)
             .map_err(|line| failed(format!("its mountinfo is malformed at line {line}")))?;
         Ok(Self {

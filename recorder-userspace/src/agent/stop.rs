@@ -169,7 +169,9 @@ pub async fn until_exit(namespaces: &Namespaces) -> StopReason {
                 }
             }
             Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "scanning /proc for the target's processes"),
+            Err(error) => {
+                tracing::warn!(error = %crate::errors::Chain(&error), "scanning /proc for the target's processes")
+            }
         }
         tokio::time::sleep(EXIT_POLL).await;
     }

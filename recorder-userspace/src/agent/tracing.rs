@@ -201,7 +201,7 @@ fn join_namespace(
         None => {
             tracing::debug!(mntns, "nested mount namespace gone before it was pinned");
             if let Err(error) = tracer.remove_target(mntns) {
-                tracing::warn!(%error, mntns, "removing a vanished namespace from the filter");
+                tracing::warn!(error = %crate::errors::Chain(&error), mntns, "removing a vanished namespace from the filter");
             }
         }
     }

@@ -102,7 +102,7 @@ impl Drop for WorkDir {
         // The unpacked layers: as many files as the image has.
         let _progress = crate::progress::Progress::spinner("removing the work dir");
         if let Err(error) = std::fs::remove_dir_all(&self.path) {
-            tracing::warn!(path = %self.path.display(), %error, "removing the work dir");
+            tracing::warn!(path = %self.path.display(), error = %crate::errors::Chain(&error), "removing the work dir");
         }
         self.watchdog.dismiss();
     }

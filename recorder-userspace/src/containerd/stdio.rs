@@ -174,7 +174,7 @@ impl Forwarding {
                 match tokio::time::timeout(IDLE_TIMEOUT, &mut relay.handle).await {
                     Ok(Ok(())) => break,
                     Ok(Err(error)) => {
-                        warn!(%error, stream = relay.stream, "relaying the workload's output");
+                        warn!(error = %crate::errors::Chain(&error), stream = relay.stream, "relaying the workload's output");
                         break;
                     }
                     Err(_) => {
@@ -215,7 +215,7 @@ async fn relay(
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(error) => {
-                warn!(%error, stream, "reading the workload's output");
+                warn!(error = %crate::errors::Chain(&error), stream, "reading the workload's output");
                 break;
             }
         };
@@ -226,7 +226,7 @@ async fn relay(
                 to.flush().await
             };
             if let Err(error) = written.await {
-                warn!(%error, stream, "writing the workload's output; the rest is dropped");
+                warn!(error = %crate::errors::Chain(&error), stream, "writing the workload's output; the rest is dropped");
                 writable = false;
             }
             progress.fetch_add(1, Ordering::Relaxed);

@@ -315,7 +315,7 @@ impl TaskWatcher {
         match self.client.container(id).await {
             Ok((image, labels)) => self.pattern.matches(id, &image, &labels).then_some(image),
             Err(e) => {
-                debug!(container = id, error = %e, "container vanished before matching");
+                debug!(container = id, error = %crate::errors::Chain(&e), "container vanished before matching");
                 None
             }
         }

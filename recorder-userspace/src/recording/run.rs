@@ -1,7 +1,6 @@
 //! `recorder run`: the image's workload started under the armed filter, in a private sandbox
 //! or through containerd, traced until it exits or a stop condition fires.
 
-use std::fmt::Display;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -132,7 +131,7 @@ impl Recording {
         let waiter = tokio::spawn(run.wait());
         let stop_workload = || async {
             if let Err(error) = run.kill().await {
-                tracing::warn!(%error, "killing the workload");
+                tracing::warn!(error = %crate::errors::Chain(&error), "killing the workload");
             }
         };
         // containerd reports a task killed by signal N as exit status 128 + N, as a shell does.
@@ -247,7 +246,7 @@ impl Recording {
         // mounts, down. It is not reaped before the waiter returns, so the pid is still its.
         let stop_workload = || async move {
             if let Err(error) = kill(pid, Signal::SIGKILL) {
-                tracing::warn!(%error, "killing the workload");
+                tracing::warn!(error = %crate::errors::Chain(&error), "killing the workload");
             }
         };
         let (stopped, workload) = self
@@ -338,7 +337,7 @@ impl Recording {
         classify: impl Fn(&T) -> WorkloadExit,
     ) -> Result<(Stopped, Option<WorkloadExit>), AgentError>
     where
-        E: Display,
+        E: std::error::Error,
         K: FnOnce() -> F,
         F: Future<Output = ()>,
     {
@@ -377,8 +376,12 @@ impl Recording {
                     tracing::info!(status = %status, "workload stopped");
                     exit = Some(status);
                 }
-                Ok(Err(error)) => tracing::warn!(%error, "waiting for the workload"),
-                Err(error) => tracing::warn!(%error, "waiting for the workload"),
+                Ok(Err(error)) => {
+                    tracing::warn!(error = %crate::errors::Chain(&error), "waiting for the workload")
+                }
+                Err(error) => {
+                    tracing::warn!(error = %crate::errors::Chain(&error), "waiting for the workload")
+                }
             }
         }
         Ok((stopped?, exit))
@@ -407,6 +410,8 @@ fn evict(cache: &LayerCache, max: u64) {
                 );
             }
         }
-        Err(error) => tracing::warn!(%error, "evicting from the layer cache"),
+        Err(error) => {
+            tracing::warn!(error = %crate::errors::Chain(&error), "evicting from the layer cache")
+        }
     }
 }

@@ -94,7 +94,7 @@ impl ServerHandle {
         match std::fs::symlink_metadata(&self.path) {
             Ok(meta) if (meta.dev(), meta.ino()) == self.identity => {
                 if let Err(error) = std::fs::remove_file(&self.path) {
-                    tracing::warn!(path = %self.path.display(), %error, "could not remove status socket");
+                    tracing::warn!(path = %self.path.display(), error = %crate::errors::Chain(&error), "could not remove status socket");
                 }
             }
             _ => {}
@@ -201,7 +201,7 @@ async fn accept_loop(listener: UnixListener, app: Arc<App>, mut shutdown: watch:
                 Ok((stream, _)) => stream,
                 Err(error) => {
                     // EMFILE and friends are transient; back off instead of spinning.
-                    tracing::warn!(%error, "status socket accept failed");
+                    tracing::warn!(error = %crate::errors::Chain(&error), "status socket accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -232,7 +232,7 @@ async fn accept_loop(listener: UnixListener, app: Arc<App>, mut shutdown: watch:
                 .serve_connection(TokioIo::new(stream), service);
             match tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
                 Ok(Ok(())) => {}
-                Ok(Err(error)) => tracing::debug!(%error, "status connection ended with an error"),
+                Ok(Err(error)) => tracing::debug!(error = %crate::errors::Chain(&error), "status connection ended with an error"),
                 Err(_) => tracing::debug!("status connection closed after its lifetime"),
             }
         });

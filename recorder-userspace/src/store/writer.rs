@@ -175,7 +175,7 @@ impl Drop for Writer {
             if let Err(e) = fs::remove_dir_all(&self.dir)
                 && e.kind() != io::ErrorKind::NotFound
             {
-                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot remove ingest");
+                tracing::warn!(dir = %self.dir.display(), error = %crate::errors::Chain(&e), "cannot remove ingest");
             }
             self.done = true;
         }

@@ -177,7 +177,7 @@ impl Drop for Tracer {
                     .name("recorder-detach".into())
                     .spawn_scoped(scope, detach)
                 {
-                    debug!(%error, "detaching in the dropping thread");
+                    debug!(error = %crate::errors::Chain(&error), "detaching in the dropping thread");
                 }
             }
         });

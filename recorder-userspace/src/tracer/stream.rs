@@ -78,7 +78,7 @@ impl EventStream {
                 }
                 Err(error) => {
                     self.undecodable += 1;
-                    warn!(%error, "dropping an undecodable ring record");
+                    warn!(error = %crate::errors::Chain(&error), "dropping an undecodable ring record");
                 }
             }
         }

@@ -261,7 +261,7 @@ impl Catching {
             Err(e) => {
                 tracing::warn!(
                     container = task.container_id,
-                    error = %e,
+                    error = %crate::errors::Chain(&e),
                     "reading the exited container's namespace failed"
                 );
                 None

@@ -85,12 +85,14 @@ impl ContainerRun {
         let id = self.id.clone();
         if self.made.task {
             if let Err(error) = self.kill().await {
-                warn!(%error, container = id, "killing the task");
+                warn!(error = %crate::errors::Chain(&error), container = id, "killing the task");
             }
             // A task can only be deleted once it has exited.
             match tokio::time::timeout(KILL_TIMEOUT, self.wait()).await {
                 Ok(Ok(status)) => debug!(container = id, status, "task exited"),
-                Ok(Err(error)) => debug!(%error, container = id, "waiting for the task"),
+                Ok(Err(error)) => {
+                    debug!(error = %crate::errors::Chain(&error), container = id, "waiting for the task")
+                }
                 Err(_) => warn!(
                     container = id,
                     "the task did not exit {KILL_TIMEOUT:?} after SIGKILL"
