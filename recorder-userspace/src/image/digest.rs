@@ -69,10 +69,10 @@ pub(crate) fn read_all_verified<R: Read>(
         })
     })?;
     if out.len() as u64 > limit {
-        return Err(ImageError::BadJson {
+        return Err(ImageError::JsonTooLarge {
             what: "blob",
             name: digest,
-            message: format!("larger than the {limit}-byte limit for JSON documents"),
+            limit,
         });
     }
     Ok(out)

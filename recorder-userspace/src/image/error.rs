@@ -43,14 +43,25 @@ pub enum ImageError {
         actual: u64,
     },
     /// A JSON document (index, manifest, config, layout) does not parse.
-    #[error("{what} {name}: invalid JSON: {message}")]
+    #[error("{what} {name}: invalid JSON")]
     BadJson {
         /// Which kind of document.
         what: &'static str,
         /// The blob digest or file name.
         name: String,
-        /// The parser's message.
-        message: String,
+        /// The parser's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A blob read as a JSON document is larger than any such document should be.
+    #[error("{what} {name}: invalid JSON: larger than the {limit}-byte limit for JSON documents")]
+    JsonTooLarge {
+        /// Which kind of document.
+        what: &'static str,
+        /// The blob digest.
+        name: String,
+        /// The limit.
+        limit: u64,
     },
     /// A descriptor's media type is not one this recorder handles.
     #[error("blob {digest}: unsupported media type {media_type:?}")]

@@ -84,7 +84,7 @@ impl Image {
             serde_json::from_slice(&layout).map_err(|e| ImageError::BadJson {
                 what: "oci-layout",
                 name: layout_file.display().to_string(),
-                message: e.to_string(),
+                source: e.into(),
             })?;
         if layout
             .get("imageLayoutVersion")
@@ -163,7 +163,7 @@ impl Image {
         let manifest = ImageManifest::from_reader(bytes).map_err(|e| ImageError::BadJson {
             what: "manifest",
             name: manifest_digest.to_string(),
-            message: e.to_string(),
+            source: e.into(),
         })?;
         let cfg = manifest.config();
         let cfg_digest = BlobDigest::from_oci(cfg.digest())?;
@@ -179,7 +179,7 @@ impl Image {
             ImageConfiguration::from_reader(&cfg_bytes[..]).map_err(|e| ImageError::BadJson {
                 what: "config",
                 name: cfg_digest.to_string(),
-                message: e.to_string(),
+                source: e.into(),
             })?;
         let layers = manifest
             .layers()
@@ -279,7 +279,7 @@ fn parse_index(bytes: &[u8], name: &str) -> Result<ImageIndex> {
     ImageIndex::from_reader(bytes).map_err(|e| ImageError::BadJson {
         what: "index",
         name: name.to_owned(),
-        message: e.to_string(),
+        source: e.into(),
     })
 }
 
@@ -302,7 +302,7 @@ fn doc_kind_of(bytes: &[u8], media_type: Option<&str>, digest: &BlobDigest) -> R
     let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| ImageError::BadJson {
         what: "manifest",
         name: digest.to_string(),
-        message: e.to_string(),
+        source: e.into(),
     })?;
     if let Some(kind) = v.get("mediaType").and_then(|m| m.as_str()) {
         return media::doc_kind(kind).ok_or_else(|| unsupported(kind.to_owned()));
