@@ -15,7 +15,8 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// Poll until the agent has entered STATE or a later one (`armed` is passed once it is
-    /// `tracing`); fail if it fails, finishes without it, or its socket goes away.
+    /// `buffering` or `tracing`); fail if it fails, finishes without it, or its socket goes
+    /// away.
     #[arg(long, value_name = "STATE")]
     wait: Option<State>,
     /// How long --wait may take (e.g. `5s`, `10m`; a bare number is seconds).
