@@ -12,6 +12,8 @@
 //! locks/HEX.use         shared by every run using the entry; exclusive to remove it
 //! locks/HEX.make        exclusive while the entry is being made
 //! tmp/HEX.RANDOM/       an entry being made (or removed); renamed to layers/HEX when done
+//! index/BLOBHEX         the stored index of layer blob sha256:BLOBHEX (image::IndexCache);
+//!                       its mtime is its last use
 //! ```
 //!
 //! An entry is made in `tmp/` and renamed into place with its marker already written, so a
@@ -35,11 +37,19 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::content::BlobDigest;
+use crate::image::IndexCache;
 
 /// The default cache dir.
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/recorder/cache";
 
 const MARKER: &str = "complete";
+
+/// The directory of the stored layer indexes (see [`IndexCache`]).
+const INDEX_DIR: &str = "index";
+
+/// How long before the least recently used layer's last use a stored index is kept by
+/// [`LayerCache::evict_to`] (see there).
+const INDEX_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Why the cache could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -249,6 +259,11 @@ impl LayerCache {
         &self.dir
     }
 
+    /// The stored indexes of the layers' blobs, beside the layers.
+    pub fn indexes(&self) -> IndexCache {
+        IndexCache::new(self.dir.join(INDEX_DIR))
+    }
+
     fn entry(&self, key: &str) -> PathBuf {
         self.dir.join("layers").join(key)
     }
@@ -429,7 +444,19 @@ impl LayerCache {
 
     /// Removes every entry no running recorder uses (and the leftovers of dead ones).
     pub fn clear(&self) -> Result<Removal, CacheError> {
-        self.remove_while(|_| true)
+        let removal = self.remove_while(|_| true)?;
+        self.remove_indexes(None)?;
+        Ok(removal)
+    }
+
+    /// Removes the stored layer indexes last used before `before` (all with `None`).
+    fn remove_indexes(&self, before: Option<SystemTime>) -> Result<(), CacheError> {
+        let indexes = self.indexes();
+        let removed = indexes
+            .remove_unused(before)
+            .map_err(io_err("removing stored indexes from", indexes.dir()))?;
+        tracing::debug!(removed, "stored layer indexes removed");
+        Ok(())
     }
 
     /// What [`LayerCache::clear`] would remove (and keep), removing nothing.
@@ -443,7 +470,7 @@ impl LayerCache {
     pub fn evict_to(&self, max: u64) -> Result<Removal, CacheError> {
         let total: u64 = self.entries()?.iter().map(|e| e.bytes).sum();
         let mut excess = total.saturating_sub(max);
-        self.remove_while(move |e| {
+        let removal = self.remove_while(move |e| {
             if !e.complete {
                 return true;
             }
@@ -452,7 +479,24 @@ impl LayerCache {
             }
             excess = excess.saturating_sub(e.bytes);
             true
-        })
+        })?;
+        // The indexes (a few MB for a layer of 150 MB) go with the layers: those unused for an
+        // hour before the least recently used layer left was used, all of them but the last
+        // hour's when no layer is left. The hour: a run uses its indexes before its layers
+        // (while the layers of a large image unpack), and those indexes must stay.
+        let oldest_kept = self
+            .entries()?
+            .iter()
+            .filter(|e| e.complete)
+            .filter_map(|e| {
+                std::fs::metadata(e.path.join(MARKER))
+                    .and_then(|m| m.modified())
+                    .ok()
+            })
+            .min()
+            .unwrap_or_else(SystemTime::now);
+        self.remove_indexes(Some(oldest_kept - INDEX_GRACE))?;
+        Ok(removal)
     }
 
     /// Removes the entries `pick` (called oldest use first, incomplete ones first) chooses,

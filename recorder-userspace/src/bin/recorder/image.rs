@@ -111,6 +111,7 @@ pub fn index(
         threads,
         progress: Some(progress.counter()),
         full_decompression,
+        cache: None,
     };
     let result = index_image(image, &opts);
     drop(progress);
