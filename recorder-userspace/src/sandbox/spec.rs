@@ -54,7 +54,7 @@ pub enum SpecError {
     #[error("group {0:?} not found in the image's /etc/group")]
     UnknownGroup(String),
     /// Reading `/etc/passwd` or `/etc/group` from the layers failed.
-    #[error("reading {path} from the image: {source}")]
+    #[error("reading {path} from the image")]
     Read {
         /// The file, relative to the image root.
         path: &'static str,

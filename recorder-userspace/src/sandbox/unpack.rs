@@ -39,7 +39,7 @@ const OPAQUE_XATTR: &CStr = c"trusted.overlay.opaque";
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
     /// The target directory could not be opened.
-    #[error("opening layer directory {path}: {source}")]
+    #[error("opening layer directory {path}")]
     Target {
         /// The target directory.
         path: PathBuf,
@@ -48,7 +48,7 @@ pub enum UnpackError {
         source: io::Error,
     },
     /// The tar stream itself is unreadable or corrupt.
-    #[error("reading layer tar: {0}")]
+    #[error("reading layer tar")]
     Read(#[source] io::Error),
     /// The entry's name (or link target) would escape the target or is otherwise unsafe.
     #[error("layer entry {entry:?}: rejected: {reason}")]
@@ -80,7 +80,7 @@ pub enum UnpackError {
     #[error("unpacking was cancelled")]
     Cancelled,
     /// Creating the entry on disk failed.
-    #[error("layer entry {entry:?}: {op}: {source}")]
+    #[error("layer entry {entry:?}: {op}")]
     Io {
         /// The entry's name.
         entry: String,
