@@ -16,21 +16,27 @@
 
 mod bind;
 pub mod cache;
+mod loopback;
 mod overrides;
 mod plan;
 mod run;
+mod runc;
 pub mod runtime_spec;
+mod scratch;
 pub mod seccomp;
 mod spec;
 mod unpack;
 pub mod watchdog;
+mod workload;
 
 pub use bind::{BindMount, BindMountError};
 pub use cache::{CacheError, CachedLayer, DEFAULT_CACHE_DIR, LayerCache, Lookup};
 pub use overrides::{ProcessOverrides, parse_env_file};
 pub use plan::PlanError;
-pub use run::{Pending, Running, Sandbox, SandboxError, find_runc};
+pub use run::{Sandbox, SandboxError};
+pub use runc::find_runc;
 pub use runtime_spec::{Confinement, DEFAULT_PIDS_LIMIT, SpecLayout, runtime_spec};
 pub use spec::{DEFAULT_PATH, ImageProcess, ProcessSpec, ResolvedUser, SpecError, resolve_user};
 pub use unpack::{UnpackBudget, UnpackError, UnpackStats, unpack_layer, unpack_layer_within};
 pub use watchdog::{Watchdog, WatchedContainer};
+pub use workload::{Pending, Running};
