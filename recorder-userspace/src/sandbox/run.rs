@@ -223,12 +223,7 @@ impl Sandbox {
         watchdog
             .watch(&container)
             .map_err(sys("tell the watchdog about the container"))?;
-        let mut guard = ChildGuard {
-            pid: None,
-            container: Some(container.clone()),
-            scratch: Some(scratch),
-            watchdog: Some(watchdog),
-        };
+        let mut guard = ChildGuard::new(container.clone(), scratch, watchdog);
 
         let log = bundle.join("runc.log");
         let pid_file = bundle.join("init.pid");
@@ -311,7 +306,7 @@ impl Sandbox {
                 step: "read runc's pid file".into(),
                 source: io::Error::other(pid_file.display().to_string()),
             })?;
-        guard.pid = Some(Pid::from_raw(pid));
+        guard.created(Pid::from_raw(pid));
         tracing::debug!(pid, id = container.id, "container created");
         let mntns_inode = crate::procfs::MntNs::of_pid(pid as u32)
             .map_err(sys("stat the container's mount namespace"))?
@@ -319,11 +314,11 @@ impl Sandbox {
         if !self.confinement.net_host {
             loopback_up(pid as u32).map_err(sys("bring up loopback in the container"))?;
         }
-        Ok(Pending {
+        Ok(Pending::new(
             guard,
             mntns_inode,
             log,
-            command: self.process.args[0].clone(),
-        })
+            self.process.args[0].clone(),
+        ))
     }
 }

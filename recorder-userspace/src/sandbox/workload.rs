@@ -32,13 +32,24 @@ pub(super) fn set_child_subreaper() -> Result<(), SandboxError> {
 /// [`Pending::mntns_inode`], then [`Pending::release`]. Dropping it kills the workload.
 #[derive(Debug)]
 pub struct Pending {
-    pub(super) guard: ChildGuard,
-    pub(super) mntns_inode: u64,
-    pub(super) log: PathBuf,
-    pub(super) command: String,
+    guard: ChildGuard,
+    mntns_inode: u64,
+    log: PathBuf,
+    command: String,
 }
 
 impl Pending {
+    /// The workload `guard` holds, `runc create` done: its mount namespace, runc's log and
+    /// the command (for errors).
+    pub(super) fn new(guard: ChildGuard, mntns_inode: u64, log: PathBuf, command: String) -> Self {
+        Self {
+            guard,
+            mntns_inode,
+            log,
+            command,
+        }
+    }
+
     /// The container's init pid (in the agent's PID namespace).
     pub fn pid(&self) -> u32 {
         self.guard.pid.map_or(0, |p| p.as_raw() as u32)
@@ -80,7 +91,7 @@ impl Pending {
 /// A workload that has been started. Dropping it without [`Running::wait`] kills it.
 #[derive(Debug)]
 pub struct Running {
-    pub(super) guard: ChildGuard,
+    guard: ChildGuard,
 }
 
 impl Running {
@@ -123,13 +134,32 @@ impl Running {
 /// dir, and dismisses the watchdog.
 #[derive(Debug)]
 pub(super) struct ChildGuard {
-    pub(super) pid: Option<Pid>,
-    pub(super) container: Option<WatchedContainer>,
-    pub(super) scratch: Option<ScratchDir>,
-    pub(super) watchdog: Option<Watchdog>,
+    pid: Option<Pid>,
+    container: Option<WatchedContainer>,
+    scratch: Option<ScratchDir>,
+    watchdog: Option<Watchdog>,
 }
 
 impl ChildGuard {
+    /// Guards `container` (not created yet: no init to kill), `scratch` and `watchdog`.
+    pub(super) fn new(
+        container: WatchedContainer,
+        scratch: ScratchDir,
+        watchdog: Watchdog,
+    ) -> Self {
+        Self {
+            pid: None,
+            container: Some(container),
+            scratch: Some(scratch),
+            watchdog: Some(watchdog),
+        }
+    }
+
+    /// The container's init is `pid`: killed and reaped from now on.
+    pub(super) fn created(&mut self, pid: Pid) {
+        self.pid = Some(pid);
+    }
+
     /// Waits for the container's init to exit (if not yet reaped).
     fn reap(&mut self) -> Result<ExitStatus, SandboxError> {
         let Some(pid) = self.pid else {
