@@ -157,8 +157,8 @@ impl Sandbox {
     /// process a child subreaper.
     ///
     /// Synchronous (runc takes ~100 ms). The workload is killed and everything removed if the
-    /// returned [`Pending`] (or later [`Running`]) is dropped, and by a watchdog process if
-    /// this one dies.
+    /// returned [`Pending`] (or later [`Running`](super::Running)) is dropped, and by a
+    /// watchdog process if this one dies.
     pub fn start(self) -> Result<Pending, SandboxError> {
         if self.lowerdirs.is_empty() {
             return Err(SandboxError::NoLayers);
