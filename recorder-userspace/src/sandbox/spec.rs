@@ -354,6 +354,14 @@ mod tests {
         // Without passwd/group files only numeric users work.
         assert_eq!(resolve_user("7:8", None, None).unwrap().gid, 8);
         assert!(resolve_user("app", None, None).is_err());
+        let error = SpecError::Read {
+            path: "etc/passwd",
+            source: io::Error::other("disk full"),
+        };
+        assert_eq!(
+            crate::errors::Chain(&error).to_string(),
+            "reading etc/passwd from the image: disk full"
+        );
     }
 
     #[test]

@@ -363,4 +363,31 @@ mod tests {
         assert!(split_path(b"a/../../x").is_err());
         assert!(split_path(b"a\0b").is_err());
     }
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let cause = || io::Error::other("disk full");
+        // (error, its chain on one line)
+        let cases = [
+            (
+                UnpackError::Target {
+                    path: "/l".into(),
+                    source: cause(),
+                },
+                "opening layer directory /l: disk full",
+            ),
+            (UnpackError::Read(cause()), "reading layer tar: disk full"),
+            (
+                UnpackError::Io {
+                    entry: "a/b".into(),
+                    op: "chown",
+                    source: cause(),
+                },
+                "layer entry \"a/b\": chown: disk full",
+            ),
+        ];
+        for (error, want) in cases {
+            assert_eq!(crate::errors::Chain(&error).to_string(), want);
+        }
+    }
 }
