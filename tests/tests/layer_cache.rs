@@ -1,7 +1,8 @@
 //! The layer cache of `recorder run`, end to end as root: concurrent runs share one entry per
 //! layer (and record exactly), an entry cut short by a SIGKILL is never used and is made
-//! again, `--cache-max` evicts the least recently used entry, and `recorder gc --cache`
-//! empties the cache. Every cache here is in the test's temp dir.
+//! again, `--cache-max` evicts the least recently used entry, a cached image's layer indexes
+//! are cached too, and `recorder gc --cache` empties the cache. Every cache here is in the
+//! test's temp dir.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -68,6 +69,36 @@ fn cached(stderr: &str) -> usize {
         .unwrap_or_default()
         .parse()
         .unwrap_or_else(|_| panic!("{line}"))
+}
+
+/// How many layer indexes the run loaded from the cache, from its "image indexed" log line.
+fn indexes_cached(stderr: &str) -> usize {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("image indexed"))
+        .unwrap_or_else(|| panic!("no \"image indexed\" line in:\n{stderr}"));
+    let n = line.split("from_index_cache=").nth(1).unwrap_or_default();
+    n.split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap_or_default()
+        .parse()
+        .unwrap_or_else(|_| panic!("{line}"))
+}
+
+/// The stored layer indexes of the cache: file names (blob digest hex) and sizes, sorted.
+fn stored_indexes(cache: &Path) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = std::fs::read_dir(cache.join("index"))
+        .map(|d| {
+            d.map(|e| {
+                let e = e.unwrap();
+                let name = e.file_name().to_string_lossy().into_owned();
+                (name, e.metadata().unwrap().len())
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
 }
 
 /// The complete entries of the cache: diff id -> (bytes, root dir).
@@ -324,4 +355,65 @@ fn cache_max_evicts_the_least_recently_used_and_gc_cache_empties_it() {
     let out = run(&dir.path().join("run3"), &images[0], &cache, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(cached(&stderr(&out)), 0);
+}
+
+#[test]
+fn a_cached_images_layer_indexes_are_cached_too_and_a_bad_one_is_made_again() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let image = dir.path().join("image");
+    image_with(&image, Vec::new(), vec![top(7)]);
+    let blobs: Vec<String> = std::fs::read_dir(image.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let layer_count = layers().len() + 1;
+    let first = run(&dir.path().join("run0"), &image, &cache, &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    assert_eq!(indexes_cached(&stderr(&first)), 0);
+    // One stored index a layer, named by the layer blob's digest.
+    let stored = stored_indexes(&cache);
+    assert_eq!(stored.len(), layer_count, "{stored:?}");
+    for (name, _) in &stored {
+        assert!(blobs.contains(name), "{name} is no blob of the image");
+    }
+    let expected = record(&dir.path().join("run0"), &first);
+
+    // The second run reads no layer to index it, and records the same.
+    let second = run(&dir.path().join("run1"), &image, &cache, &[]);
+    assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
+    assert_eq!(indexes_cached(&stderr(&second)), layer_count);
+    assert_eq!(cached(&stderr(&second)), layer_count);
+    assert_eq!(record(&dir.path().join("run1"), &second), expected);
+
+    // A stored index that is not one is ignored, the layer indexed again and the file replaced.
+    let (bad, good_len) = stored[0].clone();
+    std::fs::write(cache.join("index").join(&bad), b"not an index").unwrap();
+    let third = run(&dir.path().join("run2"), &image, &cache, &[]);
+    assert_eq!(third.status.code(), Some(0), "{}", stderr(&third));
+    assert_eq!(indexes_cached(&stderr(&third)), layer_count - 1);
+    assert!(
+        stderr(&third).contains("ignoring a stored layer index"),
+        "{}",
+        stderr(&third)
+    );
+    assert_eq!(record(&dir.path().join("run2"), &third), expected);
+    assert_eq!(
+        stored_indexes(&cache),
+        stored,
+        "{bad} ({good_len} bytes) was not made again"
+    );
+
+    // gc --cache takes the indexes with the layers.
+    let out = Command::new(recorder_bin())
+        .args(["gc", "--cache", "--work-dir"])
+        .arg(dir.path())
+        .arg("--cache-dir")
+        .arg(&cache)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(entries(&cache).is_empty());
+    assert_eq!(stored_indexes(&cache), Vec::new());
 }

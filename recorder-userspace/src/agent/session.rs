@@ -16,7 +16,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::image::{Image, IndexOptions, MergedView, Platform, index_image};
+use crate::image::{Image, IndexCache, IndexOptions, MergedView, Platform, index_image};
 use crate::status::{State, StatusHandle};
 use crate::tracer::{Event, EventStream, Tracer};
 
@@ -136,12 +136,22 @@ impl Target {
 #[derive(Debug)]
 pub struct Agent {
     status: StatusHandle,
+    index_cache: Option<IndexCache>,
 }
 
 impl Agent {
     /// A recording reporting to `status` (left in `starting`).
     pub fn new(status: StatusHandle) -> Self {
-        Self { status }
+        Self {
+            status,
+            index_cache: None,
+        }
+    }
+
+    /// Indexes through `cache`: stored layer indexes are used, new ones stored.
+    pub fn index_cache(mut self, cache: Option<IndexCache>) -> Self {
+        self.index_cache = cache;
+        self
     }
 
     /// Opens and indexes the image (state `indexing`).
@@ -171,7 +181,7 @@ impl Agent {
         open: impl FnOnce() -> Result<Image, crate::image::ImageError> + Send + 'static,
     ) -> Result<Indexed, AgentError> {
         self.status.set_state(State::Indexing);
-        let (image, view) = index_off_runtime(described, move || {
+        let (image, view) = index_off_runtime(described, self.index_cache, move || {
             open().map_err(|source| IndexFailure::Image(Box::new(source)))
         })
         .await?;
@@ -214,6 +224,7 @@ impl From<AgentError> for IndexFailure {
 /// thread, which writes nothing, ends with the runtime's background shutdown.
 async fn index_off_runtime(
     described: String,
+    cache: Option<IndexCache>,
     open: impl FnOnce() -> Result<Image, IndexFailure> + Send + 'static,
 ) -> Result<(Arc<Image>, Arc<MergedView>), AgentError> {
     let task = tokio::task::spawn_blocking(move || {
@@ -223,6 +234,7 @@ async fn index_off_runtime(
             let progress = crate::progress::Progress::bytes("indexing", stored);
             let options = IndexOptions {
                 progress: Some(progress.counter()),
+                cache,
                 ..IndexOptions::default()
             };
             let view = index_image(&image, &options)
@@ -243,6 +255,7 @@ async fn index_off_runtime(
     tracing::info!(
         manifest = %image.manifest_digest(),
         layers = image.layers().len(),
+        from_index_cache = view.layers().iter().filter(|l| l.stats().from_cache).count(),
         entries = view.entry_count(),
         "image indexed"
     );
@@ -317,7 +330,7 @@ impl Buffering {
         } = self;
         let mut buffered = early;
         buffered.reserve(4096);
-        let indexing = index_off_runtime(described, open);
+        let indexing = index_off_runtime(described, None, open);
         tokio::pin!(indexing);
         let (image, view) = loop {
             tokio::select! {

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use super::error::{ImageError, Result};
 use super::estargz;
-use super::index::{LayerIndex, LayerIndexBuilder};
+use super::index::{IndexCache, LayerIndex, LayerIndexBuilder};
 use super::merged::MergedView;
 use super::open::Image;
 
@@ -20,8 +20,12 @@ pub struct IndexOptions {
     /// Accumulates compressed bytes read, for progress reports.
     pub progress: Option<Arc<AtomicU64>>,
     /// Decompress every layer, even an eStargz one whose table of contents could be read
-    /// instead (which also checks every layer blob against its digest).
+    /// instead, or whose index is stored (which also checks every layer blob against its
+    /// digest).
     pub full_decompression: bool,
+    /// Where layer indexes are kept: a layer's stored index is used instead of reading the
+    /// layer, and the index of a layer that has none is stored.
+    pub cache: Option<IndexCache>,
 }
 
 /// Indexes every layer of `image` (in parallel) and returns the merged view.
@@ -88,8 +92,37 @@ pub fn index_image(image: &Image, opts: &IndexOptions) -> Result<MergedView> {
     }
 }
 
-/// Indexes layer `i`: from its eStargz TOC when it has one, else by decompressing it.
+/// Indexes layer `i`: from its stored index when there is one, else from the layer (and
+/// stores what that gives).
 fn index_layer(
+    image: &Image,
+    i: usize,
+    opts: &IndexOptions,
+    cancel: &AtomicBool,
+) -> Result<LayerIndex> {
+    let (Some(cache), Some(layer)) = (&opts.cache, image.layers().get(i)) else {
+        return read_layer(image, i, opts, cancel);
+    };
+    if !opts.full_decompression
+        && let Some(index) = cache.load(&layer.digest)
+    {
+        if let Some(p) = &opts.progress {
+            p.fetch_add(layer.size, Ordering::Relaxed);
+        }
+        tracing::debug!(layer = i, "index loaded from the index cache");
+        return Ok(index);
+    }
+    let index = read_layer(image, i, opts, cancel)?;
+    // A run goes on without it: the next one indexes the layer again.
+    if let Err(e) = cache.store(&layer.digest, &index) {
+        tracing::warn!(layer = i, error = %crate::errors::Chain(&e), "cannot store the layer's index");
+    }
+    Ok(index)
+}
+
+/// Indexes layer `i` from the layer: from its eStargz TOC when it has one, else by
+/// decompressing it.
+fn read_layer(
     image: &Image,
     i: usize,
     opts: &IndexOptions,

@@ -17,7 +17,9 @@ pub mod source;
 pub use build::{IndexOptions, index_image};
 pub use digest::{BlobDigest, VerifyingReader};
 pub use error::ImageError;
-pub use index::{EntryInfo, EntryKind, LayerIndex, LayerIndexBuilder, LayerStats};
+pub use index::{
+    EntryInfo, EntryKind, IndexCache, IndexCacheError, LayerIndex, LayerIndexBuilder, LayerStats,
+};
 pub use layer::LayerReader;
 pub use media::Compression;
 pub use merged::{ChainLink, Found, Lookup, MergedView, MountPoints, NoMounts, Reason, Resolution};

@@ -182,7 +182,9 @@ impl Recording {
         let indexed = tokio::select! {
             biased;
             reason = self.stops.wait() => return Err(AgentError::StoppedEarly(reason)),
-            indexed = Agent::new(status.clone()).index(source.clone(), options.platform()) => indexed?,
+            indexed = Agent::new(status.clone())
+                .index_cache(plan.cache.as_ref().map(LayerCache::indexes))
+                .index(source.clone(), options.platform()) => indexed?,
         };
         options.check_platform(indexed.image())?;
         // Removes the layers when dropped: on a way out of this function, after the sandbox,

@@ -54,7 +54,7 @@ pub enum SpecError {
     #[error("group {0:?} not found in the image's /etc/group")]
     UnknownGroup(String),
     /// Reading `/etc/passwd` or `/etc/group` from the layers failed.
-    #[error("reading {path} from the image: {source}")]
+    #[error("reading {path} from the image")]
     Read {
         /// The file, relative to the image root.
         path: &'static str,
@@ -354,6 +354,14 @@ mod tests {
         // Without passwd/group files only numeric users work.
         assert_eq!(resolve_user("7:8", None, None).unwrap().gid, 8);
         assert!(resolve_user("app", None, None).is_err());
+        let error = SpecError::Read {
+            path: "etc/passwd",
+            source: io::Error::other("disk full"),
+        };
+        assert_eq!(
+            crate::errors::Chain(&error).to_string(),
+            "reading etc/passwd from the image: disk full"
+        );
     }
 
     #[test]

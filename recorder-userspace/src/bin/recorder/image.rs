@@ -121,6 +121,7 @@ pub fn index(
         threads,
         progress: Some(progress.counter()),
         full_decompression,
+        cache: None,
     };
     let result = index_image(image, &opts);
     drop(progress);

@@ -120,7 +120,7 @@ impl LayerIndexBuilder {
             stats.refused_by_run += 1;
             stats
                 .first_refused
-                .get_or_insert_with(|| (path::display(name), why));
+                .get_or_insert_with(|| (path::display(name), why.to_owned()));
         }
         let comps = path::clean_components(name);
         let mut kind = kind;

@@ -15,8 +15,10 @@ use super::layer::LayerReader;
 use super::path;
 
 mod builder;
+mod stored;
 
 pub use builder::LayerIndexBuilder;
+pub use stored::{IndexCache, IndexCacheError};
 
 /// Id of a node within one layer index.
 pub type NodeId = u32;
@@ -89,7 +91,7 @@ const IMPLICIT: u8 = 1;
 /// Node flag: this directory holds an opaque marker.
 const OPAQUE: u8 = 2;
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Node {
     /// File size; link target length for links; `major << 32 | minor` for devices.
     payload: u64,
@@ -118,7 +120,7 @@ pub struct EntryInfo<'a> {
 }
 
 /// Counts of one layer's entries.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LayerStats {
     /// Tar entries indexed (whiteouts and opaque markers included).
     pub entries: u64,
@@ -133,9 +135,12 @@ pub struct LayerStats {
     /// or a hardlink's target), which the index takes after cleaning, as the stargz seed does.
     pub refused_by_run: u64,
     /// The first of them, and why.
-    pub first_refused: Option<(String, &'static str)>,
+    pub first_refused: Option<(String, String)>,
     /// Indexed from the layer's eStargz table of contents, not by decompressing it.
     pub from_toc: bool,
+    /// Loaded from the index cache (an [`IndexCache`]), not made from the layer by this run.
+    #[serde(skip)]
+    pub from_cache: bool,
 }
 
 /// The index of one layer.
