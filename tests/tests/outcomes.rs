@@ -46,12 +46,31 @@ fn blobs_in(store: &Path) -> usize {
     std::fs::read_dir(store.join("blobs/sha256")).map_or(0, |d| d.count())
 }
 
-/// A host process that reads nothing of any image while it lives; killed on drop.
+/// A process that reads nothing of any image while it lives, in a mount namespace of its own
+/// (a private copy of the host's): the filter is by mount namespace, and in the host's every
+/// other process that opens `/bin/sh` or libc would count (seen: a record that was not empty
+/// while builds ran beside the test). Killed on drop.
 struct Sleeper(Child);
 
 impl Sleeper {
     fn start() -> Self {
-        Sleeper(Command::new("sleep").arg("120").spawn().unwrap())
+        let child = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sleep", "120"])
+            .spawn()
+            .expect("running unshare (util-linux)");
+        let sleeper = Sleeper(child);
+        // The target is taken from the pid: wait until it is in its own namespace.
+        let ours = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+        let theirs = format!("/proc/{}/ns/mnt", sleeper.0.id());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::read_link(&theirs).ok().is_none_or(|ns| ns == ours) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "unshare made no mount namespace within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        sleeper
     }
     fn target(&self) -> String {
         format!("pid:{}", self.0.id())
