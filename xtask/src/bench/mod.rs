@@ -3,6 +3,7 @@
 mod agent;
 mod estargz;
 mod index;
+mod optimize;
 mod run;
 
 use crate::cmd;

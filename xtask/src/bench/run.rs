@@ -1,10 +1,11 @@
 //! `cargo xtask bench run`: the wall time of a whole `recorder run` with its layer cache cold
 //! (every layer unpacked) and warm (every layer cached), against `tar -xzf` of the same layer
-//! blobs one after another into fresh dirs (the baseline, measured in the same rounds), on the
+//! blobs one after another into fresh dirs (the baseline, measured in the same rounds), and its
+//! peer, `ctr-remote image optimize` of the same image already in a private containerd, on the
 //! demo image and on the demo image under a layer of many small files.
 //!
 //! The workload is `/bin/sh -c :` (it reads next to nothing), so a run's time is the recorder's
-//! fixed cost plus the unpacking. Rounds interleave the three measurements; medians are
+//! fixed cost plus the unpacking. Rounds interleave the four measurements; medians are
 //! reported. The page cache is left warm for all three (dropping it is host-global).
 
 use std::fs;
@@ -15,10 +16,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 
 use super::agent::report::{machine_description, median, write_section};
+use super::optimize::Containerd;
 use crate::demo::{self, DemoPaths};
 use crate::demo_image::{self, DEMO_SCRIPT, Workload, layer::Layer};
 
 const DOCS_SECTION: &str = "## Layer cache (`cargo xtask bench run`)";
+
+/// What every run runs: it reads next to nothing, so a run's time is its fixed cost plus what
+/// it does to the image.
+const WORKLOAD: [&str; 3] = ["/bin/sh", "-c", ":"];
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -48,6 +54,7 @@ struct Row {
     tar: f64,
     cold: f64,
     warm: f64,
+    optimize: f64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -61,6 +68,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args: Vec::new(),
     };
     let mut rows = Vec::new();
+    let containerd = Containerd::start()?;
     let demo_dir = root.join("demo");
     eprintln!("building the demo image");
     let demo = demo_image::build(&demo_dir.join("image"), &workload)?;
@@ -70,6 +78,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "demo (4 layers)",
         &demo,
         args.rounds,
+        &containerd,
     )?);
 
     let many_dir = root.join("many-files");
@@ -86,7 +95,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         )],
     )?;
     let name = format!("{} small files (+ demo)", args.files);
-    rows.push(measure(&paths, &many_dir, &name, &many, args.rounds)?);
+    rows.push(measure(
+        &paths,
+        &many_dir,
+        &name,
+        &many,
+        args.rounds,
+        &containerd,
+    )?);
+    drop(containerd);
 
     let text = markdown(&rows, args.rounds);
     println!("{text}");
@@ -121,6 +138,7 @@ fn measure(
     name: &str,
     image: &demo_image::BuiltImage,
     rounds: usize,
+    containerd: &Containerd,
 ) -> anyhow::Result<Row> {
     let layout = dir.join("image");
     let blobs: Vec<PathBuf> = image
@@ -136,14 +154,25 @@ fn measure(
     remove(&warm_cache)?;
     eprintln!("{name}: warming the cache");
     recorder_run(paths, &layout, dir, &warm_cache)?;
-    let (mut tar, mut cold, mut warm) = (Vec::new(), Vec::new(), Vec::new());
+    eprintln!("{name}: importing it into containerd");
+    let imported = containerd.import(&layout)?;
+    let optimize_record = dir.join("optimize-record.json");
+    let (mut tar, mut cold, mut warm, mut optimize) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
-        eprintln!("{name}: round {round}/{rounds}: tar, cold, warm");
+        eprintln!("{name}: round {round}/{rounds}: tar, cold, warm, ctr-remote optimize");
         tar.push(tar_baseline(&blobs, &dir.join("tar"))?);
         remove(&cold_cache)?;
         cold.push(recorder_run(paths, &layout, dir, &cold_cache)?);
         warm.push(recorder_run(paths, &layout, dir, &warm_cache)?);
+        optimize.push(containerd.optimize(
+            &imported,
+            &WORKLOAD[..1],
+            &WORKLOAD[1..],
+            &optimize_record,
+        )?);
     }
+    containerd.remove(&imported)?;
     remove(&cold_cache)?;
     remove(&dir.join("tar"))?;
     let secs = |v: Vec<Duration>| median(v.iter().map(Duration::as_secs_f64).collect());
@@ -155,6 +184,7 @@ fn measure(
         tar: secs(tar),
         cold: secs(cold),
         warm: secs(warm),
+        optimize: secs(optimize),
     })
 }
 
@@ -207,7 +237,10 @@ fn recorder_run(
         .arg(&work)
         .arg("--cache-dir")
         .arg(cache)
-        .args(["--entrypoint", "/bin/sh", "--", "-c", ":"])
+        .arg("--entrypoint")
+        .arg(WORKLOAD[0])
+        .arg("--")
+        .args(&WORKLOAD[1..])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -231,15 +264,17 @@ fn markdown(rows: &[Row], rounds: usize) -> String {
          Wall time of `recorder run --entrypoint /bin/sh -- -c :` (start to exit, the release \
          build) with the layer cache cold (emptied before each run: every layer unpacked into \
          it) and warm (every layer already cached), against `tar -xzf` of the same layer blobs \
-         one after another into fresh dirs. Medians of {rounds} interleaved rounds, page cache \
-         warm; {}.\n\n\
-         | image | layers | entries | compressed | `tar -xzf` (baseline) | cold run | cold / tar | warm run |\n\
-         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+         one after another into fresh dirs, and `ctr-remote image optimize --oci` (stargz-snapshotter \
+         0.12's fanotify analyzer: it runs the same workload, then converts the image to eStargz) \
+         of the same image, imported and unpacked beforehand in a private containerd. Medians of \
+         {rounds} interleaved rounds, page cache warm; {}.\n\n\
+         | image | layers | entries | compressed | `tar -xzf` (baseline) | cold run | cold / tar | warm run | `ctr-remote image optimize` |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
         machine_description()
     );
     for r in rows {
         text.push_str(&format!(
-            "| {} | {} | {} | {:.1} MB | {:.2} s | {:.2} s | {:.2}x | {:.2} s |\n",
+            "| {} | {} | {} | {:.1} MB | {:.2} s | {:.2} s | {:.2}x | {:.2} s | {:.2} s |\n",
             r.name,
             r.layers,
             r.entries,
@@ -247,7 +282,8 @@ fn markdown(rows: &[Row], rounds: usize) -> String {
             r.tar,
             r.cold,
             r.cold / r.tar,
-            r.warm
+            r.warm,
+            r.optimize
         ));
     }
     text
