@@ -57,6 +57,9 @@ impl Recording {
     ) -> Result<Outcome, AgentError> {
         let status = &self.status;
         status.set_target(format!("run {} (containerd)", connection.reference));
+        // As in a sandboxed run: the programs load while the image is indexed and its task
+        // created; on a way out before the arm, the task ends on its own.
+        let loading = load_tracer(options);
         let indexed = input
             .index_or_stop(Agent::new(status.clone()), options.platform(), &self.stops)
             .await?;
@@ -86,7 +89,7 @@ impl Recording {
         }
         let mut run = connection.client.create_run(&request).await?;
         let mut output = run.forward_output(options.stdout_taken);
-        let result = self.trace_run(options, indexed, &run).await;
+        let result = self.trace_run(options, indexed, &run, loading).await;
         // All the output is out before the record's digest is printed. After an exit it ends
         // once the shim has copied the rest, which is waited for before Tasks.Delete (which
         // gives that copying only 2 s); without one, the task may still be there, and removing
@@ -116,6 +119,7 @@ impl Recording {
         options: &Options,
         indexed: Indexed,
         run: &ContainerRun,
+        loading: JoinHandle<Result<Tracer, crate::tracer::TracerError>>,
     ) -> Result<(Stopped, Option<WorkloadExit>), AgentError> {
         self.stops.check()?;
         let pid = run.pid();
@@ -124,7 +128,7 @@ impl Recording {
             op: "reading its mount namespace",
             source: Box::new(e),
         })?;
-        let tracer = Tracer::load(&options.tracer)?;
+        let tracer = loading.await.map_err(AgentError::Join)??;
         let tracing = indexed.arm(tracer, Target::of_pid(mntns, pid)?)?;
         // The filter is armed: only now may runc execute the workload.
         run.start().await?;
@@ -159,24 +163,9 @@ impl Recording {
         let commit = options.commit_options(None, &BlobDigest::of(b""))?;
         let status = &self.status;
         status.set_target(format!("run {source}"));
-        // The eBPF programs are loaded and attached while the image is indexed and unpacked:
-        // the verifier and the attach are the largest fixed cost of a run (0.28 s on a quiet
-        // machine, 0.7 s on a loaded one, against 0.2 s for indexing and unpacking the demo
-        // image; docs/benchmarks.md). Nothing is traced until the filter is armed on the
-        // sandbox. On a way out before that, the task ends on its own and its tracer detaches
-        // as it drops.
-        let config = options.tracer.clone();
-        let loading = tokio::task::spawn_blocking(move || {
-            let start = std::time::Instant::now();
-            let tracer = Tracer::load(&config);
-            if tracer.is_ok() {
-                tracing::info!(
-                    took_ms = start.elapsed().as_millis() as u64,
-                    "eBPF programs loaded"
-                );
-            }
-            tracer
-        });
+        // The programs load while the image is indexed and unpacked (see load_tracer). On a
+        // way out before the arm, the task ends on its own and its tracer detaches as it drops.
+        let loading = load_tracer(options);
         // A stop while indexing is acted on at once: the indexing thread is left to the
         // runtime's shutdown (it writes nothing).
         let indexed = tokio::select! {
@@ -392,6 +381,26 @@ impl Recording {
 
 /// Brings the cache down to `max` bytes (`--cache-max`), least recently used first; logs
 /// what it removed, and warns when the entries in use alone exceed it.
+/// Loads and attaches the eBPF programs on a blocking thread, started now: the verifier and
+/// the attach are the largest fixed cost of a run (0.28 s on a quiet machine, 0.7 s on a loaded
+/// one, against 0.2 s for indexing and unpacking the demo image; docs/benchmarks.md), so they
+/// overlap the image's indexing and unpacking (or its task's creation). Nothing is traced until
+/// the filter is armed.
+fn load_tracer(options: &Options) -> JoinHandle<Result<Tracer, crate::tracer::TracerError>> {
+    let config = options.tracer.clone();
+    tokio::task::spawn_blocking(move || {
+        let start = std::time::Instant::now();
+        let tracer = Tracer::load(&config);
+        if tracer.is_ok() {
+            tracing::info!(
+                took_ms = start.elapsed().as_millis() as u64,
+                "eBPF programs loaded"
+            );
+        }
+        tracer
+    })
+}
+
 fn evict(cache: &LayerCache, max: u64) {
     match cache.evict_to(max) {
         Ok(removal) => {
