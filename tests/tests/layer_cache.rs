@@ -258,8 +258,21 @@ fn an_entry_cut_short_by_sigkill_is_not_used_and_is_made_again() {
         "a half-made entry was put in place"
     );
     assert!(!tmp_dirs(&cache).is_empty(), "the half-made entry is gone");
-    // The small layers, unpacked in parallel, may have been completed before the kill.
-    let complete_before = entries(&cache).len();
+
+    // A run of another image, without that layer, removes it once its outcome is out.
+    let other_image = dir.path().join("other-image");
+    image_with(&other_image, Vec::new(), vec![top(3)]);
+    let other = run(&dir.path().join("other"), &other_image, &cache, &[]);
+    assert_eq!(other.status.code(), Some(0), "{}", stderr(&other));
+    assert!(tmp_dirs(&cache).is_empty(), "{:?}", tmp_dirs(&cache));
+    assert!(
+        stderr(&other).contains("removed a half-made layer cache entry of a dead run"),
+        "{}",
+        stderr(&other)
+    );
+    // The small layers are complete now (made before the kill or by that run); the other
+    // image's own layer is not the image's.
+    let complete_before = entries(&cache).len() - 1;
 
     // The next run does not use it: it makes the entry again, whole.
     let again = dir.path().join("again");

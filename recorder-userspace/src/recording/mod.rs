@@ -24,6 +24,7 @@ use std::time::Duration;
 use crate::agent::{
     AgentError, CommitOptions, Outcome, Stopped, Stops, Summary, WorkDir, WorkloadExit,
 };
+use crate::sandbox::LayerCache;
 use crate::status::{ServerHandle, StatusHandle, StopSignal, serve};
 
 pub use input::{Connection, ImageInput, Input};
@@ -49,6 +50,8 @@ pub struct Recording {
     linger: Option<Duration>,
     /// Kept until the outcome is printed (a run's unpacked layers), then removed.
     kept: Mutex<Option<WorkDir>>,
+    /// A layer cache to rid of dead runs' half-made entries once the outcome is printed.
+    sweep: Mutex<Option<LayerCache>>,
 }
 
 impl Recording {
@@ -68,6 +71,7 @@ impl Recording {
             server,
             linger: options.linger,
             kept: Mutex::new(None),
+            sweep: Mutex::new(None),
         })
     }
 
@@ -96,11 +100,37 @@ impl Recording {
         }
     }
 
+    /// Sweeps `cache` of dead runs' half-made entries after [`Recording::printed`].
+    fn sweep_after(&self, cache: LayerCache) {
+        if let Ok(mut sweep) = self.sweep.lock() {
+            *sweep = Some(cache);
+        }
+    }
+
     /// The outcome is out: what was kept for after it (a run's unpacked layers) is removed now,
-    /// before any linger.
+    /// before any linger, and the layer cache rid of the half-made entries of runs killed while
+    /// unpacking (which the next run of their layer would otherwise remove; removing one can
+    /// take as long as unpacking it, so not before the workload runs).
     pub fn printed(&self) {
         let kept = self.kept.lock().ok().and_then(|mut kept| kept.take());
         drop(kept);
+        let sweep = self.sweep.lock().ok().and_then(|mut sweep| sweep.take());
+        if let Some(cache) = sweep {
+            match cache.sweep_dead_makers() {
+                Ok(removal) => {
+                    for entry in &removal.removed {
+                        tracing::info!(
+                            path = %entry.path.display(),
+                            "removed a half-made layer cache entry of a dead run"
+                        );
+                    }
+                }
+                Err(error) => tracing::warn!(
+                    error = %crate::errors::Chain(&error),
+                    "sweeping the layer cache"
+                ),
+            }
+        }
     }
 
     /// Waits for SIGTERM, SIGINT or `POST /stop`; at once if one already stopped the

@@ -186,6 +186,9 @@ impl Recording {
             // The digest goes out first: removing the unpacked layers takes as long as the
             // image has files.
             self.keep(work);
+            if let Some(cache) = &plan.cache {
+                self.sweep_after(cache.clone());
+            }
         }
         result
     }

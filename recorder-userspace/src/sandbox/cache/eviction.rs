@@ -150,6 +150,12 @@ impl LayerCache {
         Ok(removal)
     }
 
+    /// Removes the half-made entries of makers that died (killed while unpacking), leaving
+    /// every complete entry and every entry being made.
+    pub fn sweep_dead_makers(&self) -> Result<Removal, CacheError> {
+        self.remove_while(|e| !e.complete)
+    }
+
     /// Removes the entries `pick` (called oldest use first, incomplete ones first) chooses,
     /// unless in use.
     fn remove_while(
