@@ -3,7 +3,7 @@
 //! (the record still committed); nothing recorded is an error unless `--allow-empty`; a layout
 //! with several manifests for the platform and no `--ref`, a `--platform` the image is not
 //! built for, and a container running another image than `--image` are errors naming the
-//! choices. (The late arm, exit 3, is `containerd_record.rs` ::
+//! choices. (The late arm, exit 3, is `containerd_record/arming.rs` ::
 //! `an_arm_after_the_entrypoint_started_is_reported_as_a_warning`.)
 
 use std::path::Path;

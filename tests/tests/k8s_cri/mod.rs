@@ -2,11 +2,11 @@
 //! kubelet's part: containerd runs with its CRI plugin on a private socket (root, state, runc
 //! root and opt in a temp dir); pods are created with the CRI calls the kubelet makes, from
 //! `deploy/kubernetes/base/job.yaml` translated as the kubelet translates it
-//! (tests/src/kubelet.rs), and the recorder runs inside its container from the image
+//! (tests/src/kubelet/), and the recorder runs inside its container from the image
 //! `cargo xtask image` builds, with only the privileges that container gets.
 //!
 //! Not a kubelet: no API server, no pod network (the sandbox shares the node's, see
-//! tests/src/kubelet.rs), and the probe is run by the test through `ExecSync` as the kubelet's
+//! tests/src/kubelet/), and the probe is run by the test through `ExecSync` as the kubelet's
 //! prober does. What the kubelet would have decided (start the workload once the probe passes,
 //! stop the sidecar once the workload exited) the test does in that order.
 //!
