@@ -15,6 +15,7 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 // The one list of steps, shared with the fixture that expects their record.
+use recorder_tests::mntns::private_mount_namespace;
 use recorder_tests::routes_fixtures::{STEPS, long_path};
 
 /// The path the forked child execs, in this binary's read-only data: after fork() the child's
@@ -147,14 +148,7 @@ fn run(step: &str) -> std::io::Result<()> {
         }),
         "unshare" => in_child(|| {
             use nix::mount::{MsFlags, mount};
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
-            mount(
-                None::<&str>,
-                "/",
-                None::<&str>,
-                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-                None::<&str>,
-            )?;
+            private_mount_namespace()?;
             mount(
                 Some("/routes/bindsrc"),
                 "/mnt",
