@@ -8,6 +8,7 @@ pub mod deadline;
 pub mod estargz;
 pub mod image_fixtures;
 pub mod kubelet;
+pub mod mntns;
 pub mod registry;
 pub mod root;
 pub mod routes_fixtures;

@@ -46,7 +46,7 @@ pub const STEPS: &[&str] = &[
 
 /// The image path (no leading `/`) of the `long-path` step's file: `routes/long/`, directories
 /// of 250 bytes, and a file name that brings `/` + the path to PATH_MAX - 1 = 4095 bytes, the
-/// longest path open() takes. The workload builds the same path with the same formula.
+/// longest path open() takes. The workload opens it by this same function.
 pub fn long_path() -> String {
     let mut path = String::from("routes/long/");
     while 4094 - path.len() > 255 {

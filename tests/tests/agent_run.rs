@@ -9,7 +9,7 @@ use recorder::image::BlobDigest;
 use recorder::status::{State, client};
 use recorder::store::ContentStore;
 use recorder_tests::agent_fixtures::{
-    Expected, expected_record, record_entries, recorder_bin, write_image,
+    Expected, LocalRun, expected_record, record_entries, recorder_bin, write_image,
 };
 use recorder_tests::deadline::output_within;
 use recorder_tests::root::require_root;
@@ -88,14 +88,13 @@ fn assert_cleaned(work: &Path) {
 #[test]
 fn run_records_exactly_the_image_files_the_workload_reads() {
     require_root();
-    let dir = tempfile::tempdir().unwrap();
-    let (image, store, work) = (
-        dir.path().join("image"),
-        dir.path().join("store"),
-        dir.path().join("work"),
-    );
-    std::fs::create_dir(&work).unwrap();
-    let manifest = write_image(&image);
+    let LocalRun {
+        dir,
+        image,
+        store,
+        work,
+        manifest,
+    } = LocalRun::new();
     let record_out = dir.path().join("record.json");
 
     let out = Command::new(recorder_bin())
@@ -223,14 +222,13 @@ async fn run_stopped_by_sigterm_commits_what_was_read() {
 #[test]
 fn run_stopped_by_its_period_commits_what_was_read() {
     require_root();
-    let dir = tempfile::tempdir().unwrap();
-    let (image, store, work) = (
-        dir.path().join("image"),
-        dir.path().join("store"),
-        dir.path().join("work"),
-    );
-    std::fs::create_dir(&work).unwrap();
-    let manifest = write_image(&image);
+    let LocalRun {
+        dir,
+        image,
+        store,
+        work,
+        manifest,
+    } = LocalRun::new();
     let out = Command::new(recorder_bin())
         .env("RECORDER_CACHE_DIR", dir.path().join("layer-cache"))
         .arg("run")

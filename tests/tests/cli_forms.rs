@@ -13,6 +13,7 @@ use recorder::sandbox::{ProcessSpec, Sandbox, unpack_layer};
 use recorder::store::ContentStore;
 use recorder_tests::agent_fixtures::{Expected, layers, record_entries, recorder_bin, write_image};
 use recorder_tests::image_fixtures::digest;
+use recorder_tests::mntns::private_mount_namespace;
 use recorder_tests::root::require_root;
 
 fn recorder(args: &[&str]) -> Output {
@@ -322,14 +323,7 @@ fn without_default_containerd(args: &[&str]) -> Output {
     unsafe {
         cmd.pre_exec(|| {
             use nix::mount::{MsFlags, mount};
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
-            mount(
-                None::<&str>,
-                "/",
-                None::<&str>,
-                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-                None::<&str>,
-            )?;
+            private_mount_namespace()?;
             mount(
                 Some("tmpfs"),
                 "/run",

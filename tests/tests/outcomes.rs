@@ -3,7 +3,7 @@
 //! (the record still committed); nothing recorded is an error unless `--allow-empty`; a layout
 //! with several manifests for the platform and no `--ref`, a `--platform` the image is not
 //! built for, and a container running another image than `--image` are errors naming the
-//! choices. (The late arm, exit 3, is `containerd_record.rs` ::
+//! choices. (The late arm, exit 3, is `containerd_record/arming.rs` ::
 //! `an_arm_after_the_entrypoint_started_is_reported_as_a_warning`.)
 
 use std::path::Path;
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use recorder::image::BlobDigest;
 use recorder::store::ContentStore;
-use recorder_tests::agent_fixtures::{recorder_bin, write_image};
+use recorder_tests::agent_fixtures::{LocalRun, recorder_bin, write_image};
 use recorder_tests::containerd::{IMAGE, agent_daemon, recorder, runnable_image, wait_for_log};
 use recorder_tests::deadline::output_within;
 use recorder_tests::image_fixtures::{descriptor, put_manifest_with_config, write_layout_index};
@@ -87,14 +87,13 @@ impl Drop for Sleeper {
 #[test]
 fn a_failed_workload_exits_4_with_its_status_and_the_record_committed() {
     require_root();
-    let dir = tempfile::tempdir().unwrap();
-    let (image, store, work) = (
-        dir.path().join("image"),
-        dir.path().join("store"),
-        dir.path().join("work"),
-    );
-    std::fs::create_dir(&work).unwrap();
-    write_image(&image);
+    let LocalRun {
+        dir,
+        image,
+        store,
+        work,
+        manifest: _,
+    } = LocalRun::new();
     let cache = dir.path().join("layer-cache");
     let out = run(&[
         "run".as_ref(),

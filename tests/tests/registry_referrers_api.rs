@@ -1,6 +1,6 @@
 //! The referrers-API path, against a small in-process registry double. A double only for
 //! what the real registry here cannot show: Debian's distribution 2.8 has no referrers API
-//! (tests/registry.rs covers everything else against it), so this checks that where a registry
+//! (tests/registry/ covers everything else against it), so this checks that where a registry
 //! lists referrers itself (OCI distribution 1.1), `record push` leaves the referrers tag alone
 //! and `record pull` finds the record through `GET /v2/<name>/referrers/<digest>`.
 //!

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use recorder::image::BlobDigest;
 use recorder::store::ContentStore;
 use recorder_tests::agent_fixtures::{
-    expected_record, record_entries, recorder_bin, write_image, write_image_named,
+    LocalRun, expected_record, record_entries, recorder_bin, write_image_named,
 };
 use recorder_tests::containerd::{
     AGENT_IMAGE, Daemon, agent_daemon, assert_run_left_nothing, recorder as recorder_record,
@@ -137,14 +137,13 @@ fn run_push_then_pull_by_image_reference_then_convert() {
 #[test]
 fn a_failed_push_exits_1_and_leaves_the_record_committed() {
     require_root();
-    let dir = tempfile::tempdir().unwrap();
-    let (image, store, work) = (
-        dir.path().join("image"),
-        dir.path().join("store"),
-        dir.path().join("work"),
-    );
-    std::fs::create_dir(&work).unwrap();
-    let manifest = write_image(&image);
+    let LocalRun {
+        dir,
+        image,
+        store,
+        work,
+        manifest,
+    } = LocalRun::new();
     let record_out = dir.path().join("record.json");
     let unreachable = format!("127.0.0.1:{}", free_port());
 

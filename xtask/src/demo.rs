@@ -63,6 +63,19 @@ impl DemoPaths {
             record: dir.join("record.json"),
         }
     }
+
+    /// `recorder run --image IMAGE --store STORE`, as the demo and the agent benchmark both
+    /// start it; the caller adds its own options.
+    pub fn recorder_run(&self) -> Command {
+        let mut command = Command::new(&self.recorder);
+        command
+            .arg("run")
+            .arg("--image")
+            .arg(&self.image)
+            .arg("--store")
+            .arg(&self.store);
+        command
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -180,13 +193,8 @@ pub fn build_recorder(profile: Profile) -> anyhow::Result<()> {
 /// Runs `recorder run` on the image with its stdout passed through, and returns the record
 /// digest it prints as its last line.
 pub fn record_run(paths: &DemoPaths, extra_args: &[&str]) -> anyhow::Result<String> {
-    let mut command = Command::new(&paths.recorder);
+    let mut command = paths.recorder_run();
     command
-        .arg("run")
-        .arg("--image")
-        .arg(&paths.image)
-        .arg("--store")
-        .arg(&paths.store)
         .arg("--record-out")
         .arg(&paths.record)
         .args(extra_args)

@@ -150,30 +150,24 @@ fn base_layer() -> anyhow::Result<Layer> {
 fn app_layer(script: &str) -> anyhow::Result<Layer> {
     let mut layer = Layer::default();
     layer.file("app/run.sh", 0o755, script)?;
-    layer.file(
-        "app/data/config.txt",
-        0o644,
-        "greeting = hello\nversion = 1\n",
-    )?;
-    layer.file("app/data/words.txt", 0o644, words(200))?;
-    layer.file("app/data/numbers.txt", 0o644, numbers(100))?;
-    layer.file(
-        "app/data/old.txt",
-        0o644,
-        "this file is deleted by the update layer\n",
-    )?;
-    layer.file("app/data/notes/a.txt", 0o644, "first note\n")?;
-    layer.file("app/data/notes/b.txt", 0o644, "second note\n")?;
-    layer.file(
-        "app/data/cache/stale-1.txt",
-        0o644,
-        "hidden by the opaque dir\n",
-    )?;
-    layer.file(
-        "app/data/cache/stale-2.txt",
-        0o644,
-        "hidden by the opaque dir\n",
-    )?;
+    // The workload's data under app/data, in this order in the tar: what it reads, what the
+    // update layer deletes (old.txt) and hides behind an opaque dir (cache/).
+    let data = [
+        ("config.txt", "greeting = hello\nversion = 1\n".to_owned()),
+        ("words.txt", words(200)),
+        ("numbers.txt", numbers(100)),
+        (
+            "old.txt",
+            "this file is deleted by the update layer\n".to_owned(),
+        ),
+        ("notes/a.txt", "first note\n".to_owned()),
+        ("notes/b.txt", "second note\n".to_owned()),
+        ("cache/stale-1.txt", "hidden by the opaque dir\n".to_owned()),
+        ("cache/stale-2.txt", "hidden by the opaque dir\n".to_owned()),
+    ];
+    for (path, text) in data {
+        layer.file(&format!("app/data/{path}"), 0o644, text)?;
+    }
     Ok(layer)
 }
 

@@ -15,7 +15,8 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 // The one list of steps, shared with the fixture that expects their record.
-use recorder_tests::routes_fixtures::STEPS;
+use recorder_tests::mntns::private_mount_namespace;
+use recorder_tests::routes_fixtures::{STEPS, long_path};
 
 /// The path the forked child execs, in this binary's read-only data: after fork() the child's
 /// page tables do not map it until it faults it in, which is what a tracer reading the exec's
@@ -147,14 +148,7 @@ fn run(step: &str) -> std::io::Result<()> {
         }),
         "unshare" => in_child(|| {
             use nix::mount::{MsFlags, mount};
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
-            mount(
-                None::<&str>,
-                "/",
-                None::<&str>,
-                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-                None::<&str>,
-            )?;
+            private_mount_namespace()?;
             mount(
                 Some("/routes/bindsrc"),
                 "/mnt",
@@ -211,24 +205,10 @@ fn run(step: &str) -> std::io::Result<()> {
             Ok(())
         }
         // Not in STEPS: a file whose absolute path is PATH_MAX - 1 bytes, the longest open()
-        // takes (the same formula as `routes_fixtures::long_path`).
+        // takes (`routes_fixtures::long_path`, which the image is built with too).
         "long-path" => read(&format!("/{}", long_path())),
         other => Err(std::io::Error::other(format!("no step {other:?}"))),
     }
-}
-
-/// The image path (no leading `/`) of the `long-path` step's file: `routes/long/`, directories
-/// of 250 bytes, and a file name that brings `/` + the path to PATH_MAX - 1 = 4095 bytes.
-/// `recorder_tests::routes_fixtures::long_path` is the same; the record shows any disagreement.
-fn long_path() -> String {
-    let mut path = String::from("routes/long/");
-    while 4094 - path.len() > 255 {
-        path.push_str(&"d".repeat(250));
-        path.push('/');
-    }
-    let name_len = 4094 - path.len();
-    path.push_str(&"f".repeat(name_len));
-    path
 }
 
 fn read(path: &str) -> std::io::Result<()> {

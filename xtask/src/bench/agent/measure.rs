@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail, ensure};
@@ -53,13 +53,7 @@ pub struct RecordedRun {
 /// when not empty.
 pub fn record(paths: &DemoPaths, cmd: &[&str]) -> anyhow::Result<RecordedRun> {
     recreate_dir(&paths.store)?;
-    let mut command = Command::new(&paths.recorder);
-    command
-        .arg("run")
-        .arg("--image")
-        .arg(&paths.image)
-        .arg("--store")
-        .arg(&paths.store);
+    let mut command = paths.recorder_run();
     if !cmd.is_empty() {
         command.arg("--").args(cmd);
     }

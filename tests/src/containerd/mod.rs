@@ -11,11 +11,14 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use std::io::{BufRead, BufReader, Read};
+mod commands;
+mod images;
 
-use crate::agent_fixtures::{recorder_bin, write_image_named};
-use crate::image_fixtures::{digest, oci_layout_with_config};
-use crate::sandbox_fixtures::LayerBuilder;
+pub use commands::{
+    ARMED_AT_CREATION, RUN_ID_PREFIX, assert_run_left_nothing, finish, recorder, recorder_run,
+    wait_for_log,
+};
+pub use images::{AGENT_IMAGE, agent_daemon, runnable_image};
 
 /// The name the runnable test image is imported under.
 pub const IMAGE: &str = "docker.io/recorder/ctrd-test:1";
@@ -382,146 +385,4 @@ fn remove_cgroups(namespace: &str) {
             let _ = std::fs::remove_dir(d);
         }
     }
-}
-
-/// Writes a runnable image as an OCI layout at `root` and returns its manifest digest.
-///
-/// Layer 0 (gzip) has host `sh`, `cat` and `sleep` with their libraries; layer 1
-/// (uncompressed) has `/etc/hello` and shadows nothing. The default command is
-/// `/bin/cat /etc/hello`.
-pub fn runnable_image(root: &Path) -> String {
-    let mut base = LayerBuilder::new();
-    base.dir("etc", 0o755)
-        .file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")
-        .dir("tmp", 0o1777)
-        .host_programs(PROGRAMS);
-    let base = base.finish();
-    let mut top = LayerBuilder::new();
-    top.dir("etc", 0o755).file(HELLO, 0o644, b"hello\n");
-    let top = top.finish();
-    let gz = crate::image_fixtures::Comp::Gzip.compress(&base);
-    let layers = [
-        ("application/vnd.oci.image.layer.v1.tar+gzip", gz, &base),
-        ("application/vnd.oci.image.layer.v1.tar", top.clone(), &top),
-    ];
-    let diff_ids: Vec<String> = layers.iter().map(|(_, _, raw)| digest(raw)).collect();
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {"Cmd": ["/bin/cat", "/etc/hello"], "Env": ["PATH=/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids}
-    }))
-    .unwrap();
-    let blobs: Vec<(String, Vec<u8>)> = layers
-        .into_iter()
-        .map(|(mt, blob, _)| (mt.to_owned(), blob))
-        .collect();
-    oci_layout_with_config(root, IMAGE, &config, &blobs)
-}
-
-/// The agent fixture image's name in containerd.
-pub const AGENT_IMAGE: &str = "docker.io/recorder/agent-test:1";
-
-/// A daemon with the agent fixture image imported as [`AGENT_IMAGE`]; and its manifest digest.
-pub fn agent_daemon() -> (Daemon, String) {
-    let daemon = Daemon::start();
-    let layout = daemon.scratch().join("agent-layout");
-    let manifest = write_image_named(&layout, AGENT_IMAGE);
-    daemon.import_layout(&layout);
-    (daemon, manifest)
-}
-
-/// What `recorder record` logs when the container's mount namespace was traced from its
-/// creation by runc: armed before the container started, for certain (issue 17).
-pub const ARMED_AT_CREATION: &str =
-    "armed before the container started: traced since runc made its mount namespace";
-
-/// `recorder record --containerd=SOCKET --namespace NS ARGS`, output piped.
-pub fn recorder(daemon: &Daemon, args: &[&str]) -> Command {
-    let mut cmd = Command::new(recorder_bin());
-    cmd.arg("record")
-        .arg(format!("--containerd={}", daemon.socket().display()))
-        .args(["--namespace", daemon.namespace()])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-/// Reads the recorder's stderr until `line` appears (failing if it exits first), then keeps
-/// collecting the rest in the background.
-pub fn wait_for_log(child: &mut Child, needle: &str) -> std::thread::JoinHandle<String> {
-    let stderr = child.stderr.take().unwrap();
-    let mut reader = BufReader::new(stderr);
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        let n = reader.read_line(&mut line).unwrap();
-        assert!(
-            n > 0,
-            "the recorder ended before logging {needle:?}:\n{seen}"
-        );
-        seen.push_str(&line);
-        if line.contains(needle) {
-            break;
-        }
-    }
-    std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = reader.read_to_string(&mut rest);
-        seen + &rest
-    })
-}
-
-/// The recorder's exit code, stdout's last line (the record digest) and stderr.
-pub fn finish(
-    child: Child,
-    stderr: std::thread::JoinHandle<String>,
-) -> (Option<i32>, String, String) {
-    let out = crate::deadline::output_within(child, Duration::from_secs(180), "the recorder");
-    let stderr = stderr.join().unwrap();
-    let digest = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_owned();
-    (out.status.code(), digest, stderr)
-}
-
-/// `recorder run --containerd=SOCKET --namespace NS ARGS`, output piped.
-pub fn recorder_run(daemon: &Daemon, args: &[&str]) -> Command {
-    let mut cmd = Command::new(recorder_bin());
-    cmd.arg("run")
-        .arg(format!("--containerd={}", daemon.socket().display()))
-        .args(["--namespace", daemon.namespace()])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-/// The prefix of the ids `recorder run --containerd` gives its container, snapshot and lease.
-pub const RUN_ID_PREFIX: &str = "recorder-run-";
-
-/// Fails the test if a `recorder run --containerd` left a task, container, active snapshot,
-/// lease or mount behind.
-pub fn assert_run_left_nothing(daemon: &Daemon) {
-    let list = |args: &[&str]| String::from_utf8(daemon.ctr_ok(args)).unwrap();
-    assert_eq!(list(&["tasks", "ls", "-q"]), "", "tasks left");
-    assert_eq!(list(&["containers", "ls", "-q"]), "", "containers left");
-    let snapshots = list(&["snapshots", "ls"]);
-    assert!(
-        !snapshots.contains(RUN_ID_PREFIX) && !snapshots.contains("Active"),
-        "snapshots left:\n{snapshots}"
-    );
-    let leases = list(&["leases", "ls"]);
-    assert!(!leases.contains(RUN_ID_PREFIX), "leases left:\n{leases}");
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let ours: Vec<&str> = mounts
-        .lines()
-        .filter(|l| l.contains(RUN_ID_PREFIX) && l.contains(daemon.namespace()))
-        .collect();
-    assert!(ours.is_empty(), "mounts left: {ours:?}");
 }
