@@ -6,6 +6,7 @@
 //! choices. (The late arm, exit 3, is `containerd_record/arming.rs` ::
 //! `an_arm_after_the_entrypoint_started_is_reported_as_a_warning`.)
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -54,23 +55,17 @@ struct Sleeper(Child);
 
 impl Sleeper {
     fn start() -> Self {
-        let child = Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "sleep", "120"])
-            .spawn()
-            .expect("running unshare (util-linux)");
-        let sleeper = Sleeper(child);
-        // The target is taken from the pid: wait until it is in its own namespace.
-        let ours = std::fs::read_link("/proc/self/ns/mnt").unwrap();
-        let theirs = format!("/proc/{}/ns/mnt", sleeper.0.id());
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::fs::read_link(&theirs).ok().is_none_or(|ns| ns == ours) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "unshare made no mount namespace within 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        sleeper
+        let mut command = Command::new("sleep");
+        command.arg("120");
+        // SAFETY: private_mount_namespace makes raw syscalls only, without allocating, as
+        // required between fork and exec. spawn returns once `sleep` was executed, so the pid
+        // is in its own namespace when the target is taken from it.
+        unsafe {
+            command.pre_exec(|| {
+                recorder_tests::mntns::private_mount_namespace().map_err(std::io::Error::from)
+            })
+        };
+        Sleeper(command.spawn().unwrap())
     }
     fn target(&self) -> String {
         format!("pid:{}", self.0.id())
