@@ -4,6 +4,7 @@ mod agent;
 mod estargz;
 mod index;
 mod run;
+mod zstd_chunked;
 
 use crate::cmd;
 
