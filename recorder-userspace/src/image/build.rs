@@ -20,8 +20,8 @@ pub struct IndexOptions {
     pub threads: usize,
     /// Accumulates compressed bytes read, for progress reports.
     pub progress: Option<Arc<AtomicU64>>,
-    /// Decompress every layer, even an eStargz one whose table of contents could be read
-    /// instead, or whose index is stored (which also checks every layer blob against its
+    /// Decompress every layer, even an eStargz or zstd:chunked one whose table of contents
+    /// could be read instead, or whose index is stored (which also checks every layer blob against its
     /// digest).
     pub full_decompression: bool,
     /// Where layer indexes are kept: a layer's stored index is used instead of reading the
