@@ -8,8 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use recorder::containerd::{Containerd, ContainerdSource};
 use recorder::image::zstd_chunked::{ANNOTATIONS, ChunkedTocError, index_from_toc};
 use recorder::image::{Image, IndexOptions, LayerIndex, MergedView, Platform, index_image};
+use recorder_tests::containerd::Daemon;
 use recorder_tests::image_fixtures::{
     Comp, E, digest, layer_blobs, oci_layout_from_blobs, put_blob, write_layout_index,
 };
@@ -225,6 +227,29 @@ fn a_zstd_chunked_layer_indexed_from_its_toc_equals_it_decompressed() {
     }
     let big = fast.layers()[0].get(b"usr/lib/big.so").unwrap();
     assert_eq!(big.size as usize, big_file().len());
+
+    // The same through containerd's Content API, which reads the TOC by range.
+    const NAME: &str = "docker.io/recorder/zstd-chunked:latest";
+    let index_json = layout.join("index.json");
+    let mut list: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_json).unwrap()).unwrap();
+    list["manifests"][0]["annotations"]["io.containerd.image.name"] = NAME.into();
+    std::fs::write(&index_json, serde_json::to_vec(&list).unwrap()).unwrap();
+    let daemon = Daemon::start();
+    daemon.import_layout(&layout);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = rt
+        .block_on(Containerd::connect(daemon.socket(), daemon.namespace()))
+        .expect("connect");
+    let target = rt.block_on(client.resolve_image(NAME)).expect("resolve");
+    let source = ContainerdSource::new(client, rt.handle().clone());
+    let via_ctrd = index(
+        &source.open_image(&target, &Platform::host()).unwrap(),
+        false,
+    );
+    for i in 0..2 {
+        assert_same_layer(&via_ctrd, &slow, i, true);
+    }
 }
 
 /// A copy at `root` of the converted layout whose layer 0 is `blob` with annotations
