@@ -27,6 +27,7 @@ mod hostile_names;
 mod image_errors;
 mod image_estargz;
 mod image_merged;
+mod image_zstd_chunked;
 mod interop_ctr_remote;
 mod k8s_cri;
 mod k8s_manifests;

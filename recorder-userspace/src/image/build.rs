@@ -8,6 +8,7 @@ use super::estargz;
 use super::index::{IndexCache, LayerIndex, LayerIndexBuilder};
 use super::merged::MergedView;
 use super::open::Image;
+use super::zstd_chunked;
 
 /// Message of the error a layer reports when stopped because another layer failed.
 pub(crate) const CANCELLED: &str = "cancelled";
@@ -19,8 +20,8 @@ pub struct IndexOptions {
     pub threads: usize,
     /// Accumulates compressed bytes read, for progress reports.
     pub progress: Option<Arc<AtomicU64>>,
-    /// Decompress every layer, even an eStargz one whose table of contents could be read
-    /// instead, or whose index is stored (which also checks every layer blob against its
+    /// Decompress every layer, even an eStargz or zstd:chunked one whose table of contents
+    /// could be read instead, or whose index is stored (which also checks every layer blob against its
     /// digest).
     pub full_decompression: bool,
     /// Where layer indexes are kept: a layer's stored index is used instead of reading the
@@ -120,8 +121,8 @@ fn index_layer(
     Ok(index)
 }
 
-/// Indexes layer `i` from the layer: from its eStargz TOC when it has one, else by
-/// decompressing it.
+/// Indexes layer `i` from the layer: from its eStargz or zstd:chunked TOC when it has one,
+/// else by decompressing it.
 fn read_layer(
     image: &Image,
     i: usize,
@@ -129,12 +130,21 @@ fn read_layer(
     cancel: &AtomicBool,
 ) -> Result<LayerIndex> {
     if !opts.full_decompression {
-        match estargz::index_from_toc(image, i) {
+        type Found = std::result::Result<Option<LayerIndex>, Box<dyn std::error::Error>>;
+        // A layer is one or the other (gzip or zstd), so at most one of these reads anything.
+        let (format, found): (&str, Found) = match estargz::index_from_toc(image, i) {
+            Ok(None) => (
+                "zstd:chunked",
+                zstd_chunked::index_from_toc(image, i).map_err(Into::into),
+            ),
+            r => ("eStargz", r.map_err(Into::into)),
+        };
+        match found {
             Ok(Some(index)) => {
                 if let (Some(p), Some(layer)) = (&opts.progress, image.layers().get(i)) {
                     p.fetch_add(layer.size, Ordering::Relaxed);
                 }
-                tracing::debug!(layer = i, "indexed from its eStargz TOC");
+                tracing::debug!(layer = i, format, "indexed from its TOC");
                 return Ok(index);
             }
             Ok(None) => {}
@@ -144,8 +154,9 @@ fn read_layer(
             // still gets its error); a converter's bad TOC must not stop a profiling run.
             Err(e) => tracing::warn!(
                 layer = i,
-                error = %crate::errors::Chain(&e),
-                "cannot index from the eStargz TOC; decompressing the whole layer instead"
+                format,
+                error = %crate::errors::Chain(&*e),
+                "cannot index from the layer's TOC; decompressing the whole layer instead"
             ),
         }
     }

@@ -13,6 +13,7 @@ pub mod open;
 pub mod path;
 pub mod platform;
 pub mod source;
+pub mod zstd_chunked;
 
 pub use build::{IndexOptions, index_image};
 pub use digest::{BlobDigest, VerifyingReader};

@@ -138,27 +138,10 @@ fn put(blobs: &Path, bytes: &[u8]) -> anyhow::Result<(String, usize)> {
     Ok((format!("sha256:{hex}"), bytes.len()))
 }
 
-/// Converts the tar+gzip layer `layer` to eStargz (once; cached under `dir`).
-pub fn convert(layer: &Path, dir: &Path) -> anyhow::Result<Converted> {
-    let meta = dir.join("converted.json");
-    let store = dir.join("store");
-    if let Ok(m) = fs::read(&meta) {
-        let m: serde_json::Value = serde_json::from_slice(&m)?;
-        let digest = m["digest"].as_str().context("meta digest")?.to_owned();
-        let layer = m["layer"].as_str().context("meta layer")?;
-        eprintln!("using cached eStargz image {}", store.display());
-        return Ok(Converted {
-            layer: store.join("blobs/sha256").join(layer),
-            store,
-            digest,
-        });
-    }
-    let _ = fs::remove_dir_all(dir);
-    fs::create_dir_all(dir)?;
-    eprintln!("converting {} to eStargz with ctr-remote", layer.display());
-
-    // The source image: the layer, with its real diff id (the converter rewrites the config's).
-    let src = dir.join("src");
+/// An OCI layout at `src` of one image, `latest`, whose only layer is the tar+gzip `layer`, with
+/// its real diff id (converters check or rewrite the config's); also the source of the
+/// zstd:chunked case.
+pub fn source_layout(layer: &Path, src: &Path) -> anyhow::Result<()> {
     let blobs = src.join("blobs").join("sha256");
     fs::create_dir_all(&blobs)?;
     let layer_hex = layer
@@ -195,6 +178,30 @@ pub fn convert(layer: &Path, dir: &Path) -> anyhow::Result<Converted> {
                             "org.opencontainers.image.ref.name": "latest"},
         }]}))?,
     )?;
+    Ok(())
+}
+
+/// Converts the tar+gzip layer `layer` to eStargz (once; cached under `dir`).
+pub fn convert(layer: &Path, dir: &Path) -> anyhow::Result<Converted> {
+    let meta = dir.join("converted.json");
+    let store = dir.join("store");
+    if let Ok(m) = fs::read(&meta) {
+        let m: serde_json::Value = serde_json::from_slice(&m)?;
+        let digest = m["digest"].as_str().context("meta digest")?.to_owned();
+        let layer = m["layer"].as_str().context("meta layer")?;
+        eprintln!("using cached eStargz image {}", store.display());
+        return Ok(Converted {
+            layer: store.join("blobs/sha256").join(layer),
+            store,
+            digest,
+        });
+    }
+    let _ = fs::remove_dir_all(dir);
+    fs::create_dir_all(dir)?;
+    eprintln!("converting {} to eStargz with ctr-remote", layer.display());
+
+    let src = dir.join("src");
+    source_layout(layer, &src)?;
     let archive = dir.join("src.tar");
     let status = Command::new("tar")
         .arg("-cf")

@@ -5,6 +5,7 @@ mod estargz;
 mod index;
 mod optimize;
 mod run;
+mod zstd_chunked;
 
 use crate::cmd;
 

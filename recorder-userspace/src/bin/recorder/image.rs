@@ -16,8 +16,8 @@ pub struct IndexArgs {
     /// Layers indexed at once (0: one per CPU).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Decompress every layer, eStargz ones too (whose table of contents is read instead by
-    /// default); checks every layer blob against its digest.
+    /// Decompress every layer, eStargz and zstd:chunked ones too (whose table of contents is
+    /// read instead by default); checks every layer blob against its digest.
     #[arg(long)]
     full_decompression: bool,
 }

@@ -67,9 +67,10 @@ pub(super) fn build(json: &[u8]) -> Result<LayerIndex, Build> {
 
 /// The TOC's top-level object: its `entries` go to the builder as they are parsed (no list of
 /// a million entries in memory); the other fields are skipped. Yields whether there were any.
-struct TocSeed<'b> {
-    builder: &'b mut LayerIndexBuilder,
-    lossy: &'b mut Option<String>,
+/// zstd:chunked's TOC has the same shape (`zstd_chunked.rs` reads it with this too).
+pub(in crate::image) struct TocSeed<'b> {
+    pub(in crate::image) builder: &'b mut LayerIndexBuilder,
+    pub(in crate::image) lossy: &'b mut Option<String>,
 }
 
 impl<'de> DeserializeSeed<'de> for TocSeed<'_> {
@@ -84,7 +85,7 @@ impl<'de> Visitor<'de> for TocSeed<'_> {
     type Value = bool;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an eStargz TOC object")
+        f.write_str("a TOC object")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {

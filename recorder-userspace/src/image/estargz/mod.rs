@@ -34,6 +34,7 @@ use super::digest::BlobDigest;
 use super::error::ImageError;
 use super::index::LayerIndex;
 use super::open::Image;
+pub(in crate::image) use entries::TocSeed;
 use entries::{Build, build};
 use footer::{FOOTER_SIZE, toc_offset};
 use toc::{TocRead, toc_json};

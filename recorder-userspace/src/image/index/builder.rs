@@ -260,7 +260,7 @@ impl LayerIndexBuilder {
         Ok(self.finish())
     }
 
-    /// Notes that the entries came from an eStargz TOC.
+    /// Notes that the entries came from a TOC, eStargz's or zstd:chunked's.
     pub(in crate::image) fn mark_from_toc(&mut self) {
         self.index.stats.from_toc = true;
     }

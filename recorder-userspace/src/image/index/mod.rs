@@ -128,7 +128,7 @@ pub struct LayerStats {
     pub whiteouts: u64,
     /// `.wh..wh..opq` entries.
     pub opaques: u64,
-    /// Uncompressed tar bytes read (0 for a layer indexed from its eStargz TOC, which is not
+    /// Uncompressed tar bytes read (0 for a layer indexed from its TOC, which is not
     /// decompressed).
     pub tar_bytes: u64,
     /// Entries `recorder run` refuses to unpack (absolute names, `..` components, in the name
@@ -136,7 +136,8 @@ pub struct LayerStats {
     pub refused_by_run: u64,
     /// The first of them, and why.
     pub first_refused: Option<(String, String)>,
-    /// Indexed from the layer's eStargz table of contents, not by decompressing it.
+    /// Indexed from the layer's eStargz or zstd:chunked table of contents, not by
+    /// decompressing it.
     pub from_toc: bool,
     /// Loaded from the index cache (an [`IndexCache`]), not made from the layer by this run.
     #[serde(skip)]

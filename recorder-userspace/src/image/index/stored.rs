@@ -6,8 +6,8 @@
 //! (docs/benchmarks.md, "Layer cache"); loading its stored index takes milliseconds.
 //!
 //! An index is keyed by the digest of the layer blob it was made from. That blob was checked
-//! against that digest as it was read (or, indexed from its eStargz table of contents, the TOC
-//! against the TOC digest), and the digest comes from a manifest checked against its own, so a
+//! against that digest as it was read (or, indexed from its eStargz or zstd:chunked table of
+//! contents, the TOC against the manifest's TOC digest or checksum), and the digest comes from a manifest checked against its own, so a
 //! stored index is only ever used for the blob it describes. A file is written under a
 //! temporary name and renamed into place, so it is whole or absent; one of another format
 //! version, for another digest, cut short, or whose nodes do not hold together is ignored (and

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 
-use super::estargz;
+use super::{estargz, zstd_chunked};
 use generate::generate;
 
 mod generate;
@@ -144,7 +144,7 @@ fn check_toc_path(recorder: &Path, image: &str) -> anyhow::Result<()> {
     let layers = v["layers"].as_array().context("no layers")?;
     ensure!(
         !layers.is_empty() && layers.iter().all(|l| l["indexedFrom"] == "toc"),
-        "the eStargz image was not indexed from its TOC: {v}\n{}",
+        "{image} was not indexed from its TOCs: {v}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(())
@@ -165,12 +165,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let conv = estargz::convert(&img.layer_files[0], &img.dir.with_extension("estargz"))?;
     let conv_arg = conv.image_arg();
     check_toc_path(&recorder, &conv_arg)?;
+    let zc = zstd_chunked::convert(&img.layer_files[0], &img.dir.with_extension("zstd-chunked"))?;
+    let zc_arg = zc.layout.to_str().context("zstd:chunked layout path")?;
+    check_toc_path(&recorder, zc_arg)?;
     let (mut b1, mut o1, mut ba, mut oa) = (vec![], vec![], vec![], vec![]);
     let (mut ez_full, mut ez_toc) = (vec![], vec![]);
     let (mut ez_full_cpu, mut ez_toc_cpu) = (vec![], vec![]);
     let mut last_all = None;
     let mut last_one = None;
     let mut last_toc = None;
+    let (mut zc_full, mut zc_toc, mut zc_full_cpu, mut zc_toc_cpu) =
+        (vec![], vec![], vec![], vec![]);
+    let mut last_zc = None;
     for round in 0..args.rounds {
         b1.push(baseline(one)?.as_secs_f64());
         let r = ours(&recorder, &img.dir, "one")?;
@@ -191,10 +197,31 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ez_toc.push(toc.wall.as_secs_f64());
         ez_full_cpu.push(full.cpu.as_secs_f64());
         ez_toc_cpu.push(toc.cpu.as_secs_f64());
+        let zfull = inspect(&recorder, &[zc_arg, "--full-decompression"])?;
+        let ztoc = inspect(&recorder, &[zc_arg])?;
+        ensure!(
+            zfull.entries == ztoc.entries,
+            "zstd:chunked: {} entries decompressed, {} from the TOC",
+            zfull.entries,
+            ztoc.entries
+        );
+        zc_full.push(zfull.wall.as_secs_f64());
+        zc_toc.push(ztoc.wall.as_secs_f64());
+        zc_full_cpu.push(zfull.cpu.as_secs_f64());
+        zc_toc_cpu.push(ztoc.cpu.as_secs_f64());
+        last_zc = Some(ztoc);
         eprintln!(
             "round {round}: one layer {:.3}s vs {:.3}s, {} layers {:.3}s vs {:.3}s, \
-             eStargz TOC {:.3}s vs full {:.3}s",
-            o1[round], b1[round], args.layers, oa[round], ba[round], ez_toc[round], ez_full[round]
+             eStargz TOC {:.3}s vs full {:.3}s, zstd:chunked TOC {:.3}s vs full {:.3}s",
+            o1[round],
+            b1[round],
+            args.layers,
+            oa[round],
+            ba[round],
+            ez_toc[round],
+            ez_full[round],
+            zc_toc[round],
+            zc_full[round]
         );
         last_toc = Some(toc);
         last_all = Some(r);
@@ -204,6 +231,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (mez_full, mez_toc) = (median(ez_full), median(ez_toc));
     let (mez_full_cpu, mez_toc_cpu) = (median(ez_full_cpu), median(ez_toc_cpu));
     let toc_run = last_toc.context("no run")?;
+    let (mzc_full, mzc_toc) = (median(zc_full), median(zc_toc));
+    let (mzc_full_cpu, mzc_toc_cpu) = (median(zc_full_cpu), median(zc_toc_cpu));
+    let zc_run = last_zc.context("no run")?;
+    let zc_size = fs::metadata(&zc.layer).map(|m| m.len()).unwrap_or(0);
     let ez_size = fs::metadata(&conv.layer).map(|m| m.len()).unwrap_or(0);
     let uname = Command::new("uname")
         .arg("-r")
@@ -248,6 +279,22 @@ index (the test `image_estargz.rs` compares them entry by entry).\n\n\
 | --- | --- |\n\
 | peak RSS, from the TOC | {rss_toc:.1} MiB |\n\n\
 The speed-up is bounded by the TOC's size, which grows with the number of entries while decompression grows with the bytes: this layer's files are small (2.4 kB on average), so its TOC is 19.5 MB of JSON (355 bytes an entry, 3 MB compressed), and reading it costs inflating it, hashing it (SHA-256, on a second thread) and parsing it (perf, one run: inflate 17%, SHA-256 12%, JSON 20%, building the index 15% of its CPU time), as much per entry as the index itself. A layer of larger files gains more.\n\n\
+### zstd:chunked: from the TOC against full decompression\n\n\
+The same first layer copied by `skopeo copy --dest-compress-format zstd:chunked` into an OCI \
+layout ({zc_mb:.0} MB compressed, {zc_entries} entries: the TOC adds none), then `recorder \
+image inspect LAYOUT` with `--full-decompression` (the whole layer decompressed and checked \
+against its digest) and without (the TOC read where the position annotation says, its \
+compressed bytes checked against the checksum annotation, then decompressed and parsed), in \
+the same interleaved rounds; both give the same index (the test `image_zstd_chunked.rs` \
+compares them entry by entry).\n\n\
+| case | full decompression | from the TOC | speed-up |\n\
+| --- | --- | --- | --- |\n\
+| one zstd:chunked layer, wall | {mzc_full:.3} s | {mzc_toc:.3} s | {zc_x:.1}× |\n\
+| one zstd:chunked layer, CPU (user+system) | {mzc_full_cpu:.3} s | {mzc_toc_cpu:.3} s | {zc_cpu_x:.1}× |\n\n\
+| measure | value |\n\
+| --- | --- |\n\
+| peak RSS, from the TOC | {rss_zc:.1} MiB |\n\n\
+It gains less than eStargz on this layer for two reasons: zstd decompresses faster than gzip inflates (full decompression {mzc_full:.3} s against {mez_full:.3} s), and zstd:chunked's TOC is larger, 24.0 MB of JSON (437 bytes an entry: three times, a digest and offsets per file; 4.3 MB compressed). Reading it costs (perf, ten runs: zstd 17%, JSON 30%, building the index 14%, SHA-256 of the compressed TOC 3% of its CPU time, so the hash is done first on the same thread, before anything unverified is decompressed) as much per entry as eStargz's.\n\n\
 The recorder decodes gzip with zlib-rs, faster than GNU gzip's inflate, so it beats the \
 baseline even on one layer; with several layers it also indexes them in parallel on the \
 {cores} cores. The machine is shared with other work, so single rounds vary by up to 2×; \
@@ -269,6 +316,11 @@ the medians are what counts.\n",
         ez_x = mez_full / mez_toc,
         ez_cpu_x = mez_full_cpu / mez_toc_cpu,
         rss_toc = toc_run.peak_rss_kib as f64 / 1024.0,
+        zc_mb = zc_size as f64 / 1e6,
+        zc_entries = zc_run.entries,
+        zc_x = mzc_full / mzc_toc,
+        zc_cpu_x = mzc_full_cpu / mzc_toc_cpu,
+        rss_zc = zc_run.peak_rss_kib as f64 / 1024.0,
     );
     println!("{report}");
     if args.write_docs {
