@@ -3,16 +3,14 @@
 //! containerd content store directory that `recorder image inspect STORE@sha256:…` reads.
 
 use std::fs;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use sha2::{Digest, Sha256};
 
-/// How long containerd may take to answer on its socket.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+use super::containerd::Containerd;
+
 const NAMESPACE: &str = "bench-estargz";
 const SOURCE: &str = "docker.io/bench/index-src:latest";
 const CONVERTED: &str = "docker.io/bench/index-estargz:latest";
@@ -29,97 +27,6 @@ impl Converted {
     /// `STORE@sha256:…`, the form `recorder image inspect` takes.
     pub fn image_arg(&self) -> String {
         format!("{}@{}", self.store.display(), self.digest)
-    }
-}
-
-/// A private containerd in `dir`, stopped (SIGTERM, then waited for) when dropped.
-struct Daemon {
-    dir: PathBuf,
-    child: Child,
-}
-
-impl Daemon {
-    fn start(dir: &Path) -> anyhow::Result<Daemon> {
-        let d = dir.display();
-        let config = format!(
-            r#"version = 2
-root = "{d}/root"
-state = "{d}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "{d}/c.sock"
-[ttrpc]
-  address = "{d}/c.sock.ttrpc"
-[debug]
-  address = "{d}/debug.sock"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/opt"
-"#
-        );
-        fs::write(dir.join("config.toml"), config)?;
-        let log = fs::File::create(dir.join("containerd.log"))?;
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(dir.join("config.toml"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting containerd (`cargo xtask setup` installs it)")?;
-        let mut daemon = Daemon {
-            dir: dir.to_owned(),
-            child,
-        };
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some(status) = daemon.child.try_wait()? {
-                bail!("containerd exited ({status}) at start:\n{}", daemon.log());
-            }
-            if UnixStream::connect(daemon.socket()).is_ok() {
-                return Ok(daemon);
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "containerd did not answer within {START_TIMEOUT:?}:\n{}",
-                daemon.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.join("c.sock")
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
-    }
-
-    /// `PROGRAM -a SOCKET -n NAMESPACE ARGS...`; its stdout.
-    fn client(&self, program: &str, args: &[&str]) -> anyhow::Result<String> {
-        let out = Command::new(program)
-            .arg("-a")
-            .arg(self.socket())
-            .args(["-n", NAMESPACE])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("running {program}"))?;
-        ensure!(
-            out.status.success(),
-            "{program} {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // Our own child, by its pid.
-        // SAFETY: kill(2) on a pid we spawned and have not reaped; no memory involved.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
     }
 }
 
@@ -215,7 +122,7 @@ pub fn convert(layer: &Path, dir: &Path) -> anyhow::Result<Converted> {
     let daemon_dir = dir.join("containerd");
     fs::create_dir_all(&daemon_dir)?;
     let digest = {
-        let daemon = Daemon::start(&daemon_dir)?;
+        let daemon = Containerd::start(&daemon_dir, NAMESPACE)?;
         let archive = archive.to_str().context("archive path")?;
         daemon.client(
             "ctr",

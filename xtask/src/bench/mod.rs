@@ -1,9 +1,9 @@
 //! `cargo xtask bench NAME`: benchmarks that report ratios against a baseline of the same run.
 
 mod agent;
+mod containerd;
 mod estargz;
 mod index;
-mod optimize;
 mod run;
 mod zstd_chunked;
 

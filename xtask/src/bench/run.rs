@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 
 use super::agent::report::{machine_description, median, write_section};
-use super::optimize::Containerd;
+use super::containerd::Containerd;
 use crate::demo::{self, DemoPaths};
 use crate::demo_image::{self, DEMO_SCRIPT, Workload, layer::Layer};
 
@@ -68,7 +68,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args: Vec::new(),
     };
     let mut rows = Vec::new();
-    let containerd = Containerd::start()?;
+    // Under /tmp: its socket's path must stay short.
+    let containerd_dir = PathBuf::from(format!("/tmp/recorder-bench-ctrd-{}", std::process::id()));
+    remove(&containerd_dir)?;
+    let containerd = Containerd::start(&containerd_dir, "bench-run")?;
     let demo_dir = root.join("demo");
     eprintln!("building the demo image");
     let demo = demo_image::build(&demo_dir.join("image"), &workload)?;
@@ -104,6 +107,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &containerd,
     )?);
     drop(containerd);
+    remove(&containerd_dir)?;
 
     let text = markdown(&rows, args.rounds);
     println!("{text}");

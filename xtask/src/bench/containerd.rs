@@ -1,11 +1,13 @@
-//! The peer of `cargo xtask bench run`: `ctr-remote image optimize` (stargz-snapshotter's
-//! fanotify analyzer, which runs the workload and converts the image to eStargz) on the same
-//! image, already imported and unpacked in a private containerd, as a user of it would have it.
+//! A private containerd for the benchmarks that need one: the eStargz conversion of `bench
+//! index`, and `bench run`'s peer, `ctr-remote image optimize` (stargz-snapshotter's fanotify
+//! analyzer, which runs the workload and converts the image to eStargz) on the image already
+//! imported and unpacked, as a user of it would have it.
 //!
-//! The daemon keeps everything (root, state, sockets) in a temp dir of its own under /tmp
-//! (unix socket paths are limited to 108 bytes), serves one namespace, and is stopped with
-//! everything it started when this is dropped.
+//! The daemon keeps everything (root, state, sockets) in the directory it is given (unix socket
+//! paths are limited to 108 bytes: keep it short), serves one namespace, and is stopped when
+//! dropped; the directory is the caller's to remove.
 
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,21 +16,20 @@ use anyhow::{Context, bail, ensure};
 
 use crate::cmd::output;
 
-const NAMESPACE: &str = "bench";
+/// How long containerd may take to answer on its socket.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A containerd of our own.
 pub struct Containerd {
     dir: PathBuf,
+    namespace: &'static str,
     child: Child,
 }
 
 impl Containerd {
-    /// Starts one and waits until it answers.
-    pub fn start() -> anyhow::Result<Self> {
-        let dir = PathBuf::from(format!("/tmp/recorder-bench-ctrd-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    /// Starts one in `dir` (created) serving `namespace`, and waits until it answers.
+    pub fn start(dir: &Path, namespace: &'static str) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let d = dir.display();
         let config = format!(
             r#"version = 2
@@ -56,13 +57,17 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             .stderr(log)
             .spawn()
             .context("starting containerd (`cargo xtask setup` installs it)")?;
-        let mut daemon = Containerd { dir, child };
+        let mut daemon = Containerd {
+            dir: dir.to_owned(),
+            namespace,
+            child,
+        };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(status) = daemon.child.try_wait()? {
                 bail!("containerd exited ({status}) at start:\n{}", daemon.log());
             }
-            if daemon.ctr(&["version"]).output()?.status.success() {
+            if UnixStream::connect(daemon.socket()).is_ok() {
                 return Ok(daemon);
             }
             ensure!(
@@ -70,31 +75,32 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
                 "containerd did not answer within {START_TIMEOUT:?}:\n{}",
                 daemon.log()
             );
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("c.sock")
     }
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
     }
 
-    fn with_address(&self, tool: &str, args: &[&str]) -> Command {
-        let mut command = Command::new(tool);
-        command
-            .arg("-a")
-            .arg(self.dir.join("c.sock"))
-            .args(["-n", NAMESPACE])
-            .args(args)
-            .stdin(Stdio::null());
-        command
-    }
-
-    fn ctr(&self, args: &[&str]) -> Command {
-        self.with_address("ctr", args)
+    /// `PROGRAM -a SOCKET -n NAMESPACE ARGS...` (ctr, ctr-remote); its stdout.
+    pub fn client(&self, program: &str, args: &[&str]) -> anyhow::Result<String> {
+        output(
+            Command::new(program)
+                .arg("-a")
+                .arg(self.socket())
+                .args(["-n", self.namespace])
+                .args(args)
+                .stdin(Stdio::null()),
+        )
     }
 
     /// Imports an OCI layout (tarred into an OCI archive), which also unpacks it for the
-    /// overlayfs snapshotter; returns the name containerd gave it.
+    /// overlayfs snapshotter; returns the name containerd gave it (it must be its only image).
     pub fn import(&self, layout: &Path) -> anyhow::Result<String> {
         let archive = self.dir.join("import.tar");
         let mut tar = tar::Builder::new(
@@ -103,9 +109,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         tar.append_dir_all(".", layout)
             .with_context(|| format!("archiving {}", layout.display()))?;
         tar.into_inner().context("writing the import archive")?;
-        output(self.ctr(&["images", "import"]).arg(&archive))?;
+        self.client("ctr", &["images", "import", path_str(&archive)?])?;
         std::fs::remove_file(&archive).context("removing the import archive")?;
-        let listed = output(&mut self.ctr(&["images", "ls", "-q"]))?;
+        let listed = self.client("ctr", &["images", "ls", "-q"])?;
         let names: Vec<&str> = listed.lines().collect();
         match names.as_slice() {
             [name] => Ok((*name).to_owned()),
@@ -123,8 +129,12 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         record: &Path,
     ) -> anyhow::Result<Duration> {
         let target = format!("{image}-optimized");
-        let json = |v: &[&str]| serde_json::to_string(v).unwrap_or_default();
-        let mut command = self.with_address(
+        let (entrypoint, args) = (
+            serde_json::to_string(entrypoint)?,
+            serde_json::to_string(args)?,
+        );
+        let start = Instant::now();
+        self.client(
             "ctr-remote",
             &[
                 "image",
@@ -133,38 +143,39 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
                 "--period",
                 "30",
                 "--entrypoint",
-                &json(entrypoint),
+                &entrypoint,
                 "--args",
-                &json(args),
+                &args,
+                "--record-out",
+                path_str(record)?,
+                image,
+                &target,
             ],
-        );
-        command
-            .arg("--record-out")
-            .arg(record)
-            .args([image, &target]);
-        let start = Instant::now();
-        output(&mut command)
-            .context("`cargo xtask setup` installs ctr-remote (stargz-snapshotter)")?;
+        )
+        .context("`cargo xtask setup` installs ctr-remote (stargz-snapshotter)")?;
         let took = start.elapsed();
-        output(&mut self.ctr(&["images", "rm", "--sync", &target]))?;
+        self.remove(&target)?;
         Ok(took)
     }
 
-    /// Removes an image imported before.
+    /// Removes an image.
     pub fn remove(&self, image: &str) -> anyhow::Result<()> {
-        output(&mut self.ctr(&["images", "rm", "--sync", image]))?;
+        self.client("ctr", &["images", "rm", "--sync", image])?;
         Ok(())
     }
 }
 
 impl Drop for Containerd {
     fn drop(&mut self) {
-        // Every container optimize made is gone when it returns; its shims exit with them.
-        let _ = self.child.kill();
+        // Our own child, by its pid; the containers optimize made are gone when it returns,
+        // and their shims with them.
+        // SAFETY: kill(2) on a pid we spawned and have not reaped; no memory involved.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
-        // Snapshots are overlay dirs, not mounts, once no container uses them.
-        if let Err(error) = std::fs::remove_dir_all(&self.dir) {
-            eprintln!("removing {}: {error}", self.dir.display());
-        }
     }
+}
+
+fn path_str(path: &Path) -> anyhow::Result<&str> {
+    path.to_str()
+        .with_context(|| format!("{} is not UTF-8", path.display()))
 }
