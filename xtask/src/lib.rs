@@ -1,5 +1,6 @@
 //! What the xtask binary shares with the tests, which run cargo as it does.
 
+use std::path::Path;
 use std::process::Command;
 
 /// A command for the cargo running this process (so nested builds use the same toolchain),
@@ -36,6 +37,31 @@ fn is_set_by_cargo_for_a_crate(name: &str) -> bool {
     const PREFIXES: [&str; 2] = ["CARGO_PKG_", "CARGO_BIN_EXE_"];
     NAMES.contains(&name) || PREFIXES.iter().any(|prefix| name.starts_with(prefix))
 }
+
+/// The config of a private containerd keeping everything (root, state, opt, sockets) in `dir`,
+/// with `plugins` (TOML: which plugins are disabled, and their sections). Unix socket paths are
+/// limited to 108 bytes: keep `dir` short.
+pub fn containerd_config(dir: &Path, plugins: &str) -> String {
+    let d = dir.display();
+    format!(
+        r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+{plugins}
+[grpc]
+  address = "{d}/c.sock"
+[ttrpc]
+  address = "{d}/c.sock.ttrpc"
+[debug]
+  address = "{d}/debug.sock"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+"#
+    )
+}
+
+/// The plugins line of a private containerd without Kubernetes' CRI plugin.
+pub const NO_CRI: &str = r#"disabled_plugins = ["io.containerd.grpc.v1.cri"]"#;
 
 #[cfg(test)]
 mod tests {

@@ -31,12 +31,10 @@
 //! Written by hand, as eStargz's reader is (no maintained Rust crate reads the format); the
 //! entries go through eStargz's TOC reader ([`TocSeed`]), the shapes being the same.
 
-use serde::de::{self, DeserializeSeed};
-
 use super::digest::BlobDigest;
 use super::error::ImageError;
-use super::estargz::TocSeed;
-use super::index::{LayerIndex, LayerIndexBuilder};
+use super::estargz::{Build, toc_entries};
+use super::index::LayerIndex;
 use super::media::Compression;
 use super::open::Image;
 
@@ -263,30 +261,17 @@ fn verified_json(
 
 /// The index of the entries `json` lists, in its order.
 fn build(layer: &str, json: &[u8]) -> Result<LayerIndex, ChunkedTocError> {
-    let invalid = |source| ChunkedTocError::Json {
-        layer: layer.to_owned(),
-        source,
-    };
-    let mut builder = LayerIndexBuilder::new();
-    let mut lossy = None;
-    let mut de = serde_json::Deserializer::from_slice(json);
-    let seen = TocSeed {
-        builder: &mut builder,
-        lossy: &mut lossy,
-    }
-    .deserialize(&mut de);
-    if let Some(entry) = lossy {
-        return Err(ChunkedTocError::Lossy {
+    match toc_entries(json) {
+        Ok(builder) => Ok(builder.finish()),
+        Err(Build::Lossy(entry)) => Err(ChunkedTocError::Lossy {
             layer: layer.to_owned(),
             entry,
-        });
+        }),
+        Err(Build::Json(source)) => Err(ChunkedTocError::Json {
+            layer: layer.to_owned(),
+            source,
+        }),
     }
-    if !seen.map_err(invalid)? {
-        return Err(invalid(de::Error::missing_field("entries")));
-    }
-    de.end().map_err(invalid)?;
-    builder.mark_from_toc();
-    Ok(builder.finish())
 }
 
 #[cfg(test)]

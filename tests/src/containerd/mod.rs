@@ -100,7 +100,7 @@ impl Daemon {
         };
         let d = dir.path().display();
         let plugins = match &cri {
-            None => r#"disabled_plugins = ["io.containerd.grpc.v1.cri"]"#.to_owned(),
+            None => xtask::NO_CRI.to_owned(),
             Some(cri) => format!(
                 r#"[plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{sandbox}"
@@ -121,21 +121,7 @@ impl Daemon {
                 sandbox = cri.sandbox_image
             ),
         };
-        let config = format!(
-            r#"version = 2
-root = "{d}/root"
-state = "{d}/state"
-{plugins}
-[grpc]
-  address = "{d}/c.sock"
-[ttrpc]
-  address = "{d}/c.sock.ttrpc"
-[debug]
-  address = "{d}/debug.sock"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/opt"
-"#
-        );
+        let config = xtask::containerd_config(dir.path(), &plugins);
         std::fs::write(dir.path().join("config.toml"), config).unwrap();
         let log = std::fs::File::create(dir.path().join("containerd.log")).unwrap();
         let mut cmd = Command::new("containerd");

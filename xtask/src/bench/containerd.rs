@@ -30,22 +30,7 @@ impl Containerd {
     /// Starts one in `dir` (created) serving `namespace`, and waits until it answers.
     pub fn start(dir: &Path, namespace: &'static str) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let d = dir.display();
-        let config = format!(
-            r#"version = 2
-root = "{d}/root"
-state = "{d}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "{d}/c.sock"
-[ttrpc]
-  address = "{d}/c.sock.ttrpc"
-[debug]
-  address = "{d}/debug.sock"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/opt"
-"#
-        );
+        let config = xtask::containerd_config(dir, xtask::NO_CRI);
         std::fs::write(dir.join("config.toml"), config).context("writing containerd's config")?;
         let log = std::fs::File::create(dir.join("containerd.log"))
             .context("creating containerd's log")?;

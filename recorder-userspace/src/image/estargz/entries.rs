@@ -29,14 +29,16 @@ struct Entry<'a> {
 }
 
 /// Why the JSON gave no index: it does not parse, or names an entry the TOC cannot carry.
-pub(super) enum Build {
+pub(in crate::image) enum Build {
+    /// It does not parse, or lists no entries.
     Json(serde_json::Error),
+    /// It names an entry (this one) that it cannot carry exactly.
     Lossy(String),
 }
 
-/// The index of the entries `json` lists, in its order, then the TOC's own tar entry (the
-/// slow path sees it as the layer's last file).
-pub(super) fn build(json: &[u8]) -> Result<LayerIndex, Build> {
+/// A builder holding the entries a TOC's `json` lists, in its order: eStargz's and
+/// zstd:chunked's TOCs have the same shape.
+pub(in crate::image) fn toc_entries(json: &[u8]) -> Result<LayerIndexBuilder, Build> {
     let mut builder = LayerIndexBuilder::new();
     let mut lossy = None;
     let mut de = serde_json::Deserializer::from_slice(json);
@@ -52,6 +54,14 @@ pub(super) fn build(json: &[u8]) -> Result<LayerIndex, Build> {
         return Err(Build::Json(de::Error::missing_field("entries")));
     }
     de.end().map_err(Build::Json)?;
+    builder.mark_from_toc();
+    Ok(builder)
+}
+
+/// The index of the entries `json` lists, in its order, then the TOC's own tar entry (the
+/// slow path sees it as the layer's last file).
+pub(super) fn build(json: &[u8]) -> Result<LayerIndex, Build> {
+    let mut builder = toc_entries(json)?;
     builder
         .add(
             TOC_TAR_NAME.as_bytes(),
@@ -61,16 +71,14 @@ pub(super) fn build(json: &[u8]) -> Result<LayerIndex, Build> {
             None,
         )
         .map_err(|m| Build::Json(de::Error::custom(m)))?;
-    builder.mark_from_toc();
     Ok(builder.finish())
 }
 
 /// The TOC's top-level object: its `entries` go to the builder as they are parsed (no list of
 /// a million entries in memory); the other fields are skipped. Yields whether there were any.
-/// zstd:chunked's TOC has the same shape (`zstd_chunked.rs` reads it with this too).
-pub(in crate::image) struct TocSeed<'b> {
-    pub(in crate::image) builder: &'b mut LayerIndexBuilder,
-    pub(in crate::image) lossy: &'b mut Option<String>,
+struct TocSeed<'b> {
+    builder: &'b mut LayerIndexBuilder,
+    lossy: &'b mut Option<String>,
 }
 
 impl<'de> DeserializeSeed<'de> for TocSeed<'_> {

@@ -34,8 +34,8 @@ use super::digest::BlobDigest;
 use super::error::ImageError;
 use super::index::LayerIndex;
 use super::open::Image;
-pub(in crate::image) use entries::TocSeed;
-use entries::{Build, build};
+use entries::build;
+pub(in crate::image) use entries::{Build, toc_entries};
 use footer::{FOOTER_SIZE, toc_offset};
 use toc::{TocRead, toc_json};
 

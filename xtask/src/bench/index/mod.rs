@@ -150,6 +150,43 @@ fn check_toc_path(recorder: &Path, image: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One TOC format's samples: `recorder image inspect` of its converted layer, decompressed
+/// and from the TOC, in seconds.
+#[derive(Default)]
+struct TocSamples {
+    full: Vec<f64>,
+    toc: Vec<f64>,
+    full_cpu: Vec<f64>,
+    toc_cpu: Vec<f64>,
+    /// The last run from the TOC.
+    last: Option<Run>,
+}
+
+impl TocSamples {
+    /// One round: the two ways, checked to give as many entries.
+    fn round(&mut self, recorder: &Path, image: &str, format: &str) -> anyhow::Result<()> {
+        let full = inspect(recorder, &[image, "--full-decompression"])?;
+        let toc = inspect(recorder, &[image])?;
+        ensure!(
+            full.entries == toc.entries,
+            "{format}: {} entries decompressed, {} from the TOC",
+            full.entries,
+            toc.entries
+        );
+        self.full.push(full.wall.as_secs_f64());
+        self.toc.push(toc.wall.as_secs_f64());
+        self.full_cpu.push(full.cpu.as_secs_f64());
+        self.toc_cpu.push(toc.cpu.as_secs_f64());
+        self.last = Some(toc);
+        Ok(())
+    }
+
+    /// Medians: full and TOC wall, full and TOC CPU.
+    fn medians(&self) -> [f64; 4] {
+        [&self.full, &self.toc, &self.full_cpu, &self.toc_cpu].map(|v| median(v.clone()))
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -169,14 +206,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let zc_arg = zc.layout.to_str().context("zstd:chunked layout path")?;
     check_toc_path(&recorder, zc_arg)?;
     let (mut b1, mut o1, mut ba, mut oa) = (vec![], vec![], vec![], vec![]);
-    let (mut ez_full, mut ez_toc) = (vec![], vec![]);
-    let (mut ez_full_cpu, mut ez_toc_cpu) = (vec![], vec![]);
+    let (mut ez, mut zc_samples) = (TocSamples::default(), TocSamples::default());
     let mut last_all = None;
     let mut last_one = None;
-    let mut last_toc = None;
-    let (mut zc_full, mut zc_toc, mut zc_full_cpu, mut zc_toc_cpu) =
-        (vec![], vec![], vec![], vec![]);
-    let mut last_zc = None;
     for round in 0..args.rounds {
         b1.push(baseline(one)?.as_secs_f64());
         let r = ours(&recorder, &img.dir, "one")?;
@@ -185,31 +217,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ba.push(baseline(&img.layer_files)?.as_secs_f64());
         let r = ours(&recorder, &img.dir, "all")?;
         oa.push(r.wall.as_secs_f64());
-        let full = inspect(&recorder, &[&conv_arg, "--full-decompression"])?;
-        let toc = inspect(&recorder, &[&conv_arg])?;
-        ensure!(
-            full.entries == toc.entries,
-            "eStargz: {} entries decompressed, {} from the TOC",
-            full.entries,
-            toc.entries
-        );
-        ez_full.push(full.wall.as_secs_f64());
-        ez_toc.push(toc.wall.as_secs_f64());
-        ez_full_cpu.push(full.cpu.as_secs_f64());
-        ez_toc_cpu.push(toc.cpu.as_secs_f64());
-        let zfull = inspect(&recorder, &[zc_arg, "--full-decompression"])?;
-        let ztoc = inspect(&recorder, &[zc_arg])?;
-        ensure!(
-            zfull.entries == ztoc.entries,
-            "zstd:chunked: {} entries decompressed, {} from the TOC",
-            zfull.entries,
-            ztoc.entries
-        );
-        zc_full.push(zfull.wall.as_secs_f64());
-        zc_toc.push(ztoc.wall.as_secs_f64());
-        zc_full_cpu.push(zfull.cpu.as_secs_f64());
-        zc_toc_cpu.push(ztoc.cpu.as_secs_f64());
-        last_zc = Some(ztoc);
+        ez.round(&recorder, &conv_arg, "eStargz")?;
+        zc_samples.round(&recorder, zc_arg, "zstd:chunked")?;
         eprintln!(
             "round {round}: one layer {:.3}s vs {:.3}s, {} layers {:.3}s vs {:.3}s, \
              eStargz TOC {:.3}s vs full {:.3}s, zstd:chunked TOC {:.3}s vs full {:.3}s",
@@ -218,22 +227,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.layers,
             oa[round],
             ba[round],
-            ez_toc[round],
-            ez_full[round],
-            zc_toc[round],
-            zc_full[round]
+            ez.toc[round],
+            ez.full[round],
+            zc_samples.toc[round],
+            zc_samples.full[round]
         );
-        last_toc = Some(toc);
         last_all = Some(r);
     }
     let (all, one_run) = (last_all.context("no run")?, last_one.context("no run")?);
     let (mb1, mo1, mba, moa) = (median(b1), median(o1), median(ba), median(oa));
-    let (mez_full, mez_toc) = (median(ez_full), median(ez_toc));
-    let (mez_full_cpu, mez_toc_cpu) = (median(ez_full_cpu), median(ez_toc_cpu));
-    let toc_run = last_toc.context("no run")?;
-    let (mzc_full, mzc_toc) = (median(zc_full), median(zc_toc));
-    let (mzc_full_cpu, mzc_toc_cpu) = (median(zc_full_cpu), median(zc_toc_cpu));
-    let zc_run = last_zc.context("no run")?;
+    let [mez_full, mez_toc, mez_full_cpu, mez_toc_cpu] = ez.medians();
+    let toc_run = ez.last.context("no run")?;
+    let [mzc_full, mzc_toc, mzc_full_cpu, mzc_toc_cpu] = zc_samples.medians();
+    let zc_run = zc_samples.last.context("no run")?;
     let zc_size = fs::metadata(&zc.layer).map(|m| m.len()).unwrap_or(0);
     let ez_size = fs::metadata(&conv.layer).map(|m| m.len()).unwrap_or(0);
     let uname = Command::new("uname")
