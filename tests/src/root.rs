@@ -2,11 +2,10 @@
 
 /// Fails the calling test with a clear message unless it runs as root.
 pub fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
+    let euid = nix::unistd::geteuid();
     assert!(
-        euid == 0,
-        "this test loads eBPF programs and needs root (euid is {euid}); run the suite as root: \
-         `sudo -E cargo xtask test`"
+        euid.is_root(),
+        "this test needs root (it loads eBPF programs, or mounts, makes device nodes and \
+         chowns); running as uid {euid}. Run the suite as root: `sudo -E cargo xtask test`"
     );
 }

@@ -4,16 +4,6 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Fails the test loudly unless it runs as root (mounts, mknod and chown need it).
-pub fn require_root(test: &str) {
-    let euid = nix::unistd::geteuid();
-    assert!(
-        euid.is_root(),
-        "{test} needs root (mount namespaces, overlayfs, mknod, chown); running as uid {euid}. \
-         Run the tests as root."
-    );
-}
-
 /// Builds an in-memory tar, with full control over names (including hostile ones).
 pub struct LayerBuilder {
     builder: tar::Builder<Vec<u8>>,

@@ -5,13 +5,14 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 
 use recorder::sandbox::{ImageProcess, Sandbox, SandboxError, SpecError, unpack_layer};
-use recorder_tests::sandbox_fixtures::{LayerBuilder, mounts_mentioning, require_root};
+use recorder_tests::root::require_root;
+use recorder_tests::sandbox_fixtures::{LayerBuilder, mounts_mentioning};
 
 use super::{TapMkdir, assert_cleaned, capture, image, read_all, spec};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_the_workload_in_a_private_overlay_root() {
-    require_root("runs_the_workload_in_a_private_overlay_root");
+    require_root();
     let dir = tempfile::tempdir().unwrap();
     let layers = image(&dir.path().join("layers").tap_mkdir());
     let scratch = dir.path().join("scratch");
@@ -90,7 +91,7 @@ async fn runs_the_workload_in_a_private_overlay_root() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn holds_the_workload_before_exec_until_released() {
-    require_root("holds_the_workload_before_exec_until_released");
+    require_root();
     let dir = tempfile::tempdir().unwrap();
     let layers = image(&dir.path().join("layers").tap_mkdir());
     let scratch = dir.path().join("scratch");
@@ -127,7 +128,7 @@ async fn holds_the_workload_before_exec_until_released() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_as_the_image_user_with_its_groups_and_workdir() {
-    require_root("runs_as_the_image_user_with_its_groups_and_workdir");
+    require_root();
     let dir = tempfile::tempdir().unwrap();
     let layers = image(&dir.path().join("layers").tap_mkdir());
     let scratch = dir.path().join("scratch");
@@ -169,7 +170,7 @@ async fn runs_as_the_image_user_with_its_groups_and_workdir() {
 
 #[test]
 fn user_lookup_sees_the_merged_view_of_the_layers() {
-    require_root("user_lookup_sees_the_merged_view_of_the_layers");
+    require_root();
     let dir = tempfile::tempdir().unwrap();
     let mut layers = image(&dir.path().join("layers").tap_mkdir());
     let config = ImageProcess {
@@ -210,7 +211,7 @@ fn user_lookup_sees_the_merged_view_of_the_layers() {
 
 #[test]
 fn a_bad_command_fails_with_its_name_and_cleans_up() {
-    require_root("a_bad_command_fails_with_its_name_and_cleans_up");
+    require_root();
     let dir = tempfile::tempdir().unwrap();
     let layers = image(&dir.path().join("layers").tap_mkdir());
     for cmd in ["no-such-command", "/bin/missing", "/etc/marker"] {
@@ -231,7 +232,7 @@ fn a_bad_command_fails_with_its_name_and_cleans_up() {
 
 #[test]
 fn dropping_a_pending_workload_kills_it_and_cleans_up() {
-    require_root("dropping_a_pending_workload_kills_it_and_cleans_up");
+    require_root();
     let dir = tempfile::tempdir().unwrap();
     let layers = image(&dir.path().join("layers").tap_mkdir());
     let scratch = dir.path().join("scratch");
@@ -263,7 +264,7 @@ fn dropping_a_pending_workload_kills_it_and_cleans_up() {
 
 #[test]
 fn a_setup_failure_names_the_step_and_cleans_up() {
-    require_root("a_setup_failure_names_the_step_and_cleans_up");
+    require_root();
     let dir = tempfile::tempdir().unwrap();
     let scratch = dir.path().join("scratch");
     let err = Sandbox::new(

@@ -4,12 +4,13 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use recorder::sandbox::{UnpackError, unpack_layer};
-use recorder_tests::sandbox_fixtures::{LayerBuilder, require_root};
+use recorder_tests::root::require_root;
+use recorder_tests::sandbox_fixtures::LayerBuilder;
 use tar::EntryType;
 
 #[test]
 fn unpack_creates_files_links_nodes_and_metadata() {
-    require_root("unpack_creates_files_links_nodes_and_metadata");
+    require_root();
     let dir = tempfile::tempdir().unwrap();
     let mut layer = LayerBuilder::new();
     layer
@@ -82,7 +83,7 @@ fn unpack_creates_files_links_nodes_and_metadata() {
 
 #[test]
 fn unpack_converts_whiteouts_and_opaque_dirs() {
-    require_root("unpack_converts_whiteouts_and_opaque_dirs");
+    require_root();
     let dir = tempfile::tempdir().unwrap();
     let mut layer = LayerBuilder::new();
     layer
@@ -131,7 +132,7 @@ fn unpack_converts_whiteouts_and_opaque_dirs() {
 
 #[test]
 fn unpack_rejects_hostile_names_and_writes_nothing_outside() {
-    require_root("unpack_rejects_hostile_names_and_writes_nothing_outside");
+    require_root();
     let outside = tempfile::tempdir().unwrap();
     let victim = outside.path().join("victim");
     std::fs::write(&victim, b"intact").unwrap();
@@ -219,7 +220,7 @@ fn xattr(path: &Path, name: &std::ffi::CStr) -> Option<Vec<u8>> {
 
 #[test]
 fn unpack_keeps_every_attribute_the_workload_can_see() {
-    require_root("unpack_keeps_every_attribute_the_workload_can_see");
+    require_root();
     // vfs_cap_data v2, effective, permitting CAP_NET_RAW (13): what ping carries.
     let cap: &[u8] = &[
         0x01, 0, 0, 0x02, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
