@@ -15,7 +15,7 @@ use recorder_common::{
 };
 
 use crate::{
-    ARG0, RET, SCRATCH, TASK_COMM_OFFSET,
+    ARG0, SCRATCH, TASK_COMM_OFFSET,
     kernel::{arg, current_task, global, load, walk_offset},
     record::{count, emit, fill_header},
     task::{mntns_of, target_mntns},
@@ -66,16 +66,18 @@ pub fn sys_enter_unshare(ctx: TracePointContext) -> u32 {
     0
 }
 
-#[tracepoint]
-pub fn sys_exit_unshare(ctx: TracePointContext) -> u32 {
+/// An `unshare` at its exit (see `syscall`; `ret` its result): a call parked at entry by a
+/// traced task (or a runc one, while catching) that made a mount namespace makes it join.
+#[inline(always)]
+pub(crate) fn exit_unshare(ret: i64) {
     let tid = bpf_get_current_pid_tgid() as u32;
     // SAFETY: a plain value copied out at once.
     let Some(parent) = (unsafe { UNSHARING.get(&tid) }).copied() else {
-        return 0;
+        return;
     };
     let _ = UNSHARING.remove(&tid);
-    if arg::<i64>(&ctx, RET) != 0 {
-        return 0;
+    if ret != 0 {
+        return;
     }
     let task = current_task();
     if let Some(mntns) = mntns_of(task) {
@@ -87,7 +89,6 @@ pub fn sys_exit_unshare(ctx: TracePointContext) -> u32 {
             catch(task, task, mntns, parent);
         }
     }
-    0
 }
 
 /// A new task whose parent is traced and which has a mount namespace of its own
