@@ -317,8 +317,6 @@ pub mod globals {
     pub const PT_REGS_DX: &str = "PT_REGS_DX_OFFSET";
     /// `offsetof(struct pt_regs, r8)`: fifth syscall argument on x86-64.
     pub const PT_REGS_R8: &str = "PT_REGS_R8_OFFSET";
-    /// `offsetof(struct pt_regs, orig_ax)`: the syscall number on x86-64.
-    pub const PT_REGS_ORIG_AX: &str = "PT_REGS_ORIG_AX_OFFSET";
     /// `offsetof(struct task_struct, comm)`.
     pub const TASK_COMM: &str = "TASK_COMM_OFFSET";
     /// Ring fill level (bytes) above which a record forces a wakeup of the consumer.

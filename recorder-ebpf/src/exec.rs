@@ -1,10 +1,11 @@
 //! Execs: every successful one from `sched_process_exec` (BTF tracepoint, 5.5+), named by the
 //! file the kernel runs and a `#!` script by the kernel's own copies of its name; failed
-//! `execve`/`execveat` calls only counted, at their exits (see `syscall`).
+//! `execve`/`execveat` calls only counted, at their exits.
 
 use aya_ebpf::{
-    helpers::bpf_probe_read_kernel_str_bytes, macros::btf_tracepoint,
-    programs::BtfTracePointContext,
+    helpers::{bpf_probe_read_kernel_str_bytes, bpf_task_pt_regs},
+    macros::{btf_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, TracePointContext},
 };
 use recorder_common::{
     AT_FDCWD, Counter, EXEC_SCRIPT, EXEC_SCRIPT_FILE, EXEC_SCRIPT_NAMED, EventBuf, EventKind,
@@ -12,19 +13,19 @@ use recorder_common::{
 };
 
 use crate::{
-    ARG_PATHS, PT_REGS_DI_OFFSET, PT_REGS_R8_OFFSET, PT_REGS_SI_OFFSET, SCRATCH,
+    ARG_PATHS, PT_REGS_DI_OFFSET, PT_REGS_R8_OFFSET, PT_REGS_SI_OFFSET, RET, SCRATCH,
     dir::append_dir,
     file::append_file,
-    kernel::{current_task, global, kread, load},
+    kernel::{arg, current_task, global, kread, load},
     record::{count, emit, fill_header, path_is_relative, read_path},
     task::{fd_file, target_mntns},
 };
 
-/// A failed exec, at its exit (see `syscall`; `regs` the task's saved user registers, `ret`
-/// the result): counted, with its path for `recorder trace`. Successful execs are named by
-/// `sched_process_exec`.
+/// A failed exec, at its exit: counted, with its path for `recorder trace`. Successful execs
+/// are named by `sched_process_exec`.
 #[inline(always)]
-pub(crate) fn exit_exec(regs: *const u8, ret: i64, kind: EventKind) {
+pub(crate) fn exit_exec(ctx: &TracePointContext, kind: EventKind) {
+    let ret = arg::<i64>(ctx, RET);
     if ret >= 0 {
         return;
     }
@@ -34,6 +35,7 @@ pub(crate) fn exit_exec(regs: *const u8, ret: i64, kind: EventKind) {
     };
     // SAFETY: as in exit_open; a failed exec leaves the caller's registers and memory in place.
     let (a0, a1, a4) = unsafe {
+        let regs = bpf_task_pt_regs(task as *mut _) as *const u8;
         (
             load::<u64>(regs, global(&PT_REGS_DI_OFFSET)),
             load::<u64>(regs, global(&PT_REGS_SI_OFFSET)),
@@ -55,6 +57,18 @@ pub(crate) fn exit_exec(regs: *const u8, ret: i64, kind: EventKind) {
         read_path(buf, filename);
     }
     emit(buf);
+}
+
+#[tracepoint]
+pub fn sys_exit_execve(ctx: TracePointContext) -> u32 {
+    exit_exec(&ctx, EventKind::Execve);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_execveat(ctx: TracePointContext) -> u32 {
+    exit_exec(&ctx, EventKind::Execveat);
+    0
 }
 
 /// Every successful exec, after the point of no return: `bprm->file` is what the kernel runs

@@ -1,13 +1,12 @@
 //! The recorder's kernel side.
 //!
-//! - the exits of open, openat and openat2, from one BTF tracepoint on every syscall's exit
-//!   (`sys_exit`, 5.5+; see `syscall`), and the `io_uring_complete` tracepoint for io_uring
-//!   opens: each successful open is named by the `struct file` the kernel installed at the
-//!   returned fd (its filesystem, inode, mount and its path from the root of its filesystem,
-//!   walked over the dentries), never by the path argument;
+//! - `syscalls` exit tracepoints for open, openat and openat2, and the `io_uring_complete`
+//!   tracepoint for io_uring opens: each successful open is named by the `struct file` the
+//!   kernel installed at the returned fd (its filesystem, inode, mount and its path from the
+//!   root of its filesystem, walked over the dentries), never by the path argument;
 //! - `sched_process_exec` (a BTF tracepoint, 5.5+) for every successful exec: the file the kernel
-//!   runs (`bprm->file`) and its own copy of the name (`bprm->filename`); the exits of execve and
-//!   execveat (`sys_exit` again) count the failed ones;
+//!   runs (`bprm->file`) and its own copy of the name (`bprm->filename`); the `syscalls` exits of
+//!   execve and execveat count the failed ones;
 //! - `unshare` and `sched_process_fork` (BTF, 5.5+) to follow a traced task into a mount
 //!   namespace it makes, without a round trip to userspace; and, while userspace waits for a
 //!   container to be created (`CATCH_RUNC`), to trace each mount namespace runc makes from its
@@ -37,7 +36,6 @@ mod kernel;
 mod mntns;
 mod open;
 mod record;
-mod syscall;
 mod task;
 
 // Kernel struct offsets, patched by userspace from /sys/kernel/btf/vmlinux before load. They
@@ -54,9 +52,6 @@ pub(crate) static MNT_NS_INUM_OFFSET: u64 = 0;
 
 #[unsafe(no_mangle)]
 pub(crate) static PT_REGS_DI_OFFSET: u64 = 0;
-
-#[unsafe(no_mangle)]
-pub(crate) static PT_REGS_ORIG_AX_OFFSET: u64 = 0;
 
 #[unsafe(no_mangle)]
 pub(crate) static PT_REGS_SI_OFFSET: u64 = 0;
@@ -107,6 +102,9 @@ pub(crate) const MAX_RECORD: usize = core::mem::size_of::<EventBuf>();
 // Offsets of the syscall arguments in a `syscalls/sys_enter_*` record: 8 bytes of common
 // header, the syscall number, then one 8-byte slot per argument.
 pub(crate) const ARG0: usize = 16;
+
+// `ret` in a `syscalls/sys_exit_*` record.
+pub(crate) const RET: usize = 16;
 
 #[cfg(not(test))]
 #[panic_handler]

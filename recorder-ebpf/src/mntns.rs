@@ -15,7 +15,7 @@ use recorder_common::{
 };
 
 use crate::{
-    ARG0, SCRATCH, TASK_COMM_OFFSET,
+    ARG0, RET, SCRATCH, TASK_COMM_OFFSET,
     kernel::{arg, current_task, global, load, walk_offset},
     record::{count, emit, fill_header},
     task::{mntns_of, target_mntns},
@@ -66,18 +66,16 @@ pub fn sys_enter_unshare(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// An `unshare` at its exit (see `syscall`; `ret` its result): a call parked at entry by a
-/// traced task (or a runc one, while catching) that made a mount namespace makes it join.
-#[inline(always)]
-pub(crate) fn exit_unshare(ret: i64) {
+#[tracepoint]
+pub fn sys_exit_unshare(ctx: TracePointContext) -> u32 {
     let tid = bpf_get_current_pid_tgid() as u32;
     // SAFETY: a plain value copied out at once.
     let Some(parent) = (unsafe { UNSHARING.get(&tid) }).copied() else {
-        return;
+        return 0;
     };
     let _ = UNSHARING.remove(&tid);
-    if ret != 0 {
-        return;
+    if arg::<i64>(&ctx, RET) != 0 {
+        return 0;
     }
     let task = current_task();
     if let Some(mntns) = mntns_of(task) {
@@ -89,6 +87,7 @@ pub(crate) fn exit_unshare(ret: i64) {
             catch(task, task, mntns, parent);
         }
     }
+    0
 }
 
 /// A new task whose parent is traced and which has a mount namespace of its own

@@ -1,29 +1,33 @@
-//! The open family (`open`, `openat`, `openat2`): each successful call named at its exit (see
-//! `syscall`) by the `struct file` at the fd it returned.
+//! The open family (`open`, `openat`, `openat2`, 2.6.x+ tracepoints): each successful call
+//! named at its exit by the `struct file` at the fd it returned.
 
-use aya_ebpf::helpers::bpf_probe_read_user;
+use aya_ebpf::{
+    helpers::{bpf_probe_read_user, bpf_task_pt_regs},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
 use recorder_common::{AT_FDCWD, EventKind};
 
 use crate::{
-    ARG_PATHS, PT_REGS_DI_OFFSET, PT_REGS_DX_OFFSET, PT_REGS_SI_OFFSET, SCRATCH,
+    ARG_PATHS, PT_REGS_DI_OFFSET, PT_REGS_DX_OFFSET, PT_REGS_SI_OFFSET, RET, SCRATCH,
     dir::append_dir,
     file::{emit_file, unresolved},
-    kernel::{current_task, global, load},
+    kernel::{arg, current_task, global, load},
     record::{emit, fill_header, path_is_relative, read_path},
     task::{fd_file, target_mntns},
 };
 
-/// Emits an open-family call at its exit (`ret` its result), reading its arguments from the
-/// task's saved user registers `regs` (a BTF pointer to its `struct pt_regs`).
+/// Emits an open-family call at its exit, reading its arguments from the saved user registers.
 #[inline(always)]
-pub(crate) fn exit_open(regs: *const u8, ret: i64, kind: EventKind) {
+pub(crate) fn exit_open(ctx: &TracePointContext, kind: EventKind) {
     let task = current_task();
     let Some(mntns) = target_mntns(task) else {
         return;
     };
-    // SAFETY: `regs` is the BTF pointer to the task's user registers; the offsets are its
-    // fields' (see load). x86-64 passes arguments in di, si, dx.
+    // SAFETY: bpf_task_pt_regs returns the BTF pointer to the current task's user registers;
+    // the offsets are its fields' (see load). x86-64 passes arguments in di, si, dx.
     let (a0, a1, a2) = unsafe {
+        let regs = bpf_task_pt_regs(task as *mut _) as *const u8;
         (
             load::<u64>(regs, global(&PT_REGS_DI_OFFSET)),
             load::<u64>(regs, global(&PT_REGS_SI_OFFSET)),
@@ -45,6 +49,7 @@ pub(crate) fn exit_open(regs: *const u8, ret: i64, kind: EventKind) {
     // program on this CPU, so nothing else touches the buffer until the record is emitted.
     let buf = unsafe { &mut *buf };
     fill_header(&mut buf.header, task, kind as u8, mntns, dirfd, flags);
+    let ret = arg::<i64>(ctx, RET);
     buf.header.ret = ret;
     if global(&ARG_PATHS) != 0 {
         read_path(buf, filename);
@@ -62,4 +67,22 @@ pub(crate) fn exit_open(regs: *const u8, ret: i64, kind: EventKind) {
         }
     }
     emit(buf);
+}
+
+#[tracepoint]
+pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
+    exit_open(&ctx, EventKind::Open);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_openat(ctx: TracePointContext) -> u32 {
+    exit_open(&ctx, EventKind::Openat);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_openat2(ctx: TracePointContext) -> u32 {
+    exit_open(&ctx, EventKind::Openat2);
+    0
 }

@@ -105,9 +105,8 @@ pub(crate) struct ProgramCosts {
     pub(crate) trace_mode: f64,
 }
 
-/// ns per openat of the `sys_exit` program while a producer makes openat calls, from the
-/// kernel's run-time accounting: its time over half its runs (the producer's close exits take
-/// the program's first return, a few ns; other tasks' syscalls meanwhile count too).
+/// ns per run of `sys_exit_openat` while a producer makes openat calls, from the kernel's
+/// run-time accounting.
 async fn program_ns(arg_paths: bool, target: bool, path: &std::path::Path) -> f64 {
     let config = TracerConfig {
         arg_paths,
@@ -124,8 +123,8 @@ async fn program_ns(arg_paths: bool, target: bool, path: &std::path::Path) -> f6
     let openat = |t: &Tracer| {
         t.program_stats()
             .into_iter()
-            .find(|s| s.name == "sys_exit")
-            .expect("sys_exit stats")
+            .find(|s| s.name == "sys_exit_openat")
+            .expect("sys_exit_openat stats")
     };
     let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF_ENABLE_STATS");
     let before = openat(&tracer);
@@ -134,7 +133,7 @@ async fn program_ns(arg_paths: bool, target: bool, path: &std::path::Path) -> f6
     drop(stats);
     elsewhere.run(None).await;
     let runs = after.runs - before.runs;
-    (after.run_time - before.run_time).as_nanos() as f64 / (runs / 2).max(1) as f64
+    (after.run_time - before.run_time).as_nanos() as f64 / runs.max(1) as f64
 }
 
 pub(crate) async fn program_costs() -> ProgramCosts {

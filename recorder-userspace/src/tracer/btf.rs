@@ -292,8 +292,6 @@ pub struct KernelOffsets {
     /// `pt_regs.di`, `pt_regs.si`, `pt_regs.dx`, `pt_regs.r8`: the first, second, third and fifth
     /// syscall arguments on x86-64.
     pub pt_regs_args: [u64; 4],
-    /// `pt_regs.orig_ax`: the syscall number on x86-64.
-    pub pt_regs_orig_ax: u64,
     /// `task_struct.comm`.
     pub task_comm: u64,
     /// Offsets the directory walk uses, indexed by `recorder_common::walk`.
@@ -318,7 +316,6 @@ impl KernelOffsets {
                 btf.offset_of("pt_regs", &["dx"])? as u64,
                 btf.offset_of("pt_regs", &["r8"])? as u64,
             ],
-            pt_regs_orig_ax: btf.offset_of("pt_regs", &["orig_ax"])? as u64,
             task_comm: btf.offset_of("task_struct", &["comm"])? as u64,
             walk: walk_offsets(btf)?,
         })
@@ -419,7 +416,6 @@ mod tests {
         assert!(offsets.mnt_ns_inum < 256, "{offsets:?}");
         // The x86-64 register frame layout is ABI: di, si, dx, r8 at 112, 104, 96, 72.
         assert_eq!(offsets.pt_regs_args, [112, 104, 96, 72]);
-        assert_eq!(offsets.pt_regs_orig_ax, 120);
         // This kernel has io_uring: its fixed-file table is found.
         let btf = Btf::from_sys_fs().unwrap();
         for path in [

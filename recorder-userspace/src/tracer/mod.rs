@@ -31,21 +31,23 @@ pub use self::{
 /// The eBPF object built by build.rs; empty when built with `AYA_BUILD_SKIP=1`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/recorder"));
 
-/// Tracepoints as (category, name), the program having the tracepoint's name, attached before
-/// the BTF tracepoints are.
-const TRACEPOINTS: [(&str, &str); 1] = [("io_uring", "io_uring_complete")];
+/// Tracepoints as (category, name), the program having the tracepoint's name. `unshare`'s exit
+/// comes before its entry, so no call is parked at entry without a program to take it out.
+/// Open-family calls need no entry program: their exit program reads the fd's file and, for
+/// `trace`, the arguments from the saved registers (see the eBPF crate's docs).
+const TRACEPOINTS: [(&str, &str); 8] = [
+    ("syscalls", "sys_exit_open"),
+    ("syscalls", "sys_exit_openat"),
+    ("syscalls", "sys_exit_openat2"),
+    ("syscalls", "sys_exit_execve"),
+    ("syscalls", "sys_exit_execveat"),
+    ("syscalls", "sys_exit_unshare"),
+    ("syscalls", "sys_enter_unshare"),
+    ("io_uring", "io_uring_complete"),
+];
 
-/// Tracepoints attached after the BTF tracepoints: `unshare`'s entry parks a call for its exit
-/// (`sys_exit`, a BTF tracepoint) to take out, so the exit's program comes first.
-const AFTER_BTF: [(&str, &str); 1] = [("syscalls", "sys_enter_unshare")];
-
-/// BTF tracepoints (5.5+), the program having the tracepoint's name, loaded on this thread.
-/// `sys_exit` takes every syscall exit the recorder follows (open, openat, openat2, execve,
-/// execveat, unshare): see the eBPF crate's `syscall`.
-const BTF_HERE: [&str; 1] = ["sys_exit"];
-
-/// BTF tracepoints loaded on a thread of their own beside the others (see `Tracer::load`).
-const BTF_BESIDE: [&str; 2] = ["sched_process_exec", "sched_process_fork"];
+/// BTF tracepoints (5.5+), the program having the tracepoint's name.
+const BTF_TRACEPOINTS: [&str; 2] = ["sched_process_exec", "sched_process_fork"];
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 
@@ -169,13 +171,11 @@ impl std::fmt::Debug for Tracer {
 
 /// Detaches every program at once.
 ///
-/// Closing a tracepoint's perf event waits for grace periods in the closing thread
+/// Closing a syscall tracepoint's perf event waits for grace periods in the closing thread
 /// (`tracepoint_synchronize_unregister`, under the kernel's `event_mutex`, so the waits only
-/// partly overlap): one after another the eight perf-event tracepoints of earlier versions took
-/// 0.58–0.67 s to detach here (`recorder trace`, SIGINT to exit, 3 runs), closed from one thread
-/// each 0.30–0.37 s. The BTF tracepoints' links close at once, so the syscall exits moved to
-/// one (`sys_exit`); two perf events are left (io_uring's and unshare's entry): a run's exit
-/// after its digest went from 0.30–0.40 s to 0.09–0.13 s (debug build, demo image, 7 runs).
+/// partly overlap): one after another the eight tracepoints took 0.58–0.67 s to detach here
+/// (`recorder trace`, SIGINT to exit, 3 runs), closed from one thread each 0.30–0.37 s. The
+/// BTF tracepoints' links close at once.
 impl Drop for Tracer {
     fn drop(&mut self) {
         let links = std::mem::take(&mut self.links);
@@ -208,32 +208,31 @@ impl Tracer {
         ensure_tracefs()?;
         // What the load costs, measured here (debug build, quiet, demo run; 0.30-0.32 s in
         // all, one thread): the BTF tracepoint `sched_process_exec` takes the verifier 105 ms,
-        // aya's parse of the kernel's BTF 35 ms, the object (offsets, maps) about 90 ms, the
-        // syscall programs 40-55 ms together. So aya's BTF is parsed while the object loads,
-        // and `sched_process_exec` and `sched_process_fork` load on a thread of their own
-        // while this one loads the rest (the verifier runs in the loading thread).
+        // aya's parse of the kernel's BTF for it 35 ms, the object (offsets, maps) about 90 ms,
+        // the eight tracepoints 55 ms together. So aya's BTF is parsed, and then the BTF
+        // tracepoints loaded, on threads of their own while this one loads the object and the
+        // tracepoints (the verifier runs in the loading thread): 0.22-0.24 s in 5 runs.
         let kernel_btf = std::thread::Builder::new()
             .name("recorder-btf".into())
             .spawn(aya::Btf::from_sys_fs)
             .map_err(|source| TracerError::Thread { source })?;
         let mut ebpf = load_object(config)?;
-        let btf = kernel_btf
-            .join()
-            .map_err(|_| TracerError::LoaderPanicked)?
-            .map_err(|source| TracerError::KernelBtf { source })?;
         let links = std::thread::scope(|scope| {
             let mut programs: std::collections::HashMap<&str, &mut Program> =
                 ebpf.programs_mut().collect();
-            let mut beside = Vec::new();
-            for name in BTF_BESIDE {
+            let mut btf_programs = Vec::new();
+            for name in BTF_TRACEPOINTS {
                 let program = programs.remove(name).ok_or(TracerError::Missing(name))?;
-                beside.push((name, program));
+                btf_programs.push((name, program));
             }
-            let btf = &btf;
-            let beside = scope.spawn(move || {
-                beside
+            let btf_links = scope.spawn(move || {
+                let btf = kernel_btf
+                    .join()
+                    .map_err(|_| TracerError::LoaderPanicked)?
+                    .map_err(|source| TracerError::KernelBtf { source })?;
+                btf_programs
                     .into_iter()
-                    .map(|(name, program)| attach_btf_tracepoint(name, program, btf))
+                    .map(|(name, program)| attach_btf_tracepoint(name, program, &btf))
                     .collect::<Result<Vec<_>, _>>()
             });
             let mut links = Vec::new();
@@ -241,15 +240,11 @@ impl Tracer {
                 let program = programs.remove(name).ok_or(TracerError::Missing(name))?;
                 links.push(attach_tracepoint(category, name, program)?);
             }
-            for name in BTF_HERE {
-                let program = programs.remove(name).ok_or(TracerError::Missing(name))?;
-                links.push(attach_btf_tracepoint(name, program, btf)?);
-            }
-            links.extend(beside.join().map_err(|_| TracerError::LoaderPanicked)??);
-            for (category, name) in AFTER_BTF {
-                let program = programs.remove(name).ok_or(TracerError::Missing(name))?;
-                links.push(attach_tracepoint(category, name, program)?);
-            }
+            links.extend(
+                btf_links
+                    .join()
+                    .map_err(|_| TracerError::LoaderPanicked)??,
+            );
             Ok::<_, TracerError>(links)
         })?;
         let targets = take_map(&mut ebpf, "TARGETS", HashMap::try_from)?;
@@ -347,7 +342,10 @@ impl Tracer {
     /// statistics are enabled (`aya::sys::enable_stats`, which lasts as long as its fd and
     /// changes no sysctl); both stay 0 otherwise. For benchmarks.
     pub fn program_stats(&self) -> Vec<ProgramStats> {
-        program_names()
+        TRACEPOINTS
+            .iter()
+            .map(|(_, name)| *name)
+            .chain(BTF_TRACEPOINTS)
             .filter_map(|name| {
                 let info = self.ebpf.program(name)?.info().ok()?;
                 Some(ProgramStats {
@@ -362,7 +360,10 @@ impl Tracer {
     /// Runs the kernel skipped because another tracing program was running on that CPU: the
     /// only way a call can escape the programs, so it is counted as lost.
     fn recursion_misses(&self) -> u64 {
-        program_names()
+        TRACEPOINTS
+            .iter()
+            .map(|(_, name)| *name)
+            .chain(BTF_TRACEPOINTS)
             .filter_map(|name| self.ebpf.program(name)?.fd().ok())
             .map(|fd| {
                 let path = format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd());
@@ -390,16 +391,6 @@ pub struct ProgramStats {
     pub run_time: Duration,
 }
 
-/// Every program's name.
-fn program_names() -> impl Iterator<Item = &'static str> {
-    TRACEPOINTS
-        .into_iter()
-        .chain(AFTER_BTF)
-        .map(|(_, name)| name)
-        .chain(BTF_HERE)
-        .chain(BTF_BESIDE)
-}
-
 /// Computes the kernel's offsets and loads the object (maps made, globals set), no program
 /// loaded yet.
 fn load_object(config: &TracerConfig) -> Result<Ebpf, TracerError> {
@@ -414,7 +405,6 @@ fn load_object(config: &TracerConfig) -> Result<Ebpf, TracerError> {
         .override_global(globals::PT_REGS_SI, &offsets.pt_regs_args[1], true)
         .override_global(globals::PT_REGS_DX, &offsets.pt_regs_args[2], true)
         .override_global(globals::PT_REGS_R8, &offsets.pt_regs_args[3], true)
-        .override_global(globals::PT_REGS_ORIG_AX, &offsets.pt_regs_orig_ax, true)
         .override_global(globals::ARG_PATHS, &arg_paths, true)
         .override_global(globals::TASK_COMM, &offsets.task_comm, true)
         .override_global(globals::WALK_OFFSETS, &offsets.walk, true)
