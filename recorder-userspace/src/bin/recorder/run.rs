@@ -205,15 +205,23 @@ impl Args {
 pub fn run(args: Args, rt: &tokio::runtime::Handle) -> anyhow::Result<ExitCode> {
     crate::source::require_privileges("recorder run", true)?;
     args.common.validate()?;
+    let overrides = args.overrides()?;
+    let confinement = args.confine.confinement()?;
+    let options = args.common.options()?;
+    // Opened (made, if it is not there) once everything else checks out, and only for a run
+    // that unpacks: with --containerd, containerd's snapshots are the layers.
+    let cache = match args.common.ctrd.containerd {
+        Some(_) => None,
+        None => args.cache.open()?,
+    };
     let plan = RunPlan {
-        overrides: args.overrides()?,
-        confinement: args.confine.confinement()?,
+        overrides,
+        confinement,
         max_unpacked: args.max_unpacked,
         binds: args.process.mount.clone(),
-        cache: args.cache.open()?,
+        cache,
         cache_max: args.cache.cache_max,
     };
-    let options = args.common.options()?;
     record_and_conclude(
         &args.common,
         &options,
