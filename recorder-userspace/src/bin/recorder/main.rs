@@ -111,7 +111,7 @@ fn main() -> ExitCode {
     match run_cli() {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("Error: {error:?}");
+            eprintln!("{}", report(&error));
             if error.chain().any(|cause| cause.is::<Usage>()) {
                 ExitCode::from(recorder::agent::EXIT_USAGE)
             } else {
@@ -119,6 +119,26 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The error as anyhow's `{:?}` prints it (the message, then `Caused by:` and each cause),
+/// without the backtrace anyhow adds when `RUST_BACKTRACE` is set: a bad flag or a missing
+/// image is not a crash, and a user with that variable set for other work saw a stack of
+/// frames under every such message.
+fn report(error: &anyhow::Error) -> String {
+    let mut out = format!("Error: {error}");
+    let causes: Vec<String> = error.chain().skip(1).map(ToString::to_string).collect();
+    match causes.as_slice() {
+        [] => {}
+        [one] => out.push_str(&format!("\n\nCaused by:\n    {one}")),
+        many => {
+            out.push_str("\n\nCaused by:");
+            for (i, cause) in many.iter().enumerate() {
+                out.push_str(&format!("\n    {i}: {cause}"));
+            }
+        }
+    }
+    out
 }
 
 fn run_cli() -> anyhow::Result<ExitCode> {
@@ -173,5 +193,40 @@ fn command(command: Command, rt: &Handle) -> anyhow::Result<ExitCode> {
                 .context("writing the man page")?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::report;
+
+    #[test]
+    fn errors_print_as_anyhow_does_without_a_backtrace() {
+        let one = anyhow::anyhow!("no image");
+        let two = anyhow::Error::from(std::io::Error::other("disk full")).context("committing");
+        let three = two_causes();
+        let cases = [
+            (one, "Error: no image"),
+            (two, "Error: committing\n\nCaused by:\n    disk full"),
+            (
+                three,
+                "Error: run\n\nCaused by:\n    0: committing\n    1: disk full",
+            ),
+        ];
+        for (error, want) in cases {
+            assert_eq!(report(&error), want);
+            // What anyhow prints without a backtrace, whatever RUST_BACKTRACE says here.
+            let debug = format!("{error:?}");
+            assert!(
+                debug.starts_with(want.trim_start_matches("Error: ")),
+                "{debug}"
+            );
+        }
+    }
+
+    fn two_causes() -> anyhow::Error {
+        anyhow::Error::from(std::io::Error::other("disk full"))
+            .context("committing")
+            .context("run")
     }
 }
