@@ -27,6 +27,96 @@ pub enum E {
     RawFile(Vec<u8>),
 }
 
+/// Two layers with every kind of entry the index tells apart, whiteouts and an opaque directory
+/// over the lower layer, and names Go's JSON encoder escapes: the image of the TOC tests
+/// (eStargz, zstd:chunked). `big` is a file over the converter's chunk size, `devices` the
+/// device nodes besides `/dev/null` that the converter keeps.
+pub fn every_kind_layers(big: &'static [u8], devices: &[E]) -> Vec<Vec<E>> {
+    let mut lower = vec![
+        E::Dir("etc/"),
+        E::File("etc/passwd", b"root:x:0:0::/root:/bin/sh\n"),
+        E::File("etc/gone", b"deleted above\n"),
+        E::Dir("opt/"),
+        E::Dir("opt/app/"),
+        E::File("opt/app/old", b"hidden by the opaque dir above\n"),
+        E::File("usr/lib/big.so", big),
+        E::File("usr/lib/empty", b""),
+        E::Symlink("usr/lib/link.so", "big.so"),
+        E::Hardlink("usr/lib/hard.so", "usr/lib/big.so"),
+        E::Fifo("run/fifo"),
+        E::Char("dev/null", 1, 3),
+    ];
+    lower.extend_from_slice(devices);
+    lower.push(E::File("srv/a<b>&c d", b"escaped in JSON\n"));
+    vec![
+        lower,
+        vec![
+            E::File("etc/.wh.gone", b""),
+            E::Dir("opt/app/"),
+            E::File("opt/app/.wh..wh..opq", b""),
+            E::File("opt/app/new", b"new\n"),
+            E::Symlink("bin", "usr/bin"),
+            E::File("etc/shadow", b"root:*:1::::::\n"),
+            E::Hardlink("etc/shadow2", "./etc/shadow"),
+        ],
+    ]
+}
+
+/// One entry as a TOC test compares it: path, kind, size, link target, device, implicit.
+pub type IndexRow = (
+    Vec<u8>,
+    String,
+    u64,
+    Option<Vec<u8>>,
+    Option<(u32, u32)>,
+    bool,
+);
+
+/// Everything an index holds of a layer, in entry order, plus its counts.
+pub fn index_rows(idx: &recorder::image::LayerIndex) -> (Vec<IndexRow>, [u64; 4]) {
+    let rows = idx
+        .entries()
+        .map(|(path, e)| {
+            (
+                path,
+                e.kind.as_str().to_owned(),
+                e.size,
+                e.target.map(<[u8]>::to_vec),
+                e.device,
+                e.implicit,
+            )
+        })
+        .collect();
+    let s = idx.stats();
+    (rows, [s.entries, s.whiteouts, s.opaques, s.refused_by_run])
+}
+
+/// Fails unless layer `i` of `fast` was indexed from its TOC exactly when `from_toc`, `slow`'s
+/// by decompression, and the two hold the same entries with the same opaque directories.
+pub fn assert_same_layer(
+    fast: &recorder::image::MergedView,
+    slow: &recorder::image::MergedView,
+    i: usize,
+    from_toc: bool,
+) {
+    let (f, s) = (&fast.layers()[i], &slow.layers()[i]);
+    assert_eq!(f.stats().from_toc, from_toc, "layer {i}: from its TOC?");
+    assert!(
+        !s.stats().from_toc && s.stats().tar_bytes > 0,
+        "layer {i} not decompressed"
+    );
+    let (fr, sr) = (index_rows(f), index_rows(s));
+    assert_eq!(fr.1, sr.1, "layer {i}: counts");
+    assert_eq!(fr.0.len(), sr.0.len(), "layer {i}: entry count");
+    for (n, (a, b)) in fr.0.iter().zip(&sr.0).enumerate() {
+        assert_eq!(a, b, "layer {i}, entry {n}");
+    }
+    assert_eq!(f.node_count(), s.node_count(), "layer {i}: nodes");
+    for id in 0..f.node_count() as u32 {
+        assert_eq!(f.is_opaque(id), s.is_opaque(id), "layer {i}, node {id}");
+    }
+}
+
 /// How a fixture layer is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Comp {

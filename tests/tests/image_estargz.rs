@@ -10,11 +10,12 @@ use std::process::Command;
 
 use recorder::containerd::{Containerd, ContainerdSource};
 use recorder::image::estargz::{TOC_DIGEST_ANNOTATION, TocError, index_from_toc};
-use recorder::image::{Image, IndexOptions, LayerIndex, MergedView, Platform, index_image};
+use recorder::image::{Image, IndexOptions, MergedView, Platform, index_image};
 use recorder_tests::containerd::Daemon;
 use recorder_tests::estargz::{LANDMARK, NO_PREFETCH_LANDMARK, manifest_of};
 use recorder_tests::image_fixtures::{
-    Comp, E, digest, layer_tar, oci_layout_with_config, put_blob,
+    Comp, E, assert_same_layer, digest, every_kind_layers, index_rows, layer_tar,
+    oci_layout_with_config, put_blob,
 };
 
 const SOURCE: &str = "docker.io/recorder/estargz-src:latest";
@@ -25,35 +26,9 @@ fn big_file() -> &'static [u8] {
     Box::leak(vec![b'z'; 9 << 20].into_boxed_slice())
 }
 
-/// Two layers with every kind of entry the index tells apart, whiteouts and an opaque
-/// directory over the lower layer, and names Go's JSON encoder escapes.
+/// The TOC tests' image (see `every_kind_layers`).
 fn layers() -> Vec<Vec<E>> {
-    vec![
-        vec![
-            E::Dir("etc/"),
-            E::File("etc/passwd", b"root:x:0:0::/root:/bin/sh\n"),
-            E::File("etc/gone", b"deleted above\n"),
-            E::Dir("opt/"),
-            E::Dir("opt/app/"),
-            E::File("opt/app/old", b"hidden by the opaque dir above\n"),
-            E::File("usr/lib/big.so", big_file()),
-            E::File("usr/lib/empty", b""),
-            E::Symlink("usr/lib/link.so", "big.so"),
-            E::Hardlink("usr/lib/hard.so", "usr/lib/big.so"),
-            E::Fifo("run/fifo"),
-            E::Char("dev/null", 1, 3),
-            E::File("srv/a<b>&c d", b"escaped in JSON\n"),
-        ],
-        vec![
-            E::File("etc/.wh.gone", b""),
-            E::Dir("opt/app/"),
-            E::File("opt/app/.wh..wh..opq", b""),
-            E::File("opt/app/new", b"new\n"),
-            E::Symlink("bin", "usr/bin"),
-            E::File("etc/shadow", b"root:*:1::::::\n"),
-            E::Hardlink("etc/shadow2", "./etc/shadow"),
-        ],
-    ]
+    every_kind_layers(big_file(), &[])
 }
 
 /// An OCI layout of `layers()` (with their real diff ids, as containerd's unpack checks).
@@ -121,52 +96,12 @@ fn index(image: &Image, full_decompression: bool) -> MergedView {
     .expect("indexing")
 }
 
-type Row = (
-    Vec<u8>,
-    String,
-    u64,
-    Option<Vec<u8>>,
-    Option<(u32, u32)>,
-    bool,
-);
-
-/// Everything the index holds of a layer, in entry order, plus its counts.
-fn rows(idx: &LayerIndex) -> (Vec<Row>, [u64; 4]) {
-    let rows = idx
-        .entries()
-        .map(|(path, e)| {
-            (
-                path,
-                e.kind.as_str().to_owned(),
-                e.size,
-                e.target.map(<[u8]>::to_vec),
-                e.device,
-                e.implicit,
-            )
-        })
-        .collect();
-    let s = idx.stats();
-    (rows, [s.entries, s.whiteouts, s.opaques, s.refused_by_run])
-}
-
 /// Fails unless `fast` was indexed from TOCs, `slow` by decompression, and the two hold the
 /// same entries layer by layer, with the same opaque directories.
 fn assert_same(fast: &MergedView, slow: &MergedView) {
     assert_eq!(fast.layers().len(), slow.layers().len());
-    for (i, (f, s)) in fast.layers().iter().zip(slow.layers()).enumerate() {
-        assert!(f.stats().from_toc, "layer {i} was not indexed from its TOC");
-        assert!(!s.stats().from_toc, "layer {i} was not decompressed");
-        assert!(s.stats().tar_bytes > 0);
-        let (fr, sr) = (rows(f), rows(s));
-        assert_eq!(fr.1, sr.1, "layer {i}: counts");
-        assert_eq!(fr.0.len(), sr.0.len(), "layer {i}: entry count");
-        for (n, (a, b)) in fr.0.iter().zip(&sr.0).enumerate() {
-            assert_eq!(a, b, "layer {i}, entry {n}");
-        }
-        assert_eq!(f.node_count(), s.node_count(), "layer {i}: nodes");
-        for id in 0..f.node_count() as u32 {
-            assert_eq!(f.is_opaque(id), s.is_opaque(id), "layer {i}, node {id}");
-        }
+    for i in 0..fast.layers().len() {
+        assert_same_layer(fast, slow, i, true);
     }
 }
 
@@ -297,7 +232,10 @@ fn a_bad_toc_is_not_used_and_a_corrupt_layer_is_named() {
     assert!(!view.layers()[0].stats().from_toc);
     assert!(view.layers()[1].stats().from_toc);
     let reference = index(&image, true);
-    assert_eq!(rows(&view.layers()[0]), rows(&reference.layers()[0]));
+    assert_eq!(
+        index_rows(&view.layers()[0]),
+        index_rows(&reference.layers()[0])
+    );
 
     // The TOC's gzip member corrupted (in its deflate data, past its 10-byte header): the TOC
     // does not decompress, and decompressing the layer fails too, naming it.

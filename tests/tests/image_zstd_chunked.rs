@@ -10,10 +10,11 @@ use std::process::Command;
 
 use recorder::containerd::{Containerd, ContainerdSource};
 use recorder::image::zstd_chunked::{ANNOTATIONS, ChunkedTocError, index_from_toc};
-use recorder::image::{Image, IndexOptions, LayerIndex, MergedView, Platform, index_image};
+use recorder::image::{Image, IndexOptions, MergedView, Platform, index_image};
 use recorder_tests::containerd::Daemon;
 use recorder_tests::image_fixtures::{
-    Comp, E, digest, layer_blobs, oci_layout_from_blobs, put_blob, write_layout_index,
+    Comp, E, assert_same_layer, digest, every_kind_layers, layer_blobs, oci_layout_from_blobs,
+    put_blob, write_layout_index,
 };
 
 /// 1.5 MiB of noise around 64 KiB of zeros: containers/storage cuts a file into chunks where a
@@ -37,36 +38,9 @@ fn big_file() -> &'static [u8] {
     Box::leak(data.into_boxed_slice())
 }
 
-/// Two layers with every kind of entry the index tells apart, whiteouts and an opaque
-/// directory over the lower layer, and names Go's JSON encoder escapes.
+/// The TOC tests' image (see `every_kind_layers`).
 fn layers() -> Vec<Vec<E>> {
-    vec![
-        vec![
-            E::Dir("etc/"),
-            E::File("etc/passwd", b"root:x:0:0::/root:/bin/sh\n"),
-            E::File("etc/gone", b"deleted above\n"),
-            E::Dir("opt/"),
-            E::Dir("opt/app/"),
-            E::File("opt/app/old", b"hidden by the opaque dir above\n"),
-            E::File("usr/lib/big.so", big_file()),
-            E::File("usr/lib/empty", b""),
-            E::Symlink("usr/lib/link.so", "big.so"),
-            E::Hardlink("usr/lib/hard.so", "usr/lib/big.so"),
-            E::Fifo("run/fifo"),
-            E::Char("dev/null", 1, 3),
-            E::Block("dev/loop0", 7, 0),
-            E::File("srv/a<b>&c d", b"escaped in JSON\n"),
-        ],
-        vec![
-            E::File("etc/.wh.gone", b""),
-            E::Dir("opt/app/"),
-            E::File("opt/app/.wh..wh..opq", b""),
-            E::File("opt/app/new", b"new\n"),
-            E::Symlink("bin", "usr/bin"),
-            E::File("etc/shadow", b"root:*:1::::::\n"),
-            E::Hardlink("etc/shadow2", "./etc/shadow"),
-        ],
-    ]
+    every_kind_layers(big_file(), &[E::Block("dev/loop0", 7, 0)])
 }
 
 /// `layers` as tar+gzip in an OCI layout, copied by skopeo to a zstd:chunked one under `dir`;
@@ -121,56 +95,6 @@ fn annotations(layer: &serde_json::Value) -> (String, String) {
     let (c, p) =
         found.unwrap_or_else(|| panic!("skopeo left no zstd:chunked annotations: {layer}"));
     (a[c].as_str().unwrap().into(), a[p].as_str().unwrap().into())
-}
-
-type Row = (
-    Vec<u8>,
-    String,
-    u64,
-    Option<Vec<u8>>,
-    Option<(u32, u32)>,
-    bool,
-);
-
-/// Everything the index holds of a layer, in entry order, plus its counts.
-fn rows(idx: &LayerIndex) -> (Vec<Row>, [u64; 4]) {
-    let rows = idx
-        .entries()
-        .map(|(path, e)| {
-            let target = e.target.map(<[u8]>::to_vec);
-            (
-                path,
-                e.kind.as_str().into(),
-                e.size,
-                target,
-                e.device,
-                e.implicit,
-            )
-        })
-        .collect();
-    let s = idx.stats();
-    (rows, [s.entries, s.whiteouts, s.opaques, s.refused_by_run])
-}
-
-/// Fails unless layer `i` of `fast` was indexed from its TOC exactly when `from_toc`, `slow`'s
-/// by decompression, and the two hold the same entries with the same opaque directories.
-fn assert_same_layer(fast: &MergedView, slow: &MergedView, i: usize, from_toc: bool) {
-    let (f, s) = (&fast.layers()[i], &slow.layers()[i]);
-    assert_eq!(f.stats().from_toc, from_toc, "layer {i}: from its TOC?");
-    assert!(
-        !s.stats().from_toc && s.stats().tar_bytes > 0,
-        "layer {i} not decompressed"
-    );
-    let (fr, sr) = (rows(f), rows(s));
-    assert_eq!(fr.1, sr.1, "layer {i}: counts");
-    assert_eq!(fr.0.len(), sr.0.len(), "layer {i}: entry count");
-    for (n, (a, b)) in fr.0.iter().zip(&sr.0).enumerate() {
-        assert_eq!(a, b, "layer {i}, entry {n}");
-    }
-    assert_eq!(f.node_count(), s.node_count(), "layer {i}: nodes");
-    for id in 0..f.node_count() as u32 {
-        assert_eq!(f.is_opaque(id), s.is_opaque(id), "layer {i}, node {id}");
-    }
 }
 
 /// The TOC JSON of a layer blob, read by hand where its position annotation says.
