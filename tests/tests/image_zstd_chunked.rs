@@ -6,7 +6,6 @@
 //! decompressed instead, and gives the same index.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use recorder::containerd::{Containerd, ContainerdSource};
 use recorder::image::zstd_chunked::{ANNOTATIONS, ChunkedTocError, index_from_toc};
@@ -48,12 +47,8 @@ fn layers() -> Vec<Vec<E>> {
 fn converted(dir: &Path, layers: &[Vec<E>]) -> (PathBuf, serde_json::Value) {
     let (src, dst) = (dir.join("src"), dir.join("zstd-chunked"));
     oci_layout_from_blobs(&src, "src", &layer_blobs(layers, Comp::Gzip));
-    // In a mount namespace of its own with a tmpfs on /var/lib: skopeo keeps a blob info cache
-    // in /var/lib/containers, which a test must not touch.
-    let out = Command::new("unshare")
-        .args(["--mount", "--", "sh", "-c"])
-        .arg(r#"mount -t tmpfs tmpfs /var/lib && exec "$@""#)
-        .args(["sh", "skopeo", "copy", "--quiet"])
+    let out = recorder_tests::skopeo::skopeo()
+        .args(["copy", "--quiet"])
         .args(["--dest-compress-format", "zstd:chunked", "--dest-compress"])
         .arg(format!("oci:{}:src", src.display()))
         .arg(format!("oci:{}:latest", dst.display()))
