@@ -119,7 +119,8 @@ impl LayerCache {
     /// Removes the least recently used entries no running recorder uses until the complete
     /// ones take at most `max` bytes; leftovers of dead makers are removed too.
     pub fn evict_to(&self, max: u64) -> Result<Removal, CacheError> {
-        let total: u64 = self.entries()?.iter().map(|e| e.bytes).sum();
+        let listed = self.entries()?;
+        let total: u64 = listed.iter().map(|e| e.bytes).sum();
         let mut excess = total.saturating_sub(max);
         let removal = self.remove_while(move |e| {
             if !e.complete {
@@ -134,18 +135,16 @@ impl LayerCache {
         // The indexes (a few MB for a layer of 150 MB) go with the layers: those unused for an
         // hour before the least recently used layer left was used, all of them but the last
         // hour's when no layer is left. The hour: a run uses its indexes before its layers
-        // (while the layers of a large image unpack), and those indexes must stay.
-        let oldest_kept = self
-            .entries()?
+        // (while the layers of a large image unpack), and those indexes must stay. The layers
+        // left are the ones listed above less the ones removed: no second listing.
+        let oldest_kept = listed
             .iter()
-            .filter(|e| e.complete)
-            .filter_map(|e| {
-                std::fs::metadata(e.path.join(MARKER))
-                    .and_then(|m| m.modified())
-                    .ok()
-            })
+            .filter(|e| e.complete && !removal.removed.iter().any(|r| r.path == e.path))
+            .filter_map(|e| e.last_use)
             .min()
-            .unwrap_or_else(SystemTime::now);
+            .map_or_else(SystemTime::now, |secs| {
+                SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs)
+            });
         self.remove_indexes(Some(oldest_kept - INDEX_GRACE))?;
         Ok(removal)
     }
