@@ -107,9 +107,7 @@ fn index_layer(
     if !opts.full_decompression
         && let Some(index) = cache.load(&layer.digest)
     {
-        if let Some(p) = &opts.progress {
-            p.fetch_add(layer.size, Ordering::Relaxed);
-        }
+        count_as_read(image, i, opts);
         tracing::debug!(layer = i, "index loaded from the index cache");
         return Ok(index);
     }
@@ -141,9 +139,7 @@ fn read_layer(
         };
         match found {
             Ok(Some(index)) => {
-                if let (Some(p), Some(layer)) = (&opts.progress, image.layers().get(i)) {
-                    p.fetch_add(layer.size, Ordering::Relaxed);
-                }
+                count_as_read(image, i, opts);
                 tracing::debug!(layer = i, format, "indexed from its TOC");
                 return Ok(index);
             }
@@ -162,6 +158,14 @@ fn read_layer(
     }
     let mut reader = image.open_layer_counted(i, opts.progress.clone())?;
     LayerIndexBuilder::new().read_tar(&mut reader, Some(cancel))
+}
+
+/// Counts layer `i` as read, for progress, when a shortcut (a stored index, a TOC) indexed it
+/// without reading it.
+fn count_as_read(image: &Image, i: usize, opts: &IndexOptions) {
+    if let (Some(p), Some(layer)) = (&opts.progress, image.layers().get(i)) {
+        p.fetch_add(layer.size, Ordering::Relaxed);
+    }
 }
 
 fn is_cancel(e: &ImageError) -> bool {
