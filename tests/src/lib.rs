@@ -13,4 +13,3 @@ pub mod registry;
 pub mod root;
 pub mod routes_fixtures;
 pub mod sandbox_fixtures;
-pub mod skopeo;

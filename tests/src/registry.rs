@@ -157,7 +157,7 @@ impl Registry {
 
     /// Copies manifest `name` of OCI layout `layout` to `REPOSITORY:TAG` here, digests kept.
     pub fn push_layout(&self, layout: &Path, name: &str, repository_tag: &str) {
-        let mut cmd = crate::skopeo::skopeo();
+        let mut cmd = xtask::skopeo();
         cmd.args([
             "copy",
             "--quiet",

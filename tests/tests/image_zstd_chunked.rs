@@ -47,7 +47,7 @@ fn layers() -> Vec<Vec<E>> {
 fn converted(dir: &Path, layers: &[Vec<E>]) -> (PathBuf, serde_json::Value) {
     let (src, dst) = (dir.join("src"), dir.join("zstd-chunked"));
     oci_layout_from_blobs(&src, "src", &layer_blobs(layers, Comp::Gzip));
-    let out = recorder_tests::skopeo::skopeo()
+    let out = xtask::skopeo()
         .args(["copy", "--quiet"])
         .args(["--dest-compress-format", "zstd:chunked", "--dest-compress"])
         .arg(format!("oci:{}:src", src.display()))

@@ -128,7 +128,7 @@ fn image_holds_the_binary_its_libraries_and_tls_roots_and_the_dockerfile_copies_
 
     // containers/image's docker-archive reader (the one `docker load`'s format is read with by
     // skopeo and podman) takes it: the same config, the same layer.
-    let inspect = recorder_tests::skopeo::skopeo()
+    let inspect = xtask::skopeo()
         .arg("inspect")
         .arg(format!("docker-archive:{}", image.archive.display()))
         .output()

@@ -4,7 +4,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, ensure};
 
@@ -24,12 +23,8 @@ pub fn convert(layer: &Path, dir: &Path) -> anyhow::Result<Converted> {
         eprintln!("converting {} to zstd:chunked with skopeo", layer.display());
         let src = dir.join("src");
         super::estargz::source_layout(layer, &src)?;
-        // In a mount namespace of its own with a tmpfs on /var/lib: skopeo keeps a blob info
-        // cache in /var/lib/containers, and a benchmark leaves the host as it found it.
-        let out = Command::new("unshare")
-            .args(["--mount", "--", "sh", "-c"])
-            .arg(r#"mount -t tmpfs tmpfs /var/lib && exec "$@""#)
-            .args(["sh", "skopeo", "copy", "--quiet"])
+        let out = xtask::skopeo()
+            .args(["copy", "--quiet"])
             .args(["--dest-compress-format", "zstd:chunked", "--dest-compress"])
             .arg(format!("oci:{}:latest", src.display()))
             .arg(format!("oci:{}:latest", layout.display()))
