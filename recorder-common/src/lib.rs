@@ -179,6 +179,9 @@ pub struct EventHeader {
 /// Size of [`EventHeader`] on the wire.
 pub const HEADER_LEN: usize = core::mem::size_of::<EventHeader>();
 
+// The programs write `comm` as two words and copy the header as words.
+const _: () = assert!(core::mem::offset_of!(EventHeader, comm) % 8 == 0 && HEADER_LEN % 8 == 0);
+
 /// A whole record as the kernel side assembles it before output: the path, the directory, the
 /// file.
 #[repr(C)]
@@ -299,10 +302,45 @@ pub mod walk {
     pub const MAX_DEPTH: usize = 64;
 }
 
+/// Kernel types the programs view kernel memory as, by `bpf_rdonly_cast` (kernel 6.2+): indexes
+/// of the `BTF_TYPE_IDS` global, which userspace fills with their ids in the kernel's BTF.
+///
+/// A pointer the verifier knows the type of is read with plain loads it makes fault-tolerant,
+/// about 1 ns each, where `bpf_probe_read_kernel` costs about 50 ns a call on the machines this
+/// is measured on. The fd table's slots and the programs' own maps hold untyped words, so what
+/// is read from them is cast first; the cast itself costs nothing (the verifier turns the call
+/// into a register move).
+pub mod btf_type {
+    /// `struct file`.
+    pub const FILE: usize = 0;
+    /// `struct dentry`.
+    pub const DENTRY: usize = 1;
+    /// `struct inode`.
+    pub const INODE: usize = 2;
+    /// `struct mount` (found from its embedded `vfsmount`).
+    pub const MOUNT: usize = 3;
+    /// Number of types.
+    pub const COUNT: usize = 4;
+    /// The kernel's names of the types, indexed as above.
+    pub const NAMES: [&str; COUNT] = ["file", "dentry", "inode", "mount"];
+}
+
+/// Calls of kernel functions (kfuncs) the programs make, which aya 0.14 cannot link: each is
+/// compiled as a call of a helper number no kernel has, which userspace rewrites before load
+/// into a kfunc call of the function's id in the running kernel's BTF.
+pub mod kfunc {
+    /// The placeholder call of `bpf_rdonly_cast(void *obj, u32 btf_id)`.
+    pub const RDONLY_CAST: i32 = 0x7ead_0001;
+    /// Kfuncs by placeholder and kernel name.
+    pub const ALL: [(i32, &str); 1] = [(RDONLY_CAST, "bpf_rdonly_cast")];
+}
+
 /// Offsets into kernel structs, computed from BTF in userspace and patched into the programs.
 pub mod globals {
     /// The `[u64; walk::COUNT]` array of directory-walk offsets.
     pub const WALK_OFFSETS: &str = "WALK_OFFSETS";
+    /// The `[u64; btf_type::COUNT]` array of kernel BTF type ids.
+    pub const BTF_TYPE_IDS: &str = "BTF_TYPE_IDS";
     /// `offsetof(struct task_struct, nsproxy)`.
     pub const TASK_NSPROXY: &str = "TASK_NSPROXY_OFFSET";
     /// `offsetof(struct nsproxy, mnt_ns)`.

@@ -148,12 +148,23 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
 /// gives an fd-relative exec, or one a process wrote itself).
 #[inline(always)]
 pub(crate) fn fd_of_name(buf: &EventBuf) -> Option<i64> {
-    const DEV_FD: &[u8; 8] = b"/dev/fd/";
-    const PROC_FD: &[u8; 14] = b"/proc/self/fd/";
+    // Compared as words: a slice comparison compiles to a call of `memcmp`, a byte loop on BPF.
+    const DEV_FD: u64 = u64::from_le_bytes(*b"/dev/fd/");
+    const PROC_FD: [u64; 2] = [
+        u64::from_le_bytes(*b"/proc/se"),
+        u64::from_le_bytes(*b"lf/fd/\0\0"),
+    ];
+    const LOW_6_BYTES: u64 = (1 << 48) - 1;
+    let word = |at: usize| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&buf.strings[at..at + 8]);
+        u64::from_le_bytes(bytes)
+    };
     let len = buf.header.path_len as usize;
-    let start = if buf.strings[..8] == DEV_FD[..] {
+    let first = word(0);
+    let start = if first == DEV_FD {
         8
-    } else if buf.strings[..14] == PROC_FD[..] {
+    } else if first == PROC_FD[0] && word(8) & LOW_6_BYTES == PROC_FD[1] {
         14
     } else {
         return None;

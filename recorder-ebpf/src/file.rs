@@ -5,12 +5,12 @@ use core::ptr::addr_of;
 
 use aya_ebpf::{helpers::generated, macros::map, maps::PerCpuArray};
 use recorder_common::{
-    Counter, EventBuf, EventHeader, FILE_OK, FILE_UNRESOLVED, HEADER_LEN, PATH_MAX, walk,
+    Counter, EventBuf, EventHeader, FILE_OK, FILE_UNRESOLVED, HEADER_LEN, PATH_MAX, btf_type, walk,
 };
 
 use crate::{
     NO_OFFSET, WALK,
-    kernel::{kread, kread_fields, walk_offset},
+    kernel::{cast, load, walk_offset},
     record::{count, emit, output},
 };
 
@@ -102,18 +102,30 @@ pub(crate) fn unresolved(header: &mut EventHeader) {
 }
 
 /// Reads one step of a file's walk (see [`Step`]) at `dentry` into `step`.
+///
+/// Nine plain loads through the dentry viewed as its BTF type: `d_parent`, `d_name` and
+/// `d_inode` (userspace checks they are adjacent) and, when it follows them, the inline name
+/// store. A fault (a dentry freed under the walk, which RCU prevents while the program runs)
+/// reads as zeros: a parent of 0 ends the walk as a disconnected tree's root would.
 #[inline(always)]
 pub(crate) fn read_step(step: &mut Step, dentry: u64) -> bool {
-    // SAFETY: the helper validates the kernel address and writes STEP_READ words into `step`.
-    let failed = unsafe {
-        generated::bpf_probe_read_kernel(
-            step.as_mut_ptr().cast(),
-            (STEP_READ * 8) as u32,
-            (dentry + walk_offset(walk::DENTRY_PARENT)) as *const _,
-        )
-    };
+    let typed = cast(dentry, btf_type::DENTRY);
+    let at = walk_offset(walk::DENTRY_PARENT) as usize;
+    // SAFETY: `typed` is a BTF dentry pointer and these are its fields' offsets (see above);
+    // the inline store's five words are read only when userspace found it right after d_inode.
+    unsafe {
+        step[0] = load(typed, at);
+        step[1] = load(typed, at + 8);
+        step[2] = load(typed, at + 16);
+        step[3] = load(typed, at + 24);
+        if walk_offset(walk::DENTRY_SHORTNAME) != NO_OFFSET {
+            for w in 0..5 {
+                step[4 + w] = load(typed, at + 32 + w * 8);
+            }
+        }
+    }
     step[STEP_DENTRY] = dentry;
-    failed == 0
+    true
 }
 
 /// Reads the identity of the file at `file` into `header` and writes its path from the root of
@@ -130,8 +142,18 @@ pub(crate) fn read_file(
     out: &mut [u8; 2 * PATH_MAX],
     file: u64,
 ) -> Option<usize> {
-    // f_path is a struct path {mnt, dentry}: two adjacent words (userspace checks).
-    let [mnt, mut dentry] = kread::<[u64; 2]>(file + walk_offset(walk::FILE_PATH), walk::PATH_MNT)?;
+    let typed = cast(file, btf_type::FILE);
+    let path = walk_offset(walk::FILE_PATH) as usize;
+    // SAFETY: `typed` is a BTF file pointer; f_path's mnt and dentry are its fields.
+    let (mnt, mut dentry): (u64, u64) = unsafe {
+        (
+            load(typed, path + walk_offset(walk::PATH_MNT) as usize),
+            load(typed, path + walk_offset(walk::PATH_DENTRY) as usize),
+        )
+    };
+    if dentry == 0 {
+        return None;
+    }
     let steps = STEPS.get_ptr_mut(0)?;
     // SAFETY: per-CPU scratch, see exit_open.
     let steps = unsafe { &mut *steps };
@@ -140,10 +162,22 @@ pub(crate) fn read_file(
     }
     // The first step gives the inode too (`d_inode` is `f_inode` for any file an open returns:
     // an overlayfs file is the overlay's inode since 4.19).
-    let inode = steps[0][3];
-    let [mode, ino, sb] = kread_fields(inode, [walk::INODE_MODE, walk::INODE_INO, walk::INODE_SB])?;
-    let [dev, magic, root] = kread_fields(sb, [walk::SB_DEV, walk::SB_MAGIC, walk::SB_ROOT])?;
-    let mnt_id = kread::<i32>(mnt - walk_offset(walk::MOUNT_MNT), walk::MOUNT_ID)?;
+    let inode = cast(steps[0][3], btf_type::INODE);
+    // The vfsmount is embedded in its struct mount, which holds the id.
+    let mount = cast(mnt - walk_offset(walk::MOUNT_MNT), btf_type::MOUNT);
+    // SAFETY: `inode` and `mount` are BTF pointers of their types, `sb` the superblock pointer
+    // the inode holds; the offsets are their fields'. The loads are sized as the fields are.
+    let (mode, ino, dev, magic, root, mnt_id) = unsafe {
+        let sb: *const u8 = load(inode, walk_offset(walk::INODE_SB) as usize);
+        (
+            load::<u16>(inode, walk_offset(walk::INODE_MODE) as usize),
+            load::<u64>(inode, walk_offset(walk::INODE_INO) as usize),
+            load::<u32>(sb, walk_offset(walk::SB_DEV) as usize),
+            load::<u64>(sb, walk_offset(walk::SB_MAGIC) as usize),
+            load::<u64>(sb, walk_offset(walk::SB_ROOT) as usize),
+            load::<i32>(mount, walk_offset(walk::MOUNT_ID) as usize),
+        )
+    };
     header.mode = mode as u16;
     header.ino = ino;
     header.dev = dev as u32;
@@ -207,12 +241,7 @@ pub(crate) fn read_file(
         out[at] = b'/';
         for w in 0..5 {
             // SAFETY: at + 1 + 40 < HEADER_LEN + PATH_MAX + 41, inside `out`.
-            unsafe {
-                out.as_mut_ptr()
-                    .add(at + 1 + w * 8)
-                    .cast::<u64>()
-                    .write_unaligned(step[4 + w])
-            };
+            unsafe { store_unaligned(out.as_mut_ptr().add(at + 1 + w * 8), step[4 + w]) };
         }
         len += 1 + name_len;
     }
@@ -241,6 +270,23 @@ pub(crate) fn read_file(
         }
     }
     (len < PATH_MAX).then_some(len)
+}
+
+/// Stores a word at `at`, aligned or not, as one instruction.
+///
+/// The BPF backend assumes stores must be aligned and splits an unaligned one into eight byte
+/// stores and their shifts; the kernel has no such rule for map values on hosts with efficient
+/// unaligned access (x86-64, arm64), so the walk's name copies are written by hand. Measured:
+/// (TODO) ns per component less.
+///
+/// # Safety
+/// `at..at + 8` must lie in one map value this program may write.
+#[inline(always)]
+pub(crate) unsafe fn store_unaligned(at: *mut u8, value: u64) {
+    // SAFETY: upheld by the caller.
+    unsafe {
+        core::arch::asm!("*(u64 *)({at} + 0) = {value}", at = in(reg) at, value = in(reg) value)
+    }
 }
 
 /// `value`, through word `slot` of `out`'s header room: the same number, of which the verifier

@@ -4,11 +4,14 @@
 use core::ptr::{addr_of, read_volatile};
 
 use aya_ebpf::{
+    EbpfContext,
     helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel},
     programs::TracePointContext,
 };
 
-use crate::WALK_OFFSETS;
+use recorder_common::kfunc;
+
+use crate::{BTF_TYPE_IDS, WALK_OFFSETS};
 
 #[inline(always)]
 pub(crate) fn global(value: &'static u64) -> usize {
@@ -28,19 +31,40 @@ pub(crate) unsafe fn load<T>(base: *const u8, offset: usize) -> T {
     unsafe { read_volatile(base.add(offset).cast::<T>()) }
 }
 
+/// Views the kernel object at `addr` as a `ty` (a `recorder_common::btf_type` index): a
+/// pointer the verifier types, read with [`load`] instead of helper calls.
+///
+/// This is `bpf_rdonly_cast` (a kfunc, kernel 6.2+), which the verifier replaces by a register
+/// move: the cast is free and each load through its result is a plain load made
+/// fault-tolerant, where a `bpf_probe_read_kernel` call costs about 50 ns here. The object
+/// file calls it under a placeholder helper number that userspace links before load (aya 0.14
+/// cannot link kfuncs itself); the type id is a patched read-only global, a constant for the
+/// verifier as the kfunc requires.
+#[inline(always)]
+pub(crate) fn cast(addr: u64, ty: usize) -> *const u8 {
+    // SAFETY: the placeholder number is rewritten into the kfunc call before load (a program
+    // that still calls it is refused by the verifier, not run); the kfunc only reinterprets
+    // `addr`; `ty` is a btf_type index below COUNT.
+    unsafe {
+        let rdonly_cast: unsafe extern "C" fn(u64, u64) -> *const u8 =
+            core::mem::transmute(kfunc::RDONLY_CAST as usize);
+        rdonly_cast(addr, read_volatile(addr_of!(BTF_TYPE_IDS[ty])))
+    }
+}
+
 #[inline(always)]
 pub(crate) fn current_task() -> *const u8 {
     // SAFETY: plain helper call.
     unsafe { bpf_get_current_task_btf() as *const u8 }
 }
 
+/// A field of a tracepoint's record at `offset`: a plain load from the program's context (the
+/// verifier checks it lies inside the record), where `TracePointContext::read_at` is a helper
+/// call.
 #[inline(always)]
-pub(crate) fn arg<T>(ctx: &TracePointContext, offset: usize) -> T
-where
-    T: Default,
-{
-    // SAFETY: offsets are those of the syscall record's argument slots.
-    unsafe { ctx.read_at::<T>(offset) }.unwrap_or_default()
+pub(crate) fn arg<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
+    // SAFETY: offsets are those of the record's fields, aligned to their size.
+    unsafe { read_volatile(ctx.as_ptr().cast::<u8>().add(offset).cast::<T>()) }
 }
 
 #[inline(always)]
@@ -57,39 +81,3 @@ pub(crate) fn kread<T>(base: u64, offset: usize) -> Option<T> {
     // SAFETY: the helper validates the address; a bad one is an error, not a fault.
     unsafe { bpf_probe_read_kernel((base + walk_offset(offset)) as *const T) }.ok()
 }
-
-/// Words of one kernel struct at `base`, the fields' offsets being `WALK_OFFSETS[fields[i]]`,
-/// each shifted down to its field (a narrower field is in the low bits: x86-64 is little
-/// endian). Fields within [`SPAN_WORDS`] words of the first come from one helper read instead
-/// of one each; any other layout falls back to one read per field.
-#[inline(always)]
-pub(crate) fn kread_fields<const N: usize>(base: u64, fields: [usize; N]) -> Option<[u64; N]> {
-    let offsets = fields.map(walk_offset);
-    let mut lo = u64::MAX;
-    let mut hi = 0;
-    for offset in offsets {
-        lo = lo.min(offset & !7);
-        hi = hi.max(offset);
-    }
-    let mut out = [0u64; N];
-    if hi - lo < (SPAN_WORDS as u64 - 1) * 8 {
-        // SAFETY: the helper validates the address; a bad one is an error, not a fault.
-        let block: [u64; SPAN_WORDS] =
-            unsafe { bpf_probe_read_kernel((base + lo) as *const [u64; SPAN_WORDS]) }.ok()?;
-        for i in 0..N {
-            let at = offsets[i] - lo;
-            // The index is below SPAN_WORDS by the check above; the mask shows the verifier.
-            let word = block[(at / 8) as usize & (SPAN_WORDS - 1)];
-            out[i] = word >> ((at % 8) * 8);
-        }
-    } else {
-        for i in 0..N {
-            // SAFETY: as above.
-            out[i] = unsafe { bpf_probe_read_kernel((base + offsets[i]) as *const u64) }.ok()?;
-        }
-    }
-    Some(out)
-}
-
-/// Words one span read of [`kread_fields`] covers.
-pub(crate) const SPAN_WORDS: usize = 16;

@@ -20,13 +20,15 @@
 //! `recorder trace`, the arguments are still in the task's saved user registers, with the path
 //! already copied by the kernel (so a not-yet-faulted user page cannot lose it).
 #![no_std]
+// Inline assembly for stores the BPF backend would split (see file::store_unaligned).
+#![feature(asm_experimental_arch)]
 #![no_main]
 
 use aya_ebpf::{
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
-use recorder_common::{COUNTER_COUNT, EventBuf, PATH_MAX, walk};
+use recorder_common::{COUNTER_COUNT, EventBuf, PATH_MAX, btf_type, walk};
 
 mod dir;
 mod exec;
@@ -68,6 +70,11 @@ pub(crate) static TASK_COMM_OFFSET: u64 = 0;
 /// Offsets for the directory walk, indexed by `recorder_common::walk`.
 #[unsafe(no_mangle)]
 pub(crate) static WALK_OFFSETS: [u64; walk::COUNT] = [0; walk::COUNT];
+
+/// Kernel BTF type ids, indexed by `recorder_common::btf_type`: what `kernel::cast` views
+/// memory as.
+#[unsafe(no_mangle)]
+pub(crate) static BTF_TYPE_IDS: [u64; btf_type::COUNT] = [0; btf_type::COUNT];
 
 /// Unread bytes in the ring above which a record wakes the consumer; below it the consumer
 /// finds records on its own poll, saving a wakeup per event.

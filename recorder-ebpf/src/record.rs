@@ -1,7 +1,7 @@
 //! Records for userspace: the header every record starts with, the user path argument
 //! (`recorder trace` only), loss counters, and the ring buffer writes.
 
-use core::ptr::addr_of;
+use core::ptr::{addr_of, write_volatile};
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -39,32 +39,42 @@ pub(crate) fn fill_header(
 ) {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: plain helper call.
-    header.ts_ns = unsafe { bpf_ktime_get_ns() };
-    header.ret = 0;
-    header.flags = flags;
-    header.tgid = (pid_tgid >> 32) as u32;
-    header.tid = pid_tgid as u32;
-    header.mntns = mntns;
-    header.dirfd = dirfd;
+    let ts_ns = unsafe { bpf_ktime_get_ns() };
     // SAFETY: task is the current task's BTF pointer and comm its 16-byte array (see load);
     // two plain loads instead of a helper call.
     let comm: [u64; 2] = unsafe { load(task, global(&TASK_COMM_OFFSET)) };
-    // SAFETY: same size, plain bytes.
-    header.comm = unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(comm) };
-    header.kind = kind;
-    header.path_status = PATH_OK;
-    header.path_len = 0;
-    header.dir_len = 0;
-    header.dir_status = DIR_NONE;
-    header.file_status = FILE_NONE;
-    header.file_len = 0;
-    header.mode = 0;
-    header.exec_flags = 0;
-    header.ino = 0;
-    header.magic = 0;
-    header.dev = 0;
-    header.mnt_id = 0;
-    header._pad = [0; 3];
+    // Volatile stores: plain ones LLVM merges into `memset` calls, which on BPF are a byte loop
+    // in a subprogram (31 bytes, about a tenth of an emitted open's program time).
+    // SAFETY: each pointer is a field of `header`, valid and aligned.
+    unsafe {
+        write_volatile(&raw mut header.ts_ns, ts_ns);
+        write_volatile(&raw mut header.ret, 0);
+        write_volatile(&raw mut header.flags, flags);
+        write_volatile(&raw mut header.tgid, (pid_tgid >> 32) as u32);
+        write_volatile(&raw mut header.tid, pid_tgid as u32);
+        write_volatile(&raw mut header.mntns, mntns);
+        write_volatile(&raw mut header.dirfd, dirfd);
+        // comm lies at an 8-byte boundary (asserted where the header is defined).
+        let words = (&raw mut header.comm).cast::<u64>();
+        write_volatile(words, comm[0]);
+        write_volatile(words.add(1), comm[1]);
+        write_volatile(&raw mut header.ino, 0);
+        write_volatile(&raw mut header.magic, 0);
+        write_volatile(&raw mut header.dev, 0);
+        write_volatile(&raw mut header.mnt_id, 0);
+        write_volatile(&raw mut header.kind, kind);
+        write_volatile(&raw mut header.path_status, PATH_OK);
+        write_volatile(&raw mut header.path_len, 0);
+        write_volatile(&raw mut header.dir_len, 0);
+        write_volatile(&raw mut header.dir_status, DIR_NONE);
+        write_volatile(&raw mut header.file_status, FILE_NONE);
+        write_volatile(&raw mut header.file_len, 0);
+        write_volatile(&raw mut header.mode, 0);
+        write_volatile(&raw mut header.exec_flags, 0);
+        for byte in &mut header._pad {
+            write_volatile(byte, 0);
+        }
+    }
 }
 
 /// Reads a user path into the start of `buf.strings`, recording the outcome in the header.

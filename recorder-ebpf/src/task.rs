@@ -1,6 +1,5 @@
 //! The current task: its mount namespace (the filter's key) and its descriptor table.
 
-use aya_ebpf::helpers::bpf_probe_read_kernel;
 use recorder_common::walk;
 
 use crate::{
@@ -55,13 +54,15 @@ pub(crate) fn fd_file(task: u64, fd: i64) -> Option<u64> {
         }
         (
             load::<u32>(fdt, walk_offset(walk::FDT_MAX_FDS) as usize),
-            load::<u64>(fdt, walk_offset(walk::FDT_FD) as usize),
+            load::<*const u8>(fdt, walk_offset(walk::FDT_FD) as usize),
         )
     };
     if fd < 0 || fd >= i64::from(max_fds) {
         return None;
     }
-    // SAFETY: see kread; the slot index was checked against the table size.
-    let file: u64 = unsafe { bpf_probe_read_kernel((fds + fd as u64 * 8) as *const u64) }.ok()?;
+    // SAFETY: `fds` is the table's array, which the verifier types as untrusted read-only
+    // memory (a pointer to a non-struct, 6.16+), read by fault-tolerant loads; the index was
+    // checked against the table size.
+    let file: u64 = unsafe { load(fds, fd as usize * 8) };
     (file != 0).then_some(file)
 }
