@@ -403,12 +403,10 @@ impl Unpacker<'_> {
         rest.map_err(|e| reader.error(e)).map_err(layer_err)?;
         reader.finish().map_err(layer_err)?;
         if let Some(expected) = diff_id.filter(|d| **d != actual) {
-            return Err(layer_err(ImageError::BadLayer {
+            return Err(layer_err(ImageError::DiffIdMismatch {
                 digest: image.layers()[i].digest.to_string(),
-                message: format!(
-                    "its uncompressed content hashes to {actual}, but the image config's diff id \
-                     is {expected}"
-                ),
+                actual: actual.to_string(),
+                expected: expected.to_string(),
             }));
         }
         Ok(stats)
