@@ -28,7 +28,7 @@ impl ContainerRun {
                 exec_id: String::new(),
             }))
             .await
-            .map_err(|s| c.rpc_error("Tasks.Start", &s))?;
+            .map_err(|s| c.rpc_error("Tasks.Start", s))?;
         info!(container = self.id, "task started");
         Ok(())
     }
@@ -45,7 +45,7 @@ impl ContainerRun {
                     exec_id: String::new(),
                 }))
                 .await
-                .map_err(|s| c.rpc_error("Tasks.Wait", &s))?;
+                .map_err(|s| c.rpc_error("Tasks.Wait", s))?;
             Ok(reply.into_inner().exit_status)
         }
     }
@@ -64,7 +64,7 @@ impl ContainerRun {
         match killed {
             // Already gone: nothing to kill.
             Err(s) if matches!(s.code(), Code::NotFound | Code::FailedPrecondition) => Ok(()),
-            Err(s) => Err(c.rpc_error("Tasks.Kill", &s).into()),
+            Err(s) => Err(c.rpc_error("Tasks.Kill", s).into()),
             Ok(_) => Ok(()),
         }
     }
