@@ -16,66 +16,74 @@ pub const MAX_TARGETS: u32 = 1024;
 /// `unshare` calls in flight at once (between enter and exit) across all traced tasks.
 pub const MAX_IN_FLIGHT: u32 = 4096;
 
-/// Which syscall produced an event.
-#[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventKind {
-    /// `open(2)`.
-    Open = 1,
-    /// `openat(2)`.
-    Openat = 2,
-    /// `openat2(2)`.
-    Openat2 = 3,
-    /// `execve(2)`.
-    Execve = 4,
-    /// `execveat(2)`.
-    Execveat = 5,
-    /// A successful exec, from `sched_process_exec`: the path is the kernel's copy of the name
-    /// (`bprm->filename`) and the file is the one the kernel runs (`bprm->file`).
-    Exec = 6,
-    /// An `IORING_OP_OPENAT` completion.
-    UringOpenat = 7,
-    /// An `IORING_OP_OPENAT2` completion.
-    UringOpenat2 = 8,
-    /// A traced task made a mount namespace (`unshare`, or `clone` with `CLONE_NEWNS`), which
-    /// joined the filter: `mntns` is the new namespace, `ret` the one it came from, `tgid` and
-    /// `tid` a task inside it. `flags` is [`MNTNS_CAUGHT`] for one runc made while the filter
-    /// waited for a container.
-    MntNs = 9,
+/// Declares a `#[repr]` enum of the wire format with its table: every variant with its value
+/// and its name, from which [`from_repr`](EventKind::from_repr), `ALL` and `name` are made, so a
+/// variant added to the enum cannot be missing from its decoding or its names.
+macro_rules! wire_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $enum:ident: $repr:ident {
+            $($(#[$variant_meta:meta])* $variant:ident = $value:literal => $name:literal,)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr($repr)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum $enum {
+            $($(#[$variant_meta])* $variant = $value,)+
+        }
+
+        impl $enum {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [Self] = &[$(Self::$variant,)+];
+
+            /// Decodes a value as the kernel side writes it.
+            pub fn from_repr(value: $repr) -> Option<Self> {
+                match value {
+                    $($value => Some(Self::$variant),)+
+                    _ => None,
+                }
+            }
+
+            /// The variant's name, as used in the JSON output and logs.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name,)+
+                }
+            }
+        }
+    };
+}
+
+wire_enum! {
+    /// Which syscall produced an event.
+    pub enum EventKind: u8 {
+        /// `open(2)`.
+        Open = 1 => "open",
+        /// `openat(2)`.
+        Openat = 2 => "openat",
+        /// `openat2(2)`.
+        Openat2 = 3 => "openat2",
+        /// `execve(2)`.
+        Execve = 4 => "execve",
+        /// `execveat(2)`.
+        Execveat = 5 => "execveat",
+        /// A successful exec, from `sched_process_exec`: the path is the kernel's copy of the
+        /// name (`bprm->filename`) and the file is the one the kernel runs (`bprm->file`).
+        Exec = 6 => "exec",
+        /// An `IORING_OP_OPENAT` completion.
+        UringOpenat = 7 => "io_uring_openat",
+        /// An `IORING_OP_OPENAT2` completion.
+        UringOpenat2 = 8 => "io_uring_openat2",
+        /// A traced task made a mount namespace (`unshare`, or `clone` with `CLONE_NEWNS`),
+        /// which joined the filter: `mntns` is the new namespace, `ret` the one it came from,
+        /// `tgid` and `tid` a task inside it. `flags` is [`MNTNS_CAUGHT`] for one runc made
+        /// while the filter waited for a container.
+        MntNs = 9 => "mntns",
+    }
 }
 
 impl EventKind {
-    /// Decodes the kind byte of an [`EventHeader`].
-    pub fn from_u8(value: u8) -> Option<Self> {
-        Some(match value {
-            1 => Self::Open,
-            2 => Self::Openat,
-            3 => Self::Openat2,
-            4 => Self::Execve,
-            5 => Self::Execveat,
-            6 => Self::Exec,
-            7 => Self::UringOpenat,
-            8 => Self::UringOpenat2,
-            9 => Self::MntNs,
-            _ => return None,
-        })
-    }
-
-    /// The syscall's name, as used in the JSON output.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Open => "open",
-            Self::Openat => "openat",
-            Self::Openat2 => "openat2",
-            Self::Execve => "execve",
-            Self::Execveat => "execveat",
-            Self::Exec => "exec",
-            Self::UringOpenat => "io_uring_openat",
-            Self::UringOpenat2 => "io_uring_openat2",
-            Self::MntNs => "mntns",
-        }
-    }
-
     /// Whether the event is an exec (a successful one, or an execve/execveat that failed).
     pub fn is_exec(self) -> bool {
         matches!(self, Self::Execve | Self::Execveat | Self::Exec)
@@ -192,29 +200,29 @@ pub struct EventBuf {
     pub strings: [u8; 3 * PATH_MAX],
 }
 
-/// Index of each counter in the per-CPU `COUNTERS` array.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Counter {
-    /// Records written to the ring buffer.
-    Emitted = 0,
-    /// Records lost because the ring buffer was full.
-    Dropped = 1,
-    /// Path reads that failed (the record is still emitted, with [`PATH_READ_FAILED`]).
-    PathReadFailed = 2,
-    /// `unshare` calls not followed because the in-flight table was full at entry.
-    InFlightFull = 3,
-    /// Successful opens and execs whose file could not be read (the record is still emitted,
-    /// with [`FILE_UNRESOLVED`]).
-    FileUnresolved = 4,
-    /// Mount namespaces made by traced tasks that joined the filter.
-    NestedNamespaces = 5,
-    /// Nested mount namespaces that could not join the filter because it was full.
-    TargetsFull = 6,
+wire_enum! {
+    /// Index of each counter in the per-CPU `COUNTERS` array.
+    pub enum Counter: u32 {
+        /// Records written to the ring buffer.
+        Emitted = 0 => "emitted",
+        /// Records lost because the ring buffer was full.
+        Dropped = 1 => "dropped",
+        /// Path reads that failed (the record is still emitted, with [`PATH_READ_FAILED`]).
+        PathReadFailed = 2 => "path_read_failed",
+        /// `unshare` calls not followed because the in-flight table was full at entry.
+        InFlightFull = 3 => "in_flight_full",
+        /// Successful opens and execs whose file could not be read (the record is still
+        /// emitted, with [`FILE_UNRESOLVED`]).
+        FileUnresolved = 4 => "file_unresolved",
+        /// Mount namespaces made by traced tasks that joined the filter.
+        NestedNamespaces = 5 => "nested_namespaces",
+        /// Nested mount namespaces that could not join the filter because it was full.
+        TargetsFull = 6 => "targets_full",
+    }
 }
 
-/// Number of counters in the `COUNTERS` array.
-pub const COUNTER_COUNT: u32 = 7;
+/// Number of counters in the `COUNTERS` array: one per [`Counter`], from its table.
+pub const COUNTER_COUNT: u32 = Counter::ALL.len() as u32;
 
 /// Indices into the `WALK_OFFSETS` global: the kernel struct offsets the directory walk uses.
 pub mod walk {
@@ -374,4 +382,47 @@ pub mod uring {
     pub const OP_OPENAT: u8 = 18;
     /// `IORING_OP_OPENAT2`.
     pub const OP_OPENAT2: u8 = 28;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_enums_decode_what_they_encode() {
+        for &kind in EventKind::ALL {
+            assert_eq!(
+                EventKind::from_repr(kind as u8),
+                Some(kind),
+                "{}",
+                kind.name()
+            );
+        }
+        for &counter in Counter::ALL {
+            assert_eq!(
+                Counter::from_repr(counter as u32),
+                Some(counter),
+                "{}",
+                counter.name()
+            );
+        }
+        for (kind, name) in [
+            (EventKind::Open, "open"),
+            (EventKind::UringOpenat2, "io_uring_openat2"),
+            (EventKind::MntNs, "mntns"),
+        ] {
+            assert_eq!(kind.name(), name);
+        }
+        assert_eq!(EventKind::from_repr(0), None);
+        assert_eq!(EventKind::from_repr(10), None);
+    }
+
+    #[test]
+    fn counters_index_the_whole_array() {
+        // The kernel side indexes a COUNTER_COUNT-long array with them.
+        for (i, &counter) in Counter::ALL.iter().enumerate() {
+            assert_eq!(counter as usize, i, "{}", counter.name());
+        }
+        assert_eq!(Counter::from_repr(COUNTER_COUNT), None);
+    }
 }

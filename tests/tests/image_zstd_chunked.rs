@@ -47,11 +47,9 @@ fn layers() -> Vec<Vec<E>> {
 fn converted(dir: &Path, layers: &[Vec<E>]) -> (PathBuf, serde_json::Value) {
     let (src, dst) = (dir.join("src"), dir.join("zstd-chunked"));
     oci_layout_from_blobs(&src, "src", &layer_blobs(layers, Comp::Gzip));
-    let out = xtask::skopeo()
-        .args(["copy", "--quiet"])
-        .args(["--dest-compress-format", "zstd:chunked", "--dest-compress"])
-        .arg(format!("oci:{}:src", src.display()))
-        .arg(format!("oci:{}:latest", dst.display()))
+    let from = format!("oci:{}:src", src.display());
+    let to = format!("oci:{}:latest", dst.display());
+    let out = xtask::skopeo_copy_to_zstd_chunked(&from, &to)
         .output()
         .expect("running skopeo under unshare (`cargo xtask setup` installs skopeo)");
     assert!(

@@ -75,6 +75,18 @@ pub fn skopeo() -> Command {
     command
 }
 
+/// A [`skopeo`] `copy` of image `src` to `dst` (transport references such as `oci:DIR:TAG`)
+/// with its layers recompressed as zstd:chunked: how the tests and the benchmarks make a
+/// zstd:chunked image, as podman and buildah write them.
+pub fn skopeo_copy_to_zstd_chunked(src: &str, dst: &str) -> Command {
+    let mut command = skopeo();
+    command
+        .args(["copy", "--quiet"])
+        .args(["--dest-compress-format", "zstd:chunked", "--dest-compress"])
+        .args([src, dst]);
+    command
+}
+
 /// The plugins line of a private containerd without Kubernetes' CRI plugin.
 pub const NO_CRI: &str = r#"disabled_plugins = ["io.containerd.grpc.v1.cri"]"#;
 

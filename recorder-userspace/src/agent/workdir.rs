@@ -239,7 +239,7 @@ pub fn unpack_layers(
         .then(|| diff_ids.iter().map(|d| d.parse().ok()).collect())
         .flatten();
     let cache = match (cache, &diff_ids) {
-        (Some(cache), Some(ids)) => Some((cache, ids)),
+        (Some(cache), Some(_)) => Some(cache),
         (Some(_), None) => {
             tracing::warn!(
                 "the image config's diff ids do not match its layers (count, or not sha256): \
@@ -259,10 +259,16 @@ pub fn unpack_layers(
     let failed = AtomicBool::new(false);
     let results: Vec<Mutex<Option<Result<Layer, AgentError>>>> =
         (0..count).map(|_| Mutex::new(None)).collect();
-    let diff_ids = diff_ids.as_ref();
+    let diff_ids = diff_ids.as_deref();
     std::thread::scope(|scope| {
         for _ in 0..workers {
-            let mut budget = budget.clone();
+            let mut unpacker = Unpacker {
+                image,
+                budget: budget.clone(),
+                diff_ids,
+                cache,
+                work,
+            };
             let (next, failed, results) = (&next, &failed, &results);
             scope.spawn(move || {
                 loop {
@@ -271,10 +277,7 @@ pub fn unpack_layers(
                     if i >= count || failed.load(Ordering::Relaxed) {
                         break;
                     }
-                    let result = match cache {
-                        Some((cache, ids)) => cached_layer(image, i, cache, &ids[i], &mut budget),
-                        None => plain_layer(image, i, work, &mut budget, diff_ids.map(|d| &d[i])),
-                    };
+                    let result = unpacker.layer(i);
                     failed.fetch_or(result.is_err(), Ordering::Relaxed);
                     if let Ok(mut slot) = results[i].lock() {
                         *slot = Some(result);
@@ -317,88 +320,97 @@ struct Layer {
     held: Option<CachedLayer>,
 }
 
-/// Layer `i` without the cache: into `<work>/layers/<i>`.
-fn plain_layer(
-    image: &Image,
-    i: usize,
-    work: &Path,
-    budget: &mut UnpackBudget,
-    diff_id: Option<&BlobDigest>,
-) -> Result<Layer, AgentError> {
-    let dir = work.join("layers").join(i.to_string());
-    std::fs::create_dir_all(&dir).map_err(|source| AgentError::Io {
-        op: format!("creating {}", dir.display()),
-        source,
-    })?;
-    unpack_verified(image, i, &dir, budget, diff_id)?;
-    Ok(Layer {
-        dir,
-        hit: false,
-        held: None,
-    })
+/// One worker's unpacking of `image`'s layers, within its clone of the run's budget.
+struct Unpacker<'a> {
+    image: &'a Image,
+    budget: UnpackBudget,
+    /// The image config's diff ids, when they match its layers: each layer's uncompressed
+    /// stream is checked against its own.
+    diff_ids: Option<&'a [BlobDigest]>,
+    /// The layer cache, keyed by diff id (so only with `diff_ids`); without it, layers go to
+    /// `work`.
+    cache: Option<&'a LayerCache>,
+    work: &'a Path,
 }
 
-/// Layer `i` from the cache, made there first if need be.
-fn cached_layer(
-    image: &Image,
-    i: usize,
-    cache: &LayerCache,
-    diff_id: &BlobDigest,
-    budget: &mut UnpackBudget,
-) -> Result<Layer, AgentError> {
-    let (held, hit) = match cache.acquire(diff_id)? {
-        Lookup::Hit(held) => {
-            tracing::debug!(layer = i, %diff_id, "layer cached");
-            (held, true)
+impl Unpacker<'_> {
+    /// Layer `i`, from the cache (made there first if need be) or unpacked into the work dir.
+    fn layer(&mut self, i: usize) -> Result<Layer, AgentError> {
+        match (self.cache, self.diff_ids) {
+            (Some(cache), Some(ids)) => self.cached(i, cache, &ids[i]),
+            _ => self.plain(i),
         }
-        Lookup::Miss(making) => {
-            let stats = unpack_verified(image, i, &making.root(), budget, Some(diff_id))?;
-            (making.commit(stats.bytes)?, false)
-        }
-    };
-    Ok(Layer {
-        dir: held.root().to_owned(),
-        hit,
-        held: Some(held),
-    })
-}
-
-/// Unpacks layer `i` into `dir`; checks its blob against its digest and, when given, its
-/// uncompressed stream against `diff_id`.
-fn unpack_verified(
-    image: &Image,
-    i: usize,
-    dir: &Path,
-    budget: &mut UnpackBudget,
-    diff_id: Option<&BlobDigest>,
-) -> Result<UnpackStats, AgentError> {
-    let layer_err = |source| AgentError::Image {
-        image: format!("layer {i}"),
-        source,
-    };
-    let mut reader = image.open_layer(i).map_err(layer_err)?;
-    let mut hashing = Hashing {
-        inner: &mut reader,
-        hasher: Sha256::new(),
-    };
-    let stats = unpack_layer_within(&mut hashing, dir, budget)
-        .map_err(|source| AgentError::Unpack { layer: i, source })?;
-    // The tar reader stops at the end-of-archive blocks: the rest counts towards both digests.
-    let rest = std::io::copy(&mut hashing, &mut std::io::sink());
-    let actual = BlobDigest::from_hasher(hashing.hasher);
-    // The reader checks the layer's digest at EOF.
-    rest.map_err(|e| reader.error(e)).map_err(layer_err)?;
-    reader.finish().map_err(layer_err)?;
-    if let Some(expected) = diff_id.filter(|d| **d != actual) {
-        return Err(layer_err(ImageError::BadLayer {
-            digest: image.layers()[i].digest.to_string(),
-            message: format!(
-                "its uncompressed content hashes to {actual}, but the image config's diff id \
-                 is {expected}"
-            ),
-        }));
     }
-    Ok(stats)
+
+    /// Layer `i` without the cache: into `<work>/layers/<i>`.
+    fn plain(&mut self, i: usize) -> Result<Layer, AgentError> {
+        let dir = self.work.join("layers").join(i.to_string());
+        std::fs::create_dir_all(&dir).map_err(|source| AgentError::Io {
+            op: format!("creating {}", dir.display()),
+            source,
+        })?;
+        self.verified(i, &dir)?;
+        Ok(Layer {
+            dir,
+            hit: false,
+            held: None,
+        })
+    }
+
+    /// Layer `i` from the cache, made there first if need be.
+    fn cached(
+        &mut self,
+        i: usize,
+        cache: &LayerCache,
+        diff_id: &BlobDigest,
+    ) -> Result<Layer, AgentError> {
+        let (held, hit) = match cache.acquire(diff_id)? {
+            Lookup::Hit(held) => {
+                tracing::debug!(layer = i, %diff_id, "layer cached");
+                (held, true)
+            }
+            Lookup::Miss(making) => {
+                let stats = self.verified(i, &making.root())?;
+                (making.commit(stats.bytes)?, false)
+            }
+        };
+        Ok(Layer {
+            dir: held.root().to_owned(),
+            hit,
+            held: Some(held),
+        })
+    }
+
+    /// Unpacks layer `i` into `dir`; checks its blob against its digest and, with diff ids,
+    /// its uncompressed stream against its diff id.
+    fn verified(&mut self, i: usize, dir: &Path) -> Result<UnpackStats, AgentError> {
+        let (image, diff_id) = (self.image, self.diff_ids.map(|ids| &ids[i]));
+        let layer_err = |source| AgentError::Image {
+            image: format!("layer {i}"),
+            source,
+        };
+        let mut reader = image.open_layer(i).map_err(layer_err)?;
+        let mut hashing = Hashing {
+            inner: &mut reader,
+            hasher: Sha256::new(),
+        };
+        let stats = unpack_layer_within(&mut hashing, dir, &mut self.budget)
+            .map_err(|source| AgentError::Unpack { layer: i, source })?;
+        // The tar reader stops at the end-of-archive blocks: the rest counts towards both digests.
+        let rest = std::io::copy(&mut hashing, &mut std::io::sink());
+        let actual = BlobDigest::from_hasher(hashing.hasher);
+        // The reader checks the layer's digest at EOF.
+        rest.map_err(|e| reader.error(e)).map_err(layer_err)?;
+        reader.finish().map_err(layer_err)?;
+        if let Some(expected) = diff_id.filter(|d| **d != actual) {
+            return Err(layer_err(ImageError::DiffIdMismatch {
+                digest: image.layers()[i].digest.to_string(),
+                actual: actual.to_string(),
+                expected: expected.to_string(),
+            }));
+        }
+        Ok(stats)
+    }
 }
 
 /// Hashes what is read through it.

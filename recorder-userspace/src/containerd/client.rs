@@ -11,7 +11,7 @@ use containerd_client::tonic::transport::Channel;
 use containerd_client::tonic::{Code, Request, Status};
 use tracing::debug;
 
-use super::error::{ContainerdError, Result};
+use super::error::{ContainerdError, GrpcStatus, ProtocolFault, Result};
 
 /// containerd's usual socket.
 pub const DEFAULT_ADDRESS: &str = "/run/containerd/containerd.sock";
@@ -44,16 +44,15 @@ impl Containerd {
         probe(&address)?;
         let channel = tokio::time::timeout(HANDSHAKE_TIMEOUT, containerd_client::connect(&address))
             .await
-            .map_err(|_| protocol(&address, "timed out connecting"))?
-            // With its causes: tonic's transport error alone says only "transport error".
-            .map_err(|e| protocol(&address, &crate::errors::Chain(&e).to_string()))?;
+            .map_err(|_| protocol(&address, ProtocolFault::ConnectTimeout))?
+            .map_err(|e| protocol(&address, ProtocolFault::Connect(e)))?;
         let version = tokio::time::timeout(
             HANDSHAKE_TIMEOUT,
             VersionClient::new(channel.clone()).version(()),
         )
         .await
-        .map_err(|_| protocol(&address, "no answer to Version within 10s"))?
-        .map_err(|s| protocol(&address, &status_text(&s)))?
+        .map_err(|_| protocol(&address, ProtocolFault::VersionTimeout(HANDSHAKE_TIMEOUT)))?
+        .map_err(|s| protocol(&address, ProtocolFault::Version(GrpcStatus(s))))?
         .into_inner();
         debug!(address = %address.display(), version = %version.version, namespace, "connected to containerd");
         Ok(Containerd {
@@ -98,7 +97,7 @@ impl Containerd {
     pub(crate) fn get_error(
         &self,
         call: &'static str,
-        status: &Status,
+        status: Status,
         not_found: impl FnOnce() -> ContainerdError,
     ) -> ContainerdError {
         match status.code() {
@@ -108,11 +107,11 @@ impl Containerd {
     }
 
     /// The error for a failed call that has no more specific meaning.
-    pub(crate) fn rpc_error(&self, call: &'static str, status: &Status) -> ContainerdError {
+    pub(crate) fn rpc_error(&self, call: &'static str, status: Status) -> ContainerdError {
         ContainerdError::Rpc {
             call,
             address: self.address.clone(),
-            message: status_text(status),
+            status: GrpcStatus(status),
         }
     }
 }
@@ -148,7 +147,7 @@ fn probe(address: &Path) -> Result<()> {
                 address: address.to_owned(),
             });
         }
-        Err(e) => return Err(protocol(address, &e.to_string())),
+        Err(e) => return Err(protocol(address, ProtocolFault::Socket(e))),
         Ok(meta) if !meta.file_type().is_socket() => {
             return Err(ContainerdError::NotASocket {
                 address: address.to_owned(),
@@ -166,15 +165,15 @@ fn probe(address: &Path) -> Result<()> {
             io::ErrorKind::PermissionDenied => ContainerdError::PermissionDenied {
                 address: address.to_owned(),
             },
-            _ => protocol(address, &e.to_string()),
+            _ => protocol(address, ProtocolFault::Socket(e)),
         }),
     }
 }
 
-fn protocol(address: &Path, message: &str) -> ContainerdError {
+fn protocol(address: &Path, source: ProtocolFault) -> ContainerdError {
     ContainerdError::Protocol {
         address: address.to_owned(),
-        message: message.to_owned(),
+        source,
     }
 }
 

@@ -56,7 +56,7 @@ impl Containerd {
         labels: HashMap<String, String>,
     ) -> Result<Committed> {
         let digest = BlobDigest::of(bytes);
-        let total = i64::try_from(bytes.len()).map_err(|_| ContainerdError::Rpc {
+        let total = i64::try_from(bytes.len()).map_err(|_| ContainerdError::BadCall {
             call: "Content.Write",
             address: self.address().to_owned(),
             message: format!("{} bytes is too large a blob", bytes.len()),
@@ -81,7 +81,7 @@ impl Containerd {
                     already_existed: true,
                 })
             }
-            Err(s) => Err(self.rpc_error("Content.Write", &s)),
+            Err(s) => Err(self.rpc_error("Content.Write", s)),
         }
     }
 
@@ -121,10 +121,10 @@ impl Containerd {
                 digest: digest.to_string(),
             }))
             .await
-            .map_err(|s| self.rpc_error("Content.Info", &s))?
+            .map_err(|s| self.rpc_error("Content.Info", s))?
             .into_inner()
             .info
-            .ok_or_else(|| ContainerdError::Rpc {
+            .ok_or_else(|| ContainerdError::BadCall {
                 call: "Content.Info",
                 address: self.address().to_owned(),
                 message: format!("no info returned for {digest}"),
@@ -140,13 +140,13 @@ impl Containerd {
         let mut replies = ContentClient::new(self.channel())
             .list(self.request(ListContentRequest { filters }))
             .await
-            .map_err(|s| self.rpc_error("Content.List", &s))?
+            .map_err(|s| self.rpc_error("Content.List", s))?
             .into_inner();
         let mut out = Vec::new();
         while let Some(reply) = replies
             .message()
             .await
-            .map_err(|s| self.rpc_error("Content.List", &s))?
+            .map_err(|s| self.rpc_error("Content.List", s))?
         {
             out.extend(reply.info);
         }
@@ -160,7 +160,7 @@ impl Containerd {
                 digest: digest.to_string(),
             }))
             .await
-            .map_err(|s| self.rpc_error("Content.Delete", &s))?;
+            .map_err(|s| self.rpc_error("Content.Delete", s))?;
         Ok(())
     }
 
@@ -177,7 +177,7 @@ impl Containerd {
                 update_mask: Some(FieldMask { paths }),
             }))
             .await
-            .map_err(|s| self.rpc_error("Content.Update", &s))?;
+            .map_err(|s| self.rpc_error("Content.Update", s))?;
         Ok(())
     }
 }
@@ -202,12 +202,11 @@ impl ContainerdContent {
         wait(&self.handle, call).map_err(|e| ContentError::Store(Box::new(e)))
     }
 
-    /// A containerd error as a content error: NotFound for a missing blob. (`rpc_error` keeps
-    /// the gRPC code only as the head of its message, `status_text`'s `CODE: message`.)
+    /// A containerd error as a content error: NotFound for a missing blob.
     fn content_error(&self, digest: Option<&BlobDigest>, e: ContainerdError) -> ContentError {
         match (digest, &e) {
-            (Some(digest), ContainerdError::Rpc { message, .. })
-                if message.starts_with("NotFound") =>
+            (Some(digest), ContainerdError::Rpc { status, .. })
+                if status.0.code() == Code::NotFound =>
             {
                 ContentError::NotFound {
                     digest: digest.clone(),
@@ -296,7 +295,7 @@ impl ContainerdContent {
     /// containerd's Info as the content layer's.
     fn convert(&self, info: Info) -> content::Result<content::Info> {
         let bad = |what: &str| {
-            ContentError::Store(Box::new(ContainerdError::Rpc {
+            ContentError::Store(Box::new(ContainerdError::BadCall {
                 call: "Content.Info",
                 address: self.client.address().to_owned(),
                 message: format!("blob {:?}: {what}", info.digest),

@@ -31,12 +31,13 @@ pub enum ContainerdError {
         address: PathBuf,
     },
     /// Something listens, but it does not answer containerd's gRPC API in time or at all.
-    #[error("{address} does not answer as containerd: {message}")]
+    #[error("{address} does not answer as containerd")]
     Protocol {
         /// The socket path.
         address: PathBuf,
         /// What went wrong.
-        message: String,
+        #[source]
+        source: ProtocolFault,
     },
     /// A namespace name containerd would refuse.
     #[error("invalid containerd namespace {0:?}: use letters, digits, '.', '_' and '-'")]
@@ -96,16 +97,36 @@ pub enum ContainerdError {
         /// The socket path.
         address: PathBuf,
         /// Why.
-        message: String,
+        message: &'static str,
+    },
+    /// The event subscription failed before a matching task was created.
+    #[error("containerd's event stream at {address} ended")]
+    EventsFailed {
+        /// The socket path.
+        address: PathBuf,
+        /// containerd's status.
+        #[source]
+        status: GrpcStatus,
     },
     /// A containerd call failed.
-    #[error("containerd {call} at {address}: {message}")]
+    #[error("containerd {call} at {address}")]
     Rpc {
         /// The RPC, e.g. `Content.Write`.
         call: &'static str,
         /// The socket path.
         address: PathBuf,
-        /// The status code and message.
+        /// containerd's status.
+        #[source]
+        status: GrpcStatus,
+    },
+    /// A containerd call that cannot be made as asked, or whose reply cannot be used.
+    #[error("containerd {call} at {address}: {message}")]
+    BadCall {
+        /// The RPC, e.g. `Content.Write`.
+        call: &'static str,
+        /// The socket path.
+        address: PathBuf,
+        /// What is wrong with the request or the reply.
         message: String,
     },
     /// Reading or checking image content failed.
@@ -116,5 +137,68 @@ pub enum ContainerdError {
     Tracer(#[from] TracerError),
 }
 
+/// Why a socket does not answer as containerd ([`ContainerdError::Protocol`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolFault {
+    /// The path could not be checked or connected to.
+    #[error(transparent)]
+    Socket(std::io::Error),
+    /// The gRPC connection was not made in time.
+    #[error("timed out connecting")]
+    ConnectTimeout,
+    /// The gRPC connection failed; the transport error and its causes say how.
+    #[error(transparent)]
+    Connect(containerd_client::tonic::transport::Error),
+    /// The Version call did not answer in time.
+    #[error("no answer to Version within {0:?}")]
+    VersionTimeout(std::time::Duration),
+    /// The Version call failed.
+    #[error(transparent)]
+    Version(GrpcStatus),
+}
+
+/// A gRPC status as containerd's errors name it, `Code: message` (tonic's own display adds
+/// the details and metadata, which say nothing here).
+#[derive(Debug, thiserror::Error)]
+#[error("{}", super::client::status_text(.0))]
+pub struct GrpcStatus(pub containerd_client::tonic::Status);
+
 /// Result of the containerd side.
 pub type Result<T, E = ContainerdError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use containerd_client::tonic::{Code, Status};
+
+    #[test]
+    fn statuses_chain_as_code_and_message() {
+        let address = PathBuf::from("/run/c.sock");
+        for (error, want) in [
+            (
+                ContainerdError::Rpc {
+                    call: "Content.Info",
+                    address: address.clone(),
+                    status: GrpcStatus(Status::new(Code::NotFound, "blob x: not found")),
+                },
+                "containerd Content.Info at /run/c.sock: NotFound: blob x: not found",
+            ),
+            (
+                ContainerdError::Protocol {
+                    address: address.clone(),
+                    source: ProtocolFault::VersionTimeout(std::time::Duration::from_secs(10)),
+                },
+                "/run/c.sock does not answer as containerd: no answer to Version within 10s",
+            ),
+            (
+                ContainerdError::EventsFailed {
+                    address: address.clone(),
+                    status: GrpcStatus(Status::new(Code::Unknown, "")),
+                },
+                "containerd's event stream at /run/c.sock ended: unknown error",
+            ),
+        ] {
+            assert_eq!(crate::errors::Chain(&error).to_string(), want);
+        }
+    }
+}

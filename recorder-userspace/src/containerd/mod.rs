@@ -26,7 +26,7 @@ pub(crate) mod wait;
 pub use crate::record::stored::{GC_ROOT_LABEL, IMAGE_LABEL, MANIFEST_LABEL, RecordLabels};
 pub use client::{Containerd, DEFAULT_ADDRESS, DEFAULT_NAMESPACE};
 pub use content::ContainerdContent;
-pub use error::ContainerdError;
+pub use error::{ContainerdError, GrpcStatus, ProtocolFault};
 pub use pattern::ContainerPattern;
 pub use runner::{ContainerRun, RunError, RunRequest};
 pub use source::{ContainerdSource, ImageTarget};

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use containerd_client::services::v1::content_client::ContentClient;
 use containerd_client::services::v1::images_client::ImagesClient;
 use containerd_client::services::v1::{GetImageRequest, ReadContentRequest};
-use containerd_client::tonic::Code;
+use containerd_client::tonic::{Code, Status};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
-use super::client::{Containerd, status_text};
-use super::error::{ContainerdError, Result};
+use super::client::Containerd;
+use super::error::{ContainerdError, GrpcStatus, Result};
 use super::wait::wait;
 use crate::image::{BlobDigest, BlobSource, Image, ImageError, Platform};
 
@@ -42,26 +42,27 @@ impl Containerd {
             }))
             .await
             .map_err(|s| {
-                self.get_error("Images.Get", &s, || ContainerdError::ImageNotFound {
+                self.get_error("Images.Get", s, || ContainerdError::ImageNotFound {
                     reference: reference.to_owned(),
                     namespace: self.namespace().to_owned(),
                     address: self.address().to_owned(),
                 })
             })?
             .into_inner();
-        let target = reply
-            .image
-            .and_then(|i| i.target)
-            .ok_or_else(|| ContainerdError::Rpc {
-                call: "Images.Get",
-                address: self.address().to_owned(),
-                message: format!("image {reference:?} has no target descriptor"),
-            })?;
+        let target =
+            reply
+                .image
+                .and_then(|i| i.target)
+                .ok_or_else(|| ContainerdError::BadCall {
+                    call: "Images.Get",
+                    address: self.address().to_owned(),
+                    message: format!("image {reference:?} has no target descriptor"),
+                })?;
         Ok(ImageTarget {
             name: reference.to_owned(),
             media_type: target.media_type,
             digest: target.digest.parse().map_err(ImageError::from)?,
-            size: u64::try_from(target.size).map_err(|_| ContainerdError::Rpc {
+            size: u64::try_from(target.size).map_err(|_| ContainerdError::BadCall {
                 call: "Images.Get",
                 address: self.address().to_owned(),
                 message: format!("image {reference:?} has a negative target size"),
@@ -211,10 +212,7 @@ impl ContainerdSource {
             Some(Err(status)) => {
                 return Err(ImageError::Io {
                     path: self.client.address().to_owned(),
-                    source: io::Error::other(format!(
-                        "Content.Read {digest}: {}",
-                        status_text(&status)
-                    )),
+                    source: read_failed(digest.to_string(), status),
                 });
             }
             Some(Ok(data)) => data,
@@ -228,6 +226,23 @@ impl ContainerdSource {
             digest: digest.to_string(),
         }))
     }
+}
+
+/// A Content.Read call or stream that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("Content.Read {digest}")]
+struct ReadFailed {
+    digest: String,
+    #[source]
+    status: GrpcStatus,
+}
+
+/// A failed read of `digest`, as the I/O error a blob reader returns; its source is the status.
+fn read_failed(digest: String, status: Status) -> io::Error {
+    io::Error::other(ReadFailed {
+        digest,
+        status: GrpcStatus(status),
+    })
 }
 
 /// The blocking side of a Content.Read stream.
@@ -248,13 +263,7 @@ impl Read for StreamReader {
                     self.chunk = data;
                     self.pos = 0;
                 }
-                Some(Err(status)) => {
-                    return Err(io::Error::other(format!(
-                        "Content.Read {}: {}",
-                        self.digest,
-                        status_text(&status)
-                    )));
-                }
+                Some(Err(status)) => return Err(read_failed(self.digest.clone(), status)),
             }
         }
         let n = buf.len().min(self.chunk.len() - self.pos);

@@ -41,8 +41,8 @@ use containerd_client::types::v1::Status as TaskStatus;
 use prost::Message;
 use tracing::{debug, info};
 
-use super::client::{Containerd, status_text};
-use super::error::{ContainerdError, Result};
+use super::client::Containerd;
+use super::error::{ContainerdError, GrpcStatus, Result};
 use super::pattern::ContainerPattern;
 use crate::tracer::mount_namespace_of;
 
@@ -132,7 +132,7 @@ impl Containerd {
                 self.container(id).await?;
                 return Err(ContainerdError::NoTask { id: id.to_owned() });
             }
-            Err(s) => return Err(self.rpc_error("Tasks.Get", &s)),
+            Err(s) => return Err(self.rpc_error("Tasks.Get", s)),
         };
         let process = process.ok_or_else(|| ContainerdError::NoTask { id: id.to_owned() })?;
         if process.status == TaskStatus::Stopped as i32 || process.pid == 0 {
@@ -169,13 +169,13 @@ impl Containerd {
         let events = loop {
             tokio::select! {
                 reply = &mut subscribe => {
-                    break reply.map_err(|s| self.rpc_error("Events.Subscribe", &s))?.into_inner();
+                    break reply.map_err(|s| self.rpc_error("Events.Subscribe", s))?.into_inner();
                 }
                 _ = ticks.tick() => {
                     if pings == PING_ATTEMPTS {
                         return Err(ContainerdError::EventsEnded {
                             address: self.address().to_owned(),
-                            message: "the subscription delivered none of the watcher's own events".into(),
+                            message: "the subscription delivered none of the watcher's own events",
                         });
                     }
                     pings += 1;
@@ -203,7 +203,7 @@ impl Containerd {
                 event: Some(event),
             }))
             .await
-            .map_err(|s| self.rpc_error("Events.Publish", &s))?;
+            .map_err(|s| self.rpc_error("Events.Publish", s))?;
         Ok(())
     }
 
@@ -213,11 +213,9 @@ impl Containerd {
             .get(self.request(GetContainerRequest { id: id.to_owned() }))
             .await
             .map_err(|s| {
-                self.get_error("Containers.Get", &s, || {
-                    ContainerdError::ContainerNotFound {
-                        id: id.to_owned(),
-                        namespace: self.namespace().to_owned(),
-                    }
+                self.get_error("Containers.Get", s, || ContainerdError::ContainerNotFound {
+                    id: id.to_owned(),
+                    namespace: self.namespace().to_owned(),
                 })
             })?
             .into_inner();
@@ -249,8 +247,18 @@ impl TaskWatcher {
         loop {
             let envelope = match self.events.message().await {
                 Ok(Some(e)) => e,
-                Ok(None) => return Err(self.ended("the subscription closed".into())),
-                Err(s) => return Err(self.ended(status_text(&s))),
+                Ok(None) => {
+                    return Err(ContainerdError::EventsEnded {
+                        address: self.client.address().to_owned(),
+                        message: "the subscription closed",
+                    });
+                }
+                Err(s) => {
+                    return Err(ContainerdError::EventsFailed {
+                        address: self.client.address().to_owned(),
+                        status: GrpcStatus(s),
+                    });
+                }
             };
             let Some(any) = envelope.event else { continue };
             match envelope.topic.as_str() {
@@ -318,13 +326,6 @@ impl TaskWatcher {
                 debug!(container = id, error = %crate::errors::Chain(&e), "container vanished before matching");
                 None
             }
-        }
-    }
-
-    fn ended(&self, message: String) -> ContainerdError {
-        ContainerdError::EventsEnded {
-            address: self.client.address().to_owned(),
-            message,
         }
     }
 }

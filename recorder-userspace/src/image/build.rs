@@ -3,15 +3,12 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::error::{ImageError, Result};
+use super::error::{ImageError, LayerFault, Result};
 use super::estargz;
 use super::index::{IndexCache, LayerIndex, LayerIndexBuilder};
 use super::merged::MergedView;
 use super::open::Image;
 use super::zstd_chunked;
-
-/// Message of the error a layer reports when stopped because another layer failed.
-pub(crate) const CANCELLED: &str = "cancelled";
 
 /// How to index an image.
 #[derive(Debug, Clone, Default)]
@@ -169,5 +166,11 @@ fn count_as_read(image: &Image, i: usize, opts: &IndexOptions) {
 }
 
 fn is_cancel(e: &ImageError) -> bool {
-    matches!(e, ImageError::BadLayer { message, .. } if message == CANCELLED)
+    matches!(
+        e,
+        ImageError::BadLayer {
+            source: LayerFault::Cancelled,
+            ..
+        }
+    )
 }

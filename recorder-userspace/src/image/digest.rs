@@ -5,7 +5,7 @@ use std::io::{self, Read};
 
 pub use crate::content::digest::{BlobDigest, DigestError, VerifyingReader};
 
-use super::error::ImageError;
+use super::error::{ImageError, LayerFault};
 use crate::content::digest::verification_error;
 
 impl From<DigestError> for ImageError {
@@ -65,7 +65,7 @@ pub(crate) fn read_all_verified<R: Read>(
     limited.read_to_end(&mut out).map_err(|e| {
         unwrap_io(e, |e| ImageError::BadLayer {
             digest: digest.clone(),
-            message: e.to_string(),
+            source: LayerFault::Read(e),
         })
     })?;
     if out.len() as u64 > limit {

@@ -115,15 +115,31 @@ pub enum ImageError {
         /// The limit.
         max: usize,
     },
-    /// A layer's compressed stream is corrupt or truncated.
-    #[error("layer {digest}: {message}")]
+    /// A layer's stream could not be read through: corrupt or truncated, or cut short.
+    #[error("layer {digest}")]
     BadLayer {
         /// The layer blob.
         digest: String,
-        /// What the decoder or tar reader said.
-        message: String,
+        /// What went wrong.
+        #[source]
+        source: LayerFault,
     },
-    /// A tar entry has a name or link target that this recorder refuses.
+    /// A layer's uncompressed stream is not the one the image config names (`recorder run`
+    /// checks it while unpacking).
+    #[error(
+        "layer {digest}: its uncompressed content hashes to {actual}, but the image config's \
+         diff id is {expected}"
+    )]
+    DiffIdMismatch {
+        /// The layer blob.
+        digest: String,
+        /// What the uncompressed stream hashes to.
+        actual: String,
+        /// The config's diff id.
+        expected: String,
+    },
+    /// A tar entry has a name or link target that this recorder refuses, or its header is
+    /// corrupt.
     #[error("layer {digest}, entry {entry}: {message}")]
     BadEntry {
         /// The layer blob.
@@ -132,6 +148,9 @@ pub enum ImageError {
         entry: String,
         /// What is wrong with it.
         message: String,
+        /// The tar reader's error, for a corrupt header.
+        #[source]
+        source: Option<std::io::Error>,
     },
     /// A layer index is out of range.
     #[error("the image has {count} layers, there is no layer {index}")]
@@ -162,5 +181,65 @@ pub enum ImageError {
     WorkerPanicked(usize),
 }
 
+/// Why a layer's stream stopped short ([`ImageError::BadLayer`]).
+#[derive(Debug, thiserror::Error)]
+pub enum LayerFault {
+    /// The zstd decoder could not be set up.
+    #[error("cannot start zstd decoder")]
+    ZstdStart(#[source] std::io::Error),
+    /// The stream ends before its end.
+    #[error("truncated stream")]
+    Truncated(#[source] std::io::Error),
+    /// The decoder or the tar reader failed; the cause says how, and is all there is to say.
+    #[error(transparent)]
+    Read(std::io::Error),
+    /// Indexing stopped because another layer failed.
+    #[error("cancelled")]
+    Cancelled,
+}
+
 /// Result of the image side.
 pub type Result<T, E = ImageError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    #[test]
+    fn layer_errors_chain_their_cause_once() {
+        let bad_layer = |source| ImageError::BadLayer {
+            digest: "sha256:d".into(),
+            source,
+        };
+        for (error, want) in [
+            (
+                bad_layer(LayerFault::Truncated(io::ErrorKind::UnexpectedEof.into())),
+                "layer sha256:d: truncated stream: unexpected end of file",
+            ),
+            (
+                bad_layer(LayerFault::Read(io::Error::other("corrupt deflate stream"))),
+                "layer sha256:d: corrupt deflate stream",
+            ),
+            (
+                bad_layer(LayerFault::ZstdStart(io::Error::other("no memory"))),
+                "layer sha256:d: cannot start zstd decoder: no memory",
+            ),
+            (
+                bad_layer(LayerFault::Cancelled),
+                "layer sha256:d: cancelled",
+            ),
+            (
+                ImageError::BadEntry {
+                    digest: "sha256:d".into(),
+                    entry: "#2".into(),
+                    message: "corrupt tar".into(),
+                    source: Some(io::Error::other("checksum")),
+                },
+                "layer sha256:d, entry #2: corrupt tar: checksum",
+            ),
+        ] {
+            assert_eq!(crate::errors::Chain(&error).to_string(), want);
+        }
+    }
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::digest::unwrap_io;
-use super::error::ImageError;
+use super::error::{ImageError, LayerFault};
 use super::media::Compression;
 use super::source::BlobReader;
 
@@ -65,7 +65,7 @@ impl LayerReader {
                 Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(raw).map_err(|e| {
                     ImageError::BadLayer {
                         digest: digest.clone(),
-                        message: format!("cannot start zstd decoder: {e}"),
+                        source: LayerFault::ZstdStart(e),
                     }
                 })?)
             }
@@ -100,9 +100,9 @@ impl LayerReader {
     pub fn error(&self, e: io::Error) -> ImageError {
         unwrap_io(e, |e| ImageError::BadLayer {
             digest: self.digest.clone(),
-            message: match e.kind() {
-                io::ErrorKind::UnexpectedEof => format!("truncated stream: {e}"),
-                _ => e.to_string(),
+            source: match e.kind() {
+                io::ErrorKind::UnexpectedEof => LayerFault::Truncated(e),
+                _ => LayerFault::Read(e),
             },
         })
     }

@@ -17,7 +17,7 @@ pub mod zstd_chunked;
 
 pub use build::{IndexOptions, index_image};
 pub use digest::{BlobDigest, VerifyingReader};
-pub use error::ImageError;
+pub use error::{ImageError, LayerFault};
 pub use index::{
     EntryInfo, EntryKind, IndexCache, IndexCacheError, LayerIndex, LayerIndexBuilder, LayerStats,
 };

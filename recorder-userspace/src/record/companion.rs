@@ -70,11 +70,10 @@ pub fn parse(
         if l.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let bad = |message: String| super::RecordError::BadCompanionLine {
-            line: i + 1,
-            message,
-        };
-        let c: CompanionLine = serde_json::from_slice(l).map_err(|e| bad(e.to_string()))?;
+        let line = i + 1;
+        let c: CompanionLine = serde_json::from_slice(l)
+            .map_err(|source| super::RecordError::BadCompanionLine { line, source })?;
+        let bad = |message: String| super::RecordError::ForeignCompanionLine { line, message };
         let entry = entries.get(c.index).ok_or_else(|| {
             bad(format!(
                 "index {} but the record has {} entries",

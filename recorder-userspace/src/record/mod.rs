@@ -22,19 +22,29 @@ pub const RECORD_MEDIA_TYPE: &str = "application/vnd.stargz-snapshotter.record.v
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
     /// A line is not a record entry.
-    #[error("record line {line}: {message}")]
+    #[error("record line {line}")]
     BadLine {
         /// 1-based line number.
         line: usize,
-        /// The parser's message.
-        message: String,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
     },
-    /// A companion line is not one of this record's entries.
-    #[error("companion line {line}: {message}")]
+    /// A companion line is not a companion entry.
+    #[error("companion line {line}")]
     BadCompanionLine {
         /// 1-based line number.
         line: usize,
-        /// What is wrong.
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A companion line is not one of this record's entries.
+    #[error("companion line {line}: {message}")]
+    ForeignCompanionLine {
+        /// 1-based line number.
+        line: usize,
+        /// How it differs from the record.
         message: String,
     },
 }
@@ -185,10 +195,11 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<RecordEntry>, RecordError> {
         .enumerate()
         .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
         .map(|(i, l)| {
-            let w: WireEntry = serde_json::from_slice(l).map_err(|e| RecordError::BadLine {
-                line: i + 1,
-                message: e.to_string(),
-            })?;
+            let w: WireEntry =
+                serde_json::from_slice(l).map_err(|source| RecordError::BadLine {
+                    line: i + 1,
+                    source,
+                })?;
             Ok(RecordEntry {
                 path: w.path.into_bytes(),
                 manifest_digest: w.manifest_digest,
@@ -221,5 +232,31 @@ mod tests {
         let mut bare = RecordBuilder::new("");
         bare.push(b"x", None);
         assert_eq!(bare.to_bytes(), b"{\"path\":\"x\"}\n");
+    }
+
+    #[test]
+    fn bad_lines_chain_the_parsers_error() {
+        let record = b"{\"path\":\"a\"}\n{\"path\":\"b\"}\n";
+        let entries = parse(record).unwrap();
+        for (what, error, want) in [
+            (
+                "record",
+                parse(b"{\"path\":\"a\"}\nnot json\n").unwrap_err(),
+                "record line 2: expected ident at line 1 column 2",
+            ),
+            (
+                "companion",
+                companion::parse(b"[]\n", &entries).unwrap_err(),
+                "companion line 1: invalid type: sequence, expected",
+            ),
+            (
+                "companion of another record",
+                companion::parse(b"{\"index\":0,\"path\":\"z\"}\n", &entries).unwrap_err(),
+                "companion line 1: index 0 is \"z\" in the companion but \"a\" in the record",
+            ),
+        ] {
+            let chain = crate::errors::Chain(&error).to_string();
+            assert!(chain.starts_with(want), "{what}: {chain}");
+        }
     }
 }

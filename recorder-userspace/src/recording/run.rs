@@ -349,8 +349,9 @@ impl Recording {
                                 exit = Some(status);
                                 shown
                             }
-                            Ok(Err(e)) => e.to_string(),
-                            Err(e) => e.to_string(),
+                            // The reason is shown on one line: the error with its causes.
+                            Ok(Err(e)) => crate::errors::Chain(&e).to_string(),
+                            Err(e) => crate::errors::Chain(&e).to_string(),
                         })
                     }
                     reason = conditions.wait(&self.stops) => reason,

@@ -154,15 +154,46 @@ pub enum RegistryError {
         /// What is wrong with it.
         message: String,
     },
-    /// Content that does not hash to its digest.
+    /// An artifact whose manifest is not JSON: not a record.
+    #[error("{digest} is not a recorder record: its manifest does not parse")]
+    UnreadableRecordManifest {
+        /// The artifact manifest's digest.
+        digest: String,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Content that does not hash to its digest (or is not its size).
     #[error("digest mismatch on {what} {expected}: the registry sent other content ({found})")]
     DigestMismatch {
         /// What was fetched.
         what: &'static str,
         /// The digest asked for.
         expected: String,
-        /// What was found instead.
+        /// What was found instead: its digest, and its size where that was checked.
         found: String,
+    },
+    /// Content the registry client refused: it does not hash to its digest.
+    #[error("digest mismatch on {what} {expected}: the registry sent other content")]
+    ContentRefused {
+        /// What was fetched.
+        what: &'static str,
+        /// The digest asked for.
+        expected: String,
+        /// The client's check.
+        #[source]
+        source: oci_client::errors::DigestError,
+    },
+    /// The registry client names a manifest by a digest that is not one.
+    #[error("manifest {reference}: the registry's digest of it, {digest:?}, is not a digest")]
+    BadManifestDigest {
+        /// The manifest's reference.
+        reference: String,
+        /// The digest as the client reports it.
+        digest: String,
+        /// Why it does not parse.
+        #[source]
+        source: crate::content::digest::DigestError,
     },
     /// A document from the registry that is not what it should be.
     #[error("{what} {reference} is not valid")]

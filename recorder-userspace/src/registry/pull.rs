@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use oci_client::Reference;
-use oci_client::errors::OciDistributionError;
+use oci_client::errors::{DigestError, OciDistributionError};
 use serde_json::Value;
 
 use super::client::Registry;
@@ -67,11 +67,13 @@ async fn resolve_subject(
             source,
         })?;
     let Some(manifests) = doc.get("manifests").and_then(Value::as_array) else {
-        return digest.parse().map_err(|_| RegistryError::DigestMismatch {
-            what: "manifest",
-            expected: image.whole(),
-            found: format!("a digest oci-client reports as {digest:?}"),
-        });
+        return digest
+            .parse()
+            .map_err(|source| RegistryError::BadManifestDigest {
+                reference: image.whole(),
+                digest,
+                source,
+            });
     };
     let field = |m: &Value, k: &str| {
         m.get("platform")
@@ -145,11 +147,11 @@ pub fn newest(records: &[RecordRef]) -> Option<&RecordRef> {
     records.first()
 }
 
-fn mismatch(what: &'static str, expected: &str, e: &OciDistributionError) -> RegistryError {
-    RegistryError::DigestMismatch {
+fn refused(what: &'static str, expected: &str, source: DigestError) -> RegistryError {
+    RegistryError::ContentRefused {
         what,
         expected: expected.to_owned(),
-        found: e.to_string(),
+        source,
     }
 }
 
@@ -165,8 +167,8 @@ pub async fn pull_record(
         .manifest(&at, &[OCI_MANIFEST])
         .await
         .map_err(|e| match e {
-            OciDistributionError::DigestError(_) => {
-                mismatch("record manifest", &artifact.digest, &e)
+            OciDistributionError::DigestError(source) => {
+                refused("record manifest", &artifact.digest, source)
             }
             e => registry.image_error(format!("reading record {}", artifact.digest), &at, e),
         })?;
@@ -182,8 +184,12 @@ pub async fn pull_record(
         digest: artifact.digest.clone(),
         message,
     };
-    let manifest: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| not_a_record(format!("its manifest does not parse: {e}")))?;
+    let manifest: Value = serde_json::from_slice(&bytes).map_err(|source| {
+        RegistryError::UnreadableRecordManifest {
+            digest: artifact.digest.clone(),
+            source,
+        }
+    })?;
     let artifact_type = manifest.get("artifactType").and_then(Value::as_str);
     if artifact_type != Some(ARTIFACT_TYPE) {
         return Err(not_a_record(format!(
@@ -243,7 +249,7 @@ async fn blob(
         .pull_blob(repository, digest, &mut out)
         .await
         .map_err(|e| match e {
-            OciDistributionError::DigestError(_) => mismatch(what, digest, &e),
+            OciDistributionError::DigestError(source) => refused(what, digest, source),
             e if matches!(kind(&e), Kind::NotFound) => RegistryError::UnknownImage {
                 reference: with_digest(repository, digest).whole(),
                 registry: registry.host().to_owned(),

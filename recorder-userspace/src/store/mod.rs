@@ -15,8 +15,9 @@ use std::sync::{Arc, Mutex};
 pub use crate::content::Committed;
 pub use writer::Writer;
 
+use crate::content::digest::verification_error;
 use crate::content::{self, ContentError, Info, Labels};
-use crate::image::digest::{BlobDigest, VerifyingReader, unwrap_io};
+use crate::image::digest::{BlobDigest, DigestError, VerifyingReader};
 use crate::image::{BlobDir, BlobSource, ImageError};
 
 /// Why a store operation failed.
@@ -62,12 +63,13 @@ pub enum StoreError {
     #[error("blob {0} not found")]
     NotFound(BlobDigest),
     /// A stored blob no longer matches its digest.
-    #[error("blob {digest} is corrupt: {message}")]
+    #[error("blob {digest} is corrupt")]
     Corrupt {
         /// The blob.
         digest: BlobDigest,
         /// What the check found.
-        message: String,
+        #[source]
+        source: DigestError,
     },
 }
 
@@ -177,22 +179,18 @@ impl ContentStore {
     pub fn read(&self, digest: &BlobDigest) -> Result<Vec<u8>> {
         let mut r = self.open_blob(digest)?;
         let mut out = Vec::new();
-        r.read_to_end(&mut out).map_err(|e| {
-            match unwrap_io(e, |e| ImageError::BadLayer {
-                digest: digest.to_string(),
-                message: e.to_string(),
-            }) {
-                ImageError::BadLayer { message, .. } => StoreError::Io {
+        r.read_to_end(&mut out)
+            .map_err(|e| match verification_error(e) {
+                Ok(source) => StoreError::Corrupt {
+                    digest: digest.clone(),
+                    source,
+                },
+                Err(source) => StoreError::Io {
                     op: "read",
                     path: self.blob_path(digest),
-                    source: io::Error::other(message),
+                    source,
                 },
-                other => StoreError::Corrupt {
-                    digest: digest.clone(),
-                    message: other.to_string(),
-                },
-            }
-        })?;
+            })?;
         Ok(out)
     }
 

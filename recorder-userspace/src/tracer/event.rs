@@ -221,7 +221,8 @@ impl Event {
         let file_path = record
             .get(dir_end..dir_end + header.file_len as usize)
             .ok_or(DecodeError::Truncated { len: record.len() })?;
-        let kind = EventKind::from_u8(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
+        let kind =
+            EventKind::from_repr(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
         let comm_len = header.comm.iter().position(|&b| b == 0).unwrap_or(16);
         Ok(Event {
             kind,

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use recorder::sandbox::runtime_spec::{MASKED_PATHS, READONLY_PATHS};
+
 use crate::cri::v1 as cri;
 use fields::{check_known_fields, expand_vars, resources, str_of, string_map};
 
@@ -37,27 +39,17 @@ pub struct Pod {
     pub cgroup_parent: String,
 }
 
-/// The kubelet's default `/proc` masking (procMount `Default`), passed on every container.
-const MASKED_PATHS: &[&str] = &[
-    "/proc/asound",
-    "/proc/acpi",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-];
-const READONLY_PATHS: &[&str] = &[
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
+/// The kubelet's default `/proc` masking (procMount `Default`), passed on every container, is
+/// containerd's (the recorder's own runtime spec uses the same tables) and, since Kubernetes
+/// 1.31, powercap; the order of the list is not significant: each path is masked on its own.
+fn default_masked_paths() -> Vec<String> {
+    let kubelet_only = ["/sys/devices/virtual/powercap"];
+    MASKED_PATHS
+        .iter()
+        .chain(&kubelet_only)
+        .map(|p| (*p).to_owned())
+        .collect()
+}
 
 /// What a container run needs besides its CRI config: where the kubelet reads its
 /// termination message and its log.
@@ -349,7 +341,7 @@ impl Pod {
                 .map(|value| cri::Int64Value { value }),
             readonly_rootfs: sc["readOnlyRootFilesystem"].as_bool().unwrap_or(false),
             no_new_privs: sc["allowPrivilegeEscalation"] == false,
-            masked_paths: MASKED_PATHS.iter().map(|p| (*p).to_owned()).collect(),
+            masked_paths: default_masked_paths(),
             readonly_paths: READONLY_PATHS.iter().map(|p| (*p).to_owned()).collect(),
             seccomp: Some(seccomp),
             ..Default::default()

@@ -23,11 +23,9 @@ pub fn convert(layer: &Path, dir: &Path) -> anyhow::Result<Converted> {
         eprintln!("converting {} to zstd:chunked with skopeo", layer.display());
         let src = dir.join("src");
         super::estargz::source_layout(layer, &src)?;
-        let out = xtask::skopeo()
-            .args(["copy", "--quiet"])
-            .args(["--dest-compress-format", "zstd:chunked", "--dest-compress"])
-            .arg(format!("oci:{}:latest", src.display()))
-            .arg(format!("oci:{}:latest", layout.display()))
+        let from = format!("oci:{}:latest", src.display());
+        let to = format!("oci:{}:latest", layout.display());
+        let out = xtask::skopeo_copy_to_zstd_chunked(&from, &to)
             .output()
             .context("running skopeo under unshare (`cargo xtask setup` installs skopeo)")?;
         ensure!(

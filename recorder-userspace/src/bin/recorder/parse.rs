@@ -26,6 +26,19 @@ pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A flag's duration that must be more than zero: clap parses it with
+/// [`parse_positive_duration`] from its type, so every such flag parses alike without saying so.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PositiveDuration(pub Duration);
+
+impl std::str::FromStr for PositiveDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_positive_duration(s).map(Self)
+    }
+}
+
 /// `--ring-bytes`: a size (as [`parse_size`]) that the kernel takes for a ring buffer.
 pub fn parse_ring_bytes(s: &str) -> Result<u32, String> {
     let bytes = parse_size(s)?;
@@ -83,6 +96,12 @@ mod tests {
         assert!(parse_positive_duration("0").is_err());
         assert!(parse_positive_duration("0s").is_err());
         assert_eq!(parse_positive_duration("1ms"), Ok(Duration::from_millis(1)));
+        // What clap parses a flag of that type with.
+        assert_eq!(
+            "1ms".parse(),
+            Ok(PositiveDuration(Duration::from_millis(1)))
+        );
+        assert!("0s".parse::<PositiveDuration>().is_err());
     }
 
     #[test]

@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use recorder::agent::ImageSource;
@@ -11,6 +10,7 @@ use recorder::recording::{ImageSpec, Options, RecordPlan, StatusOptions, TargetS
 use recorder::tracer::TracerConfig;
 
 use crate::conclude::{Output, record_and_conclude};
+use crate::parse::PositiveDuration;
 use crate::record_show;
 use crate::registry::PushOption;
 use crate::source::{ContainerdArgs, PickArgs};
@@ -81,13 +81,13 @@ pub struct CommonArgs {
     #[arg(long)]
     pub status_socket: Option<PathBuf>,
     /// Stop after this long (e.g. `30s`, `500ms`, `2m`; a bare number is seconds).
-    #[arg(long, value_name = "DURATION", value_parser = crate::parse::parse_positive_duration)]
-    pub period: Option<Duration>,
+    #[arg(long, value_name = "DURATION")]
+    pub period: Option<PositiveDuration>,
     /// After the commit (or a failure), keep the status socket answering for this long (e.g.
     /// `10s`), so a poller sees the final state, the record digest and the outcome
     /// (`recorder status --wait done`).
-    #[arg(long, value_name = "DURATION", value_parser = crate::parse::parse_positive_duration, requires = "status_socket")]
-    pub linger: Option<Duration>,
+    #[arg(long, value_name = "DURATION", requires = "status_socket")]
+    pub linger: Option<PositiveDuration>,
     /// Scratch space (default: the system temp dir); also where a record that cannot be
     /// committed is kept.
     #[arg(long)]
@@ -137,7 +137,7 @@ impl CommonArgs {
             record_out: self.record_out.clone(),
             companion_out: self.companion_out.clone(),
             stdout_taken: self.stdout_taken(),
-            period: self.period,
+            period: self.period.map(|d| d.0),
             work_dir: self.work_dir.clone().unwrap_or_else(std::env::temp_dir),
             tracer: TracerConfig {
                 ring_bytes: self.ring_bytes,
@@ -151,7 +151,7 @@ impl CommonArgs {
     pub fn status_options(&self) -> StatusOptions {
         StatusOptions {
             socket: self.status_socket.clone(),
-            linger: self.linger,
+            linger: self.linger.map(|d| d.0),
         }
     }
 

@@ -15,6 +15,7 @@ use recorder::registry::{
 };
 use recorder::store::ContentStore;
 
+use crate::parse::PositiveDuration;
 use crate::record::CommonArgs;
 use crate::source::{ContainerdArgs, connect_containerd};
 use recorder::recording::Connection;
@@ -296,7 +297,7 @@ pub fn workload_annotations(
     if let Some(command) = command {
         a.insert(ANNOTATION_COMMAND.to_owned(), command);
     }
-    if let Some(period) = common.period {
+    if let Some(PositiveDuration(period)) = common.period {
         a.insert(ANNOTATION_PERIOD.to_owned(), format!("{period:?}"));
     }
     if let Some(image) = &common.image {

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use recorder::status::{State, StatusReport, client};
 
+use crate::parse::PositiveDuration;
+
 /// Arguments of `recorder status`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -24,19 +26,17 @@ pub struct Args {
         long,
         value_name = "DURATION",
         default_value = "300s",
-        value_parser = crate::parse::parse_positive_duration,
         requires = "wait"
     )]
-    timeout: Duration,
+    timeout: PositiveDuration,
     /// How often --wait polls (e.g. `200ms`; a bare number is seconds).
     #[arg(
         long,
         value_name = "DURATION",
         default_value = "200ms",
-        value_parser = crate::parse::parse_positive_duration,
         requires = "wait"
     )]
-    interval: Duration,
+    interval: PositiveDuration,
 }
 
 pub fn run(args: Args, rt: &tokio::runtime::Handle) -> anyhow::Result<()> {
@@ -48,8 +48,8 @@ pub fn run(args: Args, rt: &tokio::runtime::Handle) -> anyhow::Result<()> {
             Some(wanted) => client::wait_for(
                 &args.socket,
                 wanted,
-                args.timeout,
-                args.interval.max(Duration::from_millis(10)),
+                args.timeout.0,
+                args.interval.0.max(Duration::from_millis(10)),
             )
             .await
             .map_err(anyhow::Error::from),

@@ -28,7 +28,7 @@ impl ContainerRun {
                 exec_id: String::new(),
             }))
             .await
-            .map_err(|s| c.rpc_error("Tasks.Start", &s))?;
+            .map_err(|s| c.rpc_error("Tasks.Start", s))?;
         info!(container = self.id, "task started");
         Ok(())
     }
@@ -45,7 +45,7 @@ impl ContainerRun {
                     exec_id: String::new(),
                 }))
                 .await
-                .map_err(|s| c.rpc_error("Tasks.Wait", &s))?;
+                .map_err(|s| c.rpc_error("Tasks.Wait", s))?;
             Ok(reply.into_inner().exit_status)
         }
     }
@@ -64,7 +64,7 @@ impl ContainerRun {
         match killed {
             // Already gone: nothing to kill.
             Err(s) if matches!(s.code(), Code::NotFound | Code::FailedPrecondition) => Ok(()),
-            Err(s) => Err(c.rpc_error("Tasks.Kill", &s).into()),
+            Err(s) => Err(c.rpc_error("Tasks.Kill", s).into()),
             Ok(_) => Ok(()),
         }
     }
@@ -98,41 +98,32 @@ impl ContainerRun {
                     "the task did not exit {KILL_TIMEOUT:?} after SIGKILL"
                 ),
             }
-            let deleted = TasksClient::new(c.channel())
-                .delete(c.request(DeleteTaskRequest {
-                    container_id: id.clone(),
-                }))
-                .await;
-            log_removal("Tasks.Delete", &id, deleted.map(drop));
-            self.made.task = false;
         }
-        if self.made.container {
-            let deleted = ContainersClient::new(c.channel())
-                .delete(c.request(DeleteContainerRequest { id: id.clone() }))
-                .await;
-            log_removal("Containers.Delete", &id, deleted.map(drop));
-            self.made.container = false;
-        }
-        if self.made.snapshot {
-            let removed = SnapshotsClient::new(c.channel())
-                .remove(c.request(RemoveSnapshotRequest {
-                    snapshotter: SNAPSHOTTER.into(),
-                    key: id.clone(),
-                }))
-                .await;
-            log_removal("Snapshots.Remove", &id, removed.map(drop));
-            self.made.snapshot = false;
-        }
-        if self.made.lease {
-            let deleted = LeasesClient::new(c.channel())
-                .delete(c.request(DeleteLeaseRequest {
-                    id: id.clone(),
-                    sync: false,
-                }))
-                .await;
-            log_removal("Leases.Delete", &id, deleted.map(drop));
-            self.made.lease = false;
-        }
+        // Each call is made only for what was made (a future does nothing until awaited).
+        let mut tasks = TasksClient::new(c.channel());
+        let task = c.request(DeleteTaskRequest {
+            container_id: id.clone(),
+        });
+        let call = tasks.delete(task);
+        removal(&mut self.made.task, "Tasks.Delete", &id, call).await;
+        let mut containers = ContainersClient::new(c.channel());
+        let container = c.request(DeleteContainerRequest { id: id.clone() });
+        let call = containers.delete(container);
+        removal(&mut self.made.container, "Containers.Delete", &id, call).await;
+        let mut snapshots = SnapshotsClient::new(c.channel());
+        let snapshot = c.request(RemoveSnapshotRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            key: id.clone(),
+        });
+        let call = snapshots.remove(snapshot);
+        removal(&mut self.made.snapshot, "Snapshots.Remove", &id, call).await;
+        let mut leases = LeasesClient::new(c.channel());
+        let lease = c.request(DeleteLeaseRequest {
+            id: id.clone(),
+            sync: false,
+        });
+        let call = leases.delete(lease);
+        removal(&mut self.made.lease, "Leases.Delete", &id, call).await;
         info!(container = id, "container removed");
     }
 }
@@ -155,9 +146,19 @@ impl Drop for ContainerRun {
     }
 }
 
-fn log_removal(call: &'static str, id: &str, result: Result<(), containerd_client::tonic::Status>) {
-    match result {
-        Ok(()) => debug!(call, container = id, "removed"),
+/// Makes the `call` that removes an object of run `id` if `made` says it was made (a future does
+/// nothing until awaited), logs how it went, and marks it removed.
+async fn removal<T>(
+    made: &mut bool,
+    call: &'static str,
+    id: &str,
+    call_future: impl Future<Output = Result<T, containerd_client::tonic::Status>>,
+) {
+    if !std::mem::take(made) {
+        return;
+    }
+    match call_future.await {
+        Ok(_) => debug!(call, container = id, "removed"),
         Err(s) if s.code() == Code::NotFound => debug!(call, container = id, "already gone"),
         Err(s) => warn!(
             call,

@@ -37,7 +37,7 @@ use tracing::info;
 mod control;
 
 use super::client::Containerd;
-use super::error::ContainerdError;
+use super::error::{ContainerdError, GrpcStatus};
 use super::leftovers::OWNER_LABEL;
 use super::stdio::{StdioError, TaskStdio};
 use crate::image::Image;
@@ -104,12 +104,13 @@ pub enum RunError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// containerd refused to create the task (runc create failed, e.g. no such command).
-    #[error("creating the task of container {id}: {message}")]
+    #[error("creating the task of container {id}")]
     TaskCreate {
         /// The container id.
         id: String,
         /// containerd's status, with runc's message.
-        message: String,
+        #[source]
+        status: GrpcStatus,
     },
     /// The watchdog could not be told the task's init (it would outlive a killed recorder).
     #[error("telling the watchdog about task {pid} failed")]
@@ -235,7 +236,7 @@ impl ContainerRun {
                 labels,
             }))
             .await
-            .map_err(|s| c.rpc_error("Leases.Create", &s))?;
+            .map_err(|s| c.rpc_error("Leases.Create", s))?;
         self.made.lease = true;
 
         let parent = chain_id(req.image, req.reference)?;
@@ -248,7 +249,7 @@ impl ContainerRun {
                 labels: owner.clone(),
             }))
             .await
-            .map_err(|s| c.rpc_error("Snapshots.Prepare", &s))?
+            .map_err(|s| c.rpc_error("Snapshots.Prepare", s))?
             .into_inner()
             .mounts;
         self.made.snapshot = true;
@@ -295,7 +296,7 @@ impl ContainerRun {
                 }),
             }))
             .await
-            .map_err(|s| c.rpc_error("Containers.Create", &s))?;
+            .map_err(|s| c.rpc_error("Containers.Create", s))?;
         self.made.container = true;
 
         // Read ends open before Tasks.Create: the shim opens the write ends during it.
@@ -313,7 +314,7 @@ impl ContainerRun {
             .await
             .map_err(|s| RunError::TaskCreate {
                 id: self.id.clone(),
-                message: super::client::status_text(&s),
+                status: GrpcStatus(s),
             })?
             .into_inner();
         self.made.task = true;
@@ -349,7 +350,7 @@ impl ContainerRun {
                 snapshotter: SNAPSHOTTER,
                 chain_id: chain_id.to_owned(),
             }),
-            Err(s) => Err(c.rpc_error("Snapshots.Stat", &s).into()),
+            Err(s) => Err(c.rpc_error("Snapshots.Stat", s).into()),
         }
     }
 

@@ -9,7 +9,7 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 use super::{
     EntryKind, IMPLICIT, LayerIndex, LayerStats, Node, NodeId, OPAQUE, ROOT, idx_hash, pack,
 };
-use crate::image::error::{ImageError, Result};
+use crate::image::error::{ImageError, LayerFault, Result};
 use crate::image::layer::LayerReader;
 use crate::image::path::{self, OPAQUE_MARKER, WHITEOUT_PREFIX};
 
@@ -194,7 +194,7 @@ impl LayerIndexBuilder {
         let mut archive = tar::Archive::new(&mut *reader);
         let entries = archive.entries().map_err(|e| ImageError::BadLayer {
             digest: digest.clone(),
-            message: e.to_string(),
+            source: LayerFault::Read(e),
         })?;
         // The previous entry's name, kept to point at where a corrupt header sits.
         let mut last: Vec<u8> = b"(start of archive)".to_vec();
@@ -203,7 +203,7 @@ impl LayerIndexBuilder {
             if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 return Err(ImageError::BadLayer {
                     digest,
-                    message: crate::image::build::CANCELLED.into(),
+                    source: LayerFault::Cancelled,
                 });
             }
             let entry = entry.map_err(|e| bad_tar(&digest, ordinal, &last, e))?;
@@ -228,6 +228,7 @@ impl LayerIndexBuilder {
                 digest: digest.clone(),
                 entry: path::display(&name),
                 message,
+                source: None,
             };
             let size = if kind == EntryKind::File {
                 entry.size()
@@ -285,14 +286,15 @@ impl LayerIndexBuilder {
 
 fn bad_tar(digest: &str, ordinal: u64, last: &[u8], e: std::io::Error) -> ImageError {
     if crate::image::digest::carries_image_error(&e) {
-        return crate::image::digest::unwrap_io(e, |_| ImageError::BadLayer {
+        return crate::image::digest::unwrap_io(e, |e| ImageError::BadLayer {
             digest: digest.to_owned(),
-            message: String::new(),
+            source: LayerFault::Read(e),
         });
     }
     ImageError::BadEntry {
         digest: digest.to_owned(),
         entry: format!("#{ordinal} (after {:?})", path::display(last)),
-        message: format!("corrupt tar: {e}"),
+        message: "corrupt tar".to_owned(),
+        source: Some(e),
     }
 }

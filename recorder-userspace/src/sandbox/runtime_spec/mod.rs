@@ -45,7 +45,7 @@ use capabilities::{DEFAULT_CAPABILITIES, all_capabilities};
 use mounts::default_mounts;
 
 /// Paths containerd hides from a container (bind-mounted over with /dev/null or a tmpfs).
-const MASKED_PATHS: &[&str] = &[
+pub const MASKED_PATHS: &[&str] = &[
     "/proc/acpi",
     "/proc/asound",
     "/proc/kcore",
@@ -59,7 +59,7 @@ const MASKED_PATHS: &[&str] = &[
 ];
 
 /// Paths containerd makes read-only in a container.
-const READONLY_PATHS: &[&str] = &[
+pub const READONLY_PATHS: &[&str] = &[
     "/proc/bus",
     "/proc/fs",
     "/proc/irq",
