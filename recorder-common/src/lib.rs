@@ -188,7 +188,9 @@ pub struct EventHeader {
 pub const HEADER_LEN: usize = core::mem::size_of::<EventHeader>();
 
 // The programs write `comm` as two words and copy the header as words.
-const _: () = assert!(core::mem::offset_of!(EventHeader, comm) % 8 == 0 && HEADER_LEN % 8 == 0);
+const _: () = assert!(
+    core::mem::offset_of!(EventHeader, comm).is_multiple_of(8) && HEADER_LEN.is_multiple_of(8)
+);
 
 /// A whole record as the kernel side assembles it before output: the path, the directory, the
 /// file.

@@ -13,8 +13,9 @@
 //!   creation, before runc can run anything in it.
 //!
 //! Only tasks whose mount namespace is in `TARGETS` are kept; each kept call becomes one
-//! variable-length record in the `EVENTS` ring buffer. Minimum kernel: 5.8 (ring buffer),
-//! with BTF; developed and measured on 6.18.
+//! variable-length record in the `EVENTS` ring buffer. Minimum kernel: 6.17 with BTF (ring
+//! buffer 5.8; the kfunc `bpf_rdonly_cast` 6.2; loads through a kernel pointer to untyped memory,
+//! the fd table's array, 6.17); developed and measured on 6.18.
 //!
 //! Open-family calls are handled entirely at syscall exit: the fd is installed and, for
 //! `recorder trace`, the arguments are still in the task's saved user registers, with the path

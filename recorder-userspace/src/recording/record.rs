@@ -276,16 +276,20 @@ fn pin_created(created: &CreatedTask, catching: &mut Catching) -> Result<Target,
     let task = &created.target;
     match Target::of_pid(task.mntns, task.pid) {
         Ok(pinned) => Ok(pinned),
-        Err(_) if !std::path::Path::new(&format!("/proc/{}", task.pid)).exists() => {
-            catching.exited_target(task).ok_or_else(|| {
+        // Gone, or exiting: a zombie's /proc/PID is still there, but reading its mountinfo
+        // fails with EINVAL (seen once in a suite run, a container whose command exits at
+        // once). Either way the namespace caught at its creation stands for it.
+        Err(e) => catching.exited_target(task).ok_or_else(|| {
+            if std::path::Path::new(&format!("/proc/{}", task.pid)).exists() {
+                e
+            } else {
                 ContainerdError::Exited {
                     id: task.container_id.clone(),
                     pid: task.pid,
                 }
                 .into()
-            })
-        }
-        Err(e) => Err(e),
+            }
+        }),
     }
 }
 

@@ -68,7 +68,7 @@ pub enum TracerError {
     #[error("loading the eBPF object failed (this needs root, or CAP_BPF and CAP_PERFMON)")]
     Load(#[from] aya::EbpfError),
     /// A program is missing, failed verification, or could not attach.
-    #[error("program {name} failed")]
+    #[error("program {name} failed (the programs need Linux 6.17 or later with BTF)")]
     Program {
         /// The program.
         name: &'static str,
