@@ -20,7 +20,7 @@ pub(super) static EBPF_OBJECT: &[u8] =
 /// comes before its entry, so no call is parked at entry without a program to take it out.
 /// Open-family calls need no entry program: their exit program reads the fd's file and, for
 /// `trace`, the arguments from the saved registers (see the eBPF crate's docs).
-pub(super) const TRACEPOINTS: [(&str, &str); 8] = [
+pub(super) const TRACEPOINTS: [(&str, &str); 7] = [
     ("syscalls", "sys_exit_open"),
     ("syscalls", "sys_exit_openat"),
     ("syscalls", "sys_exit_openat2"),
@@ -28,11 +28,14 @@ pub(super) const TRACEPOINTS: [(&str, &str); 8] = [
     ("syscalls", "sys_exit_execveat"),
     ("syscalls", "sys_exit_unshare"),
     ("syscalls", "sys_enter_unshare"),
-    ("io_uring", "io_uring_complete"),
 ];
 
 /// BTF tracepoints (5.5+), the program having the tracepoint's name.
-pub(super) const BTF_TRACEPOINTS: [&str; 2] = ["sched_process_exec", "sched_process_fork"];
+pub(super) const BTF_TRACEPOINTS: [&str; 3] = [
+    "sched_process_exec",
+    "sched_process_fork",
+    "io_uring_complete",
+];
 
 pub(super) const TRACEFS: &str = "/sys/kernel/tracing";
 
