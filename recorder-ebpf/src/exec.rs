@@ -16,7 +16,7 @@ use crate::{
     ARG_PATHS, PT_REGS_DI_OFFSET, PT_REGS_R8_OFFSET, PT_REGS_SI_OFFSET, RET, SCRATCH,
     dir::append_dir,
     file::append_file,
-    kernel::{arg, current_task, global, kread, load},
+    kernel::{arg, current_task, global, load, walk_offset},
     record::{count, emit, fill_header, path_is_relative, read_path},
     task::{fd_file, target_mntns},
 };
@@ -81,7 +81,7 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
         return 0;
     };
     // The prototype is (struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm).
-    let bprm: u64 = ctx.arg(2);
+    let bprm: *const u8 = ctx.arg(2);
     let Some(buf) = SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
@@ -95,11 +95,16 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
         AT_FDCWD,
         0,
     );
-    let (Some(filename), Some(interp), Some(file)) = (
-        kread::<u64>(bprm, walk::BPRM_FILENAME),
-        kread::<u64>(bprm, walk::BPRM_INTERP),
-        kread::<u64>(bprm, walk::BPRM_FILE),
-    ) else {
+    // SAFETY: bprm is the tracepoint's BTF pointer and these are its fields (see load): plain
+    // loads, where helper reads cost about 50 ns each.
+    let (filename, interp, file) = unsafe {
+        (
+            load::<u64>(bprm, walk_offset(walk::BPRM_FILENAME) as usize),
+            load::<u64>(bprm, walk_offset(walk::BPRM_INTERP) as usize),
+            load::<u64>(bprm, walk_offset(walk::BPRM_FILE) as usize),
+        )
+    };
+    if bprm.is_null() || file == 0 || filename == 0 {
         buf.header.file_status = FILE_UNRESOLVED;
         count(Counter::FileUnresolved);
         emit(buf);
