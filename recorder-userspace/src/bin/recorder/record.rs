@@ -141,6 +141,9 @@ impl CommonArgs {
             work_dir: self.work_dir.clone().unwrap_or_else(std::env::temp_dir),
             tracer: TracerConfig {
                 ring_bytes: self.ring_bytes,
+                // The recorder exits once the tracer is gone: the kernel's detach need not
+                // hold up its exit (see `TracerConfig::detach_in_background`).
+                detach_in_background: true,
                 ..TracerConfig::default()
             },
             allow_empty: self.allow_empty,

@@ -35,9 +35,16 @@ pub fn run(args: Args, rt: &tokio::runtime::Handle) -> anyhow::Result<()> {
 }
 
 async fn trace(args: Args, targets: Vec<u32>) -> anyhow::Result<()> {
+    // Caught before anything is loaded: a Ctrl-C that comes after the prompt below always ends
+    // the trace (one sent before the handlers were installed was lost when the shell had the
+    // command ignore SIGINT, as a non-interactive shell does for `&`).
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let config = TracerConfig {
         ring_bytes: args.ring_bytes,
         arg_paths: true,
+        // This process exits once the tracer is gone.
+        detach_in_background: true,
         ..TracerConfig::default()
     };
     let mut tracer = Tracer::load(&config)?;
@@ -48,9 +55,6 @@ async fn trace(args: Args, targets: Vec<u32>) -> anyhow::Result<()> {
         tracer.add_target(*mntns)?;
     }
     eprintln!("tracing mount namespace(s) {targets:?}; Ctrl-C to stop");
-
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     if !args.json {
