@@ -121,7 +121,8 @@ mod tests {
 
     #[test]
     fn the_gaps_between_kept_descriptors_are_closed() {
-        let cases: [(&[RawFd], &[(u32, u32)]); 4] = [
+        type Case = (&'static [RawFd], &'static [(u32, u32)]);
+        let cases: [Case; 4] = [
             (&[], &[(0, u32::MAX)]),
             (&[0], &[(1, u32::MAX)]),
             (&[5], &[(0, 4), (6, u32::MAX)]),
