@@ -1,5 +1,6 @@
 //! Reading kernel memory: patched globals, typed loads through BTF pointers (plain loads the
-//! verifier makes fault-tolerant), and helper reads for the pointers it cannot type.
+//! verifier makes fault-tolerant), pointers held as numbers typed by a cast, and helper reads
+//! where neither is worth it.
 
 use core::ptr::{addr_of, read_volatile};
 
@@ -74,8 +75,9 @@ pub(crate) fn walk_offset(index: usize) -> u64 {
     unsafe { read_volatile(addr_of!(WALK_OFFSETS[index])) }
 }
 
-/// Reads a kernel word. The walk chases pointers the verifier cannot type (an fd table slot,
-/// a `struct mount` found by container_of), so it reads through the fault-tolerant helper.
+/// Reads a kernel word through the fault-tolerant helper: for the paths that run rarely
+/// (`recorder trace`'s directory walk, io_uring's fixed-file table), where a [`cast`] to one
+/// more kernel type is not worth its id.
 #[inline(always)]
 pub(crate) fn kread<T>(base: u64, offset: usize) -> Option<T> {
     // SAFETY: the helper validates the address; a bad one is an error, not a fault.

@@ -38,7 +38,7 @@ pub(crate) fn target_mntns(task: *const u8) -> Option<u32> {
 ///
 /// `task→files→fdt` and the table's size and array are typed loads through BTF pointers, as in
 /// `target_mntns`: plain loads the verifier makes fault-tolerant, where helper calls cost more.
-/// The slot itself is a `struct file **` element the verifier cannot type, read by the helper.
+/// The slot is read through the array as untyped kernel memory, the same kind of load.
 #[inline(always)]
 pub(crate) fn fd_file(task: u64, fd: i64) -> Option<u64> {
     // SAFETY: task is a BTF task pointer; files and fdt are the BTF pointers its fields hold; the
@@ -61,7 +61,7 @@ pub(crate) fn fd_file(task: u64, fd: i64) -> Option<u64> {
         return None;
     }
     // SAFETY: `fds` is the table's array, which the verifier types as untrusted read-only
-    // memory (a pointer to a non-struct, 6.16+), read by fault-tolerant loads; the index was
+    // memory (a pointer to a non-struct, 6.17+), read by fault-tolerant loads; the index was
     // checked against the table size.
     let file: u64 = unsafe { load(fds, fd as usize * 8) };
     (file != 0).then_some(file)
