@@ -226,7 +226,8 @@ wire_enum! {
 /// Number of counters in the `COUNTERS` array: one per [`Counter`], from its table.
 pub const COUNTER_COUNT: u32 = Counter::ALL.len() as u32;
 
-/// Indices into the `WALK_OFFSETS` global: the kernel struct offsets the directory walk uses.
+/// Indices into the `WALK_OFFSETS` global: every kernel struct offset the programs use (the
+/// filter's, the saved syscall registers', and the walks over files, dentries and mounts).
 pub mod walk {
     /// `task_struct.fs`.
     pub const TASK_FS: usize = 0;
@@ -306,8 +307,24 @@ pub mod walk {
     /// with the rest of a walk step. `u64::MAX` when it does not follow `d_inode`: every name is
     /// then copied from where `d_name.name` points.
     pub const DENTRY_SHORTNAME: usize = 37;
+    /// `task_struct.nsproxy` (the filter's first step).
+    pub const TASK_NSPROXY: usize = 38;
+    /// `nsproxy.mnt_ns`.
+    pub const NSPROXY_MNT_NS: usize = 39;
+    /// `mnt_namespace.ns.inum`: a mount namespace's inode, the filter's key.
+    pub const MNT_NS_INUM: usize = 40;
+    /// `pt_regs.di`: the first syscall argument on x86-64.
+    pub const PT_REGS_DI: usize = 41;
+    /// `pt_regs.si`: the second.
+    pub const PT_REGS_SI: usize = 42;
+    /// `pt_regs.dx`: the third.
+    pub const PT_REGS_DX: usize = 43;
+    /// `pt_regs.r8`: the fifth.
+    pub const PT_REGS_R8: usize = 44;
+    /// `task_struct.comm`.
+    pub const TASK_COMM: usize = 45;
     /// Number of offsets.
-    pub const COUNT: usize = 38;
+    pub const COUNT: usize = 46;
     /// Most path components (and mount crossings) the walk follows before giving up.
     pub const MAX_DEPTH: usize = 64;
 }
@@ -345,28 +362,13 @@ pub mod kfunc {
     pub const ALL: [(i32, &str); 1] = [(RDONLY_CAST, "bpf_rdonly_cast")];
 }
 
-/// Offsets into kernel structs, computed from BTF in userspace and patched into the programs.
+/// The programs' read-only globals, set by userspace before load: kernel offsets and type ids
+/// from BTF, and the configuration.
 pub mod globals {
-    /// The `[u64; walk::COUNT]` array of directory-walk offsets.
+    /// The `[u64; walk::COUNT]` array of kernel struct offsets.
     pub const WALK_OFFSETS: &str = "WALK_OFFSETS";
     /// The `[u64; btf_type::COUNT]` array of kernel BTF type ids.
     pub const BTF_TYPE_IDS: &str = "BTF_TYPE_IDS";
-    /// `offsetof(struct task_struct, nsproxy)`.
-    pub const TASK_NSPROXY: &str = "TASK_NSPROXY_OFFSET";
-    /// `offsetof(struct nsproxy, mnt_ns)`.
-    pub const NSPROXY_MNT_NS: &str = "NSPROXY_MNT_NS_OFFSET";
-    /// `offsetof(struct mnt_namespace, ns) + offsetof(struct ns_common, inum)`.
-    pub const MNT_NS_INUM: &str = "MNT_NS_INUM_OFFSET";
-    /// `offsetof(struct pt_regs, di)`: first syscall argument on x86-64.
-    pub const PT_REGS_DI: &str = "PT_REGS_DI_OFFSET";
-    /// `offsetof(struct pt_regs, si)`: second syscall argument on x86-64.
-    pub const PT_REGS_SI: &str = "PT_REGS_SI_OFFSET";
-    /// `offsetof(struct pt_regs, dx)`: third syscall argument on x86-64.
-    pub const PT_REGS_DX: &str = "PT_REGS_DX_OFFSET";
-    /// `offsetof(struct pt_regs, r8)`: fifth syscall argument on x86-64.
-    pub const PT_REGS_R8: &str = "PT_REGS_R8_OFFSET";
-    /// `offsetof(struct task_struct, comm)`.
-    pub const TASK_COMM: &str = "TASK_COMM_OFFSET";
     /// Ring fill level (bytes) above which a record forces a wakeup of the consumer.
     pub const WAKEUP_THRESHOLD: &str = "WAKEUP_THRESHOLD";
     /// Non-zero: also read each call's path argument (and a relative path's directory), for

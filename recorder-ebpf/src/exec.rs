@@ -13,7 +13,7 @@ use recorder_common::{
 };
 
 use crate::{
-    ARG_PATHS, PT_REGS_DI_OFFSET, PT_REGS_R8_OFFSET, PT_REGS_SI_OFFSET, RET, SCRATCH,
+    ARG_PATHS, RET, SCRATCH,
     dir::append_dir,
     file::append_file,
     kernel::{arg, current_task, global, load, walk_offset},
@@ -37,9 +37,9 @@ pub(crate) fn exit_exec(ctx: &TracePointContext, kind: EventKind) {
     let (a0, a1, a4) = unsafe {
         let regs = bpf_task_pt_regs(task as *mut _) as *const u8;
         (
-            load::<u64>(regs, global(&PT_REGS_DI_OFFSET)),
-            load::<u64>(regs, global(&PT_REGS_SI_OFFSET)),
-            load::<u64>(regs, global(&PT_REGS_R8_OFFSET)),
+            load::<u64>(regs, walk_offset(walk::PT_REGS_DI) as usize),
+            load::<u64>(regs, walk_offset(walk::PT_REGS_SI) as usize),
+            load::<u64>(regs, walk_offset(walk::PT_REGS_R8) as usize),
         )
     };
     let (dirfd, filename, flags) = match kind {

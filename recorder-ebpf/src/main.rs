@@ -44,31 +44,7 @@ mod task;
 // Kernel struct offsets, patched by userspace from /sys/kernel/btf/vmlinux before load. They
 // live in read-only data, so the verifier sees them as constants and can type-check the loads
 // through BTF pointers that use them.
-#[unsafe(no_mangle)]
-pub(crate) static TASK_NSPROXY_OFFSET: u64 = 0;
-
-#[unsafe(no_mangle)]
-pub(crate) static NSPROXY_MNT_NS_OFFSET: u64 = 0;
-
-#[unsafe(no_mangle)]
-pub(crate) static MNT_NS_INUM_OFFSET: u64 = 0;
-
-#[unsafe(no_mangle)]
-pub(crate) static PT_REGS_DI_OFFSET: u64 = 0;
-
-#[unsafe(no_mangle)]
-pub(crate) static PT_REGS_SI_OFFSET: u64 = 0;
-
-#[unsafe(no_mangle)]
-pub(crate) static PT_REGS_DX_OFFSET: u64 = 0;
-
-#[unsafe(no_mangle)]
-pub(crate) static PT_REGS_R8_OFFSET: u64 = 0;
-
-#[unsafe(no_mangle)]
-pub(crate) static TASK_COMM_OFFSET: u64 = 0;
-
-/// Offsets for the directory walk, indexed by `recorder_common::walk`.
+/// Kernel struct offsets, indexed by `recorder_common::walk`.
 #[unsafe(no_mangle)]
 pub(crate) static WALK_OFFSETS: [u64; walk::COUNT] = [0; walk::COUNT];
 

@@ -15,8 +15,8 @@ use recorder_common::{
 };
 
 use crate::{
-    ARG0, RET, SCRATCH, TASK_COMM_OFFSET,
-    kernel::{arg, current_task, global, load, walk_offset},
+    ARG0, RET, SCRATCH,
+    kernel::{arg, current_task, load, walk_offset},
     record::{count, emit, fill_header},
     task::{mntns_of, target_mntns},
 };
@@ -123,7 +123,7 @@ pub(crate) fn runc_mntns(task: *const u8) -> Option<u32> {
         return None;
     }
     // SAFETY: task is a BTF task pointer and comm its 16-byte array (see fill_header).
-    let comm: u64 = unsafe { load(task, global(&TASK_COMM_OFFSET)) };
+    let comm: u64 = unsafe { load(task, walk_offset(walk::TASK_COMM) as usize) };
     if comm & 0xffff_ffff_ffff != RUNC_COMM {
         return None;
     }

@@ -6,13 +6,13 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use recorder_common::{AT_FDCWD, EventKind};
+use recorder_common::{AT_FDCWD, EventKind, walk};
 
 use crate::{
-    ARG_PATHS, PT_REGS_DI_OFFSET, PT_REGS_DX_OFFSET, PT_REGS_SI_OFFSET, RET, SCRATCH,
+    ARG_PATHS, RET, SCRATCH,
     dir::append_dir,
     file::{emit_file, unresolved},
-    kernel::{arg, current_task, global, load},
+    kernel::{arg, current_task, global, load, walk_offset},
     record::{emit, fill_header, path_is_relative, read_path},
     task::{fd_file, target_mntns},
 };
@@ -29,9 +29,9 @@ pub(crate) fn exit_open(ctx: &TracePointContext, kind: EventKind) {
     let (a0, a1, a2) = unsafe {
         let regs = bpf_task_pt_regs(task as *mut _) as *const u8;
         (
-            load::<u64>(regs, global(&PT_REGS_DI_OFFSET)),
-            load::<u64>(regs, global(&PT_REGS_SI_OFFSET)),
-            load::<u64>(regs, global(&PT_REGS_DX_OFFSET)),
+            load::<u64>(regs, walk_offset(walk::PT_REGS_DI) as usize),
+            load::<u64>(regs, walk_offset(walk::PT_REGS_SI) as usize),
+            load::<u64>(regs, walk_offset(walk::PT_REGS_DX) as usize),
         )
     };
     let (dirfd, filename, flags) = match kind {

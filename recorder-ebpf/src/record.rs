@@ -9,12 +9,12 @@ use aya_ebpf::{
 };
 use recorder_common::{
     Counter, DIR_NONE, EventBuf, EventHeader, FILE_NONE, HEADER_LEN, PATH_MAX, PATH_OK,
-    PATH_READ_FAILED,
+    PATH_READ_FAILED, walk,
 };
 
 use crate::{
-    COUNTERS, EVENTS, MAX_RECORD, TASK_COMM_OFFSET, WAKEUP_THRESHOLD,
-    kernel::{global, load},
+    COUNTERS, EVENTS, MAX_RECORD, WAKEUP_THRESHOLD,
+    kernel::{global, load, walk_offset},
 };
 
 #[inline(always)]
@@ -42,7 +42,7 @@ pub(crate) fn fill_header(
     let ts_ns = unsafe { bpf_ktime_get_ns() };
     // SAFETY: task is the current task's BTF pointer and comm its 16-byte array (see load);
     // two plain loads instead of a helper call.
-    let comm: [u64; 2] = unsafe { load(task, global(&TASK_COMM_OFFSET)) };
+    let comm: [u64; 2] = unsafe { load(task, walk_offset(walk::TASK_COMM) as usize) };
     // Volatile stores: plain ones LLVM merges into `memset` calls, which on BPF are a byte loop
     // in a subprogram (31 bytes, about a tenth of an emitted open's program time).
     // SAFETY: each pointer is a field of `header`, valid and aligned.

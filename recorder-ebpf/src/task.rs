@@ -3,8 +3,7 @@
 use recorder_common::walk;
 
 use crate::{
-    MNT_NS_INUM_OFFSET, NSPROXY_MNT_NS_OFFSET, TASK_NSPROXY_OFFSET,
-    kernel::{global, load, walk_offset},
+    kernel::{load, walk_offset},
     mntns::TARGETS,
 };
 
@@ -13,15 +12,15 @@ use crate::{
 pub(crate) fn mntns_of(task: *const u8) -> Option<u32> {
     // SAFETY: task is a BTF task pointer; the offsets are its fields' (see load).
     unsafe {
-        let nsproxy: *const u8 = load(task, global(&TASK_NSPROXY_OFFSET));
+        let nsproxy: *const u8 = load(task, walk_offset(walk::TASK_NSPROXY) as usize);
         if nsproxy.is_null() {
             return None;
         }
-        let mnt_ns: *const u8 = load(nsproxy, global(&NSPROXY_MNT_NS_OFFSET));
+        let mnt_ns: *const u8 = load(nsproxy, walk_offset(walk::NSPROXY_MNT_NS) as usize);
         if mnt_ns.is_null() {
             return None;
         }
-        Some(load::<u32>(mnt_ns, global(&MNT_NS_INUM_OFFSET)))
+        Some(load::<u32>(mnt_ns, walk_offset(walk::MNT_NS_INUM) as usize))
     }
 }
 

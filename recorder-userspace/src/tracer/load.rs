@@ -103,15 +103,7 @@ fn load_object(config: &TracerConfig) -> Result<Ebpf, TracerError> {
     let object = kfunc::link(EBPF_OBJECT, &btf)?;
     let arg_paths = u64::from(config.arg_paths);
     Ok(EbpfLoader::new()
-        .override_global(globals::TASK_NSPROXY, &offsets.task_nsproxy, true)
-        .override_global(globals::NSPROXY_MNT_NS, &offsets.nsproxy_mnt_ns, true)
-        .override_global(globals::MNT_NS_INUM, &offsets.mnt_ns_inum, true)
-        .override_global(globals::PT_REGS_DI, &offsets.pt_regs_args[0], true)
-        .override_global(globals::PT_REGS_SI, &offsets.pt_regs_args[1], true)
-        .override_global(globals::PT_REGS_DX, &offsets.pt_regs_args[2], true)
-        .override_global(globals::PT_REGS_R8, &offsets.pt_regs_args[3], true)
         .override_global(globals::ARG_PATHS, &arg_paths, true)
-        .override_global(globals::TASK_COMM, &offsets.task_comm, true)
         .override_global(globals::WALK_OFFSETS, &offsets.walk, true)
         .override_global(globals::BTF_TYPE_IDS, &types, true)
         .override_global(globals::WAKEUP_THRESHOLD, &config.wakeup_threshold, true)

@@ -4,21 +4,11 @@ use recorder_common::walk;
 
 use super::btf::{Btf, BtfError};
 
-/// Offsets the programs use to read a task's mount-namespace inode and its syscall arguments.
+/// The kernel struct offsets the programs use, indexed by `recorder_common::walk`: the filter's
+/// (`task→nsproxy→mnt_ns→ns.inum`), the syscall arguments' saved registers, and the walks'.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KernelOffsets {
-    /// `task_struct.nsproxy`.
-    pub task_nsproxy: u64,
-    /// `nsproxy.mnt_ns`.
-    pub nsproxy_mnt_ns: u64,
-    /// `mnt_namespace.ns.inum`.
-    pub mnt_ns_inum: u64,
-    /// `pt_regs.di`, `pt_regs.si`, `pt_regs.dx`, `pt_regs.r8`: the first, second, third and fifth
-    /// syscall arguments on x86-64.
-    pub pt_regs_args: [u64; 4],
-    /// `task_struct.comm`.
-    pub task_comm: u64,
-    /// Offsets the directory walk uses, indexed by `recorder_common::walk`.
+    /// The offsets, indexed by `recorder_common::walk`.
     pub walk: [u64; walk::COUNT],
 }
 
@@ -31,16 +21,6 @@ impl KernelOffsets {
     /// Computes the offsets from parsed BTF.
     pub fn from_btf(btf: &Btf) -> Result<Self, BtfError> {
         Ok(Self {
-            task_nsproxy: btf.offset_of("task_struct", &["nsproxy"])? as u64,
-            nsproxy_mnt_ns: btf.offset_of("nsproxy", &["mnt_ns"])? as u64,
-            mnt_ns_inum: btf.offset_of("mnt_namespace", &["ns", "inum"])? as u64,
-            pt_regs_args: [
-                btf.offset_of("pt_regs", &["di"])? as u64,
-                btf.offset_of("pt_regs", &["si"])? as u64,
-                btf.offset_of("pt_regs", &["dx"])? as u64,
-                btf.offset_of("pt_regs", &["r8"])? as u64,
-            ],
-            task_comm: btf.offset_of("task_struct", &["comm"])? as u64,
             walk: walk_offsets(btf)?,
         })
     }
@@ -49,6 +29,14 @@ impl KernelOffsets {
 fn walk_offsets(btf: &Btf) -> Result<[u64; walk::COUNT], BtfError> {
     let at = |strukt: &str, path: &[&str]| btf.offset_of(strukt, path).map(|o| o as u64);
     let mut offsets = [0u64; walk::COUNT];
+    offsets[walk::TASK_NSPROXY] = at("task_struct", &["nsproxy"])?;
+    offsets[walk::NSPROXY_MNT_NS] = at("nsproxy", &["mnt_ns"])?;
+    offsets[walk::MNT_NS_INUM] = at("mnt_namespace", &["ns", "inum"])?;
+    offsets[walk::PT_REGS_DI] = at("pt_regs", &["di"])?;
+    offsets[walk::PT_REGS_SI] = at("pt_regs", &["si"])?;
+    offsets[walk::PT_REGS_DX] = at("pt_regs", &["dx"])?;
+    offsets[walk::PT_REGS_R8] = at("pt_regs", &["r8"])?;
+    offsets[walk::TASK_COMM] = at("task_struct", &["comm"])?;
     offsets[walk::TASK_FS] = at("task_struct", &["fs"])?;
     offsets[walk::TASK_FILES] = at("task_struct", &["files"])?;
     offsets[walk::FS_ROOT] = at("fs_struct", &["root"])?;
@@ -132,14 +120,23 @@ mod tests {
     fn running_kernel_offsets_are_plausible() {
         let offsets = KernelOffsets::from_sys_fs().expect("this machine has BTF");
         // nsproxy sits deep in task_struct; mnt_ns is the second or third pointer of nsproxy.
-        assert!(offsets.task_nsproxy > 1000, "{offsets:?}");
+        let at = offsets.walk;
+        assert!(at[walk::TASK_NSPROXY] > 1000, "{offsets:?}");
         assert!(
-            offsets.nsproxy_mnt_ns >= 8 && offsets.nsproxy_mnt_ns < 64,
+            at[walk::NSPROXY_MNT_NS] >= 8 && at[walk::NSPROXY_MNT_NS] < 64,
             "{offsets:?}"
         );
-        assert!(offsets.mnt_ns_inum < 256, "{offsets:?}");
+        assert!(at[walk::MNT_NS_INUM] < 256, "{offsets:?}");
         // The x86-64 register frame layout is ABI: di, si, dx, r8 at 112, 104, 96, 72.
-        assert_eq!(offsets.pt_regs_args, [112, 104, 96, 72]);
+        assert_eq!(
+            [
+                at[walk::PT_REGS_DI],
+                at[walk::PT_REGS_SI],
+                at[walk::PT_REGS_DX],
+                at[walk::PT_REGS_R8]
+            ],
+            [112, 104, 96, 72]
+        );
         // This kernel has io_uring: its fixed-file table is found.
         let btf = Btf::from_sys_fs().unwrap();
         for path in [
