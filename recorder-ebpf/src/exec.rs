@@ -3,8 +3,8 @@
 //! `execve`/`execveat` calls only counted, at their exits.
 
 use aya_ebpf::{
-    helpers::{bpf_probe_read_kernel_str_bytes, bpf_task_pt_regs},
-    macros::{btf_tracepoint, tracepoint},
+    helpers::bpf_probe_read_kernel_str_bytes,
+    macros::btf_tracepoint,
     programs::{BtfTracePointContext, TracePointContext},
 };
 use recorder_common::{
@@ -16,7 +16,7 @@ use crate::{
     ARG_PATHS, RET, SCRATCH,
     dir::append_dir,
     file::append_file,
-    kernel::{arg, current_task, global, load, walk_offset},
+    kernel::{arg, current_task, exit_programs, global, load, syscall_args, walk_offset},
     record::{count, emit, fill_header, path_is_relative, read_path},
     task::{fd_file, target_mntns},
 };
@@ -33,15 +33,8 @@ pub(crate) fn exit_exec(ctx: &TracePointContext, kind: EventKind) {
     let Some(mntns) = target_mntns(task) else {
         return;
     };
-    // SAFETY: as in exit_open; a failed exec leaves the caller's registers and memory in place.
-    let (a0, a1, a4) = unsafe {
-        let regs = bpf_task_pt_regs(task as *mut _) as *const u8;
-        (
-            load::<u64>(regs, walk_offset(walk::PT_REGS_DI) as usize),
-            load::<u64>(regs, walk_offset(walk::PT_REGS_SI) as usize),
-            load::<u64>(regs, walk_offset(walk::PT_REGS_R8) as usize),
-        )
-    };
+    // A failed exec leaves the caller's registers and memory in place.
+    let [a0, a1, a4] = syscall_args(task, [walk::PT_REGS_DI, walk::PT_REGS_SI, walk::PT_REGS_R8]);
     let (dirfd, filename, flags) = match kind {
         EventKind::Execveat => (a0 as i32, a1, a4),
         _ => (AT_FDCWD, a0, 0),
@@ -59,17 +52,10 @@ pub(crate) fn exit_exec(ctx: &TracePointContext, kind: EventKind) {
     emit(buf);
 }
 
-#[tracepoint]
-pub fn sys_exit_execve(ctx: TracePointContext) -> u32 {
-    exit_exec(&ctx, EventKind::Execve);
-    0
-}
-
-#[tracepoint]
-pub fn sys_exit_execveat(ctx: TracePointContext) -> u32 {
-    exit_exec(&ctx, EventKind::Execveat);
-    0
-}
+exit_programs!(exit_exec:
+    sys_exit_execve => EventKind::Execve,
+    sys_exit_execveat => EventKind::Execveat,
+);
 
 /// Every successful exec, after the point of no return: `bprm->file` is what the kernel runs
 /// (for a `#!` script, already the interpreter), `bprm->filename` the kernel's copy of the name

@@ -6,7 +6,7 @@ use core::ptr::{addr_of, read_volatile};
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel},
+    helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_task_pt_regs},
     programs::TracePointContext,
 };
 
@@ -53,6 +53,18 @@ pub(crate) fn cast(addr: u64, ty: usize) -> *const u8 {
     }
 }
 
+/// The current syscall's arguments from `task`'s saved user registers, one per `walk` offset
+/// of a `pt_regs` field asked for (x86-64 passes them in di, si, dx, r10, r8, r9).
+#[inline(always)]
+pub(crate) fn syscall_args<const N: usize>(task: *const u8, registers: [usize; N]) -> [u64; N] {
+    // SAFETY: bpf_task_pt_regs returns the BTF pointer to the task's user registers; the
+    // offsets are its fields' (see load).
+    unsafe {
+        let regs = bpf_task_pt_regs(task as *mut _) as *const u8;
+        registers.map(|register| load::<u64>(regs, walk_offset(register) as usize))
+    }
+}
+
 #[inline(always)]
 pub(crate) fn current_task() -> *const u8 {
     // SAFETY: plain helper call.
@@ -83,3 +95,18 @@ pub(crate) fn kread<T>(base: u64, offset: usize) -> Option<T> {
     // SAFETY: the helper validates the address; a bad one is an error, not a fault.
     unsafe { bpf_probe_read_kernel((base + walk_offset(offset)) as *const T) }.ok()
 }
+
+/// Declares tracepoint programs, one per name, that each hand their context and an
+/// `EventKind` to one handler (`handler(&ctx, kind)`): the syscall exits that share a handler.
+macro_rules! exit_programs {
+    ($handler:ident: $($name:ident => $kind:expr),+ $(,)?) => {
+        $(
+            #[aya_ebpf::macros::tracepoint]
+            pub fn $name(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
+                $handler(&ctx, $kind);
+                0
+            }
+        )+
+    };
+}
+pub(crate) use exit_programs;

@@ -1,18 +1,14 @@
 //! The open family (`open`, `openat`, `openat2`, 2.6.x+ tracepoints): each successful call
 //! named at its exit by the `struct file` at the fd it returned.
 
-use aya_ebpf::{
-    helpers::{bpf_probe_read_user, bpf_task_pt_regs},
-    macros::tracepoint,
-    programs::TracePointContext,
-};
+use aya_ebpf::{helpers::bpf_probe_read_user, programs::TracePointContext};
 use recorder_common::{AT_FDCWD, EventKind, walk};
 
 use crate::{
     ARG_PATHS, RET, SCRATCH,
     dir::append_dir,
     file::{emit_file, unresolved},
-    kernel::{arg, current_task, global, load, walk_offset},
+    kernel::{arg, current_task, exit_programs, global, syscall_args},
     record::{emit, fill_header, path_is_relative, read_path},
     task::{fd_file, target_mntns},
 };
@@ -24,16 +20,7 @@ pub(crate) fn exit_open(ctx: &TracePointContext, kind: EventKind) {
     let Some(mntns) = target_mntns(task) else {
         return;
     };
-    // SAFETY: bpf_task_pt_regs returns the BTF pointer to the current task's user registers;
-    // the offsets are its fields' (see load). x86-64 passes arguments in di, si, dx.
-    let (a0, a1, a2) = unsafe {
-        let regs = bpf_task_pt_regs(task as *mut _) as *const u8;
-        (
-            load::<u64>(regs, walk_offset(walk::PT_REGS_DI) as usize),
-            load::<u64>(regs, walk_offset(walk::PT_REGS_SI) as usize),
-            load::<u64>(regs, walk_offset(walk::PT_REGS_DX) as usize),
-        )
-    };
+    let [a0, a1, a2] = syscall_args(task, [walk::PT_REGS_DI, walk::PT_REGS_SI, walk::PT_REGS_DX]);
     let (dirfd, filename, flags) = match kind {
         EventKind::Open => (AT_FDCWD, a0, a1),
         // SAFETY: openat2's third argument is a user pointer to `struct open_how`, flags first.
@@ -69,20 +56,8 @@ pub(crate) fn exit_open(ctx: &TracePointContext, kind: EventKind) {
     emit(buf);
 }
 
-#[tracepoint]
-pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
-    exit_open(&ctx, EventKind::Open);
-    0
-}
-
-#[tracepoint]
-pub fn sys_exit_openat(ctx: TracePointContext) -> u32 {
-    exit_open(&ctx, EventKind::Openat);
-    0
-}
-
-#[tracepoint]
-pub fn sys_exit_openat2(ctx: TracePointContext) -> u32 {
-    exit_open(&ctx, EventKind::Openat2);
-    0
-}
+exit_programs!(exit_open:
+    sys_exit_open => EventKind::Open,
+    sys_exit_openat => EventKind::Openat,
+    sys_exit_openat2 => EventKind::Openat2,
+);
