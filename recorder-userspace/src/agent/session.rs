@@ -135,8 +135,8 @@ impl Target {
 /// A recording that has not started.
 #[derive(Debug)]
 pub struct Agent {
-    status: StatusHandle,
-    index_cache: Option<IndexCache>,
+    pub(super) status: StatusHandle,
+    pub(super) index_cache: Option<IndexCache>,
 }
 
 impl Agent {
@@ -355,9 +355,9 @@ impl Buffering {
 /// An indexed image, ready to trace.
 #[derive(Debug)]
 pub struct Indexed {
-    status: StatusHandle,
-    image: Arc<Image>,
-    view: Arc<MergedView>,
+    pub(super) status: StatusHandle,
+    pub(super) image: Arc<Image>,
+    pub(super) view: Arc<MergedView>,
 }
 
 impl Indexed {
