@@ -43,6 +43,7 @@ mod registry;
 mod registry_referrers_api;
 mod registry_run;
 mod run_mounts;
+mod run_one_pass;
 mod run_overrides;
 mod sandbox;
 mod status_socket;

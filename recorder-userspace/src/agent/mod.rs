@@ -11,13 +11,15 @@
 //! - [`stop`]: period, signals, `--until-exit`, `POST /stop`.
 //! - [`commit`]: the record to the content store, `--record-out`, and a fallback file.
 //! - [`summary`]: what happened; [`outcome`]: what it means, and the exit status.
-//! - [`workdir`]: the scratch space and unpacked layers of `recorder run`.
+//! - [`workdir`]: the scratch space of `recorder run`; [`opened`]: its image, indexed where
+//!   that costs no decompression; [`unpack`]: its layers unpacked, the others indexed meanwhile.
 
 pub mod catch;
 pub mod commit;
 pub mod core;
 pub mod interp;
 pub mod mounts;
+pub mod opened;
 pub mod outcome;
 pub mod procs;
 pub mod resolve;
@@ -27,6 +29,7 @@ pub mod stop;
 pub mod stopped;
 pub mod summary;
 pub mod tracing;
+pub mod unpack;
 pub mod workdir;
 
 use std::io;
@@ -34,6 +37,7 @@ use std::io;
 pub use catch::{Catching, Caught};
 pub use commit::{CommitError, CommitOptions, Committed, ContainerdSink, RecordSink};
 pub use mounts::{MountTable, MountsError};
+pub use opened::Opened;
 pub use outcome::{
     EXIT_USAGE, EXIT_WORKLOAD_FAILED, Outcome, OutcomeReport, Verdict, WorkloadExit,
 };
@@ -44,7 +48,8 @@ pub use stop::{StopConditions, StopReason, Stops};
 pub use stopped::{COMMIT_TIMEOUT, Committing, Stopped};
 pub use summary::{EXIT_COMPLETE, EXIT_ERROR, EXIT_INCOMPLETE, Summary};
 pub use tracing::Tracing;
-pub use workdir::{Unpacked, WorkDir, unpack_layers};
+pub use unpack::{UnpackTo, Unpacked, unpack_layers};
+pub use workdir::WorkDir;
 
 use crate::containerd::{ContainerdError, RunError};
 use crate::image::ImageError;

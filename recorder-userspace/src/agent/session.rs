@@ -135,8 +135,8 @@ impl Target {
 /// A recording that has not started.
 #[derive(Debug)]
 pub struct Agent {
-    status: StatusHandle,
-    index_cache: Option<IndexCache>,
+    pub(super) status: StatusHandle,
+    pub(super) index_cache: Option<IndexCache>,
 }
 
 impl Agent {
@@ -222,6 +222,22 @@ impl From<AgentError> for IndexFailure {
 /// Opens and indexes an image on a blocking thread: a containerd-backed image blocks on its
 /// reads, and indexing a large image takes seconds. A stop meanwhile drops this future; the
 /// thread, which writes nothing, ends with the runtime's background shutdown.
+/// The options to index `image` with (from and into `cache`), and the "indexing" bar over its
+/// layers' bytes as stored (compressed), as the indexer counts them: keep it while indexing.
+pub(super) fn indexing(
+    image: &Image,
+    cache: Option<IndexCache>,
+) -> (crate::progress::Progress, IndexOptions) {
+    let stored = image.layers().iter().map(|l| l.size).sum();
+    let progress = crate::progress::Progress::bytes("indexing", stored);
+    let options = IndexOptions {
+        progress: Some(progress.counter()),
+        cache,
+        ..IndexOptions::default()
+    };
+    (progress, options)
+}
+
 async fn index_off_runtime(
     described: String,
     cache: Option<IndexCache>,
@@ -229,14 +245,7 @@ async fn index_off_runtime(
 ) -> Result<(Arc<Image>, Arc<MergedView>), AgentError> {
     let task = tokio::task::spawn_blocking(move || {
         open().and_then(|image| {
-            // The layers' bytes as stored (compressed), as the indexer counts them.
-            let stored = image.layers().iter().map(|l| l.size).sum();
-            let progress = crate::progress::Progress::bytes("indexing", stored);
-            let options = IndexOptions {
-                progress: Some(progress.counter()),
-                cache,
-                ..IndexOptions::default()
-            };
+            let (_progress, options) = indexing(&image, cache);
             let view = index_image(&image, &options)
                 .map_err(|source| IndexFailure::Image(Box::new(source)))?;
             Ok((image, view))
@@ -355,9 +364,9 @@ impl Buffering {
 /// An indexed image, ready to trace.
 #[derive(Debug)]
 pub struct Indexed {
-    status: StatusHandle,
-    image: Arc<Image>,
-    view: Arc<MergedView>,
+    pub(super) status: StatusHandle,
+    pub(super) image: Arc<Image>,
+    pub(super) view: Arc<MergedView>,
 }
 
 impl Indexed {

@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::digest::BlobDigest;
 use super::error::{ImageError, LayerFault, Result};
 use super::estargz;
 use super::index::{IndexCache, LayerIndex, LayerIndexBuilder};
@@ -28,23 +29,59 @@ pub struct IndexOptions {
 
 /// Indexes every layer of `image` (in parallel) and returns the merged view.
 pub fn index_image(image: &Image, opts: &IndexOptions) -> Result<MergedView> {
+    let layers = each_layer(image, opts.threads, |i, cancel| {
+        index_layer(image, i, opts, cancel)
+    })?;
+    Ok(MergedView::new(layers))
+}
+
+/// Indexes the layers of `image` that can be without decompressing them (in parallel): from
+/// their stored index, or from their eStargz or zstd:chunked TOC (stored in turn). The others
+/// are left `None`, for a caller that decompresses them anyway and indexes them as it does
+/// (`recorder run`'s unpacker, with [`TarIndexer`](super::index::TarIndexer)), so that no layer
+/// is decompressed twice. With `full_decompression`, every layer is left `None`.
+pub fn index_without_decompressing(
+    image: &Image,
+    opts: &IndexOptions,
+) -> Result<Vec<Option<LayerIndex>>> {
+    if opts.full_decompression {
+        return Ok(image.layers().iter().map(|_| None).collect());
+    }
+    each_layer(image, opts.threads, |i, _| {
+        if let Some(index) = stored(image, i, opts) {
+            return Ok(Some(index));
+        }
+        let index = from_toc(image, i, opts);
+        if let Some(index) = &index {
+            store(image, i, opts, index);
+        }
+        Ok(index)
+    })
+}
+
+/// Runs `f` on every layer of `image`, `threads` layers at once (0 = one per available CPU);
+/// after a failure, layers not started are not, and `f` is told through its flag to stop.
+fn each_layer<T: Send>(
+    image: &Image,
+    threads: usize,
+    f: impl Fn(usize, &AtomicBool) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
     let count = image.layers().len();
-    let threads = match opts.threads {
+    let threads = match threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     }
     .clamp(1, count.max(1));
     let next = AtomicUsize::new(0);
     let cancel = AtomicBool::new(false);
-    let results: Mutex<Vec<Option<Result<LayerIndex>>>> =
-        Mutex::new((0..count).map(|_| None).collect());
+    let results: Mutex<Vec<Option<Result<T>>>> = Mutex::new((0..count).map(|_| None).collect());
     let work = || {
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             if i >= count || cancel.load(Ordering::Relaxed) {
                 break;
             }
-            let r = index_layer(image, i, opts, &cancel);
+            let r = f(i, &cancel);
             if let Err(e) = &r {
                 tracing::debug!(layer = i, error = %crate::errors::Chain(e), "indexing failed");
                 cancel.store(true, Ordering::Relaxed);
@@ -86,7 +123,7 @@ pub fn index_image(image: &Image, opts: &IndexOptions) -> Result<MergedView> {
     }
     match real.or(cancelled) {
         Some(e) => Err(e),
-        None => Ok(MergedView::new(layers)),
+        None => Ok(layers),
     }
 }
 
@@ -98,63 +135,83 @@ fn index_layer(
     opts: &IndexOptions,
     cancel: &AtomicBool,
 ) -> Result<LayerIndex> {
-    let (Some(cache), Some(layer)) = (&opts.cache, image.layers().get(i)) else {
-        return read_layer(image, i, opts, cancel);
-    };
-    if !opts.full_decompression
-        && let Some(index) = cache.load(&layer.digest)
-    {
-        count_as_read(image, i, opts);
-        tracing::debug!(layer = i, "index loaded from the index cache");
+    if let Some(index) = stored(image, i, opts) {
         return Ok(index);
     }
-    let index = read_layer(image, i, opts, cancel)?;
-    // A run goes on without it: the next one indexes the layer again.
-    if let Err(e) = cache.store(&layer.digest, &index) {
-        tracing::warn!(layer = i, error = %crate::errors::Chain(&e), "cannot store the layer's index");
-    }
+    let index = match from_toc(image, i, opts) {
+        Some(index) => index,
+        None => {
+            let mut reader = image.open_layer_counted(i, opts.progress.clone())?;
+            LayerIndexBuilder::new().read_tar(&mut reader, Some(cancel))?
+        }
+    };
+    store(image, i, opts, &index);
     Ok(index)
 }
 
-/// Indexes layer `i` from the layer: from its eStargz or zstd:chunked TOC when it has one,
-/// else by decompressing it.
-fn read_layer(
-    image: &Image,
-    i: usize,
-    opts: &IndexOptions,
-    cancel: &AtomicBool,
-) -> Result<LayerIndex> {
-    if !opts.full_decompression {
-        type Found = std::result::Result<Option<LayerIndex>, Box<dyn std::error::Error>>;
-        // A layer is one or the other (gzip or zstd), so at most one of these reads anything.
-        let (format, found): (&str, Found) = match estargz::index_from_toc(image, i) {
-            Ok(None) => (
-                "zstd:chunked",
-                zstd_chunked::index_from_toc(image, i).map_err(Into::into),
-            ),
-            r => ("eStargz", r.map_err(Into::into)),
-        };
-        match found {
-            Ok(Some(index)) => {
-                count_as_read(image, i, opts);
-                tracing::debug!(layer = i, format, "indexed from its TOC");
-                return Ok(index);
-            }
-            Ok(None) => {}
-            // Falling back rather than failing: the TOC is only a shortcut to what the layer's
-            // tar stream says, and that stream is checked against the layer's digest as it is
-            // read, so a layer with a bad TOC still gets an exact index (and a corrupt layer
-            // still gets its error); a converter's bad TOC must not stop a profiling run.
-            Err(e) => tracing::warn!(
+/// Layer `i`'s index from the index cache, if there is one there and the options allow it.
+fn stored(image: &Image, i: usize, opts: &IndexOptions) -> Option<LayerIndex> {
+    if opts.full_decompression {
+        return None;
+    }
+    let (cache, layer) = (opts.cache.as_ref()?, image.layers().get(i)?);
+    let index = cache.load(&layer.digest)?;
+    count_as_read(image, i, opts);
+    tracing::debug!(layer = i, "index loaded from the index cache");
+    Some(index)
+}
+
+/// Stores layer `i`'s index in the index cache, if there is one.
+fn store(image: &Image, i: usize, opts: &IndexOptions, index: &LayerIndex) {
+    if let (Some(cache), Some(layer)) = (&opts.cache, image.layers().get(i)) {
+        store_index(cache, &layer.digest, i, index);
+    }
+}
+
+/// Stores the index of layer `i`, blob `blob`, in `cache`; a failure is logged: a run goes on
+/// without it, and the next one indexes the layer again.
+pub fn store_index(cache: &IndexCache, blob: &BlobDigest, i: usize, index: &LayerIndex) {
+    if let Err(e) = cache.store(blob, index) {
+        tracing::warn!(layer = i, error = %crate::errors::Chain(&e), "cannot store the layer's index");
+    }
+}
+
+/// Indexes layer `i` from its eStargz or zstd:chunked TOC when it has one (and the options
+/// allow it), without decompressing it.
+fn from_toc(image: &Image, i: usize, opts: &IndexOptions) -> Option<LayerIndex> {
+    if opts.full_decompression {
+        return None;
+    }
+    type Found = std::result::Result<Option<LayerIndex>, Box<dyn std::error::Error>>;
+    // A layer is one or the other (gzip or zstd), so at most one of these reads anything.
+    let (format, found): (&str, Found) = match estargz::index_from_toc(image, i) {
+        Ok(None) => (
+            "zstd:chunked",
+            zstd_chunked::index_from_toc(image, i).map_err(Into::into),
+        ),
+        r => ("eStargz", r.map_err(Into::into)),
+    };
+    match found {
+        Ok(Some(index)) => {
+            count_as_read(image, i, opts);
+            tracing::debug!(layer = i, format, "indexed from its TOC");
+            Some(index)
+        }
+        Ok(None) => None,
+        // Falling back rather than failing: the TOC is only a shortcut to what the layer's
+        // tar stream says, and that stream is checked against the layer's digest as it is
+        // read, so a layer with a bad TOC still gets an exact index (and a corrupt layer
+        // still gets its error); a converter's bad TOC must not stop a profiling run.
+        Err(e) => {
+            tracing::warn!(
                 layer = i,
                 format,
                 error = %crate::errors::Chain(&*e),
                 "cannot index from the layer's TOC; decompressing the whole layer instead"
-            ),
+            );
+            None
         }
     }
-    let mut reader = image.open_layer_counted(i, opts.progress.clone())?;
-    LayerIndexBuilder::new().read_tar(&mut reader, Some(cancel))
 }
 
 /// Counts layer `i` as read, for progress, when a shortcut (a stored index, a TOC) indexed it

@@ -15,11 +15,12 @@ pub mod platform;
 pub mod source;
 pub mod zstd_chunked;
 
-pub use build::{IndexOptions, index_image};
+pub use build::{IndexOptions, index_image, index_without_decompressing, store_index};
 pub use digest::{BlobDigest, VerifyingReader};
 pub use error::{ImageError, LayerFault};
 pub use index::{
     EntryInfo, EntryKind, IndexCache, IndexCacheError, LayerIndex, LayerIndexBuilder, LayerStats,
+    TarIndexer,
 };
 pub use layer::LayerReader;
 pub use media::Compression;

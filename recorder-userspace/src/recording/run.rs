@@ -11,8 +11,8 @@ use tokio::task::JoinHandle;
 
 use crate::agent::workdir::{DEFAULT_UNPACKED_SHARE, free_space};
 use crate::agent::{
-    Agent, AgentError, CommitOptions, Indexed, Outcome, StopConditions, StopReason, Stopped,
-    Target, Tracing, Unpacked, WorkDir, WorkloadExit, unpack_layers,
+    Agent, AgentError, CommitOptions, Indexed, Opened, Outcome, StopConditions, StopReason,
+    Stopped, Target, Tracing, UnpackTo, Unpacked, WorkDir, WorkloadExit,
 };
 use crate::containerd::{ContainerRun, RunRequest};
 use crate::image::BlobDigest;
@@ -167,20 +167,20 @@ impl Recording {
         // way out before the arm, the task ends on its own and its tracer detaches as it drops.
         let loading = load_tracer(options);
         // A stop while indexing is acted on at once: the indexing thread is left to the
-        // runtime's shutdown (it writes nothing).
-        let indexed = tokio::select! {
+        // runtime's shutdown (it writes nothing but whole stored indexes).
+        let opened = tokio::select! {
             biased;
             reason = self.stops.wait() => return Err(AgentError::StoppedEarly(reason)),
-            indexed = Agent::new(status.clone())
+            opened = Agent::new(status.clone())
                 .index_cache(plan.cache.as_ref().map(LayerCache::indexes))
-                .index(source.clone(), options.platform()) => indexed?,
+                .open_for_run(source.clone(), options.platform()) => opened?,
         };
-        options.check_platform(indexed.image())?;
+        options.check_platform(opened.image())?;
         // Removes the layers when dropped: on a way out of this function, after the sandbox,
         // or once the outcome is printed (see Recording::keep).
         let work = WorkDir::create(&options.work_dir)?;
         let result = self
-            .sandboxed(options, plan, indexed, &work, &commit, loading)
+            .sandboxed(options, plan, opened, &work, &commit, loading)
             .await;
         if result.is_ok() {
             // The digest goes out first: removing the unpacked layers takes as long as the
@@ -197,14 +197,14 @@ impl Recording {
         &self,
         options: &Options,
         plan: &RunPlan,
-        indexed: Indexed,
+        opened: Opened,
         work: &WorkDir,
         commit: &CommitOptions,
         loading: JoinHandle<Result<Tracer, crate::tracer::TracerError>>,
     ) -> Result<Outcome, AgentError> {
-        // Held to the end of the run: its shared locks keep the cache entries the overlay is
-        // made of from eviction by other runs.
-        let unpacked = self.unpack(plan, &indexed, work).await?;
+        // `unpacked` is held to the end of the run: its shared locks keep the cache entries
+        // the overlay is made of from eviction by other runs.
+        let (indexed, unpacked) = self.unpack(plan, opened, work).await?;
         let lowerdirs = unpacked.dirs.clone();
         self.stops.check()?;
         let spec = plan.overrides.spec(indexed.image(), &lowerdirs)?;
@@ -263,39 +263,40 @@ impl Recording {
         })
     }
 
-    /// Unpacks the image's layers into `work` (state `unpacking`) within the budget; a stop
-    /// cancels it within one 64 KiB chunk.
+    /// Unpacks the image's layers into `work` or the cache (state `unpacking`) within the
+    /// budget, indexing those not indexed yet in the same pass; a stop cancels it within one
+    /// 64 KiB chunk.
     async fn unpack(
         &self,
         plan: &RunPlan,
-        indexed: &Indexed,
+        opened: Opened,
         work: &WorkDir,
-    ) -> Result<Unpacked, AgentError> {
+    ) -> Result<(Indexed, Unpacked), AgentError> {
         self.status.set_state(State::Unpacking);
         let limit = match plan.max_unpacked {
             Some(limit) => limit,
             None => (free_space(work.path())? as f64 * DEFAULT_UNPACKED_SHARE) as u64,
         };
         let cancel = Arc::new(AtomicBool::new(false));
-        // The budget counts file data and 512 bytes an entry, about what the layers' tar
-        // streams hold (data, a 512-byte header an entry): their length is the bar's total.
-        // Layers taken from the cache are not counted, and the bar ends short of it.
-        let total = indexed
-            .view()
-            .layers()
-            .iter()
-            .map(|l| l.stats().tar_bytes)
-            .sum();
+        // The layers' bytes as stored, read once each (a cached layer counts as read): the
+        // bar's total. What they unpack to is not known before a layer not indexed yet is read.
+        let total = opened.image().layers().iter().map(|l| l.size).sum();
         let progress = crate::progress::Progress::bytes("unpacking", total);
-        let mut budget = UnpackBudget::new(limit)
-            .cancel_on(cancel.clone())
-            .count_into(progress.counter());
-        let image = indexed.image().clone();
-        let dir = work.path().to_owned();
+        let mut budget = UnpackBudget::new(limit).cancel_on(cancel.clone());
+        let to = UnpackTo {
+            work: work.path().to_owned(),
+            limit: Some(limit),
+            cache: None,
+            progress: Some(progress.counter()),
+        };
         let cache = plan.cache.clone();
         let cache_max = plan.cache_max;
         let mut task = tokio::task::spawn_blocking(move || {
-            let unpacked = unpack_layers(&image, &dir, Some(limit), &mut budget, cache.as_ref())?;
+            let to = UnpackTo {
+                cache: cache.as_ref(),
+                ..to
+            };
+            let (indexed, unpacked) = opened.unpack(&to, &mut budget)?;
             tracing::info!(
                 bytes = budget.used(),
                 limit,
@@ -306,7 +307,7 @@ impl Recording {
             if let (Some(cache), Some(max)) = (&cache, cache_max) {
                 evict(cache, max);
             }
-            Ok::<_, AgentError>(unpacked)
+            Ok::<_, AgentError>((indexed, unpacked))
         });
         tokio::select! {
             result = &mut task => result.map_err(AgentError::Join)?,

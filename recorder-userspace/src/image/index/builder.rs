@@ -186,14 +186,14 @@ impl LayerIndexBuilder {
 
     /// Indexes every entry of a tar stream, then reads the stream to its end.
     pub fn read_tar(
-        mut self,
+        self,
         reader: &mut LayerReader,
         cancel: Option<&AtomicBool>,
     ) -> Result<LayerIndex> {
-        let digest = reader.digest().to_owned();
+        let mut indexer = TarIndexer::new(self, reader.digest());
         let mut archive = tar::Archive::new(&mut *reader);
         let entries = archive.entries().map_err(|e| ImageError::BadLayer {
-            digest: digest.clone(),
+            digest: indexer.digest.clone(),
             source: LayerFault::Read(e),
         })?;
         // The previous entry's name, kept to point at where a corrupt header sits.
@@ -202,63 +202,17 @@ impl LayerIndexBuilder {
             let ordinal = i as u64 + 1;
             if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 return Err(ImageError::BadLayer {
-                    digest,
+                    digest: indexer.digest,
                     source: LayerFault::Cancelled,
                 });
             }
-            let entry = entry.map_err(|e| bad_tar(&digest, ordinal, &last, e))?;
-            let header = entry.header();
-            let name = entry.path_bytes();
-            let kind = match header.entry_type() {
-                tar::EntryType::Regular
-                | tar::EntryType::Continuous
-                | tar::EntryType::GNUSparse => EntryKind::File,
-                tar::EntryType::Directory => EntryKind::Dir,
-                tar::EntryType::Symlink => EntryKind::Symlink,
-                tar::EntryType::Link => EntryKind::Hardlink,
-                tar::EntryType::Char => EntryKind::CharDevice,
-                tar::EntryType::Block => EntryKind::BlockDevice,
-                tar::EntryType::Fifo => EntryKind::Fifo,
-                other => {
-                    tracing::debug!(layer = %digest, ?other, "skipping tar entry of this type");
-                    continue;
-                }
-            };
-            let bad = |message: String| ImageError::BadEntry {
-                digest: digest.clone(),
-                entry: path::display(&name),
-                message,
-                source: None,
-            };
-            let size = if kind == EntryKind::File {
-                entry.size()
-            } else {
-                0
-            };
-            let target = match kind {
-                EntryKind::Symlink | EntryKind::Hardlink => Some(
-                    entry
-                        .link_name_bytes()
-                        .ok_or_else(|| bad("link without a target".into()))?,
-                ),
-                _ => None,
-            };
-            let device = match kind {
-                EntryKind::CharDevice | EntryKind::BlockDevice => {
-                    let major = header.device_major().ok().flatten().unwrap_or(0);
-                    let minor = header.device_minor().ok().flatten().unwrap_or(0);
-                    Some((major, minor))
-                }
-                _ => None,
-            };
-            self.add(&name, kind, size, target.as_deref(), device)
-                .map_err(bad)?;
+            let entry = entry.map_err(|e| bad_tar(&indexer.digest, ordinal, &last, e))?;
+            indexer.add(&entry)?;
             last.clear();
-            last.extend_from_slice(&name);
+            last.extend_from_slice(&entry.path_bytes());
         }
         reader.finish()?;
-        self.index.stats.tar_bytes = reader.bytes_out();
-        Ok(self.finish())
+        Ok(indexer.finish(reader.bytes_out()))
     }
 
     /// Notes that the entries came from a TOC, eStargz's or zstd:chunked's.
@@ -281,6 +235,84 @@ impl LayerIndexBuilder {
         } = &mut index;
         children.shrink_to_fit(|&n| idx_hash(hasher, nodes, names, n));
         index
+    }
+}
+
+/// Indexes a layer's tar entries as a walk over them meets them: [`LayerIndexBuilder::read_tar`]'s
+/// walk, which only indexes, and `recorder run`'s unpacker, which indexes a layer in the same
+/// pass that unpacks it (one decompression a layer, not two), so both make the same index.
+pub struct TarIndexer {
+    builder: LayerIndexBuilder,
+    digest: String,
+}
+
+impl TarIndexer {
+    /// Indexes into `builder` the tar stream of layer blob `digest` (named in errors).
+    pub fn new(builder: LayerIndexBuilder, digest: &str) -> Self {
+        Self {
+            builder,
+            digest: digest.to_owned(),
+        }
+    }
+
+    /// Adds one tar entry (its header: nothing of its data is read). Entries of types a layer's
+    /// index has no use for (PAX and GNU headers the reader left) are skipped.
+    pub fn add<R: std::io::Read>(&mut self, entry: &tar::Entry<'_, R>) -> Result<()> {
+        let digest = &self.digest;
+        let header = entry.header();
+        let name = entry.path_bytes();
+        let kind = match header.entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                EntryKind::File
+            }
+            tar::EntryType::Directory => EntryKind::Dir,
+            tar::EntryType::Symlink => EntryKind::Symlink,
+            tar::EntryType::Link => EntryKind::Hardlink,
+            tar::EntryType::Char => EntryKind::CharDevice,
+            tar::EntryType::Block => EntryKind::BlockDevice,
+            tar::EntryType::Fifo => EntryKind::Fifo,
+            other => {
+                tracing::debug!(layer = %digest, ?other, "skipping tar entry of this type");
+                return Ok(());
+            }
+        };
+        let bad = |message: String| ImageError::BadEntry {
+            digest: digest.clone(),
+            entry: path::display(&name),
+            message,
+            source: None,
+        };
+        let size = if kind == EntryKind::File {
+            entry.size()
+        } else {
+            0
+        };
+        let target = match kind {
+            EntryKind::Symlink | EntryKind::Hardlink => Some(
+                entry
+                    .link_name_bytes()
+                    .ok_or_else(|| bad("link without a target".into()))?,
+            ),
+            _ => None,
+        };
+        let device = match kind {
+            EntryKind::CharDevice | EntryKind::BlockDevice => {
+                let major = header.device_major().ok().flatten().unwrap_or(0);
+                let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                Some((major, minor))
+            }
+            _ => None,
+        };
+        self.builder
+            .add(&name, kind, size, target.as_deref(), device)
+            .map_err(bad)
+    }
+
+    /// The index, once the whole stream (`tar_bytes` uncompressed bytes) has been read and
+    /// checked against the layer's digest.
+    pub fn finish(mut self, tar_bytes: u64) -> LayerIndex {
+        self.builder.index.stats.tar_bytes = tar_bytes;
+        self.builder.finish()
     }
 }
 

@@ -17,7 +17,7 @@ use super::path;
 mod builder;
 mod stored;
 
-pub use builder::LayerIndexBuilder;
+pub use builder::{LayerIndexBuilder, TarIndexer};
 pub use stored::{IndexCache, IndexCacheError};
 
 /// Id of a node within one layer index.

@@ -35,16 +35,16 @@ impl UnpackBudget {
         Self::default()
     }
 
-    /// Counts into `counter` (a progress bar's), which starts at what it holds.
-    pub fn count_into(mut self, counter: Arc<AtomicU64>) -> Self {
-        self.used = counter;
-        self
-    }
-
     /// Stops unpacking with [`UnpackError::Cancelled`] once `flag` is set.
     pub fn cancel_on(mut self, flag: Arc<AtomicBool>) -> Self {
         self.cancel = Some(flag);
         self
+    }
+
+    /// The flag that cancels it, if any: for work done beside unpacking (indexing a cached
+    /// layer) to stop with it.
+    pub fn cancel_flag(&self) -> Option<&AtomicBool> {
+        self.cancel.as_deref()
     }
 
     /// Bytes counted so far (by this budget and its clones).
