@@ -97,9 +97,16 @@ impl Committing {
             kernel,
         } = self.inner;
         let committed = commit(&record, opts);
-        // Nothing depends on the detach finishing; if the process exits first, the kernel
-        // detaches as it closes the program fds.
-        std::thread::spawn(move || drop(kernel));
+        if kernel.0.detaches_in_background() {
+            // A few milliseconds (a fork): done here, so that it is done before the process
+            // exits. On a thread of its own the process's exit won the race about one run in
+            // two, and the exit then waited out the kernel's detach itself (0.5 s).
+            drop(kernel);
+        } else {
+            // Nothing depends on the detach finishing; if the process exits first, the kernel
+            // detaches as it closes the program fds.
+            std::thread::spawn(move || drop(kernel));
+        }
         let committed = match committed {
             Ok(c) => c,
             Err(e) => {

@@ -199,6 +199,12 @@ impl Tracer {
         })
     }
 
+    /// Whether dropping it hands the detach to a child process (see
+    /// [`TracerConfig::detach_in_background`]): then the drop takes milliseconds.
+    pub fn detaches_in_background(&self) -> bool {
+        self.detach_in_background
+    }
+
     /// Starts tracing every task in the mount namespace with this inode.
     pub fn add_target(&mut self, mntns: u32) -> Result<(), TracerError> {
         self.targets
