@@ -108,7 +108,7 @@ pub(crate) fn unresolved(header: &mut EventHeader) {
 /// store. A fault (a dentry freed under the walk, which RCU prevents while the program runs)
 /// reads as zeros: a parent of 0 ends the walk as a disconnected tree's root would.
 #[inline(always)]
-pub(crate) fn read_step(step: &mut Step, dentry: u64) -> bool {
+pub(crate) fn read_step(step: &mut Step, dentry: u64) {
     let typed = cast(dentry, btf_type::DENTRY);
     let at = walk_offset(walk::DENTRY_PARENT) as usize;
     // SAFETY: `typed` is a BTF dentry pointer and these are its fields' offsets (see above);
@@ -125,7 +125,6 @@ pub(crate) fn read_step(step: &mut Step, dentry: u64) -> bool {
         }
     }
     step[STEP_DENTRY] = dentry;
-    true
 }
 
 /// Reads the identity of the file at `file` into `header` and writes its path from the root of
@@ -157,9 +156,7 @@ pub(crate) fn read_file(
     let steps = STEPS.get_ptr_mut(0)?;
     // SAFETY: per-CPU scratch, see exit_open.
     let steps = unsafe { &mut *steps };
-    if !read_step(&mut steps[0], dentry) {
-        return None;
-    }
+    read_step(&mut steps[0], dentry);
     // The first step gives the inode too (`d_inode` is `f_inode` for any file an open returns:
     // an overlayfs file is the overlay's inode since 4.19).
     let inode = cast(steps[0][3], btf_type::INODE);
@@ -204,9 +201,7 @@ pub(crate) fn read_file(
             break;
         }
         dentry = parent;
-        if !read_step(&mut steps[depth & (walk::MAX_DEPTH - 1)], dentry) {
-            break;
-        }
+        read_step(&mut steps[depth & (walk::MAX_DEPTH - 1)], dentry);
     }
     if !done {
         return None;
