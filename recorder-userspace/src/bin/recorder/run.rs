@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use recorder::errors::Chain;
 use recorder::recording::RunPlan;
 use recorder::sandbox::{
     BindMount, Confinement, DEFAULT_CACHE_DIR, DEFAULT_PIDS_LIMIT, LayerCache, ProcessOverrides,
@@ -111,7 +112,7 @@ pub struct ProcessArgs {
 
 /// A `--mount` value, checked now (the source must exist): a bad one is a usage error.
 fn parse_mount(s: &str) -> Result<BindMount, String> {
-    BindMount::parse(s).map_err(|e| e.to_string())
+    BindMount::parse(s).map_err(|e| Chain(&e).to_string())
 }
 
 /// `KEY=VALUE` with a non-empty key.
