@@ -9,6 +9,8 @@ use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{Mode, SFlag, fstatat};
 
+use super::unpack::OPAQUE_XATTR;
+
 /// `PATH` for images whose config sets none (the value Docker and containerd use).
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -305,7 +307,7 @@ fn is_opaque(dir: &std::os::fd::OwnedFd) -> bool {
     let n = unsafe {
         libc::fgetxattr(
             dir.as_raw_fd(),
-            c"trusted.overlay.opaque".as_ptr(),
+            OPAQUE_XATTR.as_ptr(),
             value.as_mut_ptr().cast(),
             value.len(),
         )

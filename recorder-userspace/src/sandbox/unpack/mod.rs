@@ -48,7 +48,8 @@ use budget::{CHUNK, ENTRY_COST};
 use dirs::{DirCache, dir_flags};
 use entry::Ctx;
 use file::{FileCreation, copy_sparse, create_file};
-use xattr::{OPAQUE_XATTR, pax_xattrs, set_xattr, set_xattrs};
+pub(super) use xattr::OPAQUE_XATTR;
+use xattr::{pax_xattrs, set_xattr, set_xattrs};
 
 /// Why a layer could not be unpacked.
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use nix::errno::Errno;
 
 /// Marks a directory opaque for overlayfs: nothing of the lower layers shows through it.
-pub(super) const OPAQUE_XATTR: &CStr = c"trusted.overlay.opaque";
+pub(in crate::sandbox) const OPAQUE_XATTR: &CStr = c"trusted.overlay.opaque";
 
 /// The prefix of xattrs in PAX headers (GNU tar, Docker, BuildKit).
 const PAX_XATTR: &str = "SCHILY.xattr.";
