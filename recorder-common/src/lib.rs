@@ -80,6 +80,10 @@ wire_enum! {
         /// `tgid` and `tid` a task inside it. `flags` is [`MNTNS_CAUGHT`] for one runc made
         /// while the filter waited for a container.
         MntNs = 9 => "mntns",
+        /// `creat(2)`: `open` with `O_CREAT | O_WRONLY | O_TRUNC`.
+        Creat = 10 => "creat",
+        /// `open_by_handle_at(2)`: the file is named by a handle, so there is no path argument.
+        OpenByHandleAt = 11 => "open_by_handle_at",
     }
 }
 
@@ -414,11 +418,13 @@ mod tests {
             (EventKind::Open, "open"),
             (EventKind::UringOpenat2, "io_uring_openat2"),
             (EventKind::MntNs, "mntns"),
+            (EventKind::Creat, "creat"),
+            (EventKind::OpenByHandleAt, "open_by_handle_at"),
         ] {
             assert_eq!(kind.name(), name);
         }
         assert_eq!(EventKind::from_repr(0), None);
-        assert_eq!(EventKind::from_repr(10), None);
+        assert_eq!(EventKind::from_repr(12), None);
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! The recorder's kernel side.
 //!
-//! - `syscalls` exit tracepoints for open, openat and openat2, and `io_uring_complete` (a BTF
-//!   tracepoint) for io_uring opens: each successful open is named by the `struct file` the
-//!   kernel installed at the returned fd (its filesystem, inode, mount and its path from the
-//!   root of its filesystem, walked over the dentries), never by the path argument;
+//! - `syscalls` exit tracepoints for open, creat, openat, openat2 and open_by_handle_at, and
+//!   `io_uring_complete` (a BTF tracepoint) for io_uring opens: each successful open is named by
+//!   the `struct file` the kernel installed at the returned fd (its filesystem, inode, mount and
+//!   its path from the root of its filesystem, walked over the dentries), never by the path
+//!   argument;
 //! - `sched_process_exec` (a BTF tracepoint, 5.5+) for every successful exec: the file the kernel
 //!   runs (`bprm->file`) and its own copy of the name (`bprm->filename`); the `syscalls` exits of
 //!   execve and execveat count the failed ones;

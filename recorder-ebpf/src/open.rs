@@ -1,5 +1,6 @@
-//! The open family (`open`, `openat`, `openat2`, 2.6.x+ tracepoints): each successful call
-//! named at its exit by the `struct file` at the fd it returned.
+//! The open family (`open`, `creat`, `openat`, `openat2`, `open_by_handle_at`, 2.6.x+
+//! tracepoints): each successful call named at its exit by the `struct file` at the fd it
+//! returned.
 
 use aya_ebpf::{helpers::bpf_probe_read_user, programs::TracePointContext};
 use recorder_common::{AT_FDCWD, EventKind, walk};
@@ -23,6 +24,9 @@ pub(crate) fn exit_open(ctx: &TracePointContext, kind: EventKind) {
     let [a0, a1, a2] = syscall_args(task, [walk::PT_REGS_DI, walk::PT_REGS_SI, walk::PT_REGS_DX]);
     let (dirfd, filename, flags) = match kind {
         EventKind::Open => (AT_FDCWD, a0, a1),
+        EventKind::Creat => (AT_FDCWD, a0, CREAT_FLAGS),
+        // The second argument is a `struct file_handle`, not a path: there is none to read.
+        EventKind::OpenByHandleAt => (a0 as i32, 0, a2),
         // SAFETY: openat2's third argument is a user pointer to `struct open_how`, flags first.
         EventKind::Openat2 => (a0 as i32, a1, unsafe {
             bpf_probe_read_user(a2 as *const u64).unwrap_or(0)
@@ -38,7 +42,7 @@ pub(crate) fn exit_open(ctx: &TracePointContext, kind: EventKind) {
     fill_header(&mut buf.header, task, kind as u8, mntns, dirfd, flags);
     let ret = arg::<i64>(ctx, RET);
     buf.header.ret = ret;
-    if global(&ARG_PATHS) != 0 {
+    if global(&ARG_PATHS) != 0 && kind != EventKind::OpenByHandleAt {
         read_path(buf, filename);
         // Only a call that succeeded resolved anything, so only then is its directory worth
         // the walk.
@@ -56,8 +60,13 @@ pub(crate) fn exit_open(ctx: &TracePointContext, kind: EventKind) {
     emit(buf);
 }
 
+/// What `creat(2)` opens with: `O_CREAT | O_WRONLY | O_TRUNC`.
+const CREAT_FLAGS: u64 = 0o100 | 0o1 | 0o1000;
+
 exit_programs!(exit_open:
     sys_exit_open => EventKind::Open,
+    sys_exit_creat => EventKind::Creat,
+    sys_exit_open_by_handle_at => EventKind::OpenByHandleAt,
     sys_exit_openat => EventKind::Openat,
     sys_exit_openat2 => EventKind::Openat2,
 );

@@ -34,6 +34,7 @@ pub const STEPS: &[&str] = &[
     "dotdot",
     "runtime-symlink",
     "hardlink",
+    "creat",
     "fork-exec",
     "fexecve",
     "execveat",
@@ -125,6 +126,7 @@ pub fn layers(workload: &Path) -> Vec<Vec<u8>> {
         "dotdot.txt",
         "symtarget.txt",
         "hard-target.txt",
+        "creat.txt",
         "fexecve.txt",
         "execveat.txt",
         "script-read.txt",
@@ -207,6 +209,8 @@ pub fn expected_record(workload: &Path, steps: &[&str]) -> Vec<(String, usize)> 
             "runtime-symlink" => e.file("routes/symtarget.txt", 1),
             // Named by the link it was opened through, as fanotify names it.
             "hardlink" => e.file("routes/hard.txt", 1),
+            // Opened for writing (and truncated): fanotify reports the open, and so do we.
+            "creat" => e.file("routes/creat.txt", 1),
             "fork-exec" => e.exec("true"),
             "fexecve" => e.exec("cat").file("routes/fexecve.txt", 1),
             "execveat" => e.exec("grep").file("routes/execveat.txt", 1),

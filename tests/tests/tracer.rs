@@ -27,7 +27,13 @@ struct Workload {
 fn workload_files() -> Workload {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    for file in ["abs.txt", "rel.txt", "o2.txt", "host-noise.txt"] {
+    for file in [
+        "abs.txt",
+        "rel.txt",
+        "o2.txt",
+        "handle.txt",
+        "host-noise.txt",
+    ] {
         std::fs::write(root.join(file), file).unwrap();
     }
     std::fs::create_dir(root.join("sub")).unwrap();
@@ -209,6 +215,25 @@ async fn every_open_and_exec_of_the_target_arrives_and_nothing_else() {
     );
     assert_eq!(o2.ret, reported["openat2"]);
 
+    let created = find(&events, |e| e.kind == EventKind::Creat, "creat");
+    assert_eq!(created.path(), Path::new(&format!("{dir}/creat.txt")));
+    assert_eq!(
+        created.flags,
+        (libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC) as u64,
+        "creat is open with O_CREAT | O_WRONLY | O_TRUNC"
+    );
+    assert_eq!(created.ret, reported["creat"]);
+
+    assert_eq!(reported["name-to-handle"], 0, "name_to_handle_at succeeded");
+    let by_handle = find(
+        &events,
+        |e| e.kind == EventKind::OpenByHandleAt,
+        "open_by_handle_at",
+    );
+    assert!(by_handle.path.is_empty(), "a handle has no path argument");
+    assert!(!by_handle.path_unreadable);
+    assert_eq!(by_handle.ret, reported["open-by-handle"]);
+
     let missing = find(
         &events,
         |e| e.path.ends_with(b"missing.txt"),
@@ -266,6 +291,8 @@ async fn every_open_and_exec_of_the_target_arrives_and_nothing_else() {
     assert!(dir_open.file.as_ref().unwrap().is_dir());
     same_file(via_dirfd, &format!("{dir}/sub/viadirfd.txt"));
     same_file(o2, &format!("{dir}/o2.txt"));
+    same_file(created, &format!("{dir}/creat.txt"));
+    same_file(by_handle, &format!("{dir}/handle.txt"));
     same_file(long, &format!("{dir}/{}", files.long_relative));
     same_file(exec, "/bin/true");
     assert_eq!(
@@ -281,18 +308,22 @@ async fn every_open_and_exec_of_the_target_arrives_and_nothing_else() {
     );
 
     // Order is the order of the calls.
-    let order: Vec<u64> = [abs, rel, dir_open, via_dirfd, o2, missing, long, exec]
-        .iter()
-        .map(|e| e.ts_ns)
-        .collect();
+    let order: Vec<u64> = [
+        abs, rel, dir_open, via_dirfd, o2, created, by_handle, missing, long, exec,
+    ]
+    .iter()
+    .map(|e| e.ts_ns)
+    .collect();
     assert!(
         order.windows(2).all(|w| w[0] < w[1]),
         "events out of order: {order:?}"
     );
-    let positions: Vec<usize> = [abs, rel, dir_open, via_dirfd, o2, missing, long, exec]
-        .iter()
-        .map(|e| events.iter().position(|x| std::ptr::eq(x, *e)).unwrap())
-        .collect();
+    let positions: Vec<usize> = [
+        abs, rel, dir_open, via_dirfd, o2, created, by_handle, missing, long, exec,
+    ]
+    .iter()
+    .map(|e| events.iter().position(|x| std::ptr::eq(x, *e)).unwrap())
+    .collect();
     assert!(
         positions.windows(2).all(|w| w[0] < w[1]),
         "ring order differs: {positions:?}"

@@ -20,8 +20,10 @@ pub(super) static EBPF_OBJECT: &[u8] =
 /// comes before its entry, so no call is parked at entry without a program to take it out.
 /// Open-family calls need no entry program: their exit program reads the fd's file and, for
 /// `trace`, the arguments from the saved registers (see the eBPF crate's docs).
-pub(super) const TRACEPOINTS: [(&str, &str); 7] = [
+pub(super) const TRACEPOINTS: [(&str, &str); 9] = [
     ("syscalls", "sys_exit_open"),
+    ("syscalls", "sys_exit_creat"),
+    ("syscalls", "sys_exit_open_by_handle_at"),
     ("syscalls", "sys_exit_openat"),
     ("syscalls", "sys_exit_openat2"),
     ("syscalls", "sys_exit_execve"),

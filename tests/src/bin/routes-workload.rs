@@ -2,8 +2,8 @@
 //! `open` of its path: io_uring, a magic link, `/proc/self/root`, fexecve, `execveat` on a dirfd,
 //! an exec of a literal in a page the child never touched, a relative open after `chdir`
 //! through a symlinked directory, `..` after a symlink, a symlink made at runtime, a hard link,
-//! a `#!` script, a second thread, a chroot, and opens from mount namespaces it makes itself
-//! (`unshare` and `clone`, with a bind mount inside).
+//! `creat`, a `#!` script, a second thread, a chroot, and opens from mount namespaces it makes
+//! itself (`unshare` and `clone`, with a bind mount inside).
 //!
 //! It runs inside the image of `recorder_tests::routes_fixtures`, which has every file named
 //! here; each route reads a file of its own, so the record shows which routes were seen. Steps
@@ -82,6 +82,19 @@ fn run(step: &str) -> std::io::Result<()> {
             result
         }
         "hardlink" => read("/routes/hard.txt"),
+        // creat(2), which glibc's creat() no longer uses (it calls openat): the image file is
+        // opened for writing and truncated.
+        "creat" => {
+            // SAFETY: a C string; the fd returned is ours.
+            let fd =
+                unsafe { libc::syscall(libc::SYS_creat, c"/routes/creat.txt".as_ptr(), 0o644) };
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: just returned by creat.
+            drop(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+            Ok(())
+        }
         "fork-exec" => in_child(|| {
             let argv = [TRUE_PATH.as_ptr().cast::<libc::c_char>(), std::ptr::null()];
             // SAFETY: a NUL-terminated static path and a NULL-terminated argv.

@@ -78,6 +78,39 @@ fn main() {
         report("openat2", fd);
         libc::close(fd as i32);
 
+        // creat(2): open's O_CREAT | O_WRONLY | O_TRUNC, here of a new file.
+        let created = c(&format!("{dir}/creat.txt"));
+        let fd = libc::syscall(libc::SYS_creat, created.as_ptr(), 0o644);
+        report("creat", fd);
+        libc::close(fd as i32);
+
+        // open_by_handle_at(2): the file named by a handle, with no path (CAP_DAC_READ_SEARCH).
+        // struct file_handle { u32 handle_bytes; i32 handle_type; u8 f_handle[]; }, room for
+        // MAX_HANDLE_SZ (128) bytes.
+        let mut handle = [0u32; 2 + 32];
+        handle[0] = 128;
+        let mut mount_id: libc::c_int = 0;
+        let named = c(&format!("{dir}/handle.txt"));
+        let r = libc::syscall(
+            libc::SYS_name_to_handle_at,
+            libc::AT_FDCWD,
+            named.as_ptr(),
+            handle.as_mut_ptr(),
+            &mut mount_id,
+            0,
+        );
+        report("name-to-handle", r);
+        let mount_fd = libc::open(d.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY);
+        let fd = libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount_fd,
+            handle.as_ptr(),
+            libc::O_RDONLY,
+        );
+        report("open-by-handle", fd);
+        libc::close(fd as i32);
+        libc::close(mount_fd);
+
         let missing = c(&format!("{dir}/missing.txt"));
         let fd = libc::openat(libc::AT_FDCWD, missing.as_ptr(), libc::O_RDONLY);
         report(
