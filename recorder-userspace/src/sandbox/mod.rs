@@ -52,7 +52,8 @@ pub use runc::find_runc;
 pub use runtime_spec::{Confinement, DEFAULT_PIDS_LIMIT, SpecLayout, runtime_spec};
 pub use spec::{DEFAULT_PATH, ImageProcess, ProcessSpec, ResolvedUser, SpecError, resolve_user};
 pub use unpack::{
-    UnpackBudget, UnpackError, UnpackStats, unpack_layer, unpack_layer_indexed, unpack_layer_within,
+    UnpackBudget, UnpackError, UnpackStats, unpack_layer, unpack_layer_indexed,
+    unpack_layer_with_workers, unpack_layer_within,
 };
 pub use watchdog::{Watchdog, WatchedContainer};
 pub use workload::{Pending, Running};
