@@ -190,7 +190,7 @@ fn unpack(
         source: e.into(),
     })?;
     let root = Arc::new(root);
-    let shared = Shared::new(budget.cancel_arc());
+    let shared = Shared::new(budget.cancel_arc(), workers);
     let (stats, dir_times) = std::thread::scope(|scope| {
         let mut workers = Workers::new(scope, &shared, workers);
         let walked = walk(layer, &root, budget, index, &mut workers);
