@@ -8,7 +8,10 @@
 //! take 1.3x one), creating them in one directory does not (its lock): so a directory's files
 //! go to one worker while it has some of them to make, and a directory met afresh to the
 //! worker with the fewest files to make ([`Workers::route`]). Files go in batches: one by one,
-//! waking the worker cost more than a second thread saved.
+//! waking the worker cost more than a second thread saved. Unpacking that image's 60,000-file
+//! layer (gzip) alone: 1.37 s without workers, 1.25 s with 2 (medians of 3 interleaved runs,
+//! 2 cores that other sessions kept busy, load 1.4-1.6: the workers were preempted more than
+//! they waited).
 //!
 //! The thread reading the tar does everything else as before (directories, links, nodes,
 //! whiteouts, files larger than a chunk), and reads a small file's data, charging the budget, so
