@@ -288,7 +288,7 @@ fn markdown(rows: &[Row], rounds: usize) -> String {
     let mut text = format!(
         "{DOCS_SECTION}\n\n\
          Wall time of `recorder run --entrypoint /bin/sh -- -c :` (start to exit, the release \
-         build) with the layer cache cold (emptied before each run: every layer unpacked into \
+         build) with the layer cache cold (a fresh one each run: every layer unpacked into \
          it) and warm (every layer already cached), against `tar -xzf` of the same layer blobs \
          one after another into fresh dirs, and `ctr-remote image optimize --oci` (stargz-snapshotter \
          0.12's fanotify analyzer: it runs the same workload, then converts the image to eStargz) \
