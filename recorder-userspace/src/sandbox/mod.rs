@@ -18,7 +18,7 @@
 //!
 //! | module | what it is for |
 //! | --- | --- |
-//! | `unpack/` | a layer tar into a lower dir: the entry walk (each entry also given to a `TarIndexer` when the layer is indexed in the same pass); `budget`, `dirs`, `entry`, `file`, `xattr` |
+//! | `unpack/` | a layer tar into a lower dir: the entry walk (each entry also given to a `TarIndexer` when the layer is indexed in the same pass); `budget`, `dirs`, `entry`, `file`, `xattr`; `workers`: small files created on worker threads |
 //! | [`cache`] | the layer cache: opening it; `entry` (acquire, make), `eviction` (list, clear, evict), `lock` |
 //! | `spec`, `overrides` | the process: from the image config, and what `run`'s flags change of it |
 //! | [`runtime_spec`](mod@runtime_spec) | the one OCI runtime spec builder; `capabilities`, `mounts` |
@@ -52,7 +52,8 @@ pub use runc::find_runc;
 pub use runtime_spec::{Confinement, DEFAULT_PIDS_LIMIT, SpecLayout, runtime_spec};
 pub use spec::{DEFAULT_PATH, ImageProcess, ProcessSpec, ResolvedUser, SpecError, resolve_user};
 pub use unpack::{
-    UnpackBudget, UnpackError, UnpackStats, unpack_layer, unpack_layer_indexed, unpack_layer_within,
+    UnpackBudget, UnpackError, UnpackStats, unpack_layer, unpack_layer_indexed,
+    unpack_layer_with_workers, unpack_layer_within,
 };
 pub use watchdog::{Watchdog, WatchedContainer};
 pub use workload::{Pending, Running};

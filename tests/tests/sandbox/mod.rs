@@ -9,6 +9,7 @@ use recorder_tests::sandbox_fixtures::{LayerBuilder, mounts_mentioning};
 
 mod run;
 mod unpack;
+mod unpack_workers;
 
 const PROGRAMS: &[&str] = &["sh", "cat", "ls", "id", "sleep"];
 

@@ -154,7 +154,21 @@ fn measure(
                 .join(l.digest.trim_start_matches("sha256:"))
         })
         .collect();
-    let (warm_cache, cold_cache) = (dir.join("cache-warm"), dir.join("cache-cold"));
+    let warm_cache = dir.join("cache-warm");
+    // Nothing is deleted between measurements: on ext4 without a journal, inode allocation
+    // skips inodes freed in the last minutes (`recently_deleted`), so creating 60,000 files
+    // right after deleting a tree of 60,000 took 10-40 s instead of 1.8 s. Each round's tar
+    // tree and cold cache go to a fresh dir under `trash/`, removed after the last round.
+    let trash = dir.join("trash");
+    if trash.exists() {
+        eprintln!(
+            "{name}: removing {} (left by an earlier run); on ext4 without a journal, inode \
+             allocation is slow for a few minutes after a large delete, so the first \
+             measurements may wait",
+            trash.display()
+        );
+    }
+    remove(&trash)?;
     remove(&warm_cache)?;
     eprintln!("{name}: warming the cache");
     recorder_run(paths, &layout, dir, &warm_cache)?;
@@ -165,8 +179,8 @@ fn measure(
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
         eprintln!("{name}: round {round}/{rounds}: tar, cold, warm, ctr-remote optimize");
-        tar.push(tar_baseline(&blobs, &dir.join("tar"))?);
-        remove(&cold_cache)?;
+        tar.push(tar_baseline(&blobs, &trash.join(format!("{round}-tar")))?);
+        let cold_cache = trash.join(format!("{round}-cold"));
         cold.push(recorder_run(paths, &layout, dir, &cold_cache)?);
         warm.push(recorder_run(paths, &layout, dir, &warm_cache)?);
         optimize.push(containerd.optimize(
@@ -177,8 +191,15 @@ fn measure(
         )?);
     }
     containerd.remove(&imported)?;
-    remove(&cold_cache)?;
+    eprintln!(
+        "{name}: removing {}; a benchmark started in the next few minutes may wait for the \
+         file system (ext4 without a journal)",
+        trash.display()
+    );
+    remove(&trash)?;
+    // A tree left by a benchmark before the trash existed.
     remove(&dir.join("tar"))?;
+    remove(&dir.join("cache-cold"))?;
     let secs = |v: Vec<Duration>| median(v.iter().map(Duration::as_secs_f64).collect());
     Ok(Row {
         name: name.to_owned(),
@@ -201,9 +222,10 @@ fn remove(dir: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// `tar -xzf` of each blob into a fresh dir of its own, one after another.
+/// `tar -xzf` of each blob into a fresh dir of its own (under `into`, which must not exist
+/// yet), one after another.
 fn tar_baseline(blobs: &[PathBuf], into: &Path) -> anyhow::Result<Duration> {
-    remove(into)?;
+    ensure!(!into.exists(), "{} exists already", into.display());
     let dirs: Vec<PathBuf> = (0..blobs.len()).map(|i| into.join(i.to_string())).collect();
     for d in &dirs {
         fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
@@ -266,7 +288,7 @@ fn markdown(rows: &[Row], rounds: usize) -> String {
     let mut text = format!(
         "{DOCS_SECTION}\n\n\
          Wall time of `recorder run --entrypoint /bin/sh -- -c :` (start to exit, the release \
-         build) with the layer cache cold (emptied before each run: every layer unpacked into \
+         build) with the layer cache cold (a fresh one each run: every layer unpacked into \
          it) and warm (every layer already cached), against `tar -xzf` of the same layer blobs \
          one after another into fresh dirs, and `ctr-remote image optimize --oci` (stargz-snapshotter \
          0.12's fanotify analyzer: it runs the same workload, then converts the image to eStargz) \

@@ -47,6 +47,11 @@ impl UnpackBudget {
         self.cancel.as_deref()
     }
 
+    /// The cancel flag, for the threads that create files for the unpacker.
+    pub(super) fn cancel_arc(&self) -> Option<Arc<AtomicBool>> {
+        self.cancel.clone()
+    }
+
     /// Bytes counted so far (by this budget and its clones).
     pub fn used(&self) -> u64 {
         self.used.load(Ordering::Relaxed)

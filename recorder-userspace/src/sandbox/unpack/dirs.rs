@@ -4,10 +4,17 @@
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, openat};
-use nix::sys::stat::{Mode, mkdirat};
+use nix::sys::stat::{Mode, UtimensatFlags, mkdirat, utimensat};
+use nix::sys::time::TimeSpec;
+
+use super::UnpackError;
+use super::budget::UnpackBudget;
+use super::entry::Ctx;
 
 /// The open directories of the previous entry's parents, so the next entry opens only what
 /// differs. Entries only ever change a name inside their parent, which is never one of the
@@ -15,7 +22,8 @@ use nix::sys::stat::{Mode, mkdirat};
 #[derive(Default)]
 pub(super) struct DirCache {
     names: Vec<OsString>,
-    fds: Vec<OwnedFd>,
+    /// Shared with the workers creating files in them (see `workers`).
+    fds: Vec<Arc<OwnedFd>>,
     /// Whether each directory (and, first, the root) is set-group-id: a file created in one
     /// takes its group, so it needs a chown even when the entry's owner is the creator.
     setgid: Vec<bool>,
@@ -26,10 +34,10 @@ impl DirCache {
     /// tar does) where missing when `create` is set; and whether it is set-group-id.
     pub(super) fn open<'a>(
         &'a mut self,
-        root: &'a OwnedFd,
+        root: &'a Arc<OwnedFd>,
         parents: &[OsString],
         create: bool,
-    ) -> Result<(&'a OwnedFd, bool), Errno> {
+    ) -> Result<(&'a Arc<OwnedFd>, bool), Errno> {
         if self.setgid.is_empty() {
             self.setgid.push(is_setgid(root)?);
         }
@@ -47,7 +55,7 @@ impl DirCache {
             let next = open_dir(dir, part, create)?;
             self.setgid.push(is_setgid(&next)?);
             self.names.push(part.clone());
-            self.fds.push(next);
+            self.fds.push(Arc::new(next));
         }
         let setgid = self.setgid.last().copied().unwrap_or(false);
         Ok((self.fds.last().unwrap_or(root), setgid))
@@ -73,4 +81,43 @@ pub(super) fn open_dir(dir: &OwnedFd, part: &OsStr, create: bool) -> Result<Owne
 
 pub(super) fn dir_flags() -> OFlag {
     OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
+}
+
+/// Sets the directories' mtimes, last: they change as children are added.
+pub(super) fn set_dir_times(
+    root: &Arc<OwnedFd>,
+    mut dir_times: Vec<(Vec<OsString>, i64)>,
+    budget: &UnpackBudget,
+) -> Result<(), UnpackError> {
+    // Sorted, so that consecutive directories share their open parents.
+    dir_times.sort();
+    let mut parents_open = DirCache::default();
+    for (components, mtime) in dir_times {
+        budget.check_cancel()?;
+        let entry =
+            String::from_utf8_lossy(components.join(OsStr::new("/")).as_bytes()).into_owned();
+        let ctx = Ctx { entry: &entry };
+        let Some((name, parents)) = components.split_last() else {
+            continue;
+        };
+        let parent = match parents_open.open(root, parents, false) {
+            Ok((fd, _)) => fd,
+            // A later entry replaced or whited out a parent: nothing to set.
+            Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => continue,
+            Err(e) => return Err(ctx.walk_error(e)),
+        };
+        let t = TimeSpec::new(mtime, 0);
+        match utimensat(
+            parent,
+            name.as_os_str(),
+            &t,
+            &t,
+            UtimensatFlags::NoFollowSymlink,
+        ) {
+            // A later entry may have replaced or whited out the directory.
+            Ok(()) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(ctx.io("set directory mtime")(e)),
+        }
+    }
+    Ok(())
 }

@@ -17,25 +17,26 @@
 //! - `dirs`: the parent directories, opened without following symlinks and kept open;
 //! - `entry`: one entry's error context, replacing what is at its name, its owner and times;
 //! - `file`: regular files, created with their mode and copied with holes;
-//! - `xattr`: the PAX headers' extended attributes, and the opaque marker.
+//! - `xattr`: the PAX headers' extended attributes, and the opaque marker;
+//! - `workers`: small regular files created on worker threads, in parallel across directories.
 
 mod budget;
 mod dirs;
 mod entry;
 mod file;
+mod workers;
 mod xattr;
 
 use std::ffi::{OsStr, OsString};
-use std::fs::File;
 use std::io::{self, Read};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
-use nix::sys::stat::{
-    Mode, SFlag, UtimensatFlags, fchmod, futimens, makedev, mkdirat, mknodat, utimensat,
-};
+use nix::sys::stat::{Mode, SFlag, fchmod, makedev, mkdirat, mknodat};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, fchown, linkat, symlinkat};
 use tar::EntryType;
@@ -45,9 +46,10 @@ use crate::image::{ImageError, TarIndexer};
 
 pub use budget::UnpackBudget;
 use budget::{CHUNK, ENTRY_COST};
-use dirs::{DirCache, dir_flags};
+use dirs::{DirCache, dir_flags, set_dir_times};
 use entry::Ctx;
-use file::{FileCreation, copy_sparse, create_file};
+use file::{FileAttrs, copy_sparse, create_replacing, read_small, set_file_attrs};
+use workers::{FileJob, Shared, Workers, join, sibling};
 pub(super) use xattr::OPAQUE_XATTR;
 use xattr::{pax_xattrs, set_xattr, set_xattrs};
 
@@ -153,7 +155,30 @@ pub fn unpack_layer_indexed(
     layer: impl Read,
     target: &Path,
     budget: &mut UnpackBudget,
-    mut index: Option<&mut TarIndexer>,
+    index: Option<&mut TarIndexer>,
+) -> Result<UnpackStats, UnpackError> {
+    unpack(layer, target, budget, index, workers::default_count())
+}
+
+/// [`unpack_layer_within`] with `workers` threads creating small files (fewer than 2: none,
+/// every file created on the calling thread). For tests comparing the two; not an option of
+/// the recorder's.
+#[doc(hidden)]
+pub fn unpack_layer_with_workers(
+    layer: impl Read,
+    target: &Path,
+    budget: &mut UnpackBudget,
+    workers: usize,
+) -> Result<UnpackStats, UnpackError> {
+    unpack(layer, target, budget, None, workers)
+}
+
+fn unpack(
+    layer: impl Read,
+    target: &Path,
+    budget: &mut UnpackBudget,
+    index: Option<&mut TarIndexer>,
+    workers: usize,
 ) -> Result<UnpackStats, UnpackError> {
     let root = openat(
         nix::fcntl::AT_FDCWD,
@@ -165,13 +190,36 @@ pub fn unpack_layer_indexed(
         path: target.to_owned(),
         source: e.into(),
     })?;
+    let root = Arc::new(root);
+    let shared = Shared::new(budget.cancel_arc(), workers);
+    let (stats, dir_times) = std::thread::scope(|scope| {
+        let mut workers = Workers::new(scope, &shared, workers);
+        let walked = walk(layer, &root, budget, index, &mut workers);
+        // Joins the workers, even on an error.
+        workers.finish(walked)
+    })?;
+    set_dir_times(&root, dir_times, budget)?;
+    Ok(stats)
+}
+
+/// Directories and their mtimes, set once every entry is in.
+type DirTimes = Vec<(Vec<OsString>, i64)>;
+
+/// Makes every entry of the layer, small regular files through `workers`.
+fn walk(
+    layer: impl Read,
+    root: &Arc<OwnedFd>,
+    budget: &mut UnpackBudget,
+    mut index: Option<&mut TarIndexer>,
+    workers: &mut Workers<'_, '_>,
+) -> Result<(UnpackStats, DirTimes), UnpackError> {
     let mut stats = UnpackStats::default();
     // Directory mtimes change as children are added, so they are set last.
-    let mut dir_times: Vec<(Vec<OsString>, i64)> = Vec::new();
+    let mut dir_times: DirTimes = Vec::new();
     let mut parents_open = DirCache::default();
     let mut buf = vec![0u8; CHUNK];
     let mut archive = tar::Archive::new(layer);
-    for entry in archive.entries().map_err(UnpackError::Read)? {
+    for (seq, entry) in (0u64..).zip(archive.entries().map_err(UnpackError::Read)?) {
         let mut entry = entry.map_err(UnpackError::Read)?;
         if let Some(index) = index.as_deref_mut() {
             index
@@ -191,8 +239,11 @@ pub fn unpack_layer_indexed(
             continue;
         };
         let ctx = Ctx { entry: &name };
+        // Before its parents are opened (or made): a file given to a worker may be one.
+        let path = join(&components);
+        workers.touch(&path)?;
         let (parent, parent_setgid) = parents_open
-            .open(&root, parents, true)
+            .open(root, parents, true)
             .map_err(|e| ctx.walk_error(e))?;
         let file_name = file_name.as_bytes();
 
@@ -209,6 +260,7 @@ pub fn unpack_layer_indexed(
             if hidden.is_empty() || hidden == b"." || hidden == b".." {
                 return Err(ctx.hostile("whiteout of an invalid name"));
             }
+            workers.touch(&sibling(&path, hidden))?;
             let hidden = OsStr::from_bytes(hidden);
             ctx.clear(parent, hidden, false)?;
             mknodat(parent, hidden, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0))
@@ -226,6 +278,13 @@ pub fn unpack_layer_indexed(
         let mtime = header.mtime().map_err(ctx.io("read mtime"))? as i64;
         let times = [TimeSpec::new(mtime, 0), TimeSpec::new(mtime, 0)];
         let kind = header.entry_type();
+        let attrs = FileAttrs {
+            mode,
+            owner: (uid, gid),
+            parent_setgid,
+            xattrs,
+            mtime,
+        };
 
         match kind {
             EntryType::Directory => {
@@ -238,35 +297,32 @@ pub fn unpack_layer_indexed(
                     .map_err(ctx.io("open created directory"))?;
                 fchown(&dir, Some(uid), Some(gid)).map_err(ctx.io("chown"))?;
                 fchmod(&dir, mode).map_err(ctx.io("chmod"))?;
-                stats.xattrs += set_xattrs(&dir, &xattrs).map_err(ctx.io("set xattr"))?;
+                stats.xattrs += set_xattrs(&dir, &attrs.xattrs).map_err(ctx.io("set xattr"))?;
                 dir_times.push((components.clone(), mtime));
             }
+            // Small (one chunk, no sparse map): read here, created by a worker.
+            EntryType::Regular | EntryType::Continuous
+                if workers.enabled() && entry.size() <= CHUNK as u64 =>
+            {
+                let size = entry.size();
+                let (data, len, charged) = read_small(&mut entry, size, budget, &name)?;
+                stats.bytes += charged;
+                stats.xattrs += attrs.xattrs.len() as u64;
+                let job = FileJob {
+                    seq,
+                    entry: name.clone(),
+                    parent: Arc::clone(parent),
+                    name: file_name.to_owned(),
+                    attrs,
+                    data,
+                    len,
+                };
+                workers.dispatch(job, &path)?;
+            }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                // Created with its permission bits, so most files need no chmod; an entry in
-                // the way (a later entry replacing an earlier one) is cleared only when the
-                // name is taken. Both save a syscall per file: see `FileCreation`.
-                let fd = match create_file(parent, file_name, mode) {
-                    Err(Errno::EEXIST) => {
-                        ctx.clear(parent, file_name, false)?;
-                        create_file(parent, file_name, mode)
-                    }
-                    other => other,
-                }
-                .map_err(ctx.io("create file"))?;
-                let file = File::from(fd);
+                let file = create_replacing(parent, file_name, mode, &ctx)?;
                 stats.bytes += copy_sparse(&mut entry, &file, &mut buf, budget, &name)?;
-                let creation = FileCreation::get();
-                // A new file is the creator's, or takes the group of a set-group-id parent.
-                if (uid, gid) != creation.owner || parent_setgid {
-                    // chown clears set-id bits, so it goes before chmod.
-                    fchown(&file, Some(uid), Some(gid)).map_err(ctx.io("chown"))?;
-                }
-                if creation.needs_chmod(mode) {
-                    fchmod(&file, mode).map_err(ctx.io("chmod"))?;
-                }
-                // After chown, which clears security.capability.
-                stats.xattrs += set_xattrs(&file, &xattrs).map_err(ctx.io("set xattr"))?;
-                futimens(&file, &times[0], &times[1]).map_err(ctx.io("set mtime"))?;
+                stats.xattrs += set_file_attrs(&file, &attrs, &ctx)?;
             }
             EntryType::Symlink => {
                 let target = entry
@@ -290,7 +346,8 @@ pub fn unpack_layer_indexed(
                 let Some((target_name, target_parents)) = target.split_last() else {
                     return Err(ctx.hostile("hardlink to the layer root"));
                 };
-                let target_dir = ctx.walk(&root, target_parents)?;
+                workers.touch(&join(&target))?;
+                let target_dir = ctx.walk(root, target_parents)?;
                 ctx.clear(parent, file_name, false)?;
                 // Without AT_SYMLINK_FOLLOW, linkat links a symlink itself, never what it names.
                 linkat(
@@ -326,38 +383,7 @@ pub fn unpack_layer_indexed(
         }
         stats.entries += 1;
     }
-
-    // Sorted, so that consecutive directories share their open parents.
-    dir_times.sort();
-    let mut parents_open = DirCache::default();
-    for (components, mtime) in dir_times {
-        budget.check_cancel()?;
-        let entry =
-            String::from_utf8_lossy(components.join(OsStr::new("/")).as_bytes()).into_owned();
-        let ctx = Ctx { entry: &entry };
-        let Some((name, parents)) = components.split_last() else {
-            continue;
-        };
-        let parent = match parents_open.open(&root, parents, false) {
-            Ok((fd, _)) => fd,
-            // A later entry replaced or whited out a parent: nothing to set.
-            Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => continue,
-            Err(e) => return Err(ctx.walk_error(e)),
-        };
-        let t = TimeSpec::new(mtime, 0);
-        match utimensat(
-            parent,
-            name.as_os_str(),
-            &t,
-            &t,
-            UtimensatFlags::NoFollowSymlink,
-        ) {
-            // A later entry may have replaced or whited out the directory.
-            Ok(()) | Err(Errno::ENOENT) => {}
-            Err(e) => return Err(ctx.io("set directory mtime")(e)),
-        }
-    }
-    Ok(stats)
+    Ok((stats, dir_times))
 }
 
 /// Splits a tar name into normal components, rejecting anything that could escape.
