@@ -155,21 +155,34 @@ fn measure(
         })
         .collect();
     let warm_cache = dir.join("cache-warm");
-    // Nothing is deleted between measurements: on ext4 without a journal, inode allocation
-    // skips inodes freed in the last minutes (`recently_deleted`), so creating 60,000 files
-    // right after deleting a tree of 60,000 took 10-40 s instead of 1.8 s. Each round's tar
-    // tree and cold cache go to a fresh dir under `trash/`, removed after the last round.
+    // Nothing is deleted before or between measurements: on ext4 without a journal, inode
+    // allocation skips inodes freed in the last minutes (`recently_deleted`, up to 360 s), so
+    // creating 60,000 files right after deleting a tree of 60,000 took 10-40 s instead of 1.8 s.
+    // Each round's tar tree and cold cache go to a fresh dir under `trash/`; what an earlier
+    // run left (its trash, its warm cache) is moved there too, and the trash is removed after
+    // the last round. A run started within minutes of that removal waits for it to age out.
     let trash = dir.join("trash");
-    if trash.exists() {
-        eprintln!(
-            "{name}: removing {} (left by an earlier run); on ext4 without a journal, inode \
-             allocation is slow for a few minutes after a large delete, so the first \
-             measurements may wait",
-            trash.display()
-        );
+    settle(dir, name)?;
+    let stale = dir.join(format!("stale-{}", std::process::id()));
+    fs::create_dir_all(&stale).with_context(|| format!("creating {}", stale.display()))?;
+    for (i, old) in [
+        &trash,
+        &warm_cache,
+        &dir.join("tar"),
+        &dir.join("cache-cold"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if old.exists() {
+            let to = stale.join(i.to_string());
+            fs::rename(old, &to)
+                .with_context(|| format!("moving {} to {}", old.display(), to.display()))?;
+        }
     }
-    remove(&trash)?;
-    remove(&warm_cache)?;
+    fs::create_dir_all(&trash).with_context(|| format!("creating {}", trash.display()))?;
+    fs::rename(&stale, trash.join("stale"))
+        .with_context(|| format!("moving {} into {}", stale.display(), trash.display()))?;
     eprintln!("{name}: warming the cache");
     recorder_run(paths, &layout, dir, &warm_cache)?;
     eprintln!("{name}: importing it into containerd");
@@ -192,14 +205,15 @@ fn measure(
     }
     containerd.remove(&imported)?;
     eprintln!(
-        "{name}: removing {}; a benchmark started in the next few minutes may wait for the \
-         file system (ext4 without a journal)",
-        trash.display()
+        "{name}: removing {}; a benchmark started in the next {} s waits for the file system \
+         (ext4 without a journal)",
+        trash.display(),
+        SETTLE.as_secs()
     );
     remove(&trash)?;
-    // A tree left by a benchmark before the trash existed.
-    remove(&dir.join("tar"))?;
-    remove(&dir.join("cache-cold"))?;
+    let stamp = dir.join(REMOVED_AT);
+    fs::write(&stamp, unix_secs().to_string())
+        .with_context(|| format!("writing {}", stamp.display()))?;
     let secs = |v: Vec<Duration>| median(v.iter().map(Duration::as_secs_f64).collect());
     Ok(Row {
         name: name.to_owned(),
@@ -211,6 +225,37 @@ fn measure(
         warm: secs(warm),
         optimize: secs(optimize),
     })
+}
+
+/// How long ext4 without a journal skips freed inodes at the most (`recently_deleted`: 60 s,
+/// plus 300 s while the inode's table block is dirty).
+const SETTLE: Duration = Duration::from_secs(360);
+
+/// Beside an image's dir: when its trash was last removed, in seconds since the epoch.
+const REMOVED_AT: &str = "trash-removed-at";
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Waits until the last removal of `dir`'s trash is [`SETTLE`] old, so that no measurement
+/// allocates inodes among the ones it freed.
+fn settle(dir: &Path, name: &str) -> anyhow::Result<()> {
+    let Ok(text) = fs::read_to_string(dir.join(REMOVED_AT)) else {
+        return Ok(());
+    };
+    let removed: u64 = text.trim().parse().unwrap_or(0);
+    let age = unix_secs().saturating_sub(removed);
+    if let Some(left) = SETTLE.as_secs().checked_sub(age).filter(|&s| s > 0) {
+        eprintln!(
+            "{name}: the last run removed its trees {age} s ago; waiting {left} s so that inode \
+             allocation no longer skips the inodes they freed (ext4 without a journal)"
+        );
+        std::thread::sleep(Duration::from_secs(left));
+    }
+    Ok(())
 }
 
 fn remove(dir: &Path) -> anyhow::Result<()> {
