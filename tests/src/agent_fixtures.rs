@@ -308,6 +308,25 @@ impl Default for LocalRun {
     }
 }
 
+/// The number after `key=` on the first line of `stderr` (the recorder's log) containing
+/// `line`: how a test reads the counts the agent logs (`layers unpacked`'s `cached=`,
+/// `image indexed`'s `from_index_cache=`, ...).
+pub fn logged(stderr: &str, line: &str, key: &str) -> usize {
+    let found = stderr
+        .lines()
+        .find(|l| l.contains(line))
+        .unwrap_or_else(|| panic!("no {line:?} line in:\n{stderr}"));
+    let n = found
+        .split(&format!("{key}="))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {key} in {found}"));
+    n.split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap_or_default()
+        .parse()
+        .unwrap_or_else(|_| panic!("{found}"))
+}
+
 /// `recorder run --image IMAGE --store STORE --work-dir WORK EXTRA...`, its output once it
 /// has exited (failing the test if that takes more than 180 s).
 pub fn run_into_store(image: &Path, store: &Path, work: &Path, extra: &[&str]) -> Output {

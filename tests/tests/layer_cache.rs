@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use recorder_tests::agent_fixtures::{
-    CACHE_DIR_ENV, expected_record, layers, record_entries, recorder_bin, write_image,
+    CACHE_DIR_ENV, expected_record, layers, logged, record_entries, recorder_bin, write_image,
 };
 use recorder_tests::deadline::output_within;
 use recorder_tests::image_fixtures::{Comp, digest, oci_layout_with_config};
@@ -59,30 +59,12 @@ fn record(dir: &Path, out: &Output) -> Vec<u8> {
 
 /// How many layers the run took from the cache, from its "layers unpacked" log line.
 fn cached(stderr: &str) -> usize {
-    let line = stderr
-        .lines()
-        .find(|l| l.contains("layers unpacked"))
-        .unwrap_or_else(|| panic!("no \"layers unpacked\" line in:\n{stderr}"));
-    let n = line.split("cached=").nth(1).unwrap_or_default();
-    n.split(|c: char| !c.is_ascii_digit())
-        .next()
-        .unwrap_or_default()
-        .parse()
-        .unwrap_or_else(|_| panic!("{line}"))
+    logged(stderr, "layers unpacked", "cached")
 }
 
 /// How many layer indexes the run loaded from the cache, from its "image indexed" log line.
 fn indexes_cached(stderr: &str) -> usize {
-    let line = stderr
-        .lines()
-        .find(|l| l.contains("image indexed"))
-        .unwrap_or_else(|| panic!("no \"image indexed\" line in:\n{stderr}"));
-    let n = line.split("from_index_cache=").nth(1).unwrap_or_default();
-    n.split(|c: char| !c.is_ascii_digit())
-        .next()
-        .unwrap_or_default()
-        .parse()
-        .unwrap_or_else(|_| panic!("{line}"))
+    logged(stderr, "image indexed", "from_index_cache")
 }
 
 /// The stored layer indexes of the cache: file names (blob digest hex) and sizes, sorted.

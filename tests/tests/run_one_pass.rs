@@ -11,7 +11,7 @@ use std::time::Duration;
 use recorder::image::{
     BlobDigest, Image, IndexCache, IndexOptions, MergedView, Platform, index_image,
 };
-use recorder_tests::agent_fixtures::{CACHE_DIR_ENV, layers, recorder_bin};
+use recorder_tests::agent_fixtures::{self, CACHE_DIR_ENV, layers, recorder_bin};
 use recorder_tests::deadline::output_within;
 use recorder_tests::image_fixtures::{Comp, diff_id, index_rows, oci_layout_with_config};
 use recorder_tests::root::require_root;
@@ -49,7 +49,9 @@ fn write_image(root: &Path) -> Vec<String> {
         .collect()
 }
 
-fn run(dir: &Path, image: &Path, cache: &Path) -> Output {
+/// `recorder run` of `image` with the cache in `cache`, a store and work dir of its own under
+/// `dir`, and `extra` arguments; it must succeed.
+fn run(dir: &Path, image: &Path, cache: &Path, extra: &[&str]) -> Output {
     let work = dir.join("work");
     std::fs::create_dir_all(&work).unwrap();
     let child = Command::new(recorder_bin())
@@ -61,6 +63,7 @@ fn run(dir: &Path, image: &Path, cache: &Path) -> Output {
         .arg(dir.join("store"))
         .arg("--work-dir")
         .arg(&work)
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -76,22 +79,9 @@ fn run(dir: &Path, image: &Path, cache: &Path) -> Output {
     out
 }
 
-/// The number after `key=` on the log line containing `line`.
+/// The number after `key=` on the run's log line containing `line`.
 fn logged(out: &Output, line: &str, key: &str) -> usize {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let found = stderr
-        .lines()
-        .find(|l| l.contains(line))
-        .unwrap_or_else(|| panic!("no {line:?} line in:\n{stderr}"));
-    let n = found
-        .split(&format!("{key}="))
-        .nth(1)
-        .unwrap_or_else(|| panic!("no {key} in {found}"));
-    n.split(|c: char| !c.is_ascii_digit())
-        .next()
-        .unwrap_or_default()
-        .parse()
-        .unwrap_or_else(|_| panic!("{found}"))
+    agent_fixtures::logged(&String::from_utf8_lossy(&out.stderr), line, key)
 }
 
 /// `recorder image inspect`'s index of the image: every layer read, nothing cached.
@@ -143,7 +133,7 @@ fn a_cold_run_indexes_each_layer_as_it_unpacks_it_as_image_inspect_does() {
     let slow = inspected(&image);
 
     // Cold: nothing stored, every layer indexed while it is unpacked, none read beforehand.
-    let cold = run(&dir.path().join("run0"), &image, &cache);
+    let cold = run(&dir.path().join("run0"), &image, &cache, &[]);
     assert_eq!(logged(&cold, "image indexed", "from_index_cache"), 0);
     assert_eq!(
         logged(&cold, "image indexed", "while_unpacking"),
@@ -155,7 +145,7 @@ fn a_cold_run_indexes_each_layer_as_it_unpacks_it_as_image_inspect_does() {
 
     // The layers cached, their indexes gone: each layer is read to index it, and not unpacked.
     std::fs::remove_dir_all(cache.join("index")).unwrap();
-    let reindexed = run(&dir.path().join("run1"), &image, &cache);
+    let reindexed = run(&dir.path().join("run1"), &image, &cache, &[]);
     assert_eq!(logged(&reindexed, "image indexed", "from_index_cache"), 0);
     assert_eq!(logged(&reindexed, "image indexed", "while_unpacking"), 0);
     assert_eq!(
@@ -166,7 +156,7 @@ fn a_cold_run_indexes_each_layer_as_it_unpacks_it_as_image_inspect_does() {
     assert_stored_as_inspected(&cache, &blobs, &slow);
 
     // Warm: nothing read at all.
-    let warm = run(&dir.path().join("run2"), &image, &cache);
+    let warm = run(&dir.path().join("run2"), &image, &cache, &[]);
     assert_eq!(
         logged(&warm, "image indexed", "from_index_cache"),
         blobs.len()
@@ -185,30 +175,12 @@ fn without_the_cache_layers_are_indexed_as_they_are_unpacked_into_the_work_dir()
     let image = dir.path().join("image");
     let blobs = write_image(&image);
     let cache = dir.path().join("cache");
-    let with_cache = run(&dir.path().join("run0"), &image, &cache);
-    let work = dir.path().join("run1/work");
-    std::fs::create_dir_all(&work).unwrap();
-    let child = Command::new(recorder_bin())
-        .env(CACHE_DIR_ENV, dir.path().join("unused-cache"))
-        .arg("run")
-        .arg("--no-cache")
-        .arg("--image")
-        .arg(&image)
-        .arg("--store")
-        .arg(dir.path().join("run1/store"))
-        .arg("--work-dir")
-        .arg(&work)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let without = output_within(child, Duration::from_secs(300), "recorder run --no-cache");
-    assert_eq!(
-        without.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&without.stderr)
+    let with_cache = run(&dir.path().join("run0"), &image, &cache, &[]);
+    let without = run(
+        &dir.path().join("run1"),
+        &image,
+        &dir.path().join("unused-cache"),
+        &["--no-cache"],
     );
     assert_eq!(
         logged(&without, "image indexed", "while_unpacking"),
