@@ -126,11 +126,10 @@ const QUERY_EVERY: u64 = 64;
 /// Writes one record to the ring, waking the consumer only when the ring is filling up.
 #[inline(always)]
 pub(crate) fn output(bytes: &[u8]) {
-    let Some(emitted) = COUNTERS.get_ptr_mut(Counter::Emitted as u32) else {
-        return;
-    };
-    // SAFETY: the slot is this CPU's valid, aligned u64 (see `count`).
-    let n = unsafe { *emitted };
+    let emitted = COUNTERS.get_ptr_mut(Counter::Emitted as u32);
+    // SAFETY: the slot is this CPU's valid, aligned u64 (see `count`). Without it (never, for
+    // an index below the array's size) every record looks, and none is lost.
+    let n = emitted.map_or(0, |slot| unsafe { *slot });
     let wakeup = if n % QUERY_EVERY == 0
         && EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= global(&WAKEUP_THRESHOLD) as u64
     {
@@ -139,8 +138,13 @@ pub(crate) fn output(bytes: &[u8]) {
         BPF_RB_NO_WAKEUP
     };
     match EVENTS.output::<[u8]>(bytes, wakeup as u64) {
-        // SAFETY: as above; a dropped record leaves the count, so the next one looks again.
-        Ok(()) => unsafe { *emitted = n + 1 },
+        Ok(()) => {
+            if let Some(slot) = emitted {
+                // SAFETY: as above; a dropped record leaves the count, so the next one looks
+                // again.
+                unsafe { *slot = n + 1 };
+            }
+        }
         Err(_) => count(Counter::Dropped),
     }
 }
