@@ -4,7 +4,7 @@
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -325,6 +325,28 @@ pub fn logged(stderr: &str, line: &str, key: &str) -> usize {
         .unwrap_or_default()
         .parse()
         .unwrap_or_else(|_| panic!("{found}"))
+}
+
+/// `recorder run` of `image` with the cache in `cache`, a store and work dir of its own under
+/// `dir`, and `extra` arguments.
+pub fn spawn_run(dir: &Path, image: &Path, cache: &Path, extra: &[&str]) -> Child {
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    Command::new(recorder_bin())
+        .env(CACHE_DIR_ENV, cache)
+        .arg("run")
+        .arg("--image")
+        .arg(image)
+        .arg("--store")
+        .arg(dir.join("store"))
+        .arg("--work-dir")
+        .arg(&work)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 /// `recorder run --image IMAGE --store STORE --work-dir WORK EXTRA...`, its output once it

@@ -5,38 +5,16 @@
 //! test's temp dir.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use recorder_tests::agent_fixtures::{
-    CACHE_DIR_ENV, expected_record, layers, logged, record_entries, recorder_bin, write_image,
+    expected_record, layers, logged, record_entries, recorder_bin, spawn_run, write_image,
 };
 use recorder_tests::deadline::output_within;
 use recorder_tests::image_fixtures::{Comp, digest, oci_layout_with_config};
 use recorder_tests::root::require_root;
 use recorder_tests::sandbox_fixtures::LayerBuilder;
-
-/// `recorder run` of `image` with the cache in `cache`, a store and work dir of its own under
-/// `dir`, and `extra` arguments.
-fn spawn_run(dir: &Path, image: &Path, cache: &Path, extra: &[&str]) -> std::process::Child {
-    let work = dir.join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    Command::new(recorder_bin())
-        .env(CACHE_DIR_ENV, cache)
-        .arg("run")
-        .arg("--image")
-        .arg(image)
-        .arg("--store")
-        .arg(dir.join("store"))
-        .arg("--work-dir")
-        .arg(&work)
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
 
 fn run(dir: &Path, image: &Path, cache: &Path, extra: &[&str]) -> Output {
     let child = spawn_run(dir, image, cache, extra);

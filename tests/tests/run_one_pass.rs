@@ -5,13 +5,13 @@
 //! only. Every cache here is in the test's temp dir.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use recorder::image::{
     BlobDigest, Image, IndexCache, IndexOptions, MergedView, Platform, index_image,
 };
-use recorder_tests::agent_fixtures::{self, CACHE_DIR_ENV, layers, recorder_bin};
+use recorder_tests::agent_fixtures::{self, layers, spawn_run};
 use recorder_tests::deadline::output_within;
 use recorder_tests::image_fixtures::{Comp, diff_id, index_rows, oci_layout_with_config};
 use recorder_tests::root::require_root;
@@ -52,23 +52,7 @@ fn write_image(root: &Path) -> Vec<String> {
 /// `recorder run` of `image` with the cache in `cache`, a store and work dir of its own under
 /// `dir`, and `extra` arguments; it must succeed.
 fn run(dir: &Path, image: &Path, cache: &Path, extra: &[&str]) -> Output {
-    let work = dir.join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    let child = Command::new(recorder_bin())
-        .env(CACHE_DIR_ENV, cache)
-        .arg("run")
-        .arg("--image")
-        .arg(image)
-        .arg("--store")
-        .arg(dir.join("store"))
-        .arg("--work-dir")
-        .arg(&work)
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(dir, image, cache, extra);
     let out = output_within(child, Duration::from_secs(300), "recorder run");
     assert_eq!(
         out.status.code(),
