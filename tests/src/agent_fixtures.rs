@@ -128,6 +128,24 @@ pub fn write_image_named(root: &Path, name: &str) -> String {
     oci_layout_with_config(root, name, &config, &blobs)
 }
 
+/// Writes an OCI layout at `root` of `blobs` (media type and bytes, bottom first) whose config
+/// runs `/bin/cat /etc/shadowed`; returns the manifest digest. For tests that stack layers of
+/// their own around [`layers`].
+pub fn write_cat_shadowed_image(root: &Path, blobs: &[(String, Vec<u8>)]) -> String {
+    let diff_ids: Vec<String> = blobs
+        .iter()
+        .map(|(mt, b)| crate::image_fixtures::diff_id(mt, b))
+        .collect();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Cmd": ["/bin/cat", "/etc/shadowed"], "Env": ["PATH=/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids}
+    }))
+    .unwrap();
+    oci_layout_with_config(root, "img", &config, blobs)
+}
+
 /// The shared libraries the dynamic loader opens for `program` (the loader itself is mapped
 /// by the kernel, with no open call), as image paths, in load order.
 pub fn libraries(program: &str) -> Vec<String> {

@@ -9,10 +9,11 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use recorder_tests::agent_fixtures::{
-    expected_record, layers, logged, record_entries, recorder_bin, spawn_run, write_image,
+    expected_record, layers, logged, record_entries, recorder_bin, spawn_run,
+    write_cat_shadowed_image, write_image,
 };
 use recorder_tests::deadline::output_within;
-use recorder_tests::image_fixtures::{Comp, digest, oci_layout_with_config};
+use recorder_tests::image_fixtures::{Comp, digest};
 use recorder_tests::root::require_root;
 use recorder_tests::sandbox_fixtures::LayerBuilder;
 
@@ -97,18 +98,7 @@ fn image_with(root: &Path, bottom: Vec<(String, Vec<u8>)>, top: Vec<Vec<u8>>) {
     let mut blobs = bottom;
     blobs.extend(layers().into_iter().map(|l| (tar.clone(), l)));
     blobs.extend(top.into_iter().map(|l| (tar.clone(), l)));
-    let diff_ids: Vec<String> = blobs
-        .iter()
-        .map(|(mt, b)| recorder_tests::image_fixtures::diff_id(mt, b))
-        .collect();
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {"Cmd": ["/bin/cat", "/etc/shadowed"], "Env": ["PATH=/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids}
-    }))
-    .unwrap();
-    oci_layout_with_config(root, "img", &config, &blobs);
+    write_cat_shadowed_image(root, &blobs);
 }
 
 #[test]

@@ -11,9 +11,9 @@ use std::time::Duration;
 use recorder::image::{
     BlobDigest, Image, IndexCache, IndexOptions, MergedView, Platform, index_image,
 };
-use recorder_tests::agent_fixtures::{self, layers, spawn_run};
+use recorder_tests::agent_fixtures::{self, layers, spawn_run, write_cat_shadowed_image};
 use recorder_tests::deadline::output_within;
-use recorder_tests::image_fixtures::{Comp, diff_id, index_rows, oci_layout_with_config};
+use recorder_tests::image_fixtures::{Comp, index_rows};
 use recorder_tests::root::require_root;
 use recorder_tests::sandbox_fixtures::LayerBuilder;
 
@@ -34,15 +34,7 @@ fn write_image(root: &Path) -> Vec<String> {
         .chain([top.finish()])
         .map(|tar| (gzip.clone(), Comp::Gzip.compress(&tar)))
         .collect();
-    let diff_ids: Vec<String> = blobs.iter().map(|(mt, b)| diff_id(mt, b)).collect();
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {"Cmd": ["/bin/cat", "/etc/shadowed"], "Env": ["PATH=/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids}
-    }))
-    .unwrap();
-    oci_layout_with_config(root, "img", &config, &blobs);
+    write_cat_shadowed_image(root, &blobs);
     blobs
         .iter()
         .map(|(_, b)| recorder_tests::image_fixtures::digest(b))
